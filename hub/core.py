@@ -1,0 +1,477 @@
+"""The hub: sessions, routing, flow control and redelivery, independent of any transport.
+
+A transport hands the hub a `Connection` (`Hub.spawn_connection`); the hub runs the protocol
+over it. Per connection three tasks cooperate:
+
+* the reader parses frames; it never waits on another session, so acks and subscriptions
+  are always processed, even while this client's publishes are held back;
+* the router routes this client's publishes, in order, into the target sessions' queues; a
+  full queue makes it wait (so the client's publish window fills and the producer waits),
+  and a publish is acked only once every target holds it;
+* the pump sends what is due to this client: welcome, acks, and deliveries while the client
+  has receive credits (``receive_window`` unacked deliveries).
+
+Memory is bounded: a session holds at most ``session_max_bytes`` (queued plus unacked) and
+``session_max_messages``; a client has at most ``publish_window`` publishes in flight.
+A session outlives its connection for ``session_expiry`` seconds; unacked deliveries are
+redelivered, with the same sequence number, when the agent reconnects.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import re
+import time
+import uuid
+from collections import deque
+from dataclasses import dataclass, field, fields
+from typing import Any
+
+from .._codes import code_for
+from .._message import check_envelope, is_expired, message_size
+from .._proto import bus_pb2 as pb
+from .._topics import validate_filter
+from .._wire import Oversize, Payload
+from ..errors import (
+    ConfigError,
+    ConnectError,
+    InvalidMessage,
+    MessageTooLarge,
+    ProtocolError,
+    UnknownAgent,
+)
+from ..transports.base import Connection
+from .routing import TopicTree
+
+log = logging.getLogger("latentwire.hub")
+
+MiB = 1024 * 1024
+AGENT_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:@-]{0,127}")
+# Deliveries are sent in batches of about this many bytes, so one huge backlog does not
+# become one huge write.
+BATCH_BYTES = 4 * MiB
+
+
+@dataclass
+class HubConfig:
+    """Limits and timings of a hub; every size is in bytes and every time in seconds."""
+
+    max_message_bytes: int = 256 * MiB  # largest message accepted (header + payload)
+    max_frame_bytes: int = 4 * MiB  # largest transport message; bigger frames are chunked
+    publish_window: int = 256  # unacked publishes a client may have in flight
+    session_max_bytes: int = 64 * MiB  # queued + unacked bytes per session
+    session_max_messages: int = 4096  # queued + unacked messages per session
+    max_receive_window: int = 1024  # cap on the receive window a client may ask for
+    session_expiry: float = 60.0  # how long a disconnected session is kept for resume
+    hello_timeout: float = 10.0  # a new connection must say hello within this
+
+    def __post_init__(self) -> None:
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if not isinstance(value, (int, float)) or isinstance(value, bool) or value <= 0:
+                raise ConfigError(f"hub setting {f.name} must be a positive number, got {value!r}")
+        if self.max_frame_bytes < 64 * 1024:
+            raise ConfigError(f"max_frame_bytes must be at least 65536, got {self.max_frame_bytes}")
+
+
+@dataclass
+class HubStats:
+    """Counters since the hub started (read by metrics and benchmarks)."""
+
+    connections: int = 0
+    published: int = 0
+    delivered: int = 0
+    rejected: int = 0
+    expired: int = 0
+    malformed: int = 0
+
+
+@dataclass(slots=True)
+class _Delivery:
+    envelope: pb.Envelope
+    payload: Payload
+    size: int
+    seq: int
+    redelivered: bool = False
+
+
+@dataclass(eq=False)
+class Session:
+    """What the hub keeps for one agent: subscriptions, its queue, and unacked deliveries."""
+
+    agent: str
+    config: HubConfig
+    id: str = field(default_factory=lambda: uuid.uuid4().hex)
+    filters: set[str] = field(default_factory=set)
+    queue: deque[_Delivery] = field(default_factory=deque)
+    inflight: dict[int, _Delivery] = field(default_factory=dict)
+    held_bytes: int = 0
+    next_seq: int = 1
+    window: int = 64
+    conn: Connection | None = None
+    closed: bool = False
+    expiry: asyncio.TimerHandle | None = None
+    # Outgoing control traffic of the attached connection.
+    control: list[tuple[pb.Frame, bytes]] = field(default_factory=list)
+    acks: list[int] = field(default_factory=list)
+    rejections: list[pb.Rejection] = field(default_factory=list)
+    wake: asyncio.Event = field(default_factory=asyncio.Event)
+    space: asyncio.Event = field(default_factory=asyncio.Event)
+
+    @property
+    def held_messages(self) -> int:
+        return len(self.queue) + len(self.inflight)
+
+    def _has_room(self, size: int) -> bool:
+        if self.held_messages == 0:
+            return True  # one message always fits, however large, or it could never pass
+        return (self.held_bytes + size <= self.config.session_max_bytes
+                and self.held_messages < self.config.session_max_messages)
+
+    async def enqueue(self, envelope: pb.Envelope, payload: Payload, size: int) -> bool:
+        """Queue a delivery, waiting while the session is full; False if the session ended."""
+        while not self.closed and not self._has_room(size):
+            self.space.clear()
+            await self.space.wait()
+        if self.closed:
+            return False
+        self.queue.append(_Delivery(envelope, payload, size, self.next_seq))
+        self.next_seq += 1
+        self.held_bytes += size
+        self.wake.set()
+        return True
+
+    def _release(self, delivery: _Delivery) -> None:
+        self.held_bytes -= delivery.size
+        self.space.set()
+
+    def ack_deliveries(self, seqs: list[int]) -> None:
+        """The client acknowledged these deliveries: free their memory and credits."""
+        for seq in seqs:
+            d = self.inflight.pop(seq, None)
+            if d is not None:
+                self._release(d)
+        self.wake.set()
+
+    def requeue_inflight(self) -> None:
+        """Put unacked deliveries back at the front, in order, to be redelivered."""
+        for seq in sorted(self.inflight, reverse=True):
+            d = self.inflight.pop(seq)
+            d.redelivered = True
+            self.queue.appendleft(d)
+
+    def send_control(self, frame: pb.Frame) -> None:
+        self.control.append((frame, b""))
+        self.wake.set()
+
+    def ack_publish(self, seq: int) -> None:
+        self.acks.append(seq)
+        self.wake.set()
+
+    def reject_publish(self, seq: int, exc: BaseException) -> None:
+        self.rejections.append(pb.Rejection(seq=seq, code=code_for(exc), reason=str(exc)))
+        self.wake.set()
+
+    def take_outgoing(self, stats: HubStats) -> list[tuple[pb.Frame, Payload]]:
+        """Everything due to the client now: control frames, coalesced acks, deliveries."""
+        frames: list[tuple[pb.Frame, Payload]] = self.control
+        self.control = []
+        if self.acks or self.rejections:
+            ack = pb.Ack(seqs=self.acks, rejections=self.rejections)
+            frames.append((pb.Frame(publish_ack=ack), b""))
+            self.acks, self.rejections = [], []
+        budget = BATCH_BYTES
+        now = time.time_ns()
+        while self.queue and len(self.inflight) < self.window and budget > 0:
+            d = self.queue.popleft()
+            if is_expired(d.envelope, now):
+                stats.expired += 1
+                self._release(d)
+                continue
+            self.inflight[d.seq] = d
+            deliver = pb.Deliver(seq=d.seq, envelope=d.envelope, redelivered=d.redelivered)
+            frames.append((pb.Frame(deliver=deliver), d.payload))
+            budget -= d.size
+            stats.delivered += 1
+        if self.queue and len(self.inflight) < self.window:
+            self.wake.set()  # more is deliverable: come round again after this batch
+        return frames
+
+
+class Hub:
+    """Routes messages between agent sessions over any number of connections."""
+
+    def __init__(self, config: HubConfig | None = None, *, name: str = "hub") -> None:
+        self.config = config or HubConfig()
+        self.name = name
+        self.id = uuid.uuid4().hex[:12]
+        self.stats = HubStats()
+        self.sessions: dict[str, Session] = {}
+        self.draining = False
+        self.closed = False
+        self._tree: TopicTree[Session] = TopicTree()
+        self._tasks: set[asyncio.Task] = set()
+        self._connections: set[Connection] = set()
+
+    # -- connections -------------------------------------------------------------------
+
+    def spawn_connection(self, conn: Connection) -> asyncio.Task:
+        """Serve a new connection in the background."""
+        task = asyncio.create_task(self.serve_connection(conn), name=f"latentwire-hub[{self.name}].conn")
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
+
+    async def serve_connection(self, conn: Connection) -> None:
+        """Run the protocol over ``conn`` until it ends."""
+        self._connections.add(conn)
+        session: Session | None = None
+        bye = False
+        try:
+            session, pending = await self._handshake(conn)
+            if session is None:
+                return
+            ingress: asyncio.Queue = asyncio.Queue(self.config.publish_window + 16)
+            async with asyncio.TaskGroup() as tg:
+                pump = tg.create_task(self._pump(session, conn), name=f"latentwire-hub[{session.agent}].pump")
+                router = tg.create_task(self._route_loop(session, ingress),
+                                        name=f"latentwire-hub[{session.agent}].router")
+                bye = await self._read_loop(session, conn, ingress, pending)
+                pump.cancel()
+                router.cancel()
+        except* (ConnectError, asyncio.TimeoutError):
+            pass
+        except* ProtocolError as eg:
+            log.warning("closing connection: %s", eg.exceptions[0])
+        finally:
+            self._connections.discard(conn)
+            if session is not None:
+                self._detach(session, conn, bye)
+            await conn.aclose()
+
+    async def _handshake(self, conn: Connection) -> tuple[Session | None, list]:
+        batch = await asyncio.wait_for(conn.receive(), self.config.hello_timeout)
+        frame, _ = batch[0]
+        if frame.WhichOneof("kind") != "hello":
+            await self._refuse(conn, pb.MALFORMED, f"first frame must be hello, got {frame.WhichOneof('kind')}")
+            return None, []
+        hello = frame.hello
+        if self.draining or self.closed:
+            await self._refuse(conn, pb.UNAVAILABLE, "hub is draining; reconnect later")
+            return None, []
+        if not AGENT_ID.fullmatch(hello.agent):
+            await self._refuse(conn, pb.INVALID_ARGUMENT,
+                               f"invalid agent id {hello.agent!r}: use 1-128 of A-Z a-z 0-9 . _ : @ -, "
+                               "starting with a letter or digit")
+            return None, []
+        filters = []
+        for f in hello.subscriptions:
+            try:
+                filters.append(validate_filter(f))
+            except InvalidMessage as exc:
+                await self._refuse(conn, pb.INVALID_TOPIC, str(exc))
+                return None, []
+        session = self.sessions.get(hello.agent)
+        resumed = session is not None
+        if session is not None and session.conn is not None:
+            if hello.session_id != session.id:
+                await self._refuse(conn, pb.ALREADY_EXISTS,
+                                   f"agent {hello.agent!r} is already connected to this hub")
+                return None, []
+            old = session.conn  # the same client reconnecting before we noticed it left
+            self._detach(session, old, bye=False)
+            await old.aclose()
+        if session is None:
+            session = Session(hello.agent, self.config)
+            self.sessions[hello.agent] = session
+        if session.expiry is not None:
+            session.expiry.cancel()
+            session.expiry = None
+        # The client is the source of truth for its subscriptions: a resumed session takes
+        # exactly the filters the client holds now (it may have changed them while away).
+        for f in session.filters - set(filters):
+            self._tree.remove(f, session)
+        for f in filters:
+            self._tree.add(f, session)
+        session.filters = set(filters)
+        session.conn = conn
+        session.window = min(hello.receive_window or 64, self.config.max_receive_window)
+        session.control, session.acks, session.rejections = [], [], []
+        session.wake = asyncio.Event()
+        self.stats.connections += 1
+        welcome = pb.Welcome(
+            session_id=session.id,
+            resumed=resumed,
+            publish_window=self.config.publish_window,
+            max_message_bytes=self.config.max_message_bytes,
+            max_frame_bytes=self.config.max_frame_bytes,
+            hub_id=self.id,
+        )
+        session.send_control(pb.Frame(welcome=welcome))
+        log.debug("session %s for %r %s", session.id, session.agent, "resumed" if resumed else "opened")
+        return session, batch[1:]
+
+    async def _refuse(self, conn: Connection, code: int, reason: str) -> None:
+        with contextlib.suppress(ConnectError):
+            await conn.send([(pb.Frame(error=pb.Error(code=code, reason=reason)), b"")])
+
+    def _detach(self, session: Session, conn: Connection, bye: bool) -> None:
+        if session.conn is not conn:
+            return  # already taken over by a newer connection
+        session.conn = None
+        session.requeue_inflight()
+        if bye or self.closed:
+            self._drop(session)
+        else:
+            loop = asyncio.get_running_loop()
+            session.expiry = loop.call_later(self.config.session_expiry, self._drop, session)
+
+    def _drop(self, session: Session) -> None:
+        if self.sessions.get(session.agent) is session:
+            del self.sessions[session.agent]
+        for f in session.filters:
+            self._tree.remove(f, session)
+        session.filters.clear()
+        session.closed = True
+        session.queue.clear()
+        session.inflight.clear()
+        session.held_bytes = 0
+        session.space.set()  # producers waiting for room see the session is gone
+
+    # -- per-connection tasks -----------------------------------------------------------
+
+    async def _read_loop(self, session: Session, conn: Connection, ingress: asyncio.Queue,
+                         pending: list) -> bool:
+        """Handle the client's frames; return True when it said bye."""
+        while True:
+            for frame, payload in pending:
+                kind = frame.WhichOneof("kind")
+                if kind == "publish":
+                    await self._accept_publish(session, frame.publish, payload, ingress)
+                elif kind == "delivery_ack":
+                    session.ack_deliveries(list(frame.delivery_ack.seqs))
+                elif kind == "subscribe":
+                    self._subscribe(session, frame.subscribe.request_id, frame.subscribe.filters, add=True)
+                elif kind == "unsubscribe":
+                    self._subscribe(session, frame.unsubscribe.request_id, frame.unsubscribe.filters, add=False)
+                elif kind == "bye":
+                    return True
+                else:
+                    self.stats.malformed += 1
+                    session.send_control(pb.Frame(error=pb.Error(
+                        code=pb.MALFORMED, reason=f"unexpected {kind or 'empty'} frame from a client")))
+            try:
+                pending = await conn.receive()
+            except ProtocolError as exc:
+                # A malformed message: say so and go on; the rest of the stream is fine.
+                self.stats.malformed += 1
+                log.warning("malformed frame from %r: %s", session.agent, exc)
+                session.send_control(pb.Frame(error=pb.Error(code=pb.MALFORMED, reason=str(exc))))
+                pending = []
+
+    async def _accept_publish(self, session: Session, publish: pb.Publish, payload: Payload | Oversize,
+                              ingress: asyncio.Queue) -> None:
+        env = publish.envelope
+        try:
+            if isinstance(payload, Oversize):
+                raise MessageTooLarge(payload.size, self.config.max_message_bytes)
+            check_envelope(env, len(payload), self.config.max_message_bytes)
+        except InvalidMessage as exc:
+            self.stats.rejected += 1
+            session.reject_publish(publish.seq, exc)
+            return
+        env.sender = session.agent  # the hub vouches for the sender; clients cannot forge it
+        await ingress.put((publish.seq, env, payload, message_size(env, len(payload))))
+
+    async def _route_loop(self, session: Session, ingress: asyncio.Queue) -> None:
+        while True:
+            seq, env, payload, size = await ingress.get()
+            if env.recipient:
+                target = self.sessions.get(env.recipient)
+                if target is None:
+                    self.stats.rejected += 1
+                    session.reject_publish(seq, UnknownAgent(env.recipient))
+                    continue
+                await target.enqueue(env, payload, size)
+            else:
+                for target in self._tree.match(env.topic):
+                    await target.enqueue(env, payload, size)
+            self.stats.published += 1
+            session.ack_publish(seq)
+
+    async def _pump(self, session: Session, conn: Connection) -> None:
+        wake = session.wake
+        try:
+            while True:
+                await wake.wait()
+                wake.clear()
+                frames = session.take_outgoing(self.stats)
+                if frames:
+                    await conn.send(frames)
+        except ConnectError:
+            await conn.aclose()  # the reader notices and ends the connection
+
+    def _subscribe(self, session: Session, request_id: int, filters: Any, add: bool) -> None:
+        try:
+            checked = [validate_filter(f) for f in filters]
+        except InvalidMessage as exc:
+            ack = pb.SubscribeAck(request_id=request_id, code=pb.INVALID_TOPIC, reason=str(exc))
+            session.send_control(pb.Frame(subscribe_ack=ack))
+            return
+        for f in checked:
+            if add and f not in session.filters:
+                session.filters.add(f)
+                self._tree.add(f, session)
+            elif not add and f in session.filters:
+                session.filters.discard(f)
+                self._tree.remove(f, session)
+        session.send_control(pb.Frame(subscribe_ack=pb.SubscribeAck(request_id=request_id)))
+
+    # -- lifecycle -----------------------------------------------------------------------
+
+    def disconnect(self, agent: str) -> bool:
+        """Cut an agent's connection (its session is kept for resume); for tests and admin."""
+        session = self.sessions.get(agent)
+        if session is None or session.conn is None:
+            return False
+        conn = session.conn
+        self._detach(session, conn, bye=False)
+        task = asyncio.ensure_future(conn.aclose())
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return True
+
+    def busy(self) -> bool:
+        """Whether a connected session still has messages queued or unacked."""
+        return any(s.conn is not None and (s.queue or s.inflight) for s in self.sessions.values())
+
+    async def drain(self, timeout: float) -> bool:
+        """Refuse new sessions, let connected clients take what is queued, then say Drain.
+
+        Returns True when everything queued for connected clients was delivered and acked.
+        """
+        self.draining = True
+        deadline = time.monotonic() + timeout
+        while self.busy() and time.monotonic() < deadline:
+            await asyncio.sleep(0.02)
+        drained = not self.busy()
+        for session in list(self.sessions.values()):
+            if session.conn is not None:
+                session.send_control(pb.Frame(drain=pb.Drain(reason="hub is shutting down")))
+        await asyncio.sleep(0.05)  # let the pumps send the Drain frames
+        return drained
+
+    async def aclose(self) -> None:
+        """Close every connection and forget every session."""
+        self.closed = True
+        for conn in list(self._connections):
+            await conn.aclose()
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        for session in list(self.sessions.values()):
+            if session.expiry is not None:
+                session.expiry.cancel()
+            self._drop(session)

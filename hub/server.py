@@ -1,0 +1,169 @@
+"""The hub over gRPC: a thin servicer that hands each bidi stream to the `Hub` core.
+
+Stream messages are batches of wire frames with identity serializers (raw bytes), so the
+servicer parses only frame headers; payloads are forwarded as they arrived.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import grpc
+import grpc.aio
+
+from .._wire import FrameDecoder, encode_batch
+from ..errors import ConfigError, ConnectError
+from ..transports.base import Connection, WireFrame
+from ..transports.grpc import channel_options
+from .core import Hub, HubConfig
+
+log = logging.getLogger("latentwire.hub")
+
+SERVICE = "latentwire.v1.Bus"
+
+
+class _StreamConnection(Connection):
+    """The hub's side of one client stream."""
+
+    def __init__(self, context: grpc.aio.ServicerContext, config: HubConfig) -> None:
+        self._context = context
+        self._max_frame = config.max_frame_bytes
+        # A payload is refused (not buffered) above the message cap; headroom covers the header.
+        self._decoder = FrameDecoder(config.max_message_bytes)
+        self._task = asyncio.current_task()
+        self.closed_by_hub = False
+        self._closed = False
+
+    async def send(self, frames: Sequence[WireFrame]) -> None:
+        if self._closed:
+            raise ConnectError("stream closed")
+        try:
+            for message in encode_batch(frames, self._max_frame):
+                await self._context.write(message)
+        except (grpc.aio.AioRpcError, grpc.aio.UsageError, RuntimeError) as exc:
+            raise ConnectError(f"client stream failed: {exc}") from exc
+
+    async def receive(self) -> list[tuple]:
+        while True:
+            if self._closed:
+                raise ConnectError("stream closed")
+            try:
+                message = await self._context.read()
+            except (grpc.aio.AioRpcError, grpc.aio.UsageError, RuntimeError) as exc:
+                raise ConnectError(f"client stream failed: {exc}") from exc
+            if message is grpc.aio.EOF:
+                raise ConnectError("client closed the stream")
+            frames = self._decoder.feed(message)
+            if frames:
+                return frames
+
+    async def aclose(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        if self._task is not None and self._task is not asyncio.current_task() and not self._task.done():
+            # The handler task is parked in read(); end it (the handler returns quietly).
+            self.closed_by_hub = True
+            self._task.cancel()
+
+
+class BusServicer:
+    """Serves ``/latentwire.v1.Bus/Connect``."""
+
+    def __init__(self, hub: Hub) -> None:
+        self.hub = hub
+
+    async def connect(self, request_iterator: object, context: grpc.aio.ServicerContext) -> None:
+        conn = _StreamConnection(context, self.hub.config)
+        try:
+            await self.hub.serve_connection(conn)
+        except asyncio.CancelledError:
+            if not conn.closed_by_hub:
+                raise
+            asyncio.current_task().uncancel()
+
+    def handler(self) -> grpc.GenericRpcHandler:
+        """The generic handler to add to a grpc.aio server (identity serializers)."""
+        return grpc.method_handlers_generic_handler(
+            SERVICE, {"Connect": grpc.stream_stream_rpc_method_handler(self.connect)}
+        )
+
+
+@dataclass
+class HubServer:
+    """A running hub daemon: the `Hub` core, its gRPC server and the bound address."""
+
+    hub: Hub
+    server: grpc.aio.Server
+    host: str
+    port: int
+    tls: bool
+
+    @property
+    def url(self) -> str:
+        """The URL clients connect to."""
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{'grpcs' if self.tls else 'grpc'}://{host}:{self.port}"
+
+    async def stop(self, grace: float = 5.0) -> bool:
+        """Drain (deliver what is queued to connected clients, up to ``grace`` s), then stop.
+
+        Returns whether everything queued for connected clients was delivered.
+        """
+        drained = await self.hub.drain(grace)
+        await self.hub.aclose()
+        await self.server.stop(grace=1.0)
+        return drained
+
+
+async def serve(
+    hub: Hub | None = None,
+    *,
+    host: str = "127.0.0.1",
+    port: int = 0,
+    tls_cert: str | Path | None = None,
+    tls_key: str | Path | None = None,
+    tls_client_ca: str | Path | None = None,
+) -> HubServer:
+    """Start a hub on ``host:port`` (port 0 picks a free one) and return it running."""
+    hub = hub or Hub()
+    config = hub.config
+    server = grpc.aio.server(options=channel_options(config.max_frame_bytes, config.max_frame_bytes))
+    server.add_generic_rpc_handlers((BusServicer(hub).handler(),))
+    address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    tls = tls_cert is not None or tls_key is not None
+    if tls:
+        if tls_cert is None or tls_key is None:
+            raise ConfigError("--tls-cert and --tls-key must be given together")
+        try:
+            key, cert = Path(tls_key).read_bytes(), Path(tls_cert).read_bytes()
+            client_ca = Path(tls_client_ca).read_bytes() if tls_client_ca else None
+        except OSError as exc:
+            raise ConfigError(f"cannot read TLS file: {exc}") from exc
+        creds = grpc.ssl_server_credentials([(key, cert)], root_certificates=client_ca,
+                                            require_client_auth=client_ca is not None)
+        bound = server.add_secure_port(address, creds)
+    else:
+        if tls_client_ca:
+            raise ConfigError("--tls-client-ca needs --tls-cert and --tls-key")
+        bound = server.add_insecure_port(address)
+    if not bound:
+        raise ConfigError(f"cannot bind {address}")
+    await server.start()
+    log.info("hub %s listening on %s:%d", hub.id, host, bound)
+    return HubServer(hub, server, host, bound, tls)
+
+
+@contextlib.asynccontextmanager
+async def running_hub(**kwargs: object):
+    """``async with running_hub(port=0) as server:`` a hub for the body of the block."""
+    server = await serve(**kwargs)
+    try:
+        yield server
+    finally:
+        await server.stop(grace=1.0)

@@ -1,0 +1,169 @@
+"""Frames on a byte stream: how (Frame header, payload) pairs become transport messages.
+
+One wire frame is ``u32 header_len | u32 payload_len | header | payload`` (little-endian).
+The header is a serialised `Frame`; the payload is raw bytes (a tensor buffer, UTF-8 text),
+never wrapped in protobuf, so a relay parses only the small header and forwards the payload.
+
+* Batching: several small frames share one transport message (`encode_batch`), which cuts
+  the per-message cost of gRPC for small messages. Only frames that are already waiting are
+  batched; nothing is delayed to fill a batch.
+* Chunking: a frame whose header and payload exceed ``max_frame_bytes`` is split. Its first
+  wire frame carries the header with ``payload_size`` set to the full payload length and the
+  first piece; continuation frames have ``header_len = 0`` and carry the following pieces.
+  `FrameDecoder` reassembles them and refuses a payload above its cap without dropping the
+  stream (the frame is returned with an `Oversize` marker so the caller can refuse it).
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+
+from google.protobuf.message import DecodeError
+
+from ._proto import bus_pb2 as pb
+from .errors import ProtocolError
+
+PREFIX = struct.Struct("<II")
+# Payloads smaller than this are copied out of a received batch, so a small message held in
+# a queue does not keep a whole multi-megabyte batch buffer alive.
+COPY_BELOW = 64 * 1024
+
+Payload = bytes | bytearray | memoryview
+WireFrame = tuple[pb.Frame, Payload]
+
+
+@dataclass(frozen=True, slots=True)
+class Oversize:
+    """Marks a decoded frame whose payload was refused for exceeding the cap (not buffered)."""
+
+    size: int
+    limit: int
+
+    def __len__(self) -> int:
+        return self.size
+
+
+def _pieces(frame: pb.Frame, payload: Payload, max_frame: int) -> Iterator[list[bytes | memoryview]]:
+    """Yield the wire frames of one logical frame, each as a list of byte pieces."""
+    size = len(payload)
+    header = frame.SerializeToString()
+    if PREFIX.size + len(header) + size <= max_frame:
+        yield [PREFIX.pack(len(header), size), header, payload]
+        return
+    chunked = pb.Frame()
+    chunked.CopyFrom(frame)
+    chunked.payload_size = size
+    header = chunked.SerializeToString()
+    room = max_frame - PREFIX.size - len(header)
+    if room <= 0:
+        raise ProtocolError(f"frame header of {len(header)} bytes exceeds max_frame_bytes={max_frame}")
+    view = memoryview(payload).cast("B") if not isinstance(payload, bytes) else memoryview(payload)
+    yield [PREFIX.pack(len(header), room), header, view[:room]]
+    step = max_frame - PREFIX.size
+    for start in range(room, size, step):
+        piece = view[start:start + step]
+        yield [PREFIX.pack(0, len(piece)), piece]
+
+
+def encode_batch(frames: Iterable[WireFrame], max_frame: int) -> list[bytes]:
+    """Pack logical frames into transport messages of at most ``max_frame`` bytes each."""
+    messages: list[bytes] = []
+    current: list[bytes | memoryview] = []
+    current_size = 0
+    for frame, payload in frames:
+        for pieces in _pieces(frame, payload, max_frame):
+            n = sum(len(p) for p in pieces)
+            if current and current_size + n > max_frame:
+                messages.append(b"".join(current))
+                current, current_size = [], 0
+            current.extend(pieces)
+            current_size += n
+    if current:
+        messages.append(b"".join(current))
+    return messages
+
+
+class FrameDecoder:
+    """Turns received transport messages back into (Frame, payload) pairs, per stream.
+
+    ``max_payload`` caps one reassembled payload; larger ones are skipped and returned as
+    `Oversize`. A malformed message raises `ProtocolError`; the decoder then drops any partial
+    frame and is ready for the next message, so one bad message does not end the stream.
+    """
+
+    def __init__(self, max_payload: int) -> None:
+        self.max_payload = max_payload
+        self._frame: pb.Frame | None = None  # header of the frame being reassembled
+        self._buffer: bytearray | None = None  # None while skipping an oversize payload
+        self._filled = 0
+
+    def feed(self, message: bytes) -> list[tuple[pb.Frame, Payload | Oversize]]:
+        """Decode one transport message; return the frames it completes."""
+        out: list[tuple[pb.Frame, Payload | Oversize]] = []
+        view = memoryview(message)
+        pos, end = 0, len(message)
+        try:
+            while pos < end:
+                if end - pos < PREFIX.size:
+                    raise ProtocolError(f"truncated frame prefix: {end - pos} bytes left of {PREFIX.size}")
+                header_len, payload_len = PREFIX.unpack_from(view, pos)
+                pos += PREFIX.size
+                if header_len + payload_len > end - pos:
+                    raise ProtocolError(
+                        f"frame declares {header_len}+{payload_len} bytes but the message has "
+                        f"{end - pos} left"
+                    )
+                if header_len == 0:
+                    self._continue(view[pos:pos + payload_len], out)
+                    pos += payload_len
+                    continue
+                if self._frame is not None:
+                    raise ProtocolError("new frame started before the chunked payload was complete")
+                try:
+                    frame = pb.Frame.FromString(view[pos:pos + header_len])
+                except DecodeError as exc:
+                    raise ProtocolError(f"frame header is not a valid Frame: {exc}") from exc
+                pos += header_len
+                piece = view[pos:pos + payload_len]
+                pos += payload_len
+                if frame.payload_size:
+                    self._start(frame, piece, out)
+                else:
+                    out.append((frame, bytes(piece) if payload_len < COPY_BELOW else piece))
+        except ProtocolError:
+            self.reset()
+            raise
+        return out
+
+    def _start(self, frame: pb.Frame, piece: memoryview, out: list) -> None:
+        total = frame.payload_size
+        if len(piece) > total:
+            raise ProtocolError(f"first chunk of {len(piece)} bytes exceeds payload_size={total}")
+        self._frame = frame
+        self._filled = 0
+        self._buffer = None if total > self.max_payload else bytearray(total)
+        self._continue(piece, out)
+
+    def _continue(self, piece: memoryview, out: list) -> None:
+        frame = self._frame
+        if frame is None:
+            raise ProtocolError("continuation frame without a chunked frame in progress")
+        total = frame.payload_size
+        if self._filled + len(piece) > total:
+            raise ProtocolError(f"chunks exceed payload_size={total}")
+        if self._buffer is not None:
+            self._buffer[self._filled:self._filled + len(piece)] = piece
+        self._filled += len(piece)
+        if self._filled == total:
+            payload = Oversize(total, self.max_payload) if self._buffer is None else self._buffer
+            frame.payload_size = 0
+            out.append((frame, payload))
+            self.reset()
+
+    def reset(self) -> None:
+        """Forget any partially reassembled frame."""
+        self._frame = None
+        self._buffer = None
+        self._filled = 0

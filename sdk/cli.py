@@ -1,0 +1,74 @@
+"""The ``latentwire`` command: ``hub``, ``demo`` and ``bench``.
+
+The CLI composes the layers, so it imports the hub and benchmarks inside their subcommands
+(the SDK itself never imports them at import time).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+
+from ._version import __version__
+
+
+def _hub(args: argparse.Namespace) -> int:
+    from .hub.daemon import run
+
+    return run(args)
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from ._demo import run_demo
+
+    return asyncio.run(run_demo(args.url, rounds=args.rounds))
+
+
+def _bench(args: argparse.Namespace) -> int:
+    from .benchmarks import run_benchmark
+
+    return run_benchmark(args.name, args.json, args.quick, args.extra)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of the ``latentwire`` command."""
+    parser = argparse.ArgumentParser(prog="latentwire", description="Agents that talk in latents.")
+    parser.add_argument("--version", action="version", version=f"latentwire {__version__}")
+    parser.add_argument("-v", "--verbose", action="count", default=0, help="more log output")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    hub = sub.add_parser("hub", help="run the hub daemon (gRPC)")
+    from .hub.daemon import add_arguments  # the flags live with the daemon
+
+    add_arguments(hub)
+    hub.set_defaults(func=_hub)
+
+    demo = sub.add_parser("demo", help="agents exchanging text and latents on an embedded hub")
+    demo.add_argument("--url", default=None, help="bus URL (default: inproc://, no server needed)")
+    demo.add_argument("--rounds", type=int, default=3, help="camera frames to send")
+    demo.set_defaults(func=_demo)
+
+    bench = sub.add_parser("bench", help="run a benchmark and print ratios against its baseline")
+    bench.add_argument("name", help="benchmark name, e.g. bus")
+    bench.add_argument("--json", metavar="FILE", help="also write the results as JSON")
+    bench.add_argument("--quick", action="store_true", help="a short run (smoke test)")
+    bench.add_argument("extra", nargs=argparse.REMAINDER, help="options for the benchmark")
+    bench.set_defaults(func=_bench)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``latentwire`` command."""
+    args = build_parser().parse_args(argv)
+    level = logging.WARNING - 10 * args.verbose
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        return args.func(args) or 0
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

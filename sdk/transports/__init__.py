@@ -1,0 +1,1 @@
+"""Transports: how a `Bus` reaches a hub (``inproc://``, ``grpc://``, ``grpcs://``)."""

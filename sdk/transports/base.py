@@ -1,0 +1,60 @@
+"""The transport contract: move batches of frames to and from a hub, nothing more.
+
+Topics, acks, credits, sessions, dedup and reconnects are the `Bus`'s job and are done once
+there; a transport only opens connections and carries ``(Frame, payload)`` pairs over them.
+The same `Connection` contract serves the hub side, so the hub core runs over any transport.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Sequence
+from types import TracebackType
+
+from .._wire import Oversize, Payload, WireFrame
+
+__all__ = ["Connection", "Oversize", "Payload", "Transport", "WireFrame"]
+
+
+class Connection(abc.ABC):
+    """One live, ordered, bidirectional stream of frames between a client and the hub."""
+
+    @abc.abstractmethod
+    async def send(self, frames: Sequence[WireFrame]) -> None:
+        """Send frames in order; raises `ConnectError` once the stream is gone."""
+
+    @abc.abstractmethod
+    async def receive(self) -> list[tuple]:
+        """Wait for the next frames; raises `ConnectError` when the stream ends.
+
+        A malformed message raises `ProtocolError` and the stream stays usable.
+        """
+
+    @abc.abstractmethod
+    async def aclose(self) -> None:
+        """End the stream; idempotent."""
+
+
+class Transport(abc.ABC):
+    """Knows how to reach one hub (by URL) and opens connections to it."""
+
+    #: Largest transport message; frames above it are chunked (None: no limit, no chunking).
+    max_frame_bytes: int | None = None
+
+    @abc.abstractmethod
+    async def connect(self, timeout: float) -> Connection:
+        """Open a new connection; raises `ConnectError` when the hub is unreachable in time."""
+
+    async def aclose(self) -> None:
+        """Release what the transport holds (channels, embedded hub references)."""
+
+    async def __aenter__(self) -> Transport:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()

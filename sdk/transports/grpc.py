@@ -1,0 +1,148 @@
+"""``grpc://host:port`` and ``grpcs://host:port``: the hub daemon over one bidi stream.
+
+Each stream message is a batch of wire frames (see `latentwire._wire`), sent with identity
+serializers so payload bytes are never wrapped in protobuf. gRPC errors are translated into
+`latentwire.errors` here, and nowhere else.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+import grpc
+import grpc.aio
+
+from .._wire import FrameDecoder, encode_batch
+from ..errors import AuthError, BusError, ConfigError, ConnectError, Unavailable
+from .base import Connection, Transport, WireFrame
+
+METHOD = "/latentwire.v1.Bus/Connect"
+DEFAULT_MAX_FRAME_BYTES = 4 * 1024 * 1024
+# Headroom above the frame size for gRPC's own per-message bytes.
+FRAME_SLACK = 64 * 1024
+
+
+def channel_options(max_frame_bytes: int, receive_limit: int) -> list[tuple[str, int]]:
+    """gRPC options shared by the client channel and the hub server."""
+    return [
+        ("grpc.max_send_message_length", max_frame_bytes + FRAME_SLACK),
+        ("grpc.max_receive_message_length", receive_limit + FRAME_SLACK),
+        # Notice a dead peer within seconds, so sessions resume promptly.
+        ("grpc.keepalive_time_ms", 10_000),
+        ("grpc.keepalive_timeout_ms", 5_000),
+        ("grpc.keepalive_permit_without_calls", 1),
+        ("grpc.http2.max_pings_without_data", 0),
+        ("grpc.http2.min_ping_interval_without_data_ms", 5_000),
+    ]
+
+
+@contextlib.contextmanager
+def translate_errors(target: str) -> Iterator[None]:
+    """Map gRPC failures to latentwire errors, chaining the original."""
+    try:
+        yield
+    except grpc.aio.AioRpcError as exc:
+        code, detail = exc.code(), exc.details() or ""
+        where = f"hub at {target}: {detail or code.name}"
+        if code in (grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED):
+            raise AuthError(where) from exc
+        if code == grpc.StatusCode.RESOURCE_EXHAUSTED:
+            raise BusError(f"{where} (a frame above the peer's gRPC message limit?)") from exc
+        if code == grpc.StatusCode.UNAVAILABLE and "drain" in detail:
+            raise Unavailable(where) from exc
+        raise ConnectError(where) from exc
+    except grpc.aio.UsageError as exc:
+        raise ConnectError(f"hub at {target}: stream closed ({exc})") from exc
+
+
+class _GrpcConnection(Connection):
+    def __init__(self, call: grpc.aio.StreamStreamCall, target: str, max_frame: int,
+                 max_payload: int) -> None:
+        self._call = call
+        self._target = target
+        self.max_frame_bytes = max_frame
+        self._decoder = FrameDecoder(max_payload)
+        self._closed = False
+
+    async def send(self, frames: Sequence[WireFrame]) -> None:
+        with translate_errors(self._target):
+            for message in encode_batch(frames, self.max_frame_bytes):
+                await self._call.write(message)
+
+    async def receive(self) -> list[tuple]:
+        while True:
+            with translate_errors(self._target):
+                message = await self._call.read()
+            if message is grpc.aio.EOF:
+                raise ConnectError(f"hub at {self._target} closed the stream")
+            frames = self._decoder.feed(message)
+            if frames:
+                return frames
+
+    async def aclose(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(self._call.done_writing(), 1.0)
+        self._call.cancel()
+
+
+class GrpcTransport(Transport):
+    """Connects to a ``latentwire hub`` daemon; ``tls=True`` (``grpcs://``) verifies its cert.
+
+    ``tls_ca`` is a PEM file of trusted roots (default: the system's); ``tls_cert`` and
+    ``tls_key`` present a client certificate for mutual TLS.
+    """
+
+    def __init__(
+        self,
+        target: str,
+        *,
+        tls: bool = False,
+        tls_ca: str | Path | None = None,
+        tls_cert: str | Path | None = None,
+        tls_key: str | Path | None = None,
+        tls_server_name: str | None = None,
+        max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES,
+        max_receive_bytes: int = 64 * 1024 * 1024,
+        token: str | None = None,
+    ) -> None:
+        if not target or ":" not in target:
+            raise ConfigError(f"gRPC target must be host:port, got {target!r}")
+        if (tls_cert is None) != (tls_key is None):
+            raise ConfigError("tls_cert and tls_key must be given together for mutual TLS")
+        if not tls and any(x is not None for x in (tls_ca, tls_cert, tls_key)):
+            raise ConfigError("TLS files were given for a plain grpc:// URL; use grpcs://")
+        self.target = target
+        self.max_frame_bytes = max_frame_bytes
+        self._max_receive = max_receive_bytes
+        self._metadata = (("authorization", f"Bearer {token}"),) if token else ()
+        options = channel_options(max_frame_bytes, max_receive_bytes)
+        if tls:
+            read = lambda p: Path(p).read_bytes() if p is not None else None  # noqa: E731
+            try:
+                creds = grpc.ssl_channel_credentials(read(tls_ca), read(tls_key), read(tls_cert))
+            except OSError as exc:
+                raise ConfigError(f"cannot read TLS file: {exc}") from exc
+            if tls_server_name:
+                options.append(("grpc.ssl_target_name_override", tls_server_name))
+            self._channel = grpc.aio.secure_channel(target, creds, options=options)
+        else:
+            self._channel = grpc.aio.insecure_channel(target, options=options)
+        self._stub = self._channel.stream_stream(METHOD)  # identity (de)serializers: raw bytes
+
+    async def connect(self, timeout: float) -> Connection:
+        try:
+            await asyncio.wait_for(self._channel.channel_ready(), timeout)
+        except asyncio.TimeoutError as exc:
+            raise ConnectError(f"no hub reachable at {self.target} within {timeout:g} s") from exc
+        with translate_errors(self.target):
+            call = self._stub(metadata=self._metadata, wait_for_ready=False)
+        return _GrpcConnection(call, self.target, self.max_frame_bytes, self._max_receive)
+
+    async def aclose(self) -> None:
+        await self._channel.close(grace=None)
