@@ -45,7 +45,7 @@ class _StreamConnection(Connection):
         try:
             for message in encode_batch(frames, self._max_frame):
                 await self._context.write(message)
-        except (grpc.aio.AioRpcError, grpc.aio.UsageError, RuntimeError) as exc:
+        except (grpc.aio.AioRpcError, grpc.aio.UsageError, asyncio.InvalidStateError, RuntimeError) as exc:
             raise ConnectError(f"client stream failed: {exc}") from exc
 
     async def receive(self) -> list[tuple]:
@@ -54,7 +54,7 @@ class _StreamConnection(Connection):
                 raise ConnectError("stream closed")
             try:
                 message = await self._context.read()
-            except (grpc.aio.AioRpcError, grpc.aio.UsageError, RuntimeError) as exc:
+            except (grpc.aio.AioRpcError, grpc.aio.UsageError, asyncio.InvalidStateError, RuntimeError) as exc:
                 raise ConnectError(f"client stream failed: {exc}") from exc
             if message is grpc.aio.EOF:
                 raise ConnectError("client closed the stream")

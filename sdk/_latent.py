@@ -13,7 +13,7 @@ from typing import Any
 
 import ml_dtypes
 import numpy as np
-from pydantic import BaseModel, ConfigDict, field_validator
+from pydantic import BaseModel, ConfigDict
 
 from .errors import InvalidTensor
 
@@ -93,22 +93,10 @@ class Latent(BaseModel):
     def __init__(self, data: Any = None, /, **kwargs: Any) -> None:
         if data is not None:
             kwargs["data"] = data
+        # Checked here rather than in a pydantic validator so callers get our InvalidTensor,
+        # not a pydantic ValidationError wrapping it.
+        _check_data(kwargs.get("data"))
         super().__init__(**kwargs)
-
-    @field_validator("data")
-    @classmethod
-    def _check_data(cls, value: Any) -> Any:
-        if _is_torch(value):
-            dtype_name(value.dtype)
-            return value
-        if isinstance(value, np.ndarray):
-            dtype_name(value.dtype)
-            if value.ndim > MAX_NDIM:
-                raise InvalidTensor(f"array has {value.ndim} dimensions; at most {MAX_NDIM}")
-            return value
-        raise InvalidTensor(
-            f"Latent data must be a numpy.ndarray or torch.Tensor, not {type(value).__name__}"
-        )
 
     @property
     def dtype(self) -> str:
@@ -176,6 +164,19 @@ class Latent(BaseModel):
                 f"family={self.family!r})")
 
     __str__ = __repr__
+
+
+def _check_data(value: Any) -> None:
+    if _is_torch(value):
+        dtype_name(value.dtype)
+    elif isinstance(value, np.ndarray):
+        dtype_name(value.dtype)
+        if value.ndim > MAX_NDIM:
+            raise InvalidTensor(f"array has {value.ndim} dimensions; at most {MAX_NDIM} are allowed")
+    else:
+        raise InvalidTensor(
+            f"Latent data must be a numpy.ndarray or torch.Tensor, not {type(value).__name__}"
+        )
 
 
 def _torch_to_numpy(tensor: Any) -> np.ndarray:

@@ -54,7 +54,8 @@ def translate_errors(target: str) -> Iterator[None]:
         if code == grpc.StatusCode.UNAVAILABLE and "drain" in detail:
             raise Unavailable(where) from exc
         raise ConnectError(where) from exc
-    except grpc.aio.UsageError as exc:
+    except (grpc.aio.UsageError, asyncio.InvalidStateError) as exc:
+        # Writing to a call that has already finished (the hub went away mid-write).
         raise ConnectError(f"hub at {target}: stream closed ({exc})") from exc
 
 
