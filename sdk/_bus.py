@@ -33,6 +33,7 @@ from .errors import (
     AlreadyConnected,
     AuthError,
     BusClosed,
+    BusError,
     ConnectError,
     InvalidMessage,
     LatentwireError,
@@ -120,8 +121,8 @@ class Subscription:
             if self._error is not None:
                 raise self._error
             raise StopAsyncIteration
-        msg, seq = item
-        self._bus._consumed(seq)
+        msg, key = item
+        self._bus._consumed(key)
         return msg
 
     async def receive(self, timeout: float | None = None) -> Message:
@@ -197,7 +198,10 @@ class Bus:
         self._sub_requests: dict[int, asyncio.Future] = {}
         self._subs: set[Subscription] = set()
         self._filters: Counter[str] = Counter()
-        self._refs: dict[int, int] = {}
+        # Local consumers still to take a delivery, by (session epoch, delivery seq): a new
+        # session (hub restarted) numbers its deliveries from 1 again.
+        self._refs: dict[tuple[int, int], int] = {}
+        self._epoch = 0
         self._seen: OrderedDict[str, None] = OrderedDict()
         self._inbox = Subscription(self, (), direct=True)
 
@@ -321,9 +325,11 @@ class Bus:
             log.warning("%s: hub %s did not know session %s; started a new one",
                         self.agent, welcome.hub_id, self.session_id)
         first = not self.session_id
+        if welcome.session_id != self.session_id:
+            self._epoch += 1
         self.session_id = welcome.session_id
         self.max_message_bytes = welcome.max_message_bytes
-        if hasattr(conn, "max_frame_bytes") and conn.max_frame_bytes:
+        if conn.max_frame_bytes:
             conn.max_frame_bytes = min(conn.max_frame_bytes, welcome.max_frame_bytes)
         if first:
             self._credits = asyncio.Semaphore(welcome.publish_window)
@@ -331,6 +337,13 @@ class Bus:
         return batch[1:]
 
     async def _supervise(self, conn: Connection, leftovers: list) -> None:
+        try:
+            await self._keep_connected(conn, leftovers)
+        except Exception as exc:  # a bug must not leave subscribers waiting forever
+            log.exception("%s: bus failed", self.agent)
+            self._shutdown(BusError(f"bus failed: {exc!r}"))
+
+    async def _keep_connected(self, conn: Connection, leftovers: list) -> None:
         while True:
             try:
                 await self._run_connection(conn, leftovers)
@@ -457,8 +470,9 @@ class Bus:
                 except InvalidMessage as exc:
                     fut.set_exception(exc)
             return
+        key = (self._epoch, seq)
         if env.id in self._seen:
-            if seq not in self._refs:  # consumed earlier; the ack was lost with a connection
+            if key not in self._refs:  # consumed earlier; the ack was lost with a connection
                 self._ack(seq)
             return
         self._seen[env.id] = None
@@ -474,17 +488,17 @@ class Bus:
         if not targets:
             self._ack(seq)
             return
-        self._refs[seq] = len(targets)
+        self._refs[key] = len(targets)
         for sub in targets:
-            sub._queue.put_nowait((msg, seq))
+            sub._queue.put_nowait((msg, key))
 
-    def _consumed(self, seq: int) -> None:
-        left = self._refs.get(seq, 0) - 1
+    def _consumed(self, key: tuple[int, int]) -> None:
+        left = self._refs.get(key, 0) - 1
         if left > 0:
-            self._refs[seq] = left
+            self._refs[key] = left
             return
-        self._refs.pop(seq, None)
-        self._ack(seq)
+        if self._refs.pop(key, None) is not None and key[0] == self._epoch:
+            self._ack(key[1])  # a delivery of an earlier session has no one to ack to
 
     def _ack(self, seq: int) -> None:
         self._acks.append(seq)

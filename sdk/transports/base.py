@@ -19,6 +19,9 @@ __all__ = ["Connection", "Oversize", "Payload", "Transport", "WireFrame"]
 class Connection(abc.ABC):
     """One live, ordered, bidirectional stream of frames between a client and the hub."""
 
+    #: Largest transport message this connection sends (None: frames are never chunked).
+    max_frame_bytes: int | None = None
+
     @abc.abstractmethod
     async def send(self, frames: Sequence[WireFrame]) -> None:
         """Send frames in order; raises `ConnectError` once the stream is gone."""
