@@ -245,6 +245,8 @@ class Hub:
             pass
         except* ProtocolError as eg:
             log.warning("closing connection: %s", eg.exceptions[0])
+        except* Exception:  # a bug in one connection must not take the hub down
+            log.exception("connection of %r failed", session.agent if session else "?")
         finally:
             self._connections.discard(conn)
             if session is not None:

@@ -122,23 +122,33 @@ class GrpcTransport(Transport):
         self.max_frame_bytes = max_frame_bytes
         self._max_receive = max_receive_bytes
         self._metadata = (("authorization", f"Bearer {token}"),) if token else ()
-        options = channel_options(max_frame_bytes, max_receive_bytes)
+        self._options = channel_options(max_frame_bytes, max_receive_bytes)
+        self._creds: grpc.ChannelCredentials | None = None
         if tls:
             read = lambda p: Path(p).read_bytes() if p is not None else None  # noqa: E731
             try:
-                creds = grpc.ssl_channel_credentials(read(tls_ca), read(tls_key), read(tls_cert))
+                self._creds = grpc.ssl_channel_credentials(read(tls_ca), read(tls_key), read(tls_cert))
             except OSError as exc:
                 raise ConfigError(f"cannot read TLS file: {exc}") from exc
             if tls_server_name:
-                options.append(("grpc.ssl_target_name_override", tls_server_name))
-            self._channel = grpc.aio.secure_channel(target, creds, options=options)
-        else:
-            self._channel = grpc.aio.insecure_channel(target, options=options)
-        self._stub = self._channel.stream_stream(METHOD)  # identity (de)serializers: raw bytes
+                self._options.append(("grpc.ssl_target_name_override", tls_server_name))
+        self._channel: grpc.aio.Channel | None = None
+
+    def _open_channel(self) -> grpc.aio.Channel:
+        # Made on first connect, inside the running event loop that will use it (grpc.aio
+        # binds a channel to the loop it was created in).
+        if self._channel is None:
+            if self._creds is not None:
+                self._channel = grpc.aio.secure_channel(self.target, self._creds, options=self._options)
+            else:
+                self._channel = grpc.aio.insecure_channel(self.target, options=self._options)
+            self._stub = self._channel.stream_stream(METHOD)  # identity (de)serializers: raw bytes
+        return self._channel
 
     async def connect(self, timeout: float) -> Connection:
+        channel = self._open_channel()
         try:
-            await asyncio.wait_for(self._channel.channel_ready(), timeout)
+            await asyncio.wait_for(channel.channel_ready(), timeout)
         except asyncio.TimeoutError as exc:
             raise ConnectError(f"no hub reachable at {self.target} within {timeout:g} s") from exc
         with translate_errors(self.target):
@@ -146,4 +156,6 @@ class GrpcTransport(Transport):
         return _GrpcConnection(call, self.target, self.max_frame_bytes, self._max_receive)
 
     async def aclose(self) -> None:
-        await self._channel.close(grace=None)
+        if self._channel is not None:
+            await self._channel.close(grace=None)
+            self._channel = None
