@@ -126,9 +126,17 @@ class Agent:
         self._bus = bus
         topics, direct = self._handlers()
         routes = [(await bus.subscribe(*filters), handler) for filters, handler in topics]
-        if direct:
-            routes.append((bus.inbox(), direct[0]))
+        # The inbox is always read: unread direct messages would hold the receive window and
+        # stall every subscription of this agent.
+        routes.append((bus.inbox(), direct[0] if direct else self._no_direct_handler))
         return routes
+
+    async def _no_direct_handler(self, msg: Message) -> None:
+        if not msg.is_request:
+            log.warning("%s: dropping a direct message from %r: the agent has no @on_direct handler",
+                        self.id, msg.sender)
+            return
+        raise LookupError(f"agent {self.id!r} takes no direct messages (no @on_direct handler)")
 
     async def _serve(self, routes: list[tuple[Subscription, Handler]]) -> None:
         async with asyncio.TaskGroup() as tg:
@@ -141,7 +149,8 @@ class Agent:
             try:
                 result = await handler(msg)
             except Exception as exc:  # a handler's failure must not stop the agent
-                log.exception("%s: handler %s failed on message %s", self.id, handler.__name__, msg.id)
+                if handler != self._no_direct_handler:
+                    log.exception("%s: handler %s failed on message %s", self.id, handler.__name__, msg.id)
                 if msg.is_request:
                     with contextlib.suppress(LatentwireError):
                         await self.bus.reply(msg, error=exc)

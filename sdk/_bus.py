@@ -37,12 +37,13 @@ from .errors import (
     ConnectError,
     InvalidMessage,
     LatentwireError,
+    MessageTooLarge,
     ProtocolError,
     RemoteError,
     RequestTimeout,
     Unavailable,
 )
-from .transports.base import Connection, Payload, Transport
+from .transports.base import Connection, Oversize, Payload, Transport
 
 log = logging.getLogger("latentwire.bus")
 
@@ -187,6 +188,7 @@ class Bus:
         self._closing = False
         self._failure: BaseException | None = None
         self._credits = asyncio.Semaphore(1)
+        self._credit_waiters = 0
         self._seq = 0
         self._unacked: dict[int, _PendingPublish] = {}
         self._async_errors: list[BaseException] = []
@@ -283,6 +285,8 @@ class Bus:
                 fut.exception()
         for sub in [self._inbox, *self._subs]:
             sub._end(error)
+        for _ in range(self._credit_waiters):
+            self._credits.release()  # wake publishers waiting for credit: they see the bus closed
 
     def _check_usable(self) -> None:
         if self.state is BusState.UNOPENED:
@@ -327,7 +331,10 @@ class Bus:
         first = not self.session_id
         if welcome.session_id != self.session_id:
             self._epoch += 1
+            self._acks.clear()  # they number deliveries of the session that is gone
         self.session_id = welcome.session_id
+        if conn.max_payload is None:
+            conn.max_payload = welcome.max_message_bytes  # the hub never sends more
         self.max_message_bytes = welcome.max_message_bytes
         if conn.max_frame_bytes:
             conn.max_frame_bytes = min(conn.max_frame_bytes, welcome.max_frame_bytes)
@@ -479,6 +486,10 @@ class Bus:
         if len(self._seen) > self._dedup_window:
             self._seen.popitem(last=False)
         try:
+            if isinstance(payload, Oversize):
+                raise MessageTooLarge(payload.size, payload.limit,
+                                      f"{payload.size} bytes is above this bus's max_receive_bytes="
+                                      f"{payload.limit}")
             msg = from_envelope(env, payload, redelivered=deliver.redelivered)
         except InvalidMessage as exc:
             log.warning("%s: dropping undecodable message %s from %r: %s", self.agent, env.id, env.sender, exc)
@@ -667,7 +678,11 @@ class Bus:
         self._check_usable()
         size = len(payload)
         check_envelope(env, size, self.max_message_bytes)
-        await self._credits.acquire()
+        self._credit_waiters += 1
+        try:
+            await self._credits.acquire()
+        finally:
+            self._credit_waiters -= 1
         try:
             self._check_usable()
         except BaseException:

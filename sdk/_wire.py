@@ -88,12 +88,12 @@ def encode_batch(frames: Iterable[WireFrame], max_frame: int) -> list[bytes]:
 class FrameDecoder:
     """Turns received transport messages back into (Frame, payload) pairs, per stream.
 
-    ``max_payload`` caps one reassembled payload; larger ones are skipped and returned as
+    ``max_payload`` (None: no cap) caps one reassembled payload; larger ones are skipped and returned as
     `Oversize`. A malformed message raises `ProtocolError`; the decoder then drops any partial
     frame and is ready for the next message, so one bad message does not end the stream.
     """
 
-    def __init__(self, max_payload: int) -> None:
+    def __init__(self, max_payload: int | None = None) -> None:
         self.max_payload = max_payload
         self._frame: pb.Frame | None = None  # header of the frame being reassembled
         self._buffer: bytearray | None = None  # None while skipping an oversize payload
@@ -143,7 +143,8 @@ class FrameDecoder:
             raise ProtocolError(f"first chunk of {len(piece)} bytes exceeds payload_size={total}")
         self._frame = frame
         self._filled = 0
-        self._buffer = None if total > self.max_payload else bytearray(total)
+        too_big = self.max_payload is not None and total > self.max_payload
+        self._buffer = None if too_big else bytearray(total)
         self._continue(piece, out)
 
     def _continue(self, piece: memoryview, out: list) -> None:

@@ -82,3 +82,13 @@ async def test_agent_declaration_errors() -> None:
         Runtime().add(Critic(), Critic())
     with pytest.raises(latentwire.LatentwireError, match="not running"):
         Critic().bus
+
+
+async def test_agent_without_direct_handler_refuses_requests_and_keeps_receiving(env: HubEnv) -> None:
+    observer = Observer("watcher")
+    async with Runtime(env.url, **env.options, receive_window=2).add(observer):
+        async with env.connect("asker") as asker:
+            for i in range(5):  # more than its receive window: they must not stall it
+                await asker.send("watcher", f"note {i}")
+            with pytest.raises(latentwire.RemoteError, match="takes no direct messages"):
+                await asker.request("watcher", "are you there?", timeout=5)

@@ -202,3 +202,34 @@ async def test_unknown_url_scheme_and_unreachable_hub() -> None:
     with pytest.raises(latentwire.ConnectError, match="no hub reachable at 127.0.0.1:9 within 0.3 s"):
         async with latentwire.connect("grpc://127.0.0.1:9", connect_timeout=0.3):
             pass
+
+
+async def test_blocked_publisher_is_woken_when_the_bus_fails(make_env) -> None:
+    env = await make_env(session_max_messages=1, publish_window=2)
+    if env.server is None:
+        pytest.skip("needs a hub that can be stopped out from under the client")
+    async with env.connect("c", receive_window=1) as c:
+        await c.subscribe("t")
+        async with env.connect("p", reconnect_timeout=1) as p:
+            blocked = asyncio.gather(*[p.publish("t", str(i)) for i in range(5)], return_exceptions=True)
+            await asyncio.sleep(0.3)
+            # The first fits the consumer's session; 2 wait unacked in the hub; 2 wait for credit.
+            assert not blocked.done()
+            await env.server.stop(grace=0.1)
+            results = await asyncio.wait_for(blocked, 10)  # every one of them ends, none hangs
+            assert isinstance(results[0], str)
+            assert all(isinstance(r, latentwire.ConnectError) for r in results[1:]), results
+            assert "could not reconnect" in str(results[-1])
+            assert p.state is latentwire.BusState.CLOSED
+
+
+async def test_message_above_receive_cap_is_dropped_not_fatal(make_env) -> None:
+    env = await make_env()
+    if env.server is None:
+        pytest.skip("the receive cap belongs to the gRPC transport")
+    async with env.connect("p") as p, env.connect("c", max_receive_bytes=6 << 20) as c:
+        sub = await c.subscribe("t")
+        await p.publish("t", latent=np.zeros(8 << 20, np.uint8))  # chunked, above c's cap
+        await p.publish("t", "small")
+        assert (await sub.receive(timeout=10)).text == "small"
+        assert c.state is latentwire.BusState.OPEN

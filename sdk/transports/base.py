@@ -21,6 +21,9 @@ class Connection(abc.ABC):
 
     #: Largest transport message this connection sends (None: frames are never chunked).
     max_frame_bytes: int | None = None
+    #: Largest payload accepted from the peer; larger ones arrive as `Oversize` markers.
+    #: None until known: the bus sets it from the hub's welcome.
+    max_payload: int | None = None
 
     @abc.abstractmethod
     async def send(self, frames: Sequence[WireFrame]) -> None:

@@ -21,6 +21,7 @@ from .base import Connection, Transport, WireFrame
 
 METHOD = "/latentwire.v1.Bus/Connect"
 DEFAULT_MAX_FRAME_BYTES = 4 * 1024 * 1024
+MAX_RECEIVE_FRAME = 64 * 1024 * 1024
 # Headroom above the frame size for gRPC's own per-message bytes.
 FRAME_SLACK = 64 * 1024
 
@@ -61,12 +62,20 @@ def translate_errors(target: str) -> Iterator[None]:
 
 class _GrpcConnection(Connection):
     def __init__(self, call: grpc.aio.StreamStreamCall, target: str, max_frame: int,
-                 max_payload: int) -> None:
+                 max_payload: int | None) -> None:
         self._call = call
         self._target = target
         self.max_frame_bytes = max_frame
         self._decoder = FrameDecoder(max_payload)
         self._closed = False
+
+    @property
+    def max_payload(self) -> int | None:
+        return self._decoder.max_payload
+
+    @max_payload.setter
+    def max_payload(self, value: int | None) -> None:
+        self._decoder.max_payload = value
 
     async def send(self, frames: Sequence[WireFrame]) -> None:
         with translate_errors(self._target):
@@ -96,7 +105,9 @@ class GrpcTransport(Transport):
     """Connects to a ``latentwire hub`` daemon; ``tls=True`` (``grpcs://``) verifies its cert.
 
     ``tls_ca`` is a PEM file of trusted roots (default: the system's); ``tls_cert`` and
-    ``tls_key`` present a client certificate for mutual TLS.
+    ``tls_key`` present a client certificate for mutual TLS. ``max_receive_bytes`` caps a
+    received message (default: the hub's ``max_message_bytes``, from its welcome); a larger
+    one is acked and dropped with a warning, never buffered.
     """
 
     def __init__(
@@ -109,7 +120,7 @@ class GrpcTransport(Transport):
         tls_key: str | Path | None = None,
         tls_server_name: str | None = None,
         max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES,
-        max_receive_bytes: int = 64 * 1024 * 1024,
+        max_receive_bytes: int | None = None,
         token: str | None = None,
     ) -> None:
         if not target or ":" not in target:
@@ -122,7 +133,8 @@ class GrpcTransport(Transport):
         self.max_frame_bytes = max_frame_bytes
         self._max_receive = max_receive_bytes
         self._metadata = (("authorization", f"Bearer {token}"),) if token else ()
-        self._options = channel_options(max_frame_bytes, max_receive_bytes)
+        # A gRPC message is one frame batch; the hub's frames are at most its max_frame_bytes.
+        self._options = channel_options(max_frame_bytes, MAX_RECEIVE_FRAME)
         self._creds: grpc.ChannelCredentials | None = None
         if tls:
             read = lambda p: Path(p).read_bytes() if p is not None else None  # noqa: E731
@@ -150,7 +162,7 @@ class GrpcTransport(Transport):
         try:
             await asyncio.wait_for(channel.channel_ready(), timeout)
         except asyncio.TimeoutError as exc:
-            raise ConnectError(f"no hub reachable at {self.target} within {timeout:g} s") from exc
+            raise ConnectError(f"no hub reachable at {self.target} within {timeout:.3g} s") from exc
         with translate_errors(self.target):
             call = self._stub(metadata=self._metadata, wait_for_ready=False)
         return _GrpcConnection(call, self.target, self.max_frame_bytes, self._max_receive)
