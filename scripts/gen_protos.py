@@ -59,6 +59,9 @@ def main(argv: list[str] | None = None) -> int:
         fresh = generate(Path(tmp))
         stale = [p.name for p in fresh if not (OUT / p.name).exists()
                  or not filecmp.cmp(p, OUT / p.name, shallow=False)]
+        # A generated module whose .proto is gone is stale too.
+        names = {p.name for p in fresh}
+        stale += [p.name for p in sorted(OUT.glob("*_pb2.py*")) if p.name not in names]
     if stale:
         print(f"stale generated modules in sdk/_proto: {', '.join(stale)}; "
               "run python scripts/gen_protos.py", file=sys.stderr)

@@ -40,13 +40,13 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     hub = sub.add_parser("hub", help="run the hub daemon (gRPC)")
-    from .hub.daemon import add_arguments  # the flags live with the daemon
+    from .hub.options import add_arguments  # light: no gRPC import for other commands
 
     add_arguments(hub)
     hub.set_defaults(func=_hub)
 
     demo = sub.add_parser("demo", help="agents exchanging text and latents on an embedded hub")
-    demo.add_argument("--url", default=None, help="bus URL (default: inproc://, no server needed)")
+    demo.add_argument("--url", default=None, help="bus URL (default: $LATENTWIRE_URL, else inproc://, no server needed)")
     demo.add_argument("--rounds", type=int, default=3, help="camera frames to send")
     demo.set_defaults(func=_demo)
 

@@ -1,0 +1,53 @@
+"""The ``latentwire hub`` flags; each falls back to a ``LATENTWIRE_HUB_<FLAG>`` environment variable.
+
+Kept apart from the daemon so that building the CLI's parser imports no gRPC.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+
+from .core import MiB, HubConfig
+
+
+def _env(name: str, default: object) -> object:
+    return os.environ.get(f"LATENTWIRE_HUB_{name}", default)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add the hub's flags to ``parser``."""
+    d = HubConfig()
+    a = parser.add_argument
+    a("--host", default=_env("HOST", "127.0.0.1"), help="address to bind (default 127.0.0.1)")
+    a("--port", type=int, default=int(_env("PORT", 7878)), help="port (0 picks a free one; default 7878)")
+    a("--max-message-bytes", type=int, default=int(_env("MAX_MESSAGE_BYTES", d.max_message_bytes)),
+      help=f"largest message accepted (default {d.max_message_bytes // MiB} MiB)")
+    a("--max-frame-bytes", type=int, default=int(_env("MAX_FRAME_BYTES", d.max_frame_bytes)),
+      help="largest gRPC message; bigger frames are chunked")
+    a("--publish-window", type=int, default=int(_env("PUBLISH_WINDOW", d.publish_window)),
+      help="unacked publishes a client may have in flight")
+    a("--session-max-bytes", type=int, default=int(_env("SESSION_MAX_BYTES", d.session_max_bytes)),
+      help="bytes queued + unacked per session before producers wait")
+    a("--session-max-messages", type=int, default=int(_env("SESSION_MAX_MESSAGES", d.session_max_messages)),
+      help="messages queued + unacked per session before producers wait")
+    a("--session-expiry", type=float, default=float(_env("SESSION_EXPIRY", d.session_expiry)),
+      help="seconds a disconnected session is kept for resume")
+    a("--drain-timeout", type=float, default=float(_env("DRAIN_TIMEOUT", 10.0)),
+      help="seconds to deliver queued messages on SIGTERM")
+    a("--tls-cert", default=_env("TLS_CERT", None), help="PEM certificate (enables TLS: grpcs://)")
+    a("--tls-key", default=_env("TLS_KEY", None), help="PEM private key for --tls-cert")
+    a("--tls-client-ca", default=_env("TLS_CLIENT_CA", None),
+      help="PEM CA bundle: require client certificates signed by it (mutual TLS)")
+
+
+def config_from_args(args: argparse.Namespace) -> HubConfig:
+    """The `HubConfig` the flags describe; raises `ConfigError` naming a bad one."""
+    return HubConfig(
+        max_message_bytes=args.max_message_bytes,
+        max_frame_bytes=args.max_frame_bytes,
+        publish_window=args.publish_window,
+        session_max_bytes=args.session_max_bytes,
+        session_max_messages=args.session_max_messages,
+        session_expiry=args.session_expiry,
+    )
