@@ -9,17 +9,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import grpc
 import grpc.aio
 
-from .._wire import FrameDecoder, encode_batch
-from ..errors import ConfigError, ConnectError
-from ..transports.base import Connection, WireFrame
-from ..transports.grpc import channel_options
+from ..errors import ConfigError
+from ..transports.grpc import FramedStream, channel_options
 from .core import Hub, HubConfig
 
 log = logging.getLogger("latentwire.hub")
@@ -27,40 +24,15 @@ log = logging.getLogger("latentwire.hub")
 SERVICE = "latentwire.v1.Bus"
 
 
-class _StreamConnection(Connection):
-    """The hub's side of one client stream."""
+class _StreamConnection(FramedStream):
+    """The hub's end of one client stream."""
 
     def __init__(self, context: grpc.aio.ServicerContext, config: HubConfig) -> None:
-        self._context = context
-        self._max_frame = config.max_frame_bytes
-        # A payload is refused (not buffered) above the message cap; headroom covers the header.
-        self._decoder = FrameDecoder(config.max_message_bytes)
+        # A payload above the message cap is skipped (and refused), never buffered.
+        super().__init__(context, f"client {context.peer()}", config.max_frame_bytes,
+                         config.max_message_bytes)
         self._task = asyncio.current_task()
         self.closed_by_hub = False
-        self._closed = False
-
-    async def send(self, frames: Sequence[WireFrame]) -> None:
-        if self._closed:
-            raise ConnectError("stream closed")
-        try:
-            for message in encode_batch(frames, self._max_frame):
-                await self._context.write(message)
-        except (grpc.aio.AioRpcError, grpc.aio.UsageError, asyncio.InvalidStateError, RuntimeError) as exc:
-            raise ConnectError(f"client stream failed: {exc}") from exc
-
-    async def receive(self) -> list[tuple]:
-        while True:
-            if self._closed:
-                raise ConnectError("stream closed")
-            try:
-                message = await self._context.read()
-            except (grpc.aio.AioRpcError, grpc.aio.UsageError, asyncio.InvalidStateError, RuntimeError) as exc:
-                raise ConnectError(f"client stream failed: {exc}") from exc
-            if message is grpc.aio.EOF:
-                raise ConnectError("client closed the stream")
-            frames = self._decoder.feed(message)
-            if frames:
-                return frames
 
     async def aclose(self) -> None:
         if self._closed:

@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 import grpc
 import grpc.aio
@@ -41,13 +42,13 @@ def channel_options(max_frame_bytes: int, receive_limit: int) -> list[tuple[str,
 
 
 @contextlib.contextmanager
-def translate_errors(target: str) -> Iterator[None]:
-    """Map gRPC failures to latentwire errors, chaining the original."""
+def translate_errors(peer: str) -> Iterator[None]:
+    """Map gRPC failures on a stream with ``peer`` (e.g. "hub at host:port") to latentwire errors."""
     try:
         yield
     except grpc.aio.AioRpcError as exc:
         code, detail = exc.code(), exc.details() or ""
-        where = f"hub at {target}: {detail or code.name}"
+        where = f"{peer}: {detail or code.name}"
         if code in (grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED):
             raise AuthError(where) from exc
         if code == grpc.StatusCode.RESOURCE_EXHAUSTED:
@@ -56,15 +57,17 @@ def translate_errors(target: str) -> Iterator[None]:
             raise Unavailable(where) from exc
         raise ConnectError(where) from exc
     except (grpc.aio.UsageError, asyncio.InvalidStateError) as exc:
-        # Writing to a call that has already finished (the hub went away mid-write).
-        raise ConnectError(f"hub at {target}: stream closed ({exc})") from exc
+        # Writing to a call that has already finished (the peer went away mid-write).
+        raise ConnectError(f"{peer}: stream closed ({exc})") from exc
 
 
-class _GrpcConnection(Connection):
-    def __init__(self, call: grpc.aio.StreamStreamCall, target: str, max_frame: int,
-                 max_payload: int | None) -> None:
-        self._call = call
-        self._target = target
+class FramedStream(Connection):
+    """Frames over one gRPC bidi stream; serves both ends, a client call and a servicer
+    context, which offer the same ``read()``/``write()`` of raw byte messages."""
+
+    def __init__(self, stream: Any, peer: str, max_frame: int, max_payload: int | None) -> None:
+        self._stream = stream
+        self._peer = peer
         self.max_frame_bytes = max_frame
         self._decoder = FrameDecoder(max_payload)
         self._closed = False
@@ -78,27 +81,35 @@ class _GrpcConnection(Connection):
         self._decoder.max_payload = value
 
     async def send(self, frames: Sequence[WireFrame]) -> None:
-        with translate_errors(self._target):
+        if self._closed:
+            raise ConnectError(f"{self._peer}: stream closed")
+        with translate_errors(self._peer):
             for message in encode_batch(frames, self.max_frame_bytes):
-                await self._call.write(message)
+                await self._stream.write(message)
 
     async def receive(self) -> list[tuple]:
         while True:
-            with translate_errors(self._target):
-                message = await self._call.read()
+            if self._closed:
+                raise ConnectError(f"{self._peer}: stream closed")
+            with translate_errors(self._peer):
+                message = await self._stream.read()
             if message is grpc.aio.EOF:
-                raise ConnectError(f"hub at {self._target} closed the stream")
+                raise ConnectError(f"{self._peer} closed the stream")
             frames = self._decoder.feed(message)
             if frames:
                 return frames
+
+
+class _GrpcConnection(FramedStream):
+    """The client's end: a call on the channel."""
 
     async def aclose(self) -> None:
         if self._closed:
             return
         self._closed = True
         with contextlib.suppress(Exception):
-            await asyncio.wait_for(self._call.done_writing(), 1.0)
-        self._call.cancel()
+            await asyncio.wait_for(self._stream.done_writing(), 1.0)
+        self._stream.cancel()
 
 
 class GrpcTransport(Transport):
@@ -163,9 +174,9 @@ class GrpcTransport(Transport):
             await asyncio.wait_for(channel.channel_ready(), timeout)
         except asyncio.TimeoutError as exc:
             raise ConnectError(f"no hub reachable at {self.target} within {timeout:.3g} s") from exc
-        with translate_errors(self.target):
+        with translate_errors(f"hub at {self.target}"):
             call = self._stub(metadata=self._metadata, wait_for_ready=False)
-        return _GrpcConnection(call, self.target, self.max_frame_bytes, self._max_receive)
+        return _GrpcConnection(call, f"hub at {self.target}", self.max_frame_bytes, self._max_receive)
 
     async def aclose(self) -> None:
         if self._channel is not None:
