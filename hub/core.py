@@ -61,6 +61,7 @@ class HubConfig:
     max_message_bytes: int = 256 * MiB  # largest message accepted (header + payload)
     max_frame_bytes: int = 4 * MiB  # largest transport message; bigger frames are chunked
     publish_window: int = 256  # unacked publishes a client may have in flight
+    publish_window_bytes: int = 16 * MiB  # ... and their payload bytes (one always fits)
     session_max_bytes: int = 64 * MiB  # queued + unacked bytes per session
     session_max_messages: int = 4096  # queued + unacked messages per session
     max_receive_window: int = 1024  # cap on the receive window a client may ask for
@@ -200,6 +201,42 @@ class Session:
         return frames
 
 
+class _Ingress:
+    """One connection's publishes between the reader and the router, bounded by the credits
+    the hub granted: a client that ignores its window is refused, never buffered."""
+
+    def __init__(self, config: HubConfig) -> None:
+        self.config = config
+        self.messages = 0
+        self.nbytes = 0
+        self._queue: deque[tuple[int, pb.Envelope, Payload]] = deque()
+        self._ready = asyncio.Event()
+
+    def check_credit(self, size: int) -> None:
+        if self.messages and (self.messages >= self.config.publish_window
+                              or self.nbytes + size > self.config.publish_window_bytes):
+            raise InvalidMessage(
+                f"publish window exceeded: {self.messages} publishes ({self.nbytes} bytes) unacked, "
+                f"window is {self.config.publish_window} ({self.config.publish_window_bytes} bytes); "
+                "wait for acks")
+
+    def put(self, seq: int, env: pb.Envelope, payload: Payload) -> None:
+        self.messages += 1
+        self.nbytes += len(payload)
+        self._queue.append((seq, env, payload))
+        self._ready.set()
+
+    async def get(self) -> tuple[int, pb.Envelope, Payload]:
+        while not self._queue:
+            self._ready.clear()
+            await self._ready.wait()
+        return self._queue.popleft()
+
+    def done(self, size: int) -> None:
+        self.messages -= 1
+        self.nbytes -= size
+
+
 class Hub:
     """Routes messages between agent sessions over any number of connections."""
 
@@ -233,7 +270,7 @@ class Hub:
             session, pending = await self._handshake(conn)
             if session is None:
                 return
-            ingress: asyncio.Queue = asyncio.Queue(self.config.publish_window + 16)
+            ingress = _Ingress(self.config)
             async with asyncio.TaskGroup() as tg:
                 pump = tg.create_task(self._pump(session, conn), name=f"latentwire-hub[{session.agent}].pump")
                 router = tg.create_task(self._route_loop(session, ingress),
@@ -307,6 +344,7 @@ class Hub:
             session_id=session.id,
             resumed=resumed,
             publish_window=self.config.publish_window,
+            publish_window_bytes=self.config.publish_window_bytes,
             max_message_bytes=self.config.max_message_bytes,
             max_frame_bytes=self.config.max_frame_bytes,
             hub_id=self.id,
@@ -344,14 +382,14 @@ class Hub:
 
     # -- per-connection tasks -----------------------------------------------------------
 
-    async def _read_loop(self, session: Session, conn: Connection, ingress: asyncio.Queue,
+    async def _read_loop(self, session: Session, conn: Connection, ingress: _Ingress,
                          pending: list) -> bool:
         """Handle the client's frames; return True when it said bye."""
         while True:
             for frame, payload in pending:
                 kind = frame.WhichOneof("kind")
                 if kind == "publish":
-                    await self._accept_publish(session, frame.publish, payload, ingress)
+                    self._accept_publish(session, frame.publish, payload, ingress)
                 elif kind == "delivery_ack":
                     session.ack_deliveries(list(frame.delivery_ack.seqs))
                 elif kind == "subscribe":
@@ -373,35 +411,43 @@ class Hub:
                 session.send_control(pb.Frame(error=pb.Error(code=pb.MALFORMED, reason=str(exc))))
                 pending = []
 
-    async def _accept_publish(self, session: Session, publish: pb.Publish, payload: Payload | Oversize,
-                              ingress: asyncio.Queue) -> None:
+    def _accept_publish(self, session: Session, publish: pb.Publish, payload: Payload | Oversize,
+                        ingress: _Ingress) -> None:
         env = publish.envelope
         try:
             if isinstance(payload, Oversize):
                 raise MessageTooLarge(payload.size, self.config.max_message_bytes)
             check_envelope(env, len(payload), self.config.max_message_bytes)
+            ingress.check_credit(len(payload))
         except InvalidMessage as exc:
             self.stats.rejected += 1
             session.reject_publish(publish.seq, exc)
             return
         env.sender = session.agent  # the hub vouches for the sender; clients cannot forge it
-        await ingress.put((publish.seq, env, payload, message_size(env, len(payload))))
+        ingress.put(publish.seq, env, payload)
 
-    async def _route_loop(self, session: Session, ingress: asyncio.Queue) -> None:
+    async def _route_loop(self, session: Session, ingress: _Ingress) -> None:
         while True:
-            seq, env, payload, size = await ingress.get()
-            if env.recipient:
-                target = self.sessions.get(env.recipient)
-                if target is None:
-                    self.stats.rejected += 1
-                    session.reject_publish(seq, UnknownAgent(env.recipient))
-                    continue
+            seq, env, payload = await ingress.get()
+            try:
+                await self._route(session, seq, env, payload)
+            finally:
+                ingress.done(len(payload))
+
+    async def _route(self, session: Session, seq: int, env: pb.Envelope, payload: Payload) -> None:
+        size = message_size(env, len(payload))
+        if env.recipient:
+            target = self.sessions.get(env.recipient)
+            if target is None:
+                self.stats.rejected += 1
+                session.reject_publish(seq, UnknownAgent(env.recipient))
+                return
+            await target.enqueue(env, payload, size)
+        else:
+            for target in self._tree.match(env.topic):
                 await target.enqueue(env, payload, size)
-            else:
-                for target in self._tree.match(env.topic):
-                    await target.enqueue(env, payload, size)
-            self.stats.published += 1
-            session.ack_publish(seq)
+        self.stats.published += 1
+        session.ack_publish(seq)
 
     async def _pump(self, session: Session, conn: Connection) -> None:
         wake = session.wake

@@ -27,6 +27,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
       help="largest gRPC message; bigger frames are chunked")
     a("--publish-window", type=int, default=int(_env("PUBLISH_WINDOW", d.publish_window)),
       help="unacked publishes a client may have in flight")
+    a("--publish-window-bytes", type=int, default=int(_env("PUBLISH_WINDOW_BYTES", d.publish_window_bytes)),
+      help=f"... and their payload bytes (default {d.publish_window_bytes // MiB} MiB)")
     a("--session-max-bytes", type=int, default=int(_env("SESSION_MAX_BYTES", d.session_max_bytes)),
       help="bytes queued + unacked per session before producers wait")
     a("--session-max-messages", type=int, default=int(_env("SESSION_MAX_MESSAGES", d.session_max_messages)),
@@ -47,6 +49,7 @@ def config_from_args(args: argparse.Namespace) -> HubConfig:
         max_message_bytes=args.max_message_bytes,
         max_frame_bytes=args.max_frame_bytes,
         publish_window=args.publish_window,
+        publish_window_bytes=args.publish_window_bytes,
         session_max_bytes=args.session_max_bytes,
         session_max_messages=args.session_max_messages,
         session_expiry=args.session_expiry,

@@ -25,6 +25,7 @@ from types import TracebackType
 from typing import Any
 
 from ._codes import error_for
+from ._credits import Credits
 from ._message import ERROR_TYPE_HEADER, Control, Message, check_envelope, from_envelope, to_envelope
 from ._proto import bus_pb2 as pb
 from ._topics import topic_matches, validate_filter
@@ -187,8 +188,7 @@ class Bus:
         self._supervisor: asyncio.Task | None = None
         self._closing = False
         self._failure: BaseException | None = None
-        self._credits = asyncio.Semaphore(1)
-        self._credit_waiters = 0
+        self._credits = Credits(1, 1)  # replaced by the hub's window at the first welcome
         self._seq = 0
         self._unacked: dict[int, _PendingPublish] = {}
         self._async_errors: list[BaseException] = []
@@ -285,8 +285,7 @@ class Bus:
                 fut.exception()
         for sub in [self._inbox, *self._subs]:
             sub._end(error)
-        for _ in range(self._credit_waiters):
-            self._credits.release()  # wake publishers waiting for credit: they see the bus closed
+        self._credits.wake_all()  # publishers waiting for credit find the bus closed
 
     def _check_usable(self) -> None:
         if self.state is BusState.UNOPENED:
@@ -339,7 +338,7 @@ class Bus:
         if conn.max_frame_bytes:
             conn.max_frame_bytes = min(conn.max_frame_bytes, welcome.max_frame_bytes)
         if first:
-            self._credits = asyncio.Semaphore(welcome.publish_window)
+            self._credits = Credits(welcome.publish_window, welcome.publish_window_bytes)
         self._conn = conn
         return batch[1:]
 
@@ -454,13 +453,13 @@ class Bus:
         for seq in ack.seqs:
             pending = self._unacked.pop(seq, None)
             if pending is not None:
-                self._credits.release()
+                self._credits.release(pending.size)
                 if not pending.future.done():
                     pending.future.set_result(None)
         for rejection in ack.rejections:
             pending = self._unacked.pop(rejection.seq, None)
             if pending is not None:
-                self._credits.release()
+                self._credits.release(pending.size)
                 if not pending.future.done():
                     pending.future.set_exception(error_for(
                         rejection.code, rejection.reason, agent=pending.recipient,
@@ -678,15 +677,11 @@ class Bus:
         self._check_usable()
         size = len(payload)
         check_envelope(env, size, self.max_message_bytes)
-        self._credit_waiters += 1
-        try:
-            await self._credits.acquire()
-        finally:
-            self._credit_waiters -= 1
+        await self._credits.acquire(size)
         try:
             self._check_usable()
         except BaseException:
-            self._credits.release()
+            self._credits.release(size)
             raise
         self._seq += 1
         seq = self._seq

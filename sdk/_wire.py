@@ -67,22 +67,29 @@ def _pieces(frame: pb.Frame, payload: Payload, max_frame: int) -> Iterator[list[
         yield [PREFIX.pack(0, len(piece)), piece]
 
 
-def encode_batch(frames: Iterable[WireFrame], max_frame: int) -> list[bytes]:
-    """Pack logical frames into transport messages of at most ``max_frame`` bytes each."""
-    messages: list[bytes] = []
+def iter_batches(frames: Iterable[WireFrame], max_frame: int) -> Iterator[bytes]:
+    """Pack logical frames into transport messages of at most ``max_frame`` bytes each.
+
+    A generator, so a sender holds one packed message at a time, not a copy of everything it
+    is about to send while the transport makes it wait.
+    """
     current: list[bytes | memoryview] = []
     current_size = 0
     for frame, payload in frames:
         for pieces in _pieces(frame, payload, max_frame):
             n = sum(len(p) for p in pieces)
             if current and current_size + n > max_frame:
-                messages.append(b"".join(current))
+                yield b"".join(current)
                 current, current_size = [], 0
             current.extend(pieces)
             current_size += n
     if current:
-        messages.append(b"".join(current))
-    return messages
+        yield b"".join(current)
+
+
+def encode_batch(frames: Iterable[WireFrame], max_frame: int) -> list[bytes]:
+    """`iter_batches` as a list."""
+    return list(iter_batches(frames, max_frame))
 
 
 class FrameDecoder:

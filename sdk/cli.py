@@ -54,14 +54,19 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("name", help="benchmark name, e.g. bus")
     bench.add_argument("--json", metavar="FILE", help="also write the results as JSON")
     bench.add_argument("--quick", action="store_true", help="a short run (smoke test)")
-    bench.add_argument("extra", nargs=argparse.REMAINDER, help="options for the benchmark")
     bench.set_defaults(func=_bench)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``latentwire`` command."""
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    # A benchmark's own options (`latentwire bench bus --help`) are passed through to it.
+    args, extra = parser.parse_known_args(argv)
+    if args.command == "bench":
+        args.extra = extra
+    elif extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
     level = logging.WARNING - 10 * args.verbose
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:

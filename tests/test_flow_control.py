@@ -71,3 +71,54 @@ async def test_unconsumed_direct_messages_hold_sender_back(make_env) -> None:
         texts = [(await r.inbox().receive(timeout=10)).text for _ in range(50)]
         await asyncio.wait_for(task, 10)
         assert texts == [str(i) for i in range(50)]
+
+
+async def test_publish_window_counts_bytes(make_env) -> None:
+    env: HubEnv = await make_env(session_max_bytes=2 * MiB, publish_window=256,
+                                 publish_window_bytes=4 * MiB)
+    async with env.connect("p") as p, env.connect("c", receive_window=1) as c:
+        sub = await c.subscribe("t")
+        latent = np.zeros(MiB, np.uint8)
+        sent = 0
+
+        async def produce() -> None:
+            nonlocal sent
+            for _ in range(20):
+                await p.publish("t", latent=latent, wait=False)
+                sent += 1
+
+        task = asyncio.create_task(produce())
+        await asyncio.sleep(0.5)
+        # 256 message credits, but only 4 MiB of them may be in flight: 2 MiB sit in the
+        # consumer's session, 4 MiB wait unacked, one waits for credit.
+        assert not task.done() and sent <= 2 + 4 + 1
+        assert p._credits.used_bytes <= 4 * MiB
+        for _ in range(20):
+            await sub.receive(timeout=10)
+        await asyncio.wait_for(task, 10)
+
+
+async def test_hub_refuses_publishes_beyond_the_window(make_env) -> None:
+    from latentwire._proto import bus_pb2 as pb
+
+    from .test_bad_input import RawClient, tensor_envelope
+
+    env: HubEnv = await make_env(session_max_messages=1, publish_window=2)
+    async with env.connect("c", receive_window=1) as c, RawClient(env, "greedy") as raw:
+        await c.subscribe("t")
+        frames = []
+        for seq in range(1, 6):  # ignores its window of 2: publishes 5 without waiting
+            envelope = tensor_envelope("uint8", [1])
+            envelope.id = f"m{seq}"
+            frames.append((pb.Frame(publish=pb.Publish(seq=seq, envelope=envelope)), b"x"))
+        await raw.conn.send(frames)
+        rejected: list[pb.Rejection] = []
+        acked: list[int] = []
+        async with asyncio.timeout(5):
+            while len(rejected) + len(acked) < 2:  # the first fits, the rest stay in the hub
+                for frame, _ in await raw.conn.receive():
+                    if frame.HasField("publish_ack"):
+                        rejected += frame.publish_ack.rejections
+                        acked += frame.publish_ack.seqs
+        assert [r.seq for r in rejected] == [3, 4, 5] and acked == [1]
+        assert "publish window exceeded: 2 publishes" in rejected[0].reason

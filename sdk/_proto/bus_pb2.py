@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import struct_pb2 as google_dot_protobuf_dot_struct__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17latentwire/v1/bus.proto\x12\rlatentwire.v1\x1a\x1cgoogle/protobuf/struct.proto\"S\n\x06Tensor\x12\r\n\x05\x64type\x18\x01 \x01(\t\x12\r\n\x05shape\x18\x02 \x03(\x03\x12\x0c\n\x04\x64\x61ta\x18\x03 \x01(\x0c\x12\r\n\x05space\x18\x04 \x01(\t\x12\x0e\n\x06\x66\x61mily\x18\x05 \x01(\t\">\n\x07\x43ontrol\x12\x0c\n\x04kind\x18\x01 \x01(\t\x12%\n\x04\x61rgs\x18\x02 \x01(\x0b\x32\x17.google.protobuf.Struct\"\xec\x02\n\x08\x45nvelope\x12\n\n\x02id\x18\x01 \x01(\t\x12\r\n\x05topic\x18\x02 \x01(\t\x12\x0e\n\x06sender\x18\x03 \x01(\t\x12\x11\n\trecipient\x18\x04 \x01(\t\x12\x16\n\x0e\x63orrelation_id\x18\x05 \x01(\t\x12\x10\n\x08reply_to\x18\x06 \x01(\t\x12\x35\n\x07headers\x18\x07 \x03(\x0b\x32$.latentwire.v1.Envelope.HeadersEntry\x12\x15\n\rcreated_at_ns\x18\x08 \x01(\x03\x12\x0e\n\x06ttl_ms\x18\t \x01(\r\x12\x0e\n\x04text\x18\n \x01(\tH\x00\x12\'\n\x06tensor\x18\x0b \x01(\x0b\x32\x15.latentwire.v1.TensorH\x00\x12)\n\x07\x63ontrol\x18\x0c \x01(\x0b\x32\x16.latentwire.v1.ControlH\x00\x1a.\n\x0cHeadersEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x42\x06\n\x04\x62ody\"x\n\x05Hello\x12\r\n\x05\x61gent\x18\x01 \x01(\t\x12\x12\n\nsession_id\x18\x02 \x01(\t\x12\x16\n\x0ereceive_window\x18\x03 \x01(\r\x12\r\n\x05token\x18\x04 \x01(\t\x12\x15\n\rsubscriptions\x18\x05 \x03(\t\x12\x0e\n\x06\x63lient\x18\x06 \x01(\t\"\x8a\x01\n\x07Welcome\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x0f\n\x07resumed\x18\x02 \x01(\x08\x12\x16\n\x0epublish_window\x18\x03 \x01(\r\x12\x19\n\x11max_message_bytes\x18\x04 \x01(\x04\x12\x17\n\x0fmax_frame_bytes\x18\x05 \x01(\x04\x12\x0e\n\x06hub_id\x18\x06 \x01(\t\"A\n\x07Publish\x12\x0b\n\x03seq\x18\x01 \x01(\x04\x12)\n\x08\x65nvelope\x18\x02 \x01(\x0b\x32\x17.latentwire.v1.Envelope\"V\n\x07\x44\x65liver\x12\x0b\n\x03seq\x18\x01 \x01(\x04\x12)\n\x08\x65nvelope\x18\x02 \x01(\x0b\x32\x17.latentwire.v1.Envelope\x12\x13\n\x0bredelivered\x18\x03 \x01(\x08\"P\n\tRejection\x12\x0b\n\x03seq\x18\x01 \x01(\x04\x12&\n\x04\x63ode\x18\x02 \x01(\x0e\x32\x18.latentwire.v1.ErrorCode\x12\x0e\n\x06reason\x18\x03 \x01(\t\"A\n\x03\x41\x63k\x12\x0c\n\x04seqs\x18\x01 \x03(\x04\x12,\n\nrejections\x18\x02 \x03(\x0b\x32\x18.latentwire.v1.Rejection\"0\n\tSubscribe\x12\x12\n\nrequest_id\x18\x01 \x01(\x04\x12\x0f\n\x07\x66ilters\x18\x02 \x03(\t\"2\n\x0bUnsubscribe\x12\x12\n\nrequest_id\x18\x01 \x01(\x04\x12\x0f\n\x07\x66ilters\x18\x02 \x03(\t\"Z\n\x0cSubscribeAck\x12\x12\n\nrequest_id\x18\x01 \x01(\x04\x12&\n\x04\x63ode\x18\x02 \x01(\x0e\x32\x18.latentwire.v1.ErrorCode\x12\x0e\n\x06reason\x18\x03 \x01(\t\"?\n\x05\x45rror\x12&\n\x04\x63ode\x18\x01 \x01(\x0e\x32\x18.latentwire.v1.ErrorCode\x12\x0e\n\x06reason\x18\x02 \x01(\t\"\x05\n\x03\x42ye\"\x17\n\x05\x44rain\x12\x0e\n\x06reason\x18\x01 \x01(\t\"\xad\x04\n\x05\x46rame\x12\x14\n\x0cpayload_size\x18\x01 \x01(\x04\x12%\n\x05hello\x18\x02 \x01(\x0b\x32\x14.latentwire.v1.HelloH\x00\x12)\n\x07welcome\x18\x03 \x01(\x0b\x32\x16.latentwire.v1.WelcomeH\x00\x12)\n\x07publish\x18\x04 \x01(\x0b\x32\x16.latentwire.v1.PublishH\x00\x12)\n\x07\x64\x65liver\x18\x05 \x01(\x0b\x32\x16.latentwire.v1.DeliverH\x00\x12)\n\x0bpublish_ack\x18\x06 \x01(\x0b\x32\x12.latentwire.v1.AckH\x00\x12*\n\x0c\x64\x65livery_ack\x18\x07 \x01(\x0b\x32\x12.latentwire.v1.AckH\x00\x12-\n\tsubscribe\x18\x08 \x01(\x0b\x32\x18.latentwire.v1.SubscribeH\x00\x12\x31\n\x0bunsubscribe\x18\t \x01(\x0b\x32\x1a.latentwire.v1.UnsubscribeH\x00\x12\x34\n\rsubscribe_ack\x18\n \x01(\x0b\x32\x1b.latentwire.v1.SubscribeAckH\x00\x12%\n\x05\x65rror\x18\x0b \x01(\x0b\x32\x14.latentwire.v1.ErrorH\x00\x12!\n\x03\x62ye\x18\x0c \x01(\x0b\x32\x12.latentwire.v1.ByeH\x00\x12%\n\x05\x64rain\x18\r \x01(\x0b\x32\x14.latentwire.v1.DrainH\x00\x42\x06\n\x04kind\"\x1b\n\tWireBatch\x12\x0e\n\x06\x66rames\x18\x01 \x01(\x0c*\xf7\x01\n\tErrorCode\x12\x1a\n\x16\x45RROR_CODE_UNSPECIFIED\x10\x00\x12\x14\n\x10INVALID_ARGUMENT\x10\x01\x12\x15\n\x11PAYLOAD_TOO_LARGE\x10\x02\x12\r\n\tNOT_FOUND\x10\x03\x12\r\n\tMALFORMED\x10\x04\x12\x13\n\x0fUNAUTHENTICATED\x10\x05\x12\x15\n\x11PERMISSION_DENIED\x10\x06\x12\x12\n\x0e\x41LREADY_EXISTS\x10\x07\x12\x0f\n\x0bUNAVAILABLE\x10\x08\x12\x0b\n\x07\x45XPIRED\x10\t\x12\x11\n\rINVALID_TOPIC\x10\n\x12\x12\n\x0eINVALID_TENSOR\x10\x0b\x32H\n\x03\x42us\x12\x41\n\x07\x43onnect\x12\x18.latentwire.v1.WireBatch\x1a\x18.latentwire.v1.WireBatch(\x01\x30\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17latentwire/v1/bus.proto\x12\rlatentwire.v1\x1a\x1cgoogle/protobuf/struct.proto\"S\n\x06Tensor\x12\r\n\x05\x64type\x18\x01 \x01(\t\x12\r\n\x05shape\x18\x02 \x03(\x03\x12\x0c\n\x04\x64\x61ta\x18\x03 \x01(\x0c\x12\r\n\x05space\x18\x04 \x01(\t\x12\x0e\n\x06\x66\x61mily\x18\x05 \x01(\t\">\n\x07\x43ontrol\x12\x0c\n\x04kind\x18\x01 \x01(\t\x12%\n\x04\x61rgs\x18\x02 \x01(\x0b\x32\x17.google.protobuf.Struct\"\xec\x02\n\x08\x45nvelope\x12\n\n\x02id\x18\x01 \x01(\t\x12\r\n\x05topic\x18\x02 \x01(\t\x12\x0e\n\x06sender\x18\x03 \x01(\t\x12\x11\n\trecipient\x18\x04 \x01(\t\x12\x16\n\x0e\x63orrelation_id\x18\x05 \x01(\t\x12\x10\n\x08reply_to\x18\x06 \x01(\t\x12\x35\n\x07headers\x18\x07 \x03(\x0b\x32$.latentwire.v1.Envelope.HeadersEntry\x12\x15\n\rcreated_at_ns\x18\x08 \x01(\x03\x12\x0e\n\x06ttl_ms\x18\t \x01(\r\x12\x0e\n\x04text\x18\n \x01(\tH\x00\x12\'\n\x06tensor\x18\x0b \x01(\x0b\x32\x15.latentwire.v1.TensorH\x00\x12)\n\x07\x63ontrol\x18\x0c \x01(\x0b\x32\x16.latentwire.v1.ControlH\x00\x1a.\n\x0cHeadersEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x42\x06\n\x04\x62ody\"x\n\x05Hello\x12\r\n\x05\x61gent\x18\x01 \x01(\t\x12\x12\n\nsession_id\x18\x02 \x01(\t\x12\x16\n\x0ereceive_window\x18\x03 \x01(\r\x12\r\n\x05token\x18\x04 \x01(\t\x12\x15\n\rsubscriptions\x18\x05 \x03(\t\x12\x0e\n\x06\x63lient\x18\x06 \x01(\t\"\xa8\x01\n\x07Welcome\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x0f\n\x07resumed\x18\x02 \x01(\x08\x12\x16\n\x0epublish_window\x18\x03 \x01(\r\x12\x1c\n\x14publish_window_bytes\x18\x07 \x01(\x04\x12\x19\n\x11max_message_bytes\x18\x04 \x01(\x04\x12\x17\n\x0fmax_frame_bytes\x18\x05 \x01(\x04\x12\x0e\n\x06hub_id\x18\x06 \x01(\t\"A\n\x07Publish\x12\x0b\n\x03seq\x18\x01 \x01(\x04\x12)\n\x08\x65nvelope\x18\x02 \x01(\x0b\x32\x17.latentwire.v1.Envelope\"V\n\x07\x44\x65liver\x12\x0b\n\x03seq\x18\x01 \x01(\x04\x12)\n\x08\x65nvelope\x18\x02 \x01(\x0b\x32\x17.latentwire.v1.Envelope\x12\x13\n\x0bredelivered\x18\x03 \x01(\x08\"P\n\tRejection\x12\x0b\n\x03seq\x18\x01 \x01(\x04\x12&\n\x04\x63ode\x18\x02 \x01(\x0e\x32\x18.latentwire.v1.ErrorCode\x12\x0e\n\x06reason\x18\x03 \x01(\t\"A\n\x03\x41\x63k\x12\x0c\n\x04seqs\x18\x01 \x03(\x04\x12,\n\nrejections\x18\x02 \x03(\x0b\x32\x18.latentwire.v1.Rejection\"0\n\tSubscribe\x12\x12\n\nrequest_id\x18\x01 \x01(\x04\x12\x0f\n\x07\x66ilters\x18\x02 \x03(\t\"2\n\x0bUnsubscribe\x12\x12\n\nrequest_id\x18\x01 \x01(\x04\x12\x0f\n\x07\x66ilters\x18\x02 \x03(\t\"Z\n\x0cSubscribeAck\x12\x12\n\nrequest_id\x18\x01 \x01(\x04\x12&\n\x04\x63ode\x18\x02 \x01(\x0e\x32\x18.latentwire.v1.ErrorCode\x12\x0e\n\x06reason\x18\x03 \x01(\t\"?\n\x05\x45rror\x12&\n\x04\x63ode\x18\x01 \x01(\x0e\x32\x18.latentwire.v1.ErrorCode\x12\x0e\n\x06reason\x18\x02 \x01(\t\"\x05\n\x03\x42ye\"\x17\n\x05\x44rain\x12\x0e\n\x06reason\x18\x01 \x01(\t\"\xad\x04\n\x05\x46rame\x12\x14\n\x0cpayload_size\x18\x01 \x01(\x04\x12%\n\x05hello\x18\x02 \x01(\x0b\x32\x14.latentwire.v1.HelloH\x00\x12)\n\x07welcome\x18\x03 \x01(\x0b\x32\x16.latentwire.v1.WelcomeH\x00\x12)\n\x07publish\x18\x04 \x01(\x0b\x32\x16.latentwire.v1.PublishH\x00\x12)\n\x07\x64\x65liver\x18\x05 \x01(\x0b\x32\x16.latentwire.v1.DeliverH\x00\x12)\n\x0bpublish_ack\x18\x06 \x01(\x0b\x32\x12.latentwire.v1.AckH\x00\x12*\n\x0c\x64\x65livery_ack\x18\x07 \x01(\x0b\x32\x12.latentwire.v1.AckH\x00\x12-\n\tsubscribe\x18\x08 \x01(\x0b\x32\x18.latentwire.v1.SubscribeH\x00\x12\x31\n\x0bunsubscribe\x18\t \x01(\x0b\x32\x1a.latentwire.v1.UnsubscribeH\x00\x12\x34\n\rsubscribe_ack\x18\n \x01(\x0b\x32\x1b.latentwire.v1.SubscribeAckH\x00\x12%\n\x05\x65rror\x18\x0b \x01(\x0b\x32\x14.latentwire.v1.ErrorH\x00\x12!\n\x03\x62ye\x18\x0c \x01(\x0b\x32\x12.latentwire.v1.ByeH\x00\x12%\n\x05\x64rain\x18\r \x01(\x0b\x32\x14.latentwire.v1.DrainH\x00\x42\x06\n\x04kind\"\x1b\n\tWireBatch\x12\x0e\n\x06\x66rames\x18\x01 \x01(\x0c*\xf7\x01\n\tErrorCode\x12\x1a\n\x16\x45RROR_CODE_UNSPECIFIED\x10\x00\x12\x14\n\x10INVALID_ARGUMENT\x10\x01\x12\x15\n\x11PAYLOAD_TOO_LARGE\x10\x02\x12\r\n\tNOT_FOUND\x10\x03\x12\r\n\tMALFORMED\x10\x04\x12\x13\n\x0fUNAUTHENTICATED\x10\x05\x12\x15\n\x11PERMISSION_DENIED\x10\x06\x12\x12\n\x0e\x41LREADY_EXISTS\x10\x07\x12\x0f\n\x0bUNAVAILABLE\x10\x08\x12\x0b\n\x07\x45XPIRED\x10\t\x12\x11\n\rINVALID_TOPIC\x10\n\x12\x12\n\x0eINVALID_TENSOR\x10\x0b\x32H\n\x03\x42us\x12\x41\n\x07\x43onnect\x12\x18.latentwire.v1.WireBatch\x1a\x18.latentwire.v1.WireBatch(\x01\x30\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -34,8 +34,8 @@ if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_ENVELOPE_HEADERSENTRY']._loaded_options = None
   _globals['_ENVELOPE_HEADERSENTRY']._serialized_options = b'8\001'
-  _globals['_ERRORCODE']._serialized_start=2036
-  _globals['_ERRORCODE']._serialized_end=2283
+  _globals['_ERRORCODE']._serialized_start=2066
+  _globals['_ERRORCODE']._serialized_end=2313
   _globals['_TENSOR']._serialized_start=72
   _globals['_TENSOR']._serialized_end=155
   _globals['_CONTROL']._serialized_start=157
@@ -47,31 +47,31 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_HELLO']._serialized_start=588
   _globals['_HELLO']._serialized_end=708
   _globals['_WELCOME']._serialized_start=711
-  _globals['_WELCOME']._serialized_end=849
-  _globals['_PUBLISH']._serialized_start=851
-  _globals['_PUBLISH']._serialized_end=916
-  _globals['_DELIVER']._serialized_start=918
-  _globals['_DELIVER']._serialized_end=1004
-  _globals['_REJECTION']._serialized_start=1006
-  _globals['_REJECTION']._serialized_end=1086
-  _globals['_ACK']._serialized_start=1088
-  _globals['_ACK']._serialized_end=1153
-  _globals['_SUBSCRIBE']._serialized_start=1155
-  _globals['_SUBSCRIBE']._serialized_end=1203
-  _globals['_UNSUBSCRIBE']._serialized_start=1205
-  _globals['_UNSUBSCRIBE']._serialized_end=1255
-  _globals['_SUBSCRIBEACK']._serialized_start=1257
-  _globals['_SUBSCRIBEACK']._serialized_end=1347
-  _globals['_ERROR']._serialized_start=1349
-  _globals['_ERROR']._serialized_end=1412
-  _globals['_BYE']._serialized_start=1414
-  _globals['_BYE']._serialized_end=1419
-  _globals['_DRAIN']._serialized_start=1421
-  _globals['_DRAIN']._serialized_end=1444
-  _globals['_FRAME']._serialized_start=1447
-  _globals['_FRAME']._serialized_end=2004
-  _globals['_WIREBATCH']._serialized_start=2006
-  _globals['_WIREBATCH']._serialized_end=2033
-  _globals['_BUS']._serialized_start=2285
-  _globals['_BUS']._serialized_end=2357
+  _globals['_WELCOME']._serialized_end=879
+  _globals['_PUBLISH']._serialized_start=881
+  _globals['_PUBLISH']._serialized_end=946
+  _globals['_DELIVER']._serialized_start=948
+  _globals['_DELIVER']._serialized_end=1034
+  _globals['_REJECTION']._serialized_start=1036
+  _globals['_REJECTION']._serialized_end=1116
+  _globals['_ACK']._serialized_start=1118
+  _globals['_ACK']._serialized_end=1183
+  _globals['_SUBSCRIBE']._serialized_start=1185
+  _globals['_SUBSCRIBE']._serialized_end=1233
+  _globals['_UNSUBSCRIBE']._serialized_start=1235
+  _globals['_UNSUBSCRIBE']._serialized_end=1285
+  _globals['_SUBSCRIBEACK']._serialized_start=1287
+  _globals['_SUBSCRIBEACK']._serialized_end=1377
+  _globals['_ERROR']._serialized_start=1379
+  _globals['_ERROR']._serialized_end=1442
+  _globals['_BYE']._serialized_start=1444
+  _globals['_BYE']._serialized_end=1449
+  _globals['_DRAIN']._serialized_start=1451
+  _globals['_DRAIN']._serialized_end=1474
+  _globals['_FRAME']._serialized_start=1477
+  _globals['_FRAME']._serialized_end=2034
+  _globals['_WIREBATCH']._serialized_start=2036
+  _globals['_WIREBATCH']._serialized_end=2063
+  _globals['_BUS']._serialized_start=2315
+  _globals['_BUS']._serialized_end=2387
 # @@protoc_insertion_point(module_scope)

@@ -109,20 +109,22 @@ class Hello(_message.Message):
     def __init__(self, agent: _Optional[str] = ..., session_id: _Optional[str] = ..., receive_window: _Optional[int] = ..., token: _Optional[str] = ..., subscriptions: _Optional[_Iterable[str]] = ..., client: _Optional[str] = ...) -> None: ...
 
 class Welcome(_message.Message):
-    __slots__ = ("session_id", "resumed", "publish_window", "max_message_bytes", "max_frame_bytes", "hub_id")
+    __slots__ = ("session_id", "resumed", "publish_window", "publish_window_bytes", "max_message_bytes", "max_frame_bytes", "hub_id")
     SESSION_ID_FIELD_NUMBER: _ClassVar[int]
     RESUMED_FIELD_NUMBER: _ClassVar[int]
     PUBLISH_WINDOW_FIELD_NUMBER: _ClassVar[int]
+    PUBLISH_WINDOW_BYTES_FIELD_NUMBER: _ClassVar[int]
     MAX_MESSAGE_BYTES_FIELD_NUMBER: _ClassVar[int]
     MAX_FRAME_BYTES_FIELD_NUMBER: _ClassVar[int]
     HUB_ID_FIELD_NUMBER: _ClassVar[int]
     session_id: str
     resumed: bool
     publish_window: int
+    publish_window_bytes: int
     max_message_bytes: int
     max_frame_bytes: int
     hub_id: str
-    def __init__(self, session_id: _Optional[str] = ..., resumed: _Optional[bool] = ..., publish_window: _Optional[int] = ..., max_message_bytes: _Optional[int] = ..., max_frame_bytes: _Optional[int] = ..., hub_id: _Optional[str] = ...) -> None: ...
+    def __init__(self, session_id: _Optional[str] = ..., resumed: _Optional[bool] = ..., publish_window: _Optional[int] = ..., publish_window_bytes: _Optional[int] = ..., max_message_bytes: _Optional[int] = ..., max_frame_bytes: _Optional[int] = ..., hub_id: _Optional[str] = ...) -> None: ...
 
 class Publish(_message.Message):
     __slots__ = ("seq", "envelope")

@@ -16,7 +16,7 @@ from typing import Any
 import grpc
 import grpc.aio
 
-from .._wire import FrameDecoder, encode_batch
+from .._wire import FrameDecoder, iter_batches
 from ..errors import AuthError, BusError, ConfigError, ConnectError, Unavailable
 from .base import Connection, Transport, WireFrame
 
@@ -84,7 +84,7 @@ class FramedStream(Connection):
         if self._closed:
             raise ConnectError(f"{self._peer}: stream closed")
         with translate_errors(self._peer):
-            for message in encode_batch(frames, self.max_frame_bytes):
+            for message in iter_batches(frames, self.max_frame_bytes):
                 await self._stream.write(message)
 
     async def receive(self) -> list[tuple]:
