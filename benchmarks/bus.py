@@ -101,6 +101,7 @@ class BusBenchConfig:
     backpressure_mib: int = 1024  # volume pushed at the stalled consumer, in 1 MiB latents
     bp_session_max_bytes: int = 64 * MiB  # the hub's defaults (HubConfig), passed explicitly
     bp_publish_window: int = 256
+    bp_publish_window_bytes: int = 16 * MiB
     stall_s: float = 2.0  # a publish blocked this long counts as "held back"
     observe_s: float = 2.0  # how long to keep watching the stalled hub's RSS
     rss_limit_mib: float = 200.0  # the growth the issue expects the hub to stay under
@@ -114,7 +115,8 @@ class BusBenchConfig:
         the (smaller) volume is sent.
         """
         return cls(n_1mib=60, n_64b=600, repeats=1, run_timeout=60.0, backpressure_mib=128,
-                   bp_session_max_bytes=16 * MiB, bp_publish_window=32, stall_s=1.0,
+                   bp_session_max_bytes=16 * MiB, bp_publish_window=32,
+                   bp_publish_window_bytes=8 * MiB, stall_s=1.0,
                    observe_s=0.5, quick=True)
 
     def payloads(self) -> list[Payload]:
@@ -713,7 +715,8 @@ async def _backpressure(cfg: BusBenchConfig, log: Any) -> dict:
     hub = consumer = producer = None
     try:
         hub, url = await _start_hub("--session-max-bytes", cfg.bp_session_max_bytes,
-                                    "--publish-window", cfg.bp_publish_window)
+                                    "--publish-window", cfg.bp_publish_window,
+                                    "--publish-window-bytes", cfg.bp_publish_window_bytes)
         consumer = await _Child.start("stalled consumer", _role_argv(
             "stall-consumer", "--url", url, "--count", count, "--timeout", timeout), stdin=True)
         await consumer.event("ready", timeout=30.0)
@@ -749,9 +752,12 @@ async def _backpressure(cfg: BusBenchConfig, log: Any) -> dict:
         "messages": count,
         "payload_bytes": MiB,
         "hub_flags": {"session_max_bytes": cfg.bp_session_max_bytes,
-                      "publish_window": cfg.bp_publish_window},
-        # A publish can only return while the message fits in the session or the window.
-        "expected_accepted_bound": cfg.bp_session_max_bytes // MiB + cfg.bp_publish_window,
+                      "publish_window": cfg.bp_publish_window,
+                      "publish_window_bytes": cfg.bp_publish_window_bytes},
+        # A publish can only return while the message fits in the session or the window
+        # (whichever of its message and byte limits binds first), plus the one being sent.
+        "expected_accepted_bound": cfg.bp_session_max_bytes // MiB
+        + min(cfg.bp_publish_window, cfg.bp_publish_window_bytes // MiB) + 1,
         "stall_threshold_s": cfg.stall_s,
         "held_back": stalled,
         **stall,
@@ -855,7 +861,8 @@ def render(report: dict) -> str:
         "",
         f"backpressure: stalled consumer, producer pushes {bp['messages']} x 1 MiB (wait=False) through "
         f"a hub daemon with session_max_bytes={bp['hub_flags']['session_max_bytes'] // MiB} MiB, "
-        f"publish_window={bp['hub_flags']['publish_window']}",
+        f"publish_window={bp['hub_flags']['publish_window']} "
+        f"({bp['hub_flags']['publish_window_bytes'] // MiB} MiB)",
         f"  producer held back:   {'yes' if bp['held_back'] else 'NO'}"
         + (f", after {bp['accepted_before_stall']} publishes accepted (bound "
            f"{bp['expected_accepted_bound']}); longest blocked publish {bp['producer_max_block_s']:.1f} s"
@@ -877,9 +884,6 @@ def _parse(argv: list[str], quick: bool) -> BusBenchConfig:
     cfg = BusBenchConfig.quick_run() if quick else BusBenchConfig()
     parser = argparse.ArgumentParser(prog="latentwire bench bus",
                                      description="hub vs raw gRPC relay vs inproc, and backpressure")
-    # --json and --quick are taken by `run_benchmark` before this parser; listed for --help.
-    parser.add_argument("--json", metavar="FILE", help="also write the results as JSON")
-    parser.add_argument("--quick", action="store_true", help="a short run (smoke test)")
     parser.add_argument("--repeats", type=int, default=cfg.repeats, help="interleaved repeats (median)")
     parser.add_argument("--n-1mib", type=int, default=cfg.n_1mib, help="timed 1 MiB messages per run")
     parser.add_argument("--n-64b", type=int, default=cfg.n_64b, help="timed 64 B messages per run")
@@ -889,17 +893,21 @@ def _parse(argv: list[str], quick: bool) -> BusBenchConfig:
                         help="the backpressure hub's --session-max-bytes, in MiB")
     parser.add_argument("--bp-publish-window", type=int, default=cfg.bp_publish_window,
                         help="the backpressure hub's --publish-window")
+    parser.add_argument("--bp-publish-window-mib", type=int, default=cfg.bp_publish_window_bytes // MiB,
+                        help="the backpressure hub's --publish-window-bytes, in MiB")
     parser.add_argument("--relay-queue", type=int, default=cfg.relay_queue,
                         help="depth of the raw relay's bounded queue")
     args = parser.parse_args(argv)
     names = ("repeats", "n_1mib", "n_64b", "backpressure_mib", "bp_session_max_mib", "bp_publish_window",
-             "relay_queue")
+             "bp_publish_window_mib", "relay_queue")
     for name in names:
         if getattr(args, name) < 1:
             parser.error(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
     for name in names:
         if name == "bp_session_max_mib":
             cfg.bp_session_max_bytes = args.bp_session_max_mib * MiB
+        elif name == "bp_publish_window_mib":
+            cfg.bp_publish_window_bytes = args.bp_publish_window_mib * MiB
         else:
             setattr(cfg, name, getattr(args, name))
     return cfg

@@ -27,9 +27,14 @@ def _demo(args: argparse.Namespace) -> int:
 
 
 def _bench(args: argparse.Namespace) -> int:
-    from .benchmarks import run_benchmark
+    from .benchmarks import BENCHMARKS, run_benchmark
 
-    return run_benchmark(args.name, args.json, args.quick, args.extra)
+    if args.name is None:
+        args.parser.print_help()
+        print(f"\nbenchmarks: {', '.join(sorted(BENCHMARKS))}")
+        return 0 if args.help else 2
+    extra = [*args.extra, "--help"] if args.help else args.extra
+    return run_benchmark(args.name, args.json, args.quick, extra)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -50,11 +55,14 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--rounds", type=int, default=3, help="camera frames to send")
     demo.set_defaults(func=_demo)
 
-    bench = sub.add_parser("bench", help="run a benchmark and print ratios against its baseline")
-    bench.add_argument("name", help="benchmark name, e.g. bus")
+    # No automatic -h here: `latentwire bench bus --help` must reach the benchmark's own parser.
+    bench = sub.add_parser("bench", add_help=False,
+                           help="run a benchmark and print ratios against its baseline")
+    bench.add_argument("name", nargs="?", help="benchmark name, e.g. bus")
     bench.add_argument("--json", metavar="FILE", help="also write the results as JSON")
     bench.add_argument("--quick", action="store_true", help="a short run (smoke test)")
-    bench.set_defaults(func=_bench)
+    bench.add_argument("-h", "--help", action="store_true", help="this help, or a benchmark's options")
+    bench.set_defaults(func=_bench, parser=bench)
     return parser
 
 
