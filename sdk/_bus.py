@@ -49,6 +49,7 @@ from .transports.base import Connection, Oversize, Payload, Transport
 log = logging.getLogger("latentwire.bus")
 
 _END = object()  # ends a subscription's queue
+BYE_TIMEOUT = 2.0  # seconds aclose() waits for the hub to end the stream after bye
 
 
 class BusState(enum.Enum):
@@ -186,7 +187,8 @@ class Bus:
         self._dedup_window = dedup_window
         self._conn: Connection | None = None
         self._supervisor: asyncio.Task | None = None
-        self._closing = False
+        self._closing = False  # aclose() began: no new operations
+        self._leaving = False  # bye sent: a lost connection is not re-established
         self._failure: BaseException | None = None
         self._credits = Credits(1, 1)  # replaced by the hub's window at the first welcome
         self._seq = 0
@@ -195,7 +197,6 @@ class Bus:
         self._out: deque[tuple[pb.Frame, Payload]] = deque()
         self._acks: list[int] = []
         self._wake = asyncio.Event()
-        self._sent_bye = asyncio.Event()
         self._requests: dict[str, asyncio.Future] = {}
         self._sub_requests: dict[int, asyncio.Future] = {}
         self._subs: set[Subscription] = set()
@@ -255,12 +256,15 @@ class Bus:
         if self._supervisor is not None and not self._supervisor.done():
             with contextlib.suppress(TimeoutError, LatentwireError):
                 await self.flush(timeout=self.operation_timeout)
+            self._leaving = True
             if self._conn is not None and self.state is BusState.OPEN:
                 self._out.append((pb.Frame(bye=pb.Bye()), b""))
                 self._wake.set()
+                # The hub ends the stream once it has forgotten the session, so when this
+                # returns, a message to this agent is refused (UnknownAgent), not queued.
                 with contextlib.suppress(TimeoutError):
-                    async with asyncio.timeout(2.0):
-                        await self._sent_bye.wait()
+                    async with asyncio.timeout(BYE_TIMEOUT):
+                        await asyncio.shield(self._supervisor)
             self._supervisor.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._supervisor
@@ -355,7 +359,7 @@ class Bus:
                 await self._run_connection(conn, leftovers)
             except* (ConnectError, ProtocolError) as eg:
                 lost: BaseException = eg.exceptions[0]
-            if self._closing:
+            if self._leaving:
                 return
             log.warning("%s: connection to %s lost (%s); reconnecting", self.agent, self.url, lost)
             self.state = BusState.RECONNECTING
@@ -416,15 +420,10 @@ class Bus:
             if self._acks:
                 frames.append((pb.Frame(delivery_ack=pb.Ack(seqs=self._acks)), b""))
                 self._acks = []
-            bye = False
-            while self._out:
-                frame = self._out.popleft()
-                bye = bye or frame[0].HasField("bye")
-                frames.append(frame)
+            frames.extend(self._out)
+            self._out.clear()
             if frames:
                 await conn.send(frames)
-            if bye:
-                self._sent_bye.set()
 
     def _dispatch(self, frames: list) -> None:
         for frame, payload in frames:
