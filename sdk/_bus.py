@@ -1,7 +1,7 @@
 """`Bus`: one agent's connection to the latent bus, over any transport.
 
 Everything a transport should not know lives here, once: the hello/welcome handshake,
-publish credits (``publish_window`` unacked publishes in flight), delivery acks (sent when the
+publish credits (the hub's window of unacked publishes and bytes), delivery acks (sent when the
 application takes a message, so an idle consumer holds its producers back), dedup by message
 id, request/reply correlation, subscriptions, and reconnecting with backoff to resume the
 session (unacked publishes are re-sent, unacked deliveries come again and are deduplicated).
@@ -56,8 +56,8 @@ class BusState(enum.Enum):
     """Where a `Bus` is in its life."""
 
     UNOPENED = "unopened"  # created, not yet connected
-    OPEN = "open"  # connected (or reconnecting: operations wait)
-    RECONNECTING = "reconnecting"  # connection lost, trying to resume the session
+    OPEN = "open"  # connected
+    RECONNECTING = "reconnecting"  # connection lost, resuming the session; operations wait
     CLOSED = "closed"  # closed by the user or failed for good; cannot be reopened
 
 
