@@ -1,0 +1,39 @@
+"""The Universal Visual Codec: a family's latent steps <-> universal tokens <-> visual embeddings.
+
+One codec per model family; read the modules in this order:
+
+- `config`: `CodecConfig`, the sizes (family hidden size H, K universal tokens of width D,
+  k image slots).
+- `layers`: `FamilyEncoder`, a Perceiver-style resampler (K-S learned queries plus S statistics
+  tokens, the mean/std of the steps, cross-attend over the sender's m latent steps:
+  (B, m, H) -> (B, K, D)); `FamilyDecoder`, k learned image queries over the universal tokens
+  of every received latent, concatenated ((B, sum K_i, D) -> (B, k, H)), plus a scalar gate
+  tanh(g), g = 0 at init, so an untrained codec adds nothing to the blank image.
+- `hub_maps`: `HubMaps`, affine maps between the family's codec space and the shared hub
+  space (identity at init, fitted by ridge regression on anchor tokens).
+- `model`: `UniversalVisualCodec`, the three bundled: `encode` -> `latentwire.Latent`,
+  `decode`, `fit_hub_maps`, `save_pretrained` / `from_pretrained`.
+- `checkpoint`: config.json + model.safetensors, local or on the Hugging Face Hub, checked by
+  name and shape before anything is loaded.
+
+Spaces: the encoder writes and the decoder reads the family's own codec space
+(``config.space``); latents on the bus live in ``"hub"``. A latent in any other space is
+refused with `SpaceMismatch`, never mis-decoded. Needs the ``models`` extra (torch, safetensors).
+"""
+
+from .config import HUB_SPACE, CodecConfig
+from .hub_maps import HubFit, HubMaps, ridge_affine
+from .layers import DecoderOutput, FamilyDecoder, FamilyEncoder
+from .model import UniversalVisualCodec
+
+__all__ = [
+    "HUB_SPACE",
+    "CodecConfig",
+    "DecoderOutput",
+    "FamilyDecoder",
+    "FamilyEncoder",
+    "HubFit",
+    "HubMaps",
+    "UniversalVisualCodec",
+    "ridge_affine",
+]

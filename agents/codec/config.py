@@ -1,0 +1,65 @@
+"""`CodecConfig`: the sizes of one family's codec, saved as config.json next to its weights."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+from typing import Any
+
+from ..errors import CodecConfigError
+
+HUB_SPACE = "hub"  # the shared reference space every aligned family maps into
+
+
+@dataclass
+class CodecConfig:
+    """Sizes of one family's codec. Saved as config.json next to the weights."""
+
+    family: str              # model family, e.g. "gemma3"; stamped on every Latent it encodes
+    hidden_size: int         # H: width of the family's latent steps and of its visual embeddings
+    num_tokens: int = 8      # K universal tokens per latent (FACTS: K=8 carried 8 characters, K=4 not)
+    width: int = 64          # D: width of a universal token
+    image_slots: int = 16    # k visual embeddings one decode produces (the family's slots per message)
+    num_heads: int = 4
+    num_layers: int = 1      # resampler blocks in the encoder and again in the decoder
+    stat_tokens: int = 2     # of the K tokens, how many are pooled statistics: 0, 1 (mean), 2 (+ std)
+    mlp_ratio: int = 4
+    space: str = ""          # the family's codec space; "" means the family name
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.family, str) or not self.family:
+            raise CodecConfigError("family", self.family, "a non-empty family name, e.g. 'gemma3'")
+        if not self.space:
+            self.space = self.family
+        if not isinstance(self.space, str) or self.space == HUB_SPACE:
+            raise CodecConfigError("space", self.space, f"a family codec space name other than {HUB_SPACE!r}")
+        for name in ("hidden_size", "num_tokens", "width", "image_slots", "num_heads", "num_layers",
+                     "mlp_ratio"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise CodecConfigError(name, value, "a positive integer")
+        if self.width % self.num_heads:
+            raise CodecConfigError("num_heads", self.num_heads,
+                                   f"must divide width={self.width} (each head gets width/num_heads)")
+        if isinstance(self.stat_tokens, bool) or self.stat_tokens not in (0, 1, 2):
+            raise CodecConfigError("stat_tokens", self.stat_tokens, "0, 1 (mean) or 2 (mean and std)")
+        if self.stat_tokens >= self.num_tokens:
+            raise CodecConfigError("stat_tokens", self.stat_tokens,
+                                   f"must be below num_tokens={self.num_tokens} (at least one learned query)")
+
+    def to_dict(self) -> dict[str, Any]:
+        """The fields as a JSON-ready dict."""
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> CodecConfig:
+        """Build from a dict (e.g. parsed config.json); unknown keys are refused, by name."""
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise CodecConfigError(unknown[0], values[unknown[0]],
+                                   f"not a CodecConfig field; fields: {sorted(known)}")
+        for required in ("family", "hidden_size"):
+            if required not in values:
+                raise CodecConfigError(required, None, "required")
+        return cls(**values)
+

@@ -1,0 +1,206 @@
+"""`UniversalVisualCodec`: one family's encoder, decoder and hub maps, speaking `Latent`s."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Sequence
+
+import torch
+from torch import Tensor, nn
+
+from latentwire import Latent
+
+from ..errors import CodecError, ShapeMismatch, SpaceMismatch
+from . import checkpoint
+from .config import HUB_SPACE, CodecConfig
+from .hub_maps import HubFit, HubMaps
+from .layers import DecoderOutput, FamilyDecoder, FamilyEncoder
+
+
+class UniversalVisualCodec(nn.Module):
+    """One family's codec: encoder, decoder and hub maps, with load/save.
+
+    >>> codec = UniversalVisualCodec(CodecConfig(family="gemma3", hidden_size=128))
+    >>> latent = codec.encode(torch.randn(5, 128))        # 5 latent steps -> Latent (8, 64), "hub"
+    >>> codec.decode([latent, latent]).embeddings.shape   # two latents read together
+    torch.Size([1, 16, 128])
+    """
+
+    def __init__(self, config: CodecConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.encoder = FamilyEncoder(config)
+        self.decoder = FamilyDecoder(config)
+        self.hub = HubMaps(config)
+        self.apply(self._init_weights)
+        self.hub.reset_identity()  # the init above would overwrite the identity
+
+    @staticmethod
+    def _init_weights(module: nn.Module) -> None:
+        # nanoGPT's init: small normal weights and zero biases keep the residual stream near the
+        # queries at the start; LayerNorms keep torch's ones/zeros.
+        if isinstance(module, nn.Linear):
+            nn.init.normal_(module.weight, mean=0.0, std=0.02)
+            nn.init.zeros_(module.bias)
+
+    def num_parameters(self) -> int:
+        """Number of parameters (encoder, decoder and hub maps)."""
+        return sum(p.numel() for p in self.parameters())
+
+    @property
+    def _param(self) -> Tensor:
+        return self.decoder.queries  # any parameter: where and in which dtype the codec lives
+
+    # --- speaking
+
+    def encode_tokens(self, latent_steps: Tensor, mask: Tensor | None = None, *,
+                      to_hub: bool = True) -> Tensor:
+        """Latent steps (B, m, H) or (m, H) -> universal tokens (B, K, D), differentiable.
+
+        ``mask`` (B, m) or (m,) is True at real steps and False at padding. With ``to_hub`` the
+        tokens are mapped into the hub space, otherwise they stay in the family's codec space.
+        """
+        H = self.config.hidden_size
+        steps = torch.as_tensor(latent_steps)
+        given = tuple(steps.shape)  # reported as the caller passed it, before batching
+        if steps.ndim == 2:
+            steps = steps[None]  # (1, m, H)
+            mask = None if mask is None else torch.as_tensor(mask)[None]  # (1, m)
+        if steps.ndim != 3 or steps.size(-1) != H or steps.size(1) == 0:
+            raise ShapeMismatch(f"latent steps for family {self.config.family!r}", given,
+                                f"(B, m, {H}) or (m, {H}) with m >= 1 (hidden size {H})")
+        if mask is not None:
+            mask = torch.as_tensor(mask, device=steps.device).bool()
+            if tuple(mask.shape) != tuple(steps.shape[:2]):
+                raise ShapeMismatch("padding mask", tuple(mask.shape),
+                                    f"{tuple(steps.shape[:2])}, the (B, m) of the steps")
+            if not bool(mask.any(1).all()):
+                raise CodecError(f"rows {mask.any(1).logical_not().nonzero().flatten().tolist()} of the "
+                                 "padding mask have no real step; every latent needs at least one")
+            mask = mask.to(self._param.device)
+        tokens = self.encoder(steps.to(self._param), mask)  # (B, K, D)
+        return self.hub.to_hub(tokens) if to_hub else tokens
+
+    @torch.no_grad()
+    def encode(self, latent_steps: Tensor, mask: Tensor | None = None, *,
+               space: str = HUB_SPACE) -> Latent:
+        """Latent steps -> a `Latent` for the bus: (K, D) for (m, H) steps, (B, K, D) for a batch.
+
+        ``space`` is ``"hub"`` (default: any aligned family can read it) or this family's own
+        codec space. Detached; train through `encode_tokens`.
+        """
+        if space not in (HUB_SPACE, self.config.space):
+            raise SpaceMismatch(space, (HUB_SPACE, self.config.space), encoding=True)
+        single = torch.as_tensor(latent_steps).ndim == 2
+        tokens = self.encode_tokens(latent_steps, mask, to_hub=space == HUB_SPACE)  # (B, K, D)
+        return Latent(tokens[0] if single else tokens, space=space, family=self.config.family)
+
+    # --- listening
+
+    def decode(self, latents: Latent | Sequence[Latent] | Tensor, *, space: str = HUB_SPACE,
+               mask: Tensor | None = None) -> DecoderOutput:
+        """Received latents -> k visual embeddings (B, k, H) and the gate, all latents read together.
+
+        ``latents``: one `Latent` or a list of them, each (K_i, D) or (B, K_i, D), numpy or torch,
+        in the hub space or this family's codec space (each is checked: another space raises
+        `SpaceMismatch`); their tokens are concatenated to (B, sum K_i, D). A bare tensor
+        (B, N, D) or (N, D) is taken to be in ``space``, with an optional key ``mask`` (B, N).
+        """
+        if isinstance(latents, Tensor):
+            tokens = self._family_tokens(latents, space, None, "token tensor")  # (B, N, D)
+        else:
+            if isinstance(latents, Latent):
+                latents = [latents]
+            if not latents:
+                raise CodecError("no latents to decode; with nothing received, use the blank image as is")
+            parts = []
+            for i, latent in enumerate(latents):
+                if not isinstance(latent, Latent):
+                    raise CodecError(f"latents[{i}] is a {type(latent).__name__}, not a latentwire.Latent")
+                tokens = latent.torch()
+                parts.append(self._family_tokens(tokens, latent.space, latent.family, f"latents[{i}]"))
+            batch = {p.size(0) for p in parts}
+            if len(batch) > 1:
+                raise ShapeMismatch("the latents' batch sizes", tuple(p.size(0) for p in parts),
+                                    "one batch size B shared by every latent decoded together")
+            tokens = torch.cat(parts, dim=1)  # (B, sum K_i, D)
+        if mask is not None:
+            mask = torch.as_tensor(mask).bool().to(tokens.device)
+            if tuple(mask.shape) != tuple(tokens.shape[:2]):
+                raise ShapeMismatch("token mask", tuple(mask.shape),
+                                    f"{tuple(tokens.shape[:2])}, the (B, N) of the tokens")
+        return self.decoder(tokens, mask)
+
+    def forward(self, latent_steps: Tensor, mask: Tensor | None = None) -> DecoderOutput:
+        """Encode then decode in the family's own space (training a codec; the hub maps stay out)."""
+        return self.decoder(self.encode_tokens(latent_steps, mask, to_hub=False))
+
+    def _check_space(self, space: str | None, family: str | None) -> None:
+        if space not in (HUB_SPACE, self.config.space):
+            raise SpaceMismatch(space, (HUB_SPACE, self.config.space), family)
+
+    def _family_tokens(self, tokens: Tensor, space: str | None, family: str | None, what: str) -> Tensor:
+        """Check one received block of tokens and bring it to (B, K, D) in this family's space."""
+        self._check_space(space, family)
+        D = self.config.width
+        if tokens.ndim not in (2, 3) or tokens.size(-1) != D or tokens.size(-2) == 0:
+            sender = f" from family {family!r}" if family else ""
+            raise ShapeMismatch(f"{what}{sender}", tuple(tokens.shape),
+                                f"(K, {D}) or (B, K, {D}): universal tokens of width {D} "
+                                f"(codec of family {self.config.family!r})")
+        if tokens.ndim == 2:
+            tokens = tokens[None]  # (1, K, D)
+        tokens = tokens.to(self._param)
+        return self.hub.from_hub(tokens) if space == HUB_SPACE else tokens
+
+    # --- alignment
+
+    def fit_hub_maps(self, family_tokens: Tensor, reference_tokens: Tensor, ridge: float = 1e-3) -> HubFit:
+        """Fit the maps to and from the hub by ridge regression on paired anchor tokens.
+
+        ``family_tokens``: this family's tokens (``encode_tokens(..., to_hub=False)``) on an
+        anchor set; ``reference_tokens``: the reference family's tokens on the same anchors.
+        Both (N, K, D) or (N, D), the same shape.
+        """
+        D = self.config.width
+        x, y = torch.as_tensor(family_tokens), torch.as_tensor(reference_tokens)
+        if x.shape != y.shape or x.size(-1) != D:
+            raise ShapeMismatch("family tokens vs reference tokens", tuple(x.shape),
+                                f"the reference tokens' shape {tuple(y.shape)}, both (..., {D})")
+        x = x.reshape(-1, D).to(self._param)  # (N*K, D)
+        y = y.reshape(-1, D).to(self._param)  # (N*K, D)
+        return self.hub.fit(x, y, ridge)
+
+    # --- load / save
+
+    def save_pretrained(self, folder: str | os.PathLike[str]) -> Path:
+        """Write config.json and model.safetensors (hub maps included) into ``folder``; return it.
+
+        One folder per family; several family folders under one Hub repo load with ``subfolder``.
+        """
+        folder = Path(folder)
+        tensors = {name: t.detach().cpu().contiguous() for name, t in self.state_dict().items()}
+        checkpoint.write(folder, self.config, tensors)
+        return folder
+
+    @classmethod
+    def from_pretrained(cls, source: str | os.PathLike[str], *, subfolder: str | None = None,
+                        revision: str | None = None, token: str | None = None,
+                        device: str | torch.device | None = None) -> UniversalVisualCodec:
+        """Load a codec from a local folder, or from a Hugging Face Hub repo id when no such folder exists.
+
+        Every tensor's name and shape is checked against config.json before anything is loaded;
+        a missing, unexpected or misshapen tensor, a corrupt file or a bad config raises
+        `CheckpointError` naming it.
+        """
+        folder = checkpoint.resolve_folder(source, subfolder, revision, token)
+        codec = cls(checkpoint.read_config(folder))
+        codec.load_checked(checkpoint.read_tensors(folder), str(folder))
+        return codec.to(device) if device is not None else codec
+
+    def load_checked(self, tensors: dict[str, Tensor], source: str = "state dict") -> None:
+        """Load ``tensors`` after checking every name and shape; on any mismatch load nothing."""
+        expected = self.state_dict()
+        checkpoint.check_tensors(expected, tensors, source)
+        self.load_state_dict({name: tensors[name].to(t) for name, t in expected.items()}, strict=True)
