@@ -1,0 +1,156 @@
+"""Speaking and listening in latents: the two model-side paths every VLM agent runs.
+
+**Speaking** (`speak`): the sender runs its prompt (its image slots carry any latents it has
+received, else a blank image), then takes ``m`` latent thinking steps: the last-layer hidden
+state, realigned into input-embedding space (`FamilyAdapter.realign`), is fed back as the next
+input embedding through the KV cache. Those ``m`` vectors are the message; the sender's codec
+encodes them into K universal tokens in the hub space: a `Latent`.
+
+**Listening** (`listen`): the receiver's codec decodes every received latent together into k
+visual embeddings and a gate; they are added onto a blank image's embeddings at the prompt's
+image slots (``inputs_embeds``), and the model answers (greedy decoding with the KV cache).
+
+Both paths go through the family adapter, so they work the same for every supported family;
+Qwen's multimodal rotary positions are carried through the extra steps by
+`FamilyAdapter.position_ids_after`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from latentwire import Latent
+
+from .codec import UniversalVisualCodec
+from .families import FamilyAdapter, InjectedInputs, Prompt
+
+
+@dataclass
+class Speech:
+    """What `speak` produced.
+
+    ``steps`` ``(B, m, D)``: the realigned latent thinking steps (input-embedding space).
+    ``latents``: one hub-space `Latent` (K, width) per prompt, from the sender's codec.
+    """
+
+    steps: torch.Tensor
+    latents: list[Latent]
+
+
+def _prompt_batch(prompts: Sequence[Prompt], pad_id: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """Left-pad prompts into ``(B, T)`` ids and attention mask, so every row ends at T-1."""
+    width = max(len(p.input_ids) for p in prompts)
+    ids = torch.full((len(prompts), width), pad_id, dtype=torch.long, device=device)  # (B, T)
+    mask = torch.zeros_like(ids)
+    for row, p in enumerate(prompts):
+        ids[row, width - len(p.input_ids):] = torch.tensor(p.input_ids, device=device)
+        mask[row, width - len(p.input_ids):] = 1
+    return ids, mask
+
+
+def _step_kwargs(adapter: FamilyAdapter, inputs: InjectedInputs, embeds: torch.Tensor,
+                 attention_mask: torch.Tensor, cache: Any, cache_length: int) -> dict[str, Any]:
+    """Forward kwargs for feeding ``embeds (B, n, D)`` after ``cache_length`` cached positions."""
+    kwargs: dict[str, Any] = {"inputs_embeds": embeds, "attention_mask": attention_mask,
+                              "cache": cache, "use_cache": True}
+    positions = adapter.position_ids_after(inputs, cache_length, embeds.shape[1])
+    if positions is not None:
+        kwargs["position_ids"] = positions
+    return kwargs
+
+
+def _last_hidden(outputs: Any) -> torch.Tensor:
+    return outputs.hidden_states[-1][:, -1:, :]  # (B, 1, D)
+
+
+def think(model: Any, adapter: FamilyAdapter, inputs: InjectedInputs, steps: int) -> torch.Tensor:
+    """Run the prompt, then ``steps`` latent thinking steps; return them ``(B, steps, D)``.
+
+    Differentiable (no ``no_grad`` here), so alignment training can reach the codec through it.
+    """
+    if steps < 1:
+        raise ValueError(f"steps must be >= 1, got {steps}")
+    out = model(**inputs.kwargs, use_cache=True, output_hidden_states=True)
+    cache, attention = out.cache, inputs.attention_mask
+    length = inputs.inputs_embeds.shape[1]
+    vectors = []
+    for i in range(steps):
+        step = adapter.realign(model, _last_hidden(out))  # (B, 1, D)
+        vectors.append(step)
+        if i == steps - 1:
+            break  # the last step is part of the message; no need to run it
+        attention = torch.cat([attention, attention.new_ones(attention.shape[0], 1)], dim=1)  # (B, T+i+1)
+        out = model(**_step_kwargs(adapter, inputs, step, attention, cache, length + i),
+                    output_hidden_states=True)
+        cache = out.cache
+    return torch.cat(vectors, dim=1)  # (B, steps, D)
+
+
+def _inject_received(model: Any, adapter: FamilyAdapter, codec: UniversalVisualCodec | None,
+                     ids: torch.Tensor, attention: torch.Tensor,
+                     received: Sequence[Sequence[Latent]] | None) -> InjectedInputs:
+    """Inputs with each row's received latents decoded at its image slots (blank if none)."""
+    if not received or not any(received):
+        return adapter.inject(model, ids, attention_mask=attention)
+    if codec is None:
+        raise ValueError("received latents need a codec to decode them")
+    if len(received) != ids.shape[0]:
+        raise ValueError(f"received latents for {len(received)} prompts, but there are {ids.shape[0]}")
+    if len({len(r) for r in received}) != 1:
+        raise ValueError("every prompt of a batch must have received the same number of latents")
+    # Decode all latents of a row together: (B, sum K_i, width) -> k visual embeddings.
+    per_sender = [torch.stack([r[j].torch() for r in received]) for j in range(len(received[0]))]
+    batch = [Latent(t, space=received[0][j].space, family=received[0][j].family)
+             for j, t in enumerate(per_sender)]
+    decoded = codec.decode(batch)
+    return adapter.inject(model, ids, decoded.embeddings, attention_mask=attention,
+                          gate=decoded.gate)
+
+
+def speak(model: Any, adapter: FamilyAdapter, codec: UniversalVisualCodec, prompts: Sequence[Prompt],
+          steps: int, *, pad_id: int = 0, received: Sequence[Sequence[Latent]] | None = None) -> Speech:
+    """Turn prompts (and what each prompt's agent received) into hub-space latents, batched."""
+    device = model.get_input_embeddings().weight.device
+    ids, attention = _prompt_batch(prompts, pad_id, device)
+    with torch.no_grad():
+        inputs = _inject_received(model, adapter, codec, ids, attention, received)
+        vectors = think(model, adapter, inputs, steps)  # (B, m, D)
+        tokens = codec.encode_tokens(vectors.float())  # (B, K, width), hub space
+    latents = [Latent(t.detach().cpu().contiguous(), space="hub", family=codec.config.family)
+               for t in tokens]
+    return Speech(steps=vectors, latents=latents)
+
+
+@torch.no_grad()
+def listen(model: Any, adapter: FamilyAdapter, codec: UniversalVisualCodec | None,
+           prompts: Sequence[Prompt], *, received: Sequence[Sequence[Latent]] | None = None,
+           max_new_tokens: int = 16, pad_id: int = 0, eos_id: int | None = None) -> list[list[int]]:
+    """Greedy answers (token ids, without the prompt) to prompts, reading received latents
+    through the image slots. Stops a row at ``eos_id`` (kept out of the answer)."""
+    device = model.get_input_embeddings().weight.device
+    ids, attention = _prompt_batch(prompts, pad_id, device)
+    inputs = _inject_received(model, adapter, codec, ids, attention, received)
+    out = model(**inputs.kwargs, use_cache=True)
+    cache, length = out.cache, ids.shape[1]
+    embed = model.get_input_embeddings()
+    answers: list[list[int]] = [[] for _ in prompts]
+    done = torch.zeros(len(prompts), dtype=torch.bool, device=device)
+    for i in range(max_new_tokens):
+        token = out.logits[:, -1, :].argmax(dim=-1)  # (B,)
+        for row in range(len(prompts)):
+            if not done[row]:
+                if eos_id is not None and int(token[row]) == eos_id:
+                    done[row] = True
+                else:
+                    answers[row].append(int(token[row]))
+        if bool(done.all()) or i == max_new_tokens - 1:
+            break
+        attention = torch.cat([attention, attention.new_ones(attention.shape[0], 1)], dim=1)
+        step = embed(token.unsqueeze(1))  # (B, 1, D)
+        out = model(**_step_kwargs(adapter, inputs, step, attention, cache, length + i))
+        cache = out.cache
+    return answers
