@@ -109,6 +109,14 @@ class Agent:
     async def on_stop(self) -> None:
         """Called before the agent disconnects."""
 
+    def topic_handlers(self) -> list[tuple[tuple[str, ...], Handler]]:
+        """Topic routes known only at run time, as ``(filters, handler)`` pairs.
+
+        For agents whose topics come from configuration rather than `on` decorators; they are
+        subscribed together with the decorated ones, before any agent's `on_start`.
+        """
+        return []
+
     def _handlers(self) -> tuple[list[tuple[tuple[str, ...], Handler]], list[Handler]]:
         topics, direct = [], []
         for name, member in inspect.getmembers(type(self), inspect.iscoroutinefunction):
@@ -120,7 +128,7 @@ class Agent:
         if len(direct) > 1:
             raise TypeError(f"{type(self).__name__} declares {len(direct)} @on_direct handlers; "
                             "one handles every direct message")
-        return topics, direct
+        return [*self.topic_handlers(), *topics], direct
 
     async def _subscribe(self, bus: Bus) -> list[tuple[Subscription, Handler]]:
         self._bus = bus

@@ -92,3 +92,28 @@ async def test_agent_without_direct_handler_refuses_requests_and_keeps_receiving
                 await asker.send("watcher", f"note {i}")
             with pytest.raises(latentwire.RemoteError, match="takes no direct messages"):
                 await asker.request("watcher", "are you there?", timeout=5)
+
+
+async def test_topic_handlers_from_configuration(env: HubEnv) -> None:
+    class Configured(Agent):
+        def __init__(self, topics: tuple[str, ...]) -> None:
+            super().__init__("configured")
+            self.topics = topics
+            self.got: list[str] = []
+
+        def topic_handlers(self):
+            return [(self.topics, self.collect)]
+
+        async def collect(self, msg: latentwire.Message) -> None:
+            self.got.append(msg.topic)
+
+    agent = Configured(("cfg/+",))
+    async with Runtime(env.url, **env.options).add(agent):
+        async with env.connect("p") as p:
+            await p.publish("cfg/a", "x")
+            await p.publish("other", "y")
+            await p.publish("cfg/b", "z")
+            async with asyncio.timeout(5):
+                while len(agent.got) < 2:
+                    await asyncio.sleep(0.01)
+    assert agent.got == ["cfg/a", "cfg/b"]
