@@ -21,6 +21,13 @@ def _hub(args: argparse.Namespace) -> int:
 
 
 def _demo(args: argparse.Namespace) -> int:
+    if not args.bus:
+        try:
+            from .agents.demo import run_vlm_demo
+        except ImportError as exc:  # the models extra is not installed: the bus demo still runs
+            print(f"(VLM demo needs `pip install latentwire[models]`: {exc}; running the bus demo)\n")
+        else:
+            return asyncio.run(run_vlm_demo(args.url, task=args.task, episodes=args.episodes))
     from ._demo import run_demo
 
     return asyncio.run(run_demo(args.url, rounds=args.rounds))
@@ -50,9 +57,12 @@ def build_parser() -> argparse.ArgumentParser:
     add_arguments(hub)
     hub.set_defaults(func=_hub)
 
-    demo = sub.add_parser("demo", help="agents exchanging text and latents on an embedded hub")
+    demo = sub.add_parser("demo", help="VLM agents talking in latents and in text on an embedded hub")
     demo.add_argument("--url", default=None, help="bus URL (default: $LATENTWIRE_URL, else inproc://, no server needed)")
-    demo.add_argument("--rounds", type=int, default=3, help="camera frames to send")
+    demo.add_argument("--task", default="secret", help="tinyworld task (secret, reverse, sort, merge, pipeline)")
+    demo.add_argument("--episodes", type=int, default=8, help="episodes per mode")
+    demo.add_argument("--bus", action="store_true", help="the bus-only demo (no models: text and raw latents)")
+    demo.add_argument("--rounds", type=int, default=3, help="camera frames to send (--bus)")
     demo.set_defaults(func=_demo)
 
     # No automatic -h here: `latentwire bench bus --help` must reach the benchmark's own parser.

@@ -101,8 +101,22 @@ def check_demo_output(out: str, rounds: int) -> None:
     assert "MISMATCH" not in out and "FAILED" not in out
 
 
-def test_demo_on_the_embedded_hub() -> None:
-    result = run([*latentwire_command(), "demo"])
+def test_vlm_demo_runs_both_modes() -> None:
+    pytest.importorskip("torch")
+    result = run([*latentwire_command(), "demo", "--episodes", "8"])
+    assert result.returncode == 0, result.stdout + result.stderr
+    out = result.stdout
+    assert re.search(r"^  text mode: accuracy \d+%, \d+ ms per episode", out, flags=re.M), out
+    assert re.search(r"^latent mode: accuracy \d+%, \d+ ms per episode, 2048 B on the bus", out, flags=re.M)
+    # The README's sample is real output (the demo is deterministic; timings left out).
+    (sample,) = re.findall(r"^```text\n(latentwire demo: tinyworld.*?)^```", README, flags=re.S | re.M)
+    for line in sample.splitlines():
+        if "..." not in line and "ms per episode" not in line:
+            assert line.rstrip() in [o.rstrip() for o in out.splitlines()], f"README line not in output: {line!r}"
+
+
+def test_bus_demo_on_the_embedded_hub() -> None:
+    result = run([*latentwire_command(), "demo", "--bus"])
     assert result.returncode == 0, result.stdout + result.stderr
     assert result.stdout.startswith("latentwire demo on inproc:// (embedded hub in this process, no server)")
     check_demo_output(result.stdout, rounds=3)
@@ -121,7 +135,8 @@ async def test_demo_through_a_hub_daemon() -> None:
         line = (await asyncio.wait_for(hub.stdout.readline(), TIMEOUT)).decode()
         assert line.startswith("latentwire hub listening on grpc://"), line
         url = line.split()[-1]
-        result = await asyncio.to_thread(run, [*latentwire_command(), "demo", "--url", url, "--rounds", "2"])
+        result = await asyncio.to_thread(run, [*latentwire_command(), "demo", "--bus", "--url", url,
+                                               "--rounds", "2"])
         assert result.returncode == 0, result.stdout + result.stderr
         assert result.stdout.startswith(f"latentwire demo on {url} (hub daemon)")
         check_demo_output(result.stdout, rounds=2)
