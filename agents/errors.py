@@ -7,19 +7,36 @@ its message was built from as attributes.
 
     LatentwireError                     (latentwire.errors)
     ├── ConfigError                     (latentwire.errors)
-    │   └── CodecConfigError            a bad CodecConfig field (also a CodecError)
+    │   ├── CodecConfigError            a bad CodecConfig field (also a CodecError)
+    │   ├── AgentConfigError            a bad VLMAgent or pipeline setting (names field and allowed values)
+    │   ├── UnsupportedFamily           a model_type with no family adapter (lists the supported ones)
+    │   └── ImageSlotMismatch           image-placeholder slots != vectors meant for them
+    ├── CheckpointError                 a checkpoint folder that is missing, corrupt or does not fit
+    │   └── CodecCheckpointError        ... of a codec (also a CodecError)
     └── CodecError                      anything the Universal Visual Codec refuses
         ├── CodecConfigError
+        ├── CodecCheckpointError
         ├── SpaceMismatch               a latent from another codec space
-        ├── ShapeMismatch               a tensor whose width or rank does not fit
-        └── CheckpointError             a codec folder that is missing, corrupt or does not fit
+        └── ShapeMismatch               a tensor whose width or rank does not fit
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from latentwire.errors import ConfigError, LatentwireError
 
-__all__ = ["CheckpointError", "CodecConfigError", "CodecError", "ShapeMismatch", "SpaceMismatch"]
+__all__ = [
+    "AgentConfigError",
+    "CheckpointError",
+    "CodecCheckpointError",
+    "CodecConfigError",
+    "CodecError",
+    "ImageSlotMismatch",
+    "ShapeMismatch",
+    "SpaceMismatch",
+    "UnsupportedFamily",
+]
 
 
 class CodecError(LatentwireError):
@@ -65,13 +82,50 @@ class ShapeMismatch(CodecError, ValueError):
         self.expected = expected
 
 
-class CheckpointError(CodecError):
-    """Raised when a codec checkpoint is missing, corrupt, or does not match its config.
-
-    Nothing is loaded when this is raised: the checkpoint is checked in full first.
+class CheckpointError(LatentwireError, ValueError):
+    """Raised when a checkpoint (a codec, a tinyworld model) is missing, corrupt, or does not
+    match its config. Nothing is loaded when this is raised: the checkpoint is checked in full
+    first. ``what`` names the kind of checkpoint in the message.
     """
 
-    def __init__(self, source: str, reason: str) -> None:
-        super().__init__(f"cannot load codec from {source}: {reason}")
-        self.source = source
+    def __init__(self, source: str, reason: str, what: str = "checkpoint") -> None:
+        super().__init__(f"cannot load {what} from {source}: {reason}")
+        self.source = str(source)
         self.reason = reason
+
+
+class CodecCheckpointError(CheckpointError, CodecError):
+    """Raised when a codec folder is missing, corrupt, or does not fit its config."""
+
+    def __init__(self, source: str, reason: str) -> None:
+        super().__init__(source, reason, what="codec")
+
+
+class AgentConfigError(ConfigError):
+    """Raised for a bad agent or pipeline setting; names the field and the allowed values."""
+
+    def __init__(self, field: str, value: object, allowed: str) -> None:
+        super().__init__(f"{field}={value!r} is invalid; allowed: {allowed}")
+        self.field = field
+        self.value = value
+        self.allowed = allowed
+
+
+class UnsupportedFamily(ConfigError):
+    """Raised by `adapter_for` when the config's ``model_type`` has no family adapter."""
+
+    def __init__(self, model_type: str | None, supported: Sequence[str]) -> None:
+        super().__init__(f"no latentwire family adapter for model_type {model_type!r}; "
+                         f"supported: {', '.join(supported)}")
+        self.model_type = model_type
+        self.supported = tuple(supported)
+
+
+class ImageSlotMismatch(ConfigError):
+    """Raised when a prompt's image-placeholder slots do not match the vectors meant for them."""
+
+    def __init__(self, slots: int, features: int, detail: str = "", *, message: str | None = None) -> None:
+        super().__init__(message or f"image features and image tokens do not match: tokens: {slots}, "
+                         f"features: {features}" + (f" ({detail})" if detail else ""))
+        self.slots = slots
+        self.features = features

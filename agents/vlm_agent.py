@@ -43,9 +43,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from latentwire import Agent, Control, Latent, Message, on_direct
-from latentwire.errors import ConfigError
 
 from .codec import UniversalVisualCodec
+from .errors import AgentConfigError
 from .families import FamilyAdapter, Prompt, adapter_for
 from .latent_io import listen, speak
 
@@ -78,16 +78,6 @@ MODES: tuple[str, ...] = ("latent", "text")
 # The user turn of every role unless a role brings its own: what was received (text mode),
 # the agent's own observation, then the question (final agents). Empty parts leave no blank line.
 DEFAULT_TEMPLATE = "{received}\n{observation}\n{question}"
-
-
-class AgentConfigError(ConfigError):
-    """Raised for a bad agent or pipeline setting; names the field and the allowed values."""
-
-    def __init__(self, field: str, value: object, allowed: str) -> None:
-        super().__init__(f"{field}={value!r} is invalid; allowed: {allowed}")
-        self.field = field
-        self.value = value
-        self.allowed = allowed
 
 
 @dataclass(frozen=True)

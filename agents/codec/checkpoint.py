@@ -15,7 +15,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import Tensor
 
-from ..errors import CheckpointError, CodecError
+from ..errors import CodecCheckpointError as CheckpointError, CodecError
 from .config import CodecConfig
 
 CONFIG_NAME = "config.json"

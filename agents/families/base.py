@@ -14,11 +14,9 @@ The merge is the one transformers' llava does (`modeling_llava.py`, ``get_placeh
 ``gate * vectors`` onto the embeddings of a blank image instead, so a zero gate reads exactly as
 a blank image.
 
-Errors::
-
-    latentwire.errors.ConfigError
-    ├── UnsupportedFamily     the config's model_type has no adapter (message lists the supported ones)
-    └── ImageSlotMismatch     placeholder slots != vectors, or a slot count an image cannot have
+Errors (defined in `latentwire.agents.errors`, both `latentwire.errors.ConfigError`s):
+`UnsupportedFamily` (the config's model_type has no adapter; the message lists the supported
+ones) and `ImageSlotMismatch` (placeholder slots != vectors, or a slot count an image cannot have).
 """
 
 from __future__ import annotations
@@ -32,6 +30,8 @@ from typing import TYPE_CHECKING, Any, ClassVar, Literal
 import torch
 
 from latentwire.errors import ConfigError
+
+from ..errors import ImageSlotMismatch, UnsupportedFamily
 
 if TYPE_CHECKING:
     from transformers import PretrainedConfig, PreTrainedModel
@@ -57,26 +57,6 @@ IMAGENET_STANDARD_STD = (0.5, 0.5, 0.5)
 # Stands for the image block while a chat template renders; split out before tokenising, so it
 # never reaches a tokenizer. Plain ASCII that no template trims or escapes.
 _IMAGE_SENTINEL = "<<latentwire:image>>"
-
-
-class UnsupportedFamily(ConfigError):
-    """Raised by `adapter_for` when the config's ``model_type`` has no family adapter."""
-
-    def __init__(self, model_type: str | None, supported: Sequence[str]) -> None:
-        super().__init__(f"no latentwire family adapter for model_type {model_type!r}; "
-                         f"supported: {', '.join(supported)}")
-        self.model_type = model_type
-        self.supported = tuple(supported)
-
-
-class ImageSlotMismatch(ConfigError):
-    """Raised when a prompt's image-placeholder slots do not match the vectors meant for them."""
-
-    def __init__(self, slots: int, features: int, detail: str = "", *, message: str | None = None) -> None:
-        super().__init__(message or f"image features and image tokens do not match: tokens: {slots}, "
-                         f"features: {features}" + (f" ({detail})" if detail else ""))
-        self.slots = slots
-        self.features = features
 
 
 @dataclass(frozen=True)

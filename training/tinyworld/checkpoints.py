@@ -30,7 +30,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from latentwire.errors import LatentwireError
+from latentwire.agents.errors import CheckpointError as _CheckpointError
 
 from .models import FAMILIES, _merge
 from .tokenizer import TinyTokenizer
@@ -59,16 +59,14 @@ FORMAT_VERSION = 1
 REQUIRED = (CONFIG_NAME, WEIGHTS_NAME, TOKENIZER_NAME, META_NAME)
 
 
-class CheckpointError(LatentwireError, ValueError):
+class CheckpointError(_CheckpointError):
     """A tinyworld checkpoint folder that is missing, incomplete, corrupt or of another family.
 
     ``source``: the folder; ``reason``: what is wrong. Nothing is returned half-loaded.
     """
 
     def __init__(self, source: str | Path, reason: str) -> None:
-        super().__init__(f"cannot load tinyworld checkpoint from {source}: {reason}")
-        self.source = str(source)
-        self.reason = reason
+        super().__init__(str(source), reason, what="tinyworld checkpoint")
 
 
 def merge_overrides(*overrides: dict[str, Any]) -> dict[str, Any]:
