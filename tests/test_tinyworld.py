@@ -255,3 +255,17 @@ def test_load_pretrained_falls_back_to_the_cache_then_to_training(tmp_path: Path
     assert [p.name for p in cached.parent.iterdir()] == ["smolvlm"]  # no scratch folder left behind
     again, _ = load_pretrained("smolvlm", train_if_missing=False)  # now from the cache
     assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), again.state_dict().values()))
+
+
+def test_job_command_lines_have_one_flag_per_config_field() -> None:
+    from latentwire.training import align
+    from latentwire.training.tinyworld import pretrain
+
+    args = vars(pretrain._parser().parse_args(
+        ["--family", "llava", "--tasks", "secret", "merge", "--model-overrides", '{"a": 1}',
+         "--steps", "5", "--no-progress"]))
+    config = pretrain.PretrainConfig(**args)
+    assert (config.family, tuple(config.tasks), config.model_overrides, config.steps, config.progress) == (
+        "llava", ("secret", "merge"), {"a": 1}, 5, False)
+    config = align.AlignConfig(**vars(align._parser().parse_args(["--family", "gemma3", "--lr", "0.01"])))
+    assert (config.family, config.lr) == ("gemma3", 0.01)

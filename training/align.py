@@ -59,14 +59,14 @@ its parts, gate, lr, elapsed seconds; eval lines add ``eval``).
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
-import math
 import random
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
+
+from ._jobs import config_parser, warmup_cosine, write_jsonl
 
 __all__ = ["AlignConfig", "align", "evaluate_codec", "main"]
 
@@ -300,10 +300,7 @@ def evaluate_codec(model: Any, tokenizer: Any, codec: Any, episodes: list[Any], 
 
 
 def _lr_factor(step: int, config: AlignConfig) -> float:
-    if step < config.warmup_steps:
-        return (step + 1) / config.warmup_steps
-    progress = min(1.0, (step - config.warmup_steps) / max(1, config.steps - config.warmup_steps))
-    return config.min_lr_ratio + (1 - config.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
+    return warmup_cosine(step, config.steps, config.warmup_steps, config.min_lr_ratio)
 
 
 def _load_model(config: AlignConfig) -> tuple[Any, Any]:
@@ -393,14 +390,14 @@ def align(config: AlignConfig) -> Path:
                 mean = {k: round(sum(r[k] for r in logged) / len(logged), 5) for k in logged[0]}
                 logged.clear()
                 bar.set_postfix(loss=f"{mean['loss']:.3f}", gate=f"{mean['gate']:.3f}")
-                _write(metrics, {"step": done, **mean, "lr": round(optimizer.param_groups[0]["lr"], 7),
+                write_jsonl(metrics, {"step": done, **mean, "lr": round(optimizer.param_groups[0]["lr"], 7),
                                  "elapsed_s": round(elapsed, 2)})
             out_of_time = config.max_seconds is not None and elapsed >= config.max_seconds
             if main and config.eval_every and done % config.eval_every == 0 and done < config.steps \
                     and not out_of_time:
                 last_eval = run_eval()
                 bar.set_postfix(loss=f"{loss.item():.3f}", latent=last_eval["latent"]["exact"])
-                _write(metrics, {"step": done, "eval": last_eval,
+                write_jsonl(metrics, {"step": done, "eval": last_eval,
                                  "elapsed_s": round(time.perf_counter() - began, 2)})
             if out_of_time:
                 break
@@ -408,7 +405,7 @@ def align(config: AlignConfig) -> Path:
         if main:
             train_seconds = time.perf_counter() - began
             last_eval = run_eval()
-            _write(metrics, {"step": done, "eval": last_eval,
+            write_jsonl(metrics, {"step": done, "eval": last_eval,
                              "elapsed_s": round(time.perf_counter() - began, 2)})
             raw.save_pretrained(out)
             meta = {"step": done, "config": asdict(config), "eval": last_eval,
@@ -424,30 +421,9 @@ def align(config: AlignConfig) -> Path:
     return out
 
 
-def _write(handle: Any, record: dict[str, Any]) -> None:
-    if handle is not None:
-        handle.write(json.dumps(record) + "\n")
-        handle.flush()
-
-
 def _parser() -> argparse.ArgumentParser:
     """One ``--flag`` per `AlignConfig` field."""
-    parser = argparse.ArgumentParser(prog="python -m latentwire.training.align",
-                                     description="Align one family's codec by self-distillation.")
-    defaults = AlignConfig()
-    for f in dataclasses.fields(AlignConfig):
-        flag = "--" + f.name.replace("_", "-")
-        default = AlignConfig.out_dir if f.name == "out_dir" else getattr(defaults, f.name)
-        kind = str(f.type)
-        if isinstance(default, bool):
-            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=default)
-        elif "float" in kind:
-            parser.add_argument(flag, type=float, default=default)
-        elif "int" in kind:
-            parser.add_argument(flag, type=int, default=default)
-        else:
-            parser.add_argument(flag, type=str, default=default)
-    return parser
+    return config_parser(AlignConfig, "python -m latentwire.training.align", "Align one family's codec by self-distillation.")
 
 
 def main(argv: list[str] | None = None) -> Path:

@@ -34,15 +34,13 @@ Load it with `latentwire.training.tinyworld.checkpoints.load_checkpoint`.
 from __future__ import annotations
 
 import argparse
-import dataclasses
-import json
-import math
 import random
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .._jobs import config_parser, warmup_cosine, write_jsonl
 from .tasks import TASKS, Task, make_task
 from .tokenizer import EOS_ID, PAD_ID, TinyTokenizer
 
@@ -183,11 +181,7 @@ class _Batches:
 
 
 def _lr_factor(step: int, config: PretrainConfig) -> float:
-    """Linear warm-up, then cosine decay to ``min_lr_ratio`` at ``steps``."""
-    if step < config.warmup_steps:
-        return (step + 1) / config.warmup_steps
-    progress = min(1.0, (step - config.warmup_steps) / max(1, config.steps - config.warmup_steps))
-    return config.min_lr_ratio + (1 - config.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
+    return warmup_cosine(step, config.steps, config.warmup_steps, config.min_lr_ratio)
 
 
 def _freeze_vision(model: Any, adapter: Any) -> None:
@@ -274,14 +268,14 @@ def pretrain(config: PretrainConfig) -> Path:
                 mean = sum(losses) / len(losses)
                 losses.clear()
                 bar.set_postfix(loss=f"{mean:.3f}")
-                _write(metrics, {"step": done, "loss": round(mean, 5),
+                write_jsonl(metrics, {"step": done, "loss": round(mean, 5),
                                  "lr": round(optimizer.param_groups[0]["lr"], 7),
                                  "elapsed_s": round(elapsed, 2)})
             out_of_time = config.max_seconds is not None and elapsed >= config.max_seconds
             if main and config.eval_every and done % config.eval_every == 0 and done < config.steps \
                     and not out_of_time:
                 last_eval = run_eval()
-                _write(metrics, {"step": done, "eval_exact": summary(last_eval), "eval": last_eval,
+                write_jsonl(metrics, {"step": done, "eval_exact": summary(last_eval), "eval": last_eval,
                                  "elapsed_s": round(time.perf_counter() - began, 2)})
             if out_of_time:
                 break
@@ -290,7 +284,7 @@ def pretrain(config: PretrainConfig) -> Path:
         if main:
             train_seconds = time.perf_counter() - began
             last_eval = run_eval()
-            _write(metrics, {"step": step, "eval_exact": summary(last_eval), "eval": last_eval,
+            write_jsonl(metrics, {"step": step, "eval_exact": summary(last_eval), "eval": last_eval,
                              "elapsed_s": round(time.perf_counter() - began, 2)})
             meta = {"step": step, "config": _jsonable(asdict(config)), "tasks": list(config.tasks),
                     "lengths": list(config.lengths), "eval_length": config.eval_length,
@@ -305,12 +299,6 @@ def pretrain(config: PretrainConfig) -> Path:
     return out
 
 
-def _write(handle: Any, record: dict[str, Any]) -> None:
-    if handle is not None:
-        handle.write(json.dumps(record) + "\n")
-        handle.flush()  # so a run can be followed (and a crash leaves its history)
-
-
 def _jsonable(value: Any) -> Any:
     if isinstance(value, tuple):
         return [_jsonable(v) for v in value]
@@ -320,30 +308,8 @@ def _jsonable(value: Any) -> Any:
 
 
 def _parser() -> argparse.ArgumentParser:
-    """One ``--flag`` per `PretrainConfig` field (tuples take several values, dicts JSON)."""
-    parser = argparse.ArgumentParser(prog="python -m latentwire.training.tinyworld.pretrain",
-                                     description="Pre-train a tinyworld model on the text tasks.")
-    defaults = PretrainConfig()
-    for f in dataclasses.fields(PretrainConfig):
-        flag = "--" + f.name.replace("_", "-")
-        default = getattr(defaults, f.name)
-        if f.name == "out_dir":
-            default = PretrainConfig.out_dir
-        kind = str(f.type)
-        if isinstance(default, bool):
-            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=default)
-        elif "tuple" in kind:
-            item = int if "int" in kind else str
-            parser.add_argument(flag, nargs="+", type=item, default=default)
-        elif "dict" in kind:
-            parser.add_argument(flag, type=json.loads, default=default, help="JSON object")
-        elif "float" in kind:
-            parser.add_argument(flag, type=float, default=default)
-        elif "int" in kind:
-            parser.add_argument(flag, type=int, default=default)
-        else:
-            parser.add_argument(flag, type=str, default=default)
-    return parser
+    """One ``--flag`` per `PretrainConfig` field."""
+    return config_parser(PretrainConfig, "python -m latentwire.training.tinyworld.pretrain", "Pre-train a tinyworld model on the text tasks.")
 
 
 def main(argv: list[str] | None = None) -> Path:
