@@ -1,4 +1,4 @@
-"""The ``latentwire`` command: ``hub``, ``demo`` and ``bench``.
+"""The ``latentwire`` command: ``hub``, ``demo``, ``bench``, ``train`` and ``rcl``.
 
 The CLI composes the layers, so it imports the hub and benchmarks inside their subcommands
 (the SDK itself never imports them at import time).
@@ -44,6 +44,46 @@ def _bench(args: argparse.Namespace) -> int:
     return run_benchmark(args.name, args.json, args.quick, extra)
 
 
+# Job name -> module with ``main(argv)``; imported only when run, so `--help` stays fast and the
+# bus-only install (no torch) still has a working command.
+TRAIN_JOBS = {
+    "codec": "latentwire.training.align",
+    "hub-maps": "latentwire.training.hub_maps",
+    "mopd": "latentwire.training.mopd.job",
+    "tinyworld": "latentwire.training.tinyworld.pretrain",
+}
+RCL_MODULE = "latentwire.agents.rcl.cli"
+
+
+def _run_main(module_name: str, argv: list[str]) -> int:
+    """Import ``module_name`` and call its ``main(argv)``; an int result is the exit status."""
+    import importlib
+
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        if (exc.name or "").startswith("latentwire"):
+            raise  # our own module is missing: a packaging bug, not a missing extra
+        print(f"latentwire: {module_name} needs `pip install latentwire[models]`: {exc}", file=sys.stderr)
+        return 2
+    result = module.main(argv)
+    return result if isinstance(result, int) else 0
+
+
+def _train(args: argparse.Namespace) -> int:
+    if args.job is None or args.job not in TRAIN_JOBS:
+        if args.job is not None:
+            print(f"latentwire train: unknown job {args.job!r}", file=sys.stderr)
+        args.parser.print_help()
+        print(f"\njobs: {', '.join(sorted(TRAIN_JOBS))}  (`latentwire train JOB --help` for its options)")
+        return 0 if args.help and args.job is None else 2
+    return _run_main(TRAIN_JOBS[args.job], [*args.extra, *(["--help"] if args.help else [])])
+
+
+def _rcl(args: argparse.Namespace) -> int:
+    return _run_main(RCL_MODULE, [*args.extra, *(["--help"] if args.help else [])])
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the ``latentwire`` command."""
     parser = argparse.ArgumentParser(prog="latentwire", description="Agents that talk in latents.")
@@ -73,6 +113,16 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--quick", action="store_true", help="a short run (smoke test)")
     bench.add_argument("-h", "--help", action="store_true", help="this help, or a benchmark's options")
     bench.set_defaults(func=_bench, parser=bench)
+
+    # Jobs own their options: everything after the job name is passed through to it.
+    train = sub.add_parser("train", add_help=False, help="run a training job (codec, hub-maps, mopd, tinyworld)")
+    train.add_argument("job", nargs="?", help="job name, e.g. codec")
+    train.add_argument("-h", "--help", action="store_true", help="this help, or a job's options")
+    train.set_defaults(func=_train, parser=train)
+
+    rcl = sub.add_parser("rcl", add_help=False, help="reflective context learning (`latentwire rcl train --config FILE`)")
+    rcl.add_argument("-h", "--help", action="store_true", help="the RCL command's options")
+    rcl.set_defaults(func=_rcl, parser=rcl)
     return parser
 
 
@@ -81,7 +131,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     # A benchmark's own options (`latentwire bench bus --help`) are passed through to it.
     args, extra = parser.parse_known_args(argv)
-    if args.command == "bench":
+    if args.command in ("bench", "train", "rcl"):
         args.extra = extra
     elif extra:
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
