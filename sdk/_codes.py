@@ -5,14 +5,16 @@ from __future__ import annotations
 from ._proto import bus_pb2 as pb
 from .errors import (
     AlreadyConnected,
-    AuthError,
     BusError,
     InvalidMessage,
     InvalidTensor,
     InvalidTopic,
     LatentwireError,
+    LimitExceeded,
     MessageTooLarge,
+    PermissionDenied,
     ProtocolError,
+    Unauthenticated,
     Unavailable,
     UnknownAgent,
 )
@@ -27,6 +29,9 @@ _CLASS_CODES: list[tuple[type[Exception], int]] = [
     (ProtocolError, pb.MALFORMED),
     (AlreadyConnected, pb.ALREADY_EXISTS),
     (Unavailable, pb.UNAVAILABLE),
+    (Unauthenticated, pb.UNAUTHENTICATED),
+    (PermissionDenied, pb.PERMISSION_DENIED),
+    (LimitExceeded, pb.RESOURCE_EXHAUSTED),
 ]
 
 
@@ -56,6 +61,10 @@ def error_for(code: int, reason: str, *, agent: str = "", size: int = 0, limit: 
         return AlreadyConnected(reason)
     if code == pb.UNAVAILABLE:
         return Unavailable(reason)
-    if code in (pb.UNAUTHENTICATED, pb.PERMISSION_DENIED):
-        return AuthError(reason)
+    if code == pb.UNAUTHENTICATED:
+        return Unauthenticated(reason)
+    if code == pb.PERMISSION_DENIED:
+        return PermissionDenied(reason)
+    if code == pb.RESOURCE_EXHAUSTED:
+        return LimitExceeded(reason)
     return BusError(f"{pb.ErrorCode.Name(code) if code in pb.ErrorCode.values() else code}: {reason}")

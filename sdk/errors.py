@@ -19,6 +19,9 @@ gRPC/MQTT failures at its boundary (``raise ... from exc``).
         ├── AlreadyConnected    the agent id has a live session elsewhere
         ├── Unavailable         the hub is draining or shutting down
         ├── AuthError           the hub refused the credentials or the topic
+        │   ├── Unauthenticated     no token, a wrong token, or an agent the hub does not know
+        │   └── PermissionDenied    an ACL does not allow this topic, filter or recipient
+        ├── LimitExceeded       a per-session limit (publish rate, subscriptions) was hit
         ├── RequestTimeout      no reply before the deadline (also a TimeoutError)
         └── RemoteError         the agent that handled a request raised
 """
@@ -36,10 +39,13 @@ __all__ = [
     "InvalidTensor",
     "InvalidTopic",
     "LatentwireError",
+    "LimitExceeded",
     "MessageTooLarge",
+    "PermissionDenied",
     "ProtocolError",
     "RemoteError",
     "RequestTimeout",
+    "Unauthenticated",
     "Unavailable",
     "UnknownAgent",
 ]
@@ -116,6 +122,18 @@ class Unavailable(BusError):
 
 class AuthError(BusError, PermissionError):
     """Raised when the hub refuses the credentials or the topic (authn or ACL)."""
+
+
+class Unauthenticated(AuthError):
+    """Raised when the hub does not accept this agent's token (missing, wrong, or unknown agent)."""
+
+
+class PermissionDenied(AuthError):
+    """Raised when the agent's ACL does not allow a publish, subscription or direct message."""
+
+
+class LimitExceeded(BusError):
+    """Raised when a per-session limit of the hub (publish rate, subscriptions) refuses a request."""
 
 
 class RequestTimeout(BusError, TimeoutError):

@@ -22,6 +22,7 @@ class ErrorCode(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     EXPIRED: _ClassVar[ErrorCode]
     INVALID_TOPIC: _ClassVar[ErrorCode]
     INVALID_TENSOR: _ClassVar[ErrorCode]
+    RESOURCE_EXHAUSTED: _ClassVar[ErrorCode]
 ERROR_CODE_UNSPECIFIED: ErrorCode
 INVALID_ARGUMENT: ErrorCode
 PAYLOAD_TOO_LARGE: ErrorCode
@@ -34,6 +35,7 @@ UNAVAILABLE: ErrorCode
 EXPIRED: ErrorCode
 INVALID_TOPIC: ErrorCode
 INVALID_TENSOR: ErrorCode
+RESOURCE_EXHAUSTED: ErrorCode
 
 class Tensor(_message.Message):
     __slots__ = ("dtype", "shape", "data", "space", "family")
