@@ -1,0 +1,529 @@
+"""The hub's crash-safe journal: accepted messages and session state in SQLite (WAL).
+
+With ``latentwire hub --journal FILE`` the hub writes, before it acknowledges a publish, the
+message (envelope header and payload) and one delivery row per session it was queued for.
+A delivery row goes when its session acknowledges the delivery; a message goes with its last
+delivery. Sessions (id, agent, filters, next delivery sequence) are kept until the agent says
+bye or its session expires. On restart the hub rebuilds every session from the journal and
+redelivers what was not acknowledged, with the same sequence numbers; a resuming client gets
+it again and the SDK drops any it had already handled (dedup by message id).
+
+Durability: ``journal_mode=WAL`` with ``synchronous=FULL``. An ack promises the message
+survives, and in WAL mode only FULL fsyncs the log at each commit; NORMAL survives a killed
+process but can lose the last commits on power loss or an OS crash. The cost of fsync is paid
+once per batch, not per message: every database call runs on one writer thread, which takes
+all operations submitted since its last commit and commits them in one transaction (group
+commit), so the publishes that arrive together share one fsync.
+
+Ordering: the hub submits operations from the event loop without waiting (`Journal.save_session`,
+`Journal.add_message`, ...) and the writer applies them in submission order. A publish is acked
+from a `Journal.when_synced` callback, i.e. once everything submitted before it is committed;
+the hub routes the next publish meanwhile, so one producer's stream of publishes is committed in
+batches too. A delivery is submitted the moment it is queued, so its ack (which can only come
+after it was sent) is always applied after it.
+
+Retention: ``max_age`` (seconds) and ``max_bytes`` (stored header + payload bytes) bound what
+the journal keeps; the oldest messages go first, and a warning says how many messages and
+deliveries were dropped. Retention limits what survives a restart; a running hub still delivers
+what it holds in memory (bounded by the session limits).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import json
+import logging
+import sqlite3
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from google.protobuf.message import DecodeError
+
+from .._message import is_expired
+from .._proto import bus_pb2 as pb
+from .._wire import Payload
+from ..errors import LatentwireError
+
+log = logging.getLogger("latentwire.hub.journal")
+
+APPLICATION = "latentwire-hub-journal"
+SCHEMA_VERSION = "1"
+RETENTION_INTERVAL = 1.0  # seconds between retention checks on the writer thread
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS sessions (
+    id TEXT PRIMARY KEY, agent TEXT NOT NULL, filters TEXT NOT NULL, next_seq INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS messages (
+    id INTEGER PRIMARY KEY, created REAL NOT NULL, size INTEGER NOT NULL,
+    header BLOB NOT NULL, payload BLOB NOT NULL);
+CREATE TABLE IF NOT EXISTS deliveries (
+    session TEXT NOT NULL, seq INTEGER NOT NULL, message INTEGER NOT NULL,
+    PRIMARY KEY (session, seq)) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS deliveries_by_message ON deliveries (message);
+"""
+
+
+class JournalError(LatentwireError):
+    """The journal file cannot be opened, is not a latentwire journal, is corrupt, or a write
+    failed; the message names the file and the cause."""
+
+    def __init__(self, path: str | Path, problem: str) -> None:
+        super().__init__(f"journal {path}: {problem}")
+        self.path = str(path)
+        self.problem = problem
+
+
+@dataclass(slots=True)
+class SavedDelivery:
+    """A delivery a session had not acknowledged when the journal was last written."""
+
+    seq: int
+    envelope: pb.Envelope
+    payload: bytes
+    size: int
+
+
+@dataclass
+class SavedSession:
+    """A session as the journal kept it, with its unacknowledged deliveries in order."""
+
+    id: str
+    agent: str
+    filters: list[str]
+    next_seq: int
+    deliveries: list[SavedDelivery] = field(default_factory=list)
+
+
+@dataclass
+class JournalStats:
+    """What the journal holds and has done since it was opened (for logs and metrics)."""
+
+    messages: int = 0  # stored messages
+    stored_bytes: int = 0  # their header + payload bytes
+    commits: int = 0  # transactions committed
+    committed_ops: int = 0  # operations in them
+    dropped_messages: int = 0  # removed by retention
+    restored_sessions: int = 0
+    restored_deliveries: int = 0
+
+
+class PendingMessage:
+    """One publish on its way into the journal: its row is written with its first delivery,
+    so a message routed to no session is not stored at all."""
+
+    __slots__ = ("_journal", "_envelope", "_payload", "_size", "_key")
+
+    def __init__(self, journal: Journal, envelope: pb.Envelope, payload: Payload, size: int) -> None:
+        self._journal = journal
+        self._envelope = envelope
+        self._payload = payload
+        self._size = size
+        self._key = 0
+
+    def delivered(self, session_id: str, seq: int) -> None:
+        """The message was queued for ``session_id`` as delivery ``seq``."""
+        journal = self._journal
+        if not self._key:
+            self._key = journal._next_key
+            journal._next_key += 1
+            journal._submit(("message", self._key, time.time(), self._size,
+                             self._envelope.SerializeToString(), self._payload))
+        journal._submit(("delivery", session_id, seq, self._key))
+
+    @property
+    def pending(self) -> bool:
+        """Whether something was submitted for this message (it was queued somewhere)."""
+        return bool(self._key)
+
+
+class Journal:
+    """A hub's SQLite journal. Open it with ``await Journal.open(path)``; close with `aclose`.
+
+    Submitting methods never block the event loop; `sync` waits for the writer thread.
+    """
+
+    def __init__(self, path: str | Path, *, max_age: float | None = None,
+                 max_bytes: int | None = None) -> None:
+        for name, value in (("max_age", max_age), ("max_bytes", max_bytes)):
+            if value is not None and (isinstance(value, bool) or not value > 0):
+                raise JournalError(path, f"{name} must be a positive number or None, got {value!r}")
+        self.path = Path(path)
+        self.max_age = max_age
+        self.max_bytes = max_bytes
+        self.stats = JournalStats()
+        self.restored: list[SavedSession] = []
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._db: sqlite3.Connection | None = None
+        self._thread: threading.Thread | None = None
+        # Operations waiting for the writer. Not capped here because the hub caps what feeds
+        # it: every publish waits for `sync` before its ack, so the publish windows and session
+        # limits bound the messages, deliveries and acks that can be pending.
+        self._ops: deque[tuple] = deque()
+        self._cond = threading.Condition()
+        self._closing = False
+        self._submitted = 0  # operations submitted (event-loop side)
+        self._committed = 0  # operations known committed (event-loop side)
+        self._waiters: deque[tuple[int, Callable[[JournalError | None], None]]] = deque()
+        self._error: JournalError | None = None
+        self._next_key = 1
+        self._last_retention = 0.0
+
+    # -- opening and closing ---------------------------------------------------------------
+
+    @classmethod
+    async def open(cls, path: str | Path, *, max_age: float | None = None,
+                   max_bytes: int | None = None) -> Journal:
+        """Open (or create) the journal at ``path`` and load what it kept into `restored`.
+
+        Raises `JournalError` naming the file if it cannot be opened or written, is not a
+        latentwire journal, or holds a corrupt row.
+        """
+        journal = cls(path, max_age=max_age, max_bytes=max_bytes)
+        journal._loop = asyncio.get_running_loop()
+        ready: concurrent.futures.Future = concurrent.futures.Future()
+        journal._thread = threading.Thread(target=journal._writer, args=(ready,),
+                                           name=f"latentwire-journal[{journal.path.name}]", daemon=True)
+        journal._thread.start()
+        await asyncio.wrap_future(ready)  # raises the open/load error, after the thread ended
+        s = journal.stats
+        log.info("journal %s: %d sessions and %d unacknowledged deliveries restored (%d messages, "
+                 "%d bytes)", journal.path, s.restored_sessions, s.restored_deliveries, s.messages,
+                 s.stored_bytes)
+        return journal
+
+    async def aclose(self) -> None:
+        """Commit what was submitted, then close the database (idempotent)."""
+        if self._thread is None:
+            return
+        with self._cond:
+            self._closing = True
+            self._cond.notify()
+        thread, self._thread = self._thread, None
+        await asyncio.to_thread(thread.join)
+        self._settle(self._submitted, self._error)
+        if self._error is None:
+            self._error = JournalError(self.path, "journal is closed")
+
+    @property
+    def pending(self) -> int:
+        """Operations submitted but not yet committed (the journal's lag)."""
+        return self._submitted - self._committed
+
+    # -- submitting (event loop) -------------------------------------------------------------
+
+    def save_session(self, session_id: str, agent: str, filters: set[str] | list[str]) -> None:
+        """Create or update a session's row (its agent and subscription filters)."""
+        self._submit(("session", session_id, agent, json.dumps(sorted(filters))))
+
+    def forget_session(self, session_id: str) -> None:
+        """The session ended for good (bye or expiry): drop it and its deliveries."""
+        self._submit(("forget", session_id))
+
+    def add_message(self, envelope: pb.Envelope, payload: Payload, size: int) -> PendingMessage:
+        """Start storing a published message; call `PendingMessage.delivered` per queued copy."""
+        return PendingMessage(self, envelope, payload, size)
+
+    def ack(self, session_id: str, seqs: list[int]) -> None:
+        """The session acknowledged these deliveries: they need not survive a restart."""
+        if seqs:
+            self._submit(("ack", session_id, list(seqs)))
+
+    def when_synced(self, callback: Callable[[JournalError | None], None]) -> None:
+        """Call ``callback(None)`` on the event loop once every operation submitted so far is
+        committed, or ``callback(error)`` if the journal failed. Callbacks run in submission
+        order, so acks sent from them go out in the order the publishes came in."""
+        if self._error is not None:
+            callback(self._error)
+        elif self._committed >= self._submitted:
+            callback(None)
+        else:
+            self._waiters.append((self._submitted, callback))
+
+    async def sync(self) -> None:
+        """Wait until every operation submitted so far is committed; raise `JournalError` if
+        the journal failed."""
+        fut = self._loop.create_future()
+        self.when_synced(lambda error: fut.done() or (fut.set_exception(error) if error else fut.set_result(None)))
+        await fut
+
+    def _submit(self, op: tuple) -> None:
+        if self._error is not None:
+            return  # failed or closed: `sync` raises, so nothing is acked as stored
+        self._submitted += 1
+        with self._cond:
+            self._ops.append(op)
+            self._cond.notify()
+
+    def _settle(self, committed: int, error: JournalError | None) -> None:
+        """Event-loop side of a commit (or a failure): wake the `sync` callers it covers."""
+        self._committed = max(self._committed, committed)
+        if error is not None and self._error is None:
+            self._error = error
+            log.error("%s; publishes are refused until the hub restarts", error)
+        while self._waiters and (self._error is not None or self._waiters[0][0] <= self._committed):
+            _, callback = self._waiters.popleft()
+            callback(self._error)
+
+    # -- writer thread ------------------------------------------------------------------------
+
+    def _writer(self, ready: concurrent.futures.Future) -> None:
+        try:
+            self._open_db()
+            self._load()
+            self._retain(time.time())
+        except JournalError as exc:
+            self._close_db()
+            ready.set_exception(exc)
+            return
+        except sqlite3.Error as exc:
+            self._close_db()
+            ready.set_exception(self._explain(exc))
+            return
+        ready.set_result(None)
+        try:
+            self._write_loop()
+        finally:
+            self._close_db()
+
+    def _write_loop(self) -> None:
+        done = 0
+        failed = False  # after a failed write nothing more is applied: the hub refuses publishes
+        while True:
+            with self._cond:
+                while not self._ops and not self._closing:
+                    self._cond.wait(RETENTION_INTERVAL)
+                    if time.time() - self._last_retention >= RETENTION_INTERVAL:
+                        break
+                ops, self._ops = self._ops, deque()
+                closing = self._closing
+            error = None
+            if ops:
+                try:
+                    if failed:
+                        raise RuntimeError("an earlier write failed")
+                    self._apply(ops)
+                except Exception as exc:  # disk full, I/O error, ...: refuse, never ack
+                    error = JournalError(self.path, f"write failed: {exc}")
+                    failed = True
+            done += len(ops)
+            if ops:
+                self._loop.call_soon_threadsafe(self._settle, done, error)
+            now = time.time()
+            if not failed and now - self._last_retention >= RETENTION_INTERVAL:
+                try:
+                    self._retain(now)
+                except sqlite3.Error as exc:
+                    log.error("journal %s: retention failed: %s", self.path, exc)
+            if closing and not ops:
+                return
+
+    def _open_db(self) -> None:
+        if self.path.is_dir():
+            raise JournalError(self.path, "is a directory, not a journal file")
+        try:
+            db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        except sqlite3.Error as exc:
+            raise JournalError(self.path, f"cannot open: {exc} (does the directory exist and is "
+                                          "it writable?)") from exc
+        self._db = db
+        mode = db.execute("PRAGMA journal_mode=WAL").fetchone()[0]
+        if mode.lower() != "wal":
+            raise JournalError(self.path, f"cannot switch to WAL mode (got {mode!r}); is the "
+                                          "file on a filesystem that supports shared memory?")
+        db.execute("PRAGMA synchronous=FULL")  # see the module docstring
+        tables = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+        if tables and "meta" not in tables:
+            raise JournalError(self.path, "is a SQLite database but not a latentwire journal "
+                                          f"(it has tables {sorted(tables)}); pass another --journal file")
+        db.execute("BEGIN IMMEDIATE")  # also proves the file is writable
+        for statement in _SCHEMA.split(";"):
+            if statement.strip():
+                db.execute(statement)
+        meta = dict(db.execute("SELECT key, value FROM meta"))
+        if not meta:
+            db.executemany("INSERT INTO meta VALUES (?, ?)",
+                           [("application", APPLICATION), ("schema", SCHEMA_VERSION)])
+        elif meta.get("application") != APPLICATION:
+            raise JournalError(self.path, f"is not a latentwire journal (application={meta.get('application')!r})")
+        elif meta.get("schema") != SCHEMA_VERSION:
+            raise JournalError(self.path, f"has journal schema {meta.get('schema')!r}; this hub "
+                                          f"reads schema {SCHEMA_VERSION!r}")
+        db.execute("COMMIT")
+
+    def _close_db(self) -> None:
+        if self._db is not None:
+            try:
+                self._db.close()
+            except sqlite3.Error as exc:
+                log.error("journal %s: close failed: %s", self.path, exc)
+            self._db = None
+
+    def _explain(self, exc: sqlite3.Error) -> JournalError:
+        text = str(exc)
+        if "not a database" in text or "malformed" in text:
+            return JournalError(self.path, f"file is corrupt or not a SQLite database ({text}); "
+                                           "move it away to start with an empty journal")
+        if "readonly" in text or "unable to open" in text:
+            return JournalError(self.path, f"cannot write ({text}); check the file's permissions")
+        return JournalError(self.path, text)
+
+    def _load(self) -> None:
+        db = self._db
+        now_ns = time.time_ns()
+        sessions: dict[str, SavedSession] = {}
+        agents: set[str] = set()
+        for sid, agent, filters, next_seq in db.execute(
+                "SELECT id, agent, filters, next_seq FROM sessions ORDER BY rowid"):
+            try:
+                parsed = json.loads(filters)
+                if not isinstance(parsed, list) or not all(isinstance(f, str) for f in parsed):
+                    raise ValueError("not a list of strings")
+            except ValueError as exc:
+                raise JournalError(self.path, f"session {sid!r} has corrupt filters {filters!r}: {exc}") from exc
+            if agent in agents:
+                log.warning("journal %s: a second session for agent %r (%s) is ignored", self.path, agent, sid)
+                continue
+            agents.add(agent)
+            sessions[sid] = SavedSession(sid, agent, parsed, next_seq)
+        expired: list[tuple[str, int]] = []
+        rows = db.execute("SELECT d.session, d.seq, m.id, m.header, m.payload, m.size FROM deliveries d "
+                          "JOIN messages m ON m.id = d.message ORDER BY d.session, d.seq")
+        for sid, seq, mid, header, payload, size in rows:
+            saved = sessions.get(sid)
+            if saved is None:
+                expired.append((sid, seq))  # its session is gone (forget lost in a crash)
+                continue
+            try:
+                env = pb.Envelope.FromString(header)
+            except DecodeError as exc:
+                raise JournalError(self.path, f"message row {mid} has a corrupt envelope header "
+                                              f"({exc}); move the file away to start empty") from exc
+            if is_expired(env, now_ns):
+                expired.append((sid, seq))
+                continue
+            saved.deliveries.append(SavedDelivery(seq, env, payload, size))
+            saved.next_seq = max(saved.next_seq, seq + 1)
+        db.execute("BEGIN IMMEDIATE")
+        db.executemany("DELETE FROM deliveries WHERE session = ? AND seq = ?", expired)
+        # Messages no session still needs (their acks were committed, the message delete was
+        # not: e.g. a session forgotten before a crash).
+        db.execute("DELETE FROM messages WHERE id NOT IN (SELECT message FROM deliveries)")
+        db.execute("COMMIT")
+        count, total, last = db.execute("SELECT count(*), total(size), max(id) FROM messages").fetchone()
+        self.stats.messages, self.stats.stored_bytes = count, int(total)
+        self._next_key = (last or 0) + 1
+        self.restored = list(sessions.values())
+        self.stats.restored_sessions = len(self.restored)
+        self.stats.restored_deliveries = sum(len(s.deliveries) for s in self.restored)
+
+    def _apply(self, ops: deque[tuple]) -> None:
+        """Apply a batch of operations in one transaction (one fsync)."""
+        db = self._db
+        freed: set[int] = set()  # messages that may have lost their last delivery
+        highest: dict[str, int] = {}
+        added = added_bytes = 0
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            for op in ops:
+                kind = op[0]
+                if kind == "delivery":
+                    _, sid, seq, key = op
+                    db.execute("INSERT OR REPLACE INTO deliveries VALUES (?, ?, ?)", (sid, seq, key))
+                    if seq > highest.get(sid, 0):
+                        highest[sid] = seq
+                elif kind == "message":
+                    _, key, created, size, header, payload = op
+                    db.execute("INSERT INTO messages VALUES (?, ?, ?, ?, ?)", (key, created, size, header, payload))
+                    added += 1
+                    added_bytes += size
+                elif kind == "ack":
+                    _, sid, seqs = op
+                    for seq in seqs:
+                        row = db.execute("DELETE FROM deliveries WHERE session = ? AND seq = ? RETURNING message",
+                                         (sid, seq)).fetchone()
+                        if row is not None:
+                            freed.add(row[0])
+                elif kind == "session":
+                    _, sid, agent, filters = op
+                    db.execute("INSERT INTO sessions VALUES (?, ?, ?, 1) ON CONFLICT (id) DO UPDATE "
+                               "SET agent = excluded.agent, filters = excluded.filters", (sid, agent, filters))
+                elif kind == "forget":
+                    sid = op[1]
+                    freed.update(r[0] for r in db.execute(
+                        "DELETE FROM deliveries WHERE session = ? RETURNING message", (sid,)).fetchall())
+                    db.execute("DELETE FROM sessions WHERE id = ?", (sid,))
+                    highest.pop(sid, None)
+            # Sequence numbers keep rising across restarts even when every delivery was acked,
+            # so a late ack of an old delivery can never match a new one.
+            db.executemany("UPDATE sessions SET next_seq = max(next_seq, ?) WHERE id = ?",
+                           [(seq + 1, sid) for sid, seq in highest.items()])
+            removed = removed_bytes = 0
+            for key in freed:
+                row = db.execute("DELETE FROM messages WHERE id = ? AND NOT EXISTS "
+                                 "(SELECT 1 FROM deliveries WHERE message = ?) RETURNING size",
+                                 (key, key)).fetchone()
+                if row is not None:
+                    removed += 1
+                    removed_bytes += row[0]
+            db.execute("COMMIT")
+        except BaseException:
+            if db.in_transaction:
+                db.execute("ROLLBACK")
+            raise
+        s = self.stats
+        s.messages += added - removed
+        s.stored_bytes += added_bytes - removed_bytes
+        s.commits += 1
+        s.committed_ops += len(ops)
+
+    def _retain(self, now: float) -> None:
+        """Drop the oldest messages beyond ``max_age`` / ``max_bytes``, and say so."""
+        self._last_retention = now
+        db = self._db
+        cutoff = 0  # drop messages with id <= cutoff
+        reasons = []
+        if self.max_age is not None:
+            row = db.execute("SELECT max(id) FROM messages WHERE created < ?", (now - self.max_age,)).fetchone()
+            if row[0] is not None:
+                cutoff = row[0]
+                reasons.append(f"older than max_age={self.max_age:g} s")
+        if self.max_bytes is not None and self.stats.stored_bytes > self.max_bytes:
+            excess = self.stats.stored_bytes - self.max_bytes
+            size_cutoff = 0
+            for key, size in db.execute("SELECT id, size FROM messages ORDER BY id"):
+                excess -= size
+                size_cutoff = key
+                if excess <= 0:
+                    break
+            if size_cutoff > cutoff:
+                cutoff = size_cutoff
+            reasons.append(f"to stay under max_bytes={self.max_bytes}")
+        if not cutoff:
+            return
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            lost = db.execute("DELETE FROM deliveries WHERE message <= ? RETURNING session", (cutoff,)).fetchall()
+            count, total = db.execute("SELECT count(*), total(size) FROM messages WHERE id <= ?",
+                                      (cutoff,)).fetchone()
+            db.execute("DELETE FROM messages WHERE id <= ?", (cutoff,))
+            db.execute("COMMIT")
+        except BaseException:
+            if db.in_transaction:
+                db.execute("ROLLBACK")
+            raise
+        self.stats.messages -= count
+        self.stats.stored_bytes -= int(total)
+        self.stats.dropped_messages += count
+        if count:
+            log.warning("journal %s: retention dropped %d messages (%d bytes) %s; %d undelivered "
+                        "copies for %d sessions will not survive a restart", self.path, count, int(total),
+                        " and ".join(reasons), len(lost), len({r[0] for r in lost}))
+
+
+__all__ = ["Journal", "JournalError", "JournalStats", "PendingMessage", "SavedDelivery", "SavedSession"]
