@@ -3,7 +3,8 @@ against a baseline run in the same process or run.
 
 Each benchmark is a module here with ``run(json_path, quick, argv) -> int`` (the exit status);
 `run_benchmark` picks it by name. Available: ``bus`` (hub vs a raw gRPC relay vs ``inproc://``,
-and backpressure under a stalled consumer).
+and backpressure under a stalled consumer), ``crash`` (a journaled hub SIGKILLed mid-stream:
+lost and duplicated messages) and ``journal`` (journaled vs in-memory hub throughput).
 """
 
 from __future__ import annotations
@@ -12,7 +13,12 @@ import importlib
 import sys
 
 # Benchmark name -> module; modules are imported only when run, so `--help` stays fast.
-BENCHMARKS = {"bus": "latentwire.benchmarks.bus"}
+BENCHMARKS = {
+    "bus": "latentwire.benchmarks.bus",
+    "crash": "latentwire.benchmarks.crash",
+    "journal": "latentwire.benchmarks.journal",
+    "rcl": "latentwire.benchmarks.rcl",
+}
 
 
 def run_benchmark(name: str, json_path: str | None, quick: bool, extra: list[str] | None) -> int:
