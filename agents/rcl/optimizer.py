@@ -120,6 +120,31 @@ class StepResult:
     pruned: list[str]
 
 
+async def run_actor(env: Environment, actor: LLMBackend, book: Playbook, task: Task, key: str, run: int = 0, *,
+                    annotate: bool = False) -> Trajectory:
+    """One actor run of ``task`` with ``book``, verified by ``env`` (plus the annotated
+    credit-assignment run if ``annotate``); a backend failure becomes a failed trajectory, never
+    an exception."""
+    async def ask(annotated: bool) -> str:
+        return await actor.complete(actor_messages(env, task, book, annotate=annotated, perturb_seed=key),
+                                    role="actor", context={"task": task, "book": book, "annotate": annotated,
+                                                           "key": key})
+    try:
+        response = await ask(False)
+    except BackendError as exc:
+        return Trajectory(task.id, task.prompt, "", False, 0.0, f"actor failed: {exc}", book.version, run)
+    outcome = env.verify(task, response)
+    traj = Trajectory(task.id, task.prompt, response, outcome.success, outcome.score, outcome.feedback,
+                      book.version, run)
+    if annotate:
+        try:
+            traj.annotated = await ask(True)
+            traj.cited, traj.missing = read_citations(traj.annotated)
+        except BackendError as exc:
+            log.warning("credit-assignment run of %s failed: %s", task.id, exc)
+    return traj
+
+
 class Optimizer:
     """The RCL optimiser over an environment and three role models; see the module docstring."""
 
@@ -144,26 +169,8 @@ class Optimizer:
 
     async def run_task(self, book: Playbook, task: Task, key: str, run: int = 0, *,
                        annotate: bool = False) -> Trajectory:
-        """One actor run of ``task`` (plus the annotated run if ``annotate``); a backend failure
-        becomes a failed trajectory, never an exception."""
-        async def ask(annotated: bool) -> str:
-            return await self.models.actor.complete(
-                actor_messages(self.env, task, book, annotate=annotated, perturb_seed=key), role="actor",
-                context={"task": task, "book": book, "annotate": annotated, "key": key})
-        try:
-            response = await ask(False)
-        except BackendError as exc:
-            return Trajectory(task.id, task.prompt, "", False, 0.0, f"actor failed: {exc}", book.version, run)
-        outcome = self.env.verify(task, response)
-        traj = Trajectory(task.id, task.prompt, response, outcome.success, outcome.score, outcome.feedback,
-                          book.version, run)
-        if annotate:
-            try:
-                traj.annotated = await ask(True)
-                traj.cited, traj.missing = read_citations(traj.annotated)
-            except BackendError as exc:
-                log.warning("credit-assignment run of %s failed: %s", task.id, exc)
-        return traj
+        """One actor run of ``task`` with this optimiser's environment and actor (`run_actor`)."""
+        return await run_actor(self.env, self.models.actor, book, task, key, run, annotate=annotate)
 
     async def rollouts(self, book: Playbook, tasks: list[Task], key: str) -> list[Trajectory]:
         """``group_size`` runs of each task (annotated when credit assignment is on)."""
