@@ -275,8 +275,9 @@ class Journal:
     def _writer(self, ready: concurrent.futures.Future) -> None:
         try:
             self._open_db()
+            self._count()
+            self._retain(time.time())  # before loading: what it drops is not replayed
             self._load()
-            self._retain(time.time())
         except JournalError as exc:
             self._close_db()
             ready.set_exception(exc)
@@ -415,12 +416,15 @@ class Journal:
         # not: e.g. a session forgotten before a crash).
         db.execute("DELETE FROM messages WHERE id NOT IN (SELECT message FROM deliveries)")
         db.execute("COMMIT")
-        count, total, last = db.execute("SELECT count(*), total(size), max(id) FROM messages").fetchone()
-        self.stats.messages, self.stats.stored_bytes = count, int(total)
-        self._next_key = (last or 0) + 1
+        self._count()
         self.restored = list(sessions.values())
         self.stats.restored_sessions = len(self.restored)
         self.stats.restored_deliveries = sum(len(s.deliveries) for s in self.restored)
+
+    def _count(self) -> None:
+        count, total, last = self._db.execute("SELECT count(*), total(size), max(id) FROM messages").fetchone()
+        self.stats.messages, self.stats.stored_bytes = count, int(total)
+        self._next_key = max(self._next_key, (last or 0) + 1)
 
     def _apply(self, ops: deque[tuple]) -> None:
         """Apply a batch of operations in one transaction (one fsync)."""
