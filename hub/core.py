@@ -40,9 +40,11 @@ from ..errors import (
     InvalidMessage,
     MessageTooLarge,
     ProtocolError,
+    Unavailable,
     UnknownAgent,
 )
 from ..transports.base import Connection
+from .journal import Journal, JournalError, SavedSession
 from .routing import TopicTree
 
 log = logging.getLogger("latentwire.hub")
@@ -131,18 +133,20 @@ class Session:
         return (self.held_bytes + size <= self.config.session_max_bytes
                 and self.held_messages < self.config.session_max_messages)
 
-    async def enqueue(self, envelope: pb.Envelope, payload: Payload, size: int) -> bool:
-        """Queue a delivery, waiting while the session is full; False if the session ended."""
+    async def enqueue(self, envelope: pb.Envelope, payload: Payload, size: int) -> int:
+        """Queue a delivery, waiting while the session is full; its sequence number, or 0 if
+        the session ended."""
         while not self.closed and not self._has_room(size):
             self.space.clear()
             await self.space.wait()
         if self.closed:
-            return False
-        self.queue.append(_Delivery(envelope, payload, size, self.next_seq))
+            return 0
+        seq = self.next_seq
+        self.queue.append(_Delivery(envelope, payload, size, seq))
         self.next_seq += 1
         self.held_bytes += size
         self.wake.set()
-        return True
+        return seq
 
     def _release(self, delivery: _Delivery) -> None:
         self.held_bytes -= delivery.size
@@ -240,7 +244,10 @@ class _Ingress:
 class Hub:
     """Routes messages between agent sessions over any number of connections."""
 
-    def __init__(self, config: HubConfig | None = None, *, name: str = "hub") -> None:
+    def __init__(self, config: HubConfig | None = None, *, name: str = "hub",
+                 journal: Journal | None = None) -> None:
+        """``journal``: persist messages and sessions there (see `latentwire.hub.journal`);
+        the hub then starts with the sessions it kept, so create it in the event loop."""
         self.config = config or HubConfig()
         self.name = name
         self.id = uuid.uuid4().hex[:12]
@@ -251,6 +258,10 @@ class Hub:
         self._tree: TopicTree[Session] = TopicTree()
         self._tasks: set[asyncio.Task] = set()
         self._connections: set[Connection] = set()
+        self.journal = journal
+        if journal is not None:
+            for saved in journal.restored:
+                self._restore(saved)
 
     # -- connections -------------------------------------------------------------------
 
@@ -335,6 +346,8 @@ class Hub:
         for f in filters:
             self._tree.add(f, session)
         session.filters = set(filters)
+        if self.journal is not None:
+            self.journal.save_session(session.id, session.agent, session.filters)
         session.conn = conn
         session.window = min(hello.receive_window or 64, self.config.max_receive_window)
         session.control, session.acks, session.rejections = [], [], []
@@ -369,6 +382,8 @@ class Hub:
             session.expiry = loop.call_later(self.config.session_expiry, self._drop, session)
 
     def _drop(self, session: Session) -> None:
+        if self.journal is not None and not self.closed:
+            self.journal.forget_session(session.id)  # on shutdown sessions stay for the restart
         if self.sessions.get(session.agent) is session:
             del self.sessions[session.agent]
         for f in session.filters:
@@ -392,6 +407,8 @@ class Hub:
                     self._accept_publish(session, frame.publish, payload, ingress)
                 elif kind == "delivery_ack":
                     session.ack_deliveries(list(frame.delivery_ack.seqs))
+                    if self.journal is not None:
+                        self.journal.ack(session.id, frame.delivery_ack.seqs)
                 elif kind == "subscribe":
                     self._subscribe(session, frame.subscribe.request_id, frame.subscribe.filters, add=True)
                 elif kind == "unsubscribe":
@@ -442,10 +459,25 @@ class Hub:
                 self.stats.rejected += 1
                 session.reject_publish(seq, UnknownAgent(env.recipient))
                 return
-            await target.enqueue(env, payload, size)
+            targets = [target]
         else:
-            for target in self._tree.match(env.topic):
-                await target.enqueue(env, payload, size)
+            targets = list(self._tree.match(env.topic))
+        stored = self.journal.add_message(env, payload, size) if self.journal is not None else None
+        for target in targets:
+            queued = await target.enqueue(env, payload, size)
+            if queued and stored is not None:
+                stored.delivered(target.id, queued)  # before any await: its ack comes later
+        if stored is not None and stored.pending:
+            # Acked once on disk; meanwhile the next publish is routed (group commit).
+            self.journal.when_synced(lambda error: self._acknowledge(session, seq, error))
+        else:
+            self._acknowledge(session, seq, None)
+
+    def _acknowledge(self, session: Session, seq: int, error: JournalError | None) -> None:
+        if error is not None:
+            self.stats.rejected += 1
+            session.reject_publish(seq, Unavailable(f"not stored: {error}"))
+            return
         self.stats.published += 1
         session.ack_publish(seq)
 
@@ -461,6 +493,18 @@ class Hub:
         except ConnectError:
             await conn.aclose()  # the reader notices and ends the connection
 
+    def _restore(self, saved: SavedSession) -> None:
+        """Rebuild a session the journal kept; it waits ``session_expiry`` s for its agent."""
+        session = Session(saved.agent, self.config, id=saved.id, next_seq=saved.next_seq)
+        for d in saved.deliveries:
+            session.queue.append(_Delivery(d.envelope, d.payload, d.size, d.seq, redelivered=True))
+            session.held_bytes += d.size
+        session.filters = set(saved.filters)
+        for f in session.filters:
+            self._tree.add(f, session)
+        self.sessions[session.agent] = session
+        session.expiry = asyncio.get_running_loop().call_later(self.config.session_expiry, self._drop, session)
+
     def _subscribe(self, session: Session, request_id: int, filters: Any, add: bool) -> None:
         try:
             checked = [validate_filter(f) for f in filters]
@@ -475,6 +519,8 @@ class Hub:
             elif not add and f in session.filters:
                 session.filters.discard(f)
                 self._tree.remove(f, session)
+        if self.journal is not None:
+            self.journal.save_session(session.id, session.agent, session.filters)
         session.send_control(pb.Frame(subscribe_ack=pb.SubscribeAck(request_id=request_id)))
 
     # -- lifecycle -----------------------------------------------------------------------

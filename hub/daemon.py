@@ -13,6 +13,7 @@ import signal
 
 from ..errors import ConfigError
 from .core import Hub
+from .journal import Journal, JournalError
 from .options import config_from_args
 from .server import serve
 
@@ -20,7 +21,19 @@ log = logging.getLogger("latentwire.hub")
 
 
 async def _main(args: argparse.Namespace) -> int:
-    hub = Hub(config_from_args(args), name="daemon")
+    config = config_from_args(args)
+    journal = None
+    if args.journal:
+        journal = await Journal.open(args.journal, max_age=args.journal_max_age,
+                                     max_bytes=args.journal_max_bytes)
+    try:
+        return await _serve(args, Hub(config, name="daemon", journal=journal))
+    finally:
+        if journal is not None:
+            await journal.aclose()  # commits what the last acks and drops submitted
+
+
+async def _serve(args: argparse.Namespace, hub: Hub) -> int:
     server = await serve(hub, host=args.host, port=args.port, tls_cert=args.tls_cert,
                          tls_key=args.tls_key, tls_client_ca=args.tls_client_ca)
     stop = asyncio.Event()
@@ -29,6 +42,13 @@ async def _main(args: argparse.Namespace) -> int:
         loop.add_signal_handler(sig, stop.set)
     # One parseable line, so scripts and tests can find the port when --port 0 was asked.
     print(f"latentwire hub listening on {server.url}", flush=True)
+    if hub.journal is None:
+        log.warning("no --journal: messages live in memory only; what is queued or unacknowledged "
+                    "is lost if the hub crashes or restarts")
+    else:
+        s = hub.journal.stats
+        print(f"latentwire hub journal {hub.journal.path}: {s.restored_sessions} sessions and "
+              f"{s.restored_deliveries} unacknowledged deliveries restored", flush=True)
     await stop.wait()
     log.info("draining (up to %.0f s)", args.drain_timeout)
     drained = await server.stop(grace=args.drain_timeout)
@@ -42,6 +62,6 @@ def run(args: argparse.Namespace) -> int:
     """Run the daemon until SIGTERM/SIGINT; returns the exit status."""
     try:
         return asyncio.run(_main(args))
-    except ConfigError as exc:
+    except (ConfigError, JournalError) as exc:
         print(f"latentwire hub: {exc}", flush=True)
         return 2

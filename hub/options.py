@@ -12,6 +12,8 @@ from .core import MiB, HubConfig
 
 
 def _env(name: str, default: object) -> object:
+    # argparse converts a string default with the flag's type, so a bad value in the
+    # environment gets the same clear error as on the command line, at parse time.
     return os.environ.get(f"LATENTWIRE_HUB_{name}", default)
 
 
@@ -20,23 +22,30 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     d = HubConfig()
     a = parser.add_argument
     a("--host", default=_env("HOST", "127.0.0.1"), help="address to bind (default 127.0.0.1)")
-    a("--port", type=int, default=int(_env("PORT", 7878)), help="port (0 picks a free one; default 7878)")
-    a("--max-message-bytes", type=int, default=int(_env("MAX_MESSAGE_BYTES", d.max_message_bytes)),
+    a("--port", type=int, default=_env("PORT", 7878), help="port (0 picks a free one; default 7878)")
+    a("--max-message-bytes", type=int, default=_env("MAX_MESSAGE_BYTES", d.max_message_bytes),
       help=f"largest message accepted (default {d.max_message_bytes // MiB} MiB)")
-    a("--max-frame-bytes", type=int, default=int(_env("MAX_FRAME_BYTES", d.max_frame_bytes)),
+    a("--max-frame-bytes", type=int, default=_env("MAX_FRAME_BYTES", d.max_frame_bytes),
       help="largest gRPC message; bigger frames are chunked")
-    a("--publish-window", type=int, default=int(_env("PUBLISH_WINDOW", d.publish_window)),
+    a("--publish-window", type=int, default=_env("PUBLISH_WINDOW", d.publish_window),
       help="unacked publishes a client may have in flight")
-    a("--publish-window-bytes", type=int, default=int(_env("PUBLISH_WINDOW_BYTES", d.publish_window_bytes)),
+    a("--publish-window-bytes", type=int, default=_env("PUBLISH_WINDOW_BYTES", d.publish_window_bytes),
       help=f"... and their payload bytes (default {d.publish_window_bytes // MiB} MiB)")
-    a("--session-max-bytes", type=int, default=int(_env("SESSION_MAX_BYTES", d.session_max_bytes)),
+    a("--session-max-bytes", type=int, default=_env("SESSION_MAX_BYTES", d.session_max_bytes),
       help="bytes queued + unacked per session before producers wait")
-    a("--session-max-messages", type=int, default=int(_env("SESSION_MAX_MESSAGES", d.session_max_messages)),
+    a("--session-max-messages", type=int, default=_env("SESSION_MAX_MESSAGES", d.session_max_messages),
       help="messages queued + unacked per session before producers wait")
-    a("--session-expiry", type=float, default=float(_env("SESSION_EXPIRY", d.session_expiry)),
+    a("--session-expiry", type=float, default=_env("SESSION_EXPIRY", d.session_expiry),
       help="seconds a disconnected session is kept for resume")
-    a("--drain-timeout", type=float, default=float(_env("DRAIN_TIMEOUT", 10.0)),
+    a("--drain-timeout", type=float, default=_env("DRAIN_TIMEOUT", 10.0),
       help="seconds to deliver queued messages on SIGTERM")
+    a("--journal", default=_env("JOURNAL", None), metavar="FILE",
+      help="SQLite journal: accepted messages and sessions survive a crash or restart "
+           "(default: none, in memory only)")
+    a("--journal-max-age", type=float, default=_env("JOURNAL_MAX_AGE", None), metavar="SECONDS",
+      help="drop journaled messages older than this (default: keep until acknowledged)")
+    a("--journal-max-bytes", type=int, default=_env("JOURNAL_MAX_BYTES", None), metavar="BYTES",
+      help="drop the oldest journaled messages above this many stored bytes (default: no cap)")
     a("--tls-cert", default=_env("TLS_CERT", None), help="PEM certificate (enables TLS: grpcs://)")
     a("--tls-key", default=_env("TLS_KEY", None), help="PEM private key for --tls-cert")
     a("--tls-client-ca", default=_env("TLS_CLIENT_CA", None),
