@@ -203,8 +203,9 @@ class Optimizer:
             failed.sort(key=lambda g: not any(t.success for t in g))  # stable: contrastive first
         return failed[:self.cfg.signal_traces]
 
-    def _reject(self, where: str, reason: str) -> Rejection:
-        log.info("%s rejected: %s", where, reason)
+    def _reject(self, where: str, reason: str, *, logged: bool = False) -> Rejection:
+        if not logged:
+            log.info("%s rejected: %s", where, reason)
         self.rejections = [*self.rejections[-99:], f"{where}: {reason}"]
         return Rejection(where, reason)
 
@@ -261,7 +262,8 @@ class Optimizer:
         old = {i: e.content for i, e in book.entries.items()}
         applied = apply_operations(book, ops, max_ops=cfg.max_ops, add_only=cfg.add_only)
         result.applied = applied.applied
-        result.rejected += [self._reject("operation", r.reason) for r in [*bad, *applied.rejected]]
+        result.rejected += [self._reject("operation", r.reason) for r in bad]
+        result.rejected += [self._reject("operation", r.reason, logged=True) for r in applied.rejected]
         if self.ledger is not None:
             for op, entry_id in applied.applied:
                 if op.kind != "ADD":  # what an UPDATE or DELETE replaced was judged wrong
