@@ -9,6 +9,7 @@ import pytest
 
 from latentwire.agents.rcl.backends import ScriptedBackend
 from latentwire.agents.rcl.envs import Trajectory
+from latentwire.agents.rcl.errors import RCLConfigError
 from latentwire.agents.rcl.optimizer import Models, Optimizer, OptimizerConfig
 from latentwire.agents.rcl.playbook import Playbook
 from latentwire.agents.rcl.replay import ReplayBuffer, Sampler
@@ -192,5 +193,5 @@ async def test_resume_gives_the_same_state() -> None:
     a, b = straight.checkpoint(), resumed.checkpoint()
     assert a["book"] == b["book"] and a["ledger"] == b["ledger"] and a["replay"] == b["replay"]
     assert [h["val_success"] for h in a["history"]] == [h["val_success"] for h in b["history"]]
-    with pytest.raises(ValueError, match="fields differ: \\['group_size'\\]"):
+    with pytest.raises(RCLConfigError, match="fields differ: \\['group_size'\\]"):
         sim_opt(**{**cfg, "group_size": 3}).restore(saved)

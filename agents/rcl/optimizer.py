@@ -25,7 +25,7 @@ from typing import Any, Literal
 
 from .backends import LLMBackend, Usage
 from .envs import Environment, Task, Trajectory
-from .errors import BackendError
+from .errors import BackendError, RCLConfigError
 from .operations import Operation, Rejection, apply_operations, parse_operations
 from .playbook import Playbook
 from .reflection import (Reflection, actor_messages, mutator_messages, parse_reflection, read_citations,
@@ -367,10 +367,12 @@ class Optimizer:
                 "usage": {role: asdict(getattr(self.models, role).usage) for role in ("actor", "reflector", "mutator")}}
 
     def restore(self, state: dict[str, Any]) -> None:
-        """Continue from `checkpoint` output (the config must match this optimiser's)."""
-        if state["config"] != asdict(self.cfg):
-            diff = sorted(k for k in state["config"] if state["config"][k] != asdict(self.cfg).get(k))
-            raise ValueError(f"checkpoint was made with another config (fields differ: {diff})")
+        """Continue from `checkpoint` output; the config must match this optimiser's except
+        ``iterations`` (a resumed run may go further). RCLConfigError names the fields that differ."""
+        ours = asdict(self.cfg)
+        diff = sorted(k for k in state["config"] if k != "iterations" and state["config"][k] != ours.get(k))
+        if diff:
+            raise RCLConfigError(f"checkpoint was made with another config (fields differ: {diff})")
         self.iteration, self.best_val = state["iteration"], state["best_val"]
         self.book, self.best = Playbook.from_dict(state["book"]), Playbook.from_dict(state["best"])
         self.ledger = Ledger.from_dict(state["ledger"]) if state["ledger"] is not None else None
