@@ -56,6 +56,7 @@ class CrashConfig:
     reconnect_timeout: float = 60.0  # clients give up after this long without a hub
     run_timeout: float = 300.0  # publishing, kills and delivery together
     settle_s: float = 1.0  # after the last expected message, wait this long for duplicates
+    missing_wait_s: float = 60.0  # how long to wait for missing messages before counting them lost
     handler_delay_s: float = 0.0005  # the consumer's handler is slower than the producer
     receive_window: int = 32  # the consumer's receive window
     baseline: bool = True  # also run against a hub without --journal
@@ -182,7 +183,7 @@ async def crash_run(cfg: CrashConfig, log: Any = print, *, journal: bool = True)
                         all_in.set()
                     with contextlib.suppress(TimeoutError):
                         # Whatever is still missing is lost; do not wait out the whole run.
-                        await asyncio.wait_for(all_in.wait(), 60.0 if journal else 5.0)
+                        await asyncio.wait_for(all_in.wait(), cfg.missing_wait_s if journal else min(cfg.missing_wait_s, 5.0))
                     await asyncio.sleep(cfg.settle_s)  # late duplicates would show up here
                     kill_task.cancel()
                     handler.cancel()
