@@ -38,6 +38,15 @@ async def publish_trajectory(bus: latentwire.Bus, traj: Trajectory) -> None:
     await bus.publish(f"{TRAJECTORY_TOPIC}/{bus.agent}", json.dumps(traj.to_dict()))
 
 
+async def _cancel_background(agent: latentwire.Agent) -> None:
+    """`Agent.on_stop` of agents with one background task in ``_task``: cancel and await it."""
+    task = agent._task  # type: ignore[attr-defined]
+    if task is not None:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
 class LearnerAgent(latentwire.Agent):
     """Collects trajectories, learns every ``batch`` of them, publishes each new playbook version."""
 
@@ -65,11 +74,7 @@ class LearnerAgent(latentwire.Agent):
         await self._publish()
         self._task = asyncio.create_task(self._learn_loop(), name=f"latentwire[{self.id}].learn")
 
-    async def on_stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+    on_stop = _cancel_background
 
     async def _learn_loop(self) -> None:
         opt = self.optimizer
@@ -139,11 +144,7 @@ class WorkerAgent(latentwire.Agent):
     async def on_start(self) -> None:
         self._task = asyncio.create_task(self._work(), name=f"latentwire[{self.id}].work")
 
-    async def on_stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+    on_stop = _cancel_background
 
     async def _work(self) -> None:
         for n, task in enumerate(self.tasks):

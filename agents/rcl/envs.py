@@ -132,6 +132,12 @@ def _read_rows(path: Path) -> list[Any]:
         raise EnvironmentDataError(f"{path}: not JSON or JSONL: line {exc.lineno}: {exc.msg}") from None
 
 
+def final_answer(response: str, pattern: str) -> str | None:
+    """The last ``ANSWER: <pattern>`` of a response (the actor may revise itself), or None."""
+    found = re.findall(r"ANSWER:\s*" + pattern, response)
+    return found[-1] if found else None
+
+
 class RewardBench2Environment(Environment):
     """Pick the best of several candidate answers (RewardBench2 rows)."""
 
@@ -139,12 +145,11 @@ class RewardBench2Environment(Environment):
     instructions = "Choose the best response. End with a line 'ANSWER: <letter>'."
 
     def verify(self, task: Task, response: str) -> Outcome:
-        found = re.findall(r"ANSWER:\s*\(?([A-Z])\)?", response)
-        if not found:
+        letter = final_answer(response, r"\(?([A-Z])\)?")
+        if letter is None:
             return Outcome(False, 0.0, "no 'ANSWER: <letter>' line in the response")
-        ok = found[-1] in task.answer
-        return Outcome(ok, float(ok), f"picked {found[-1]}: " + ("a preferred response" if ok else
-                                                              "a rejected response"))
+        ok = letter in task.answer
+        return Outcome(ok, float(ok), f"picked {letter}: " + ("a preferred response" if ok else "a rejected response"))
 
 
 def load_rewardbench2(path: str | Path, *, val_fraction: float = 0.3, seed: int = 0) -> RewardBench2Environment:
@@ -180,12 +185,12 @@ class AppWorldEnvironment(Environment):
     instructions = "Work out the answer. End with a line 'ANSWER: <answer>'."
 
     def verify(self, task: Task, response: str) -> Outcome:
-        found = re.findall(r"ANSWER:\s*(.+)", response)
-        if not found:
+        answer = final_answer(response, r"(.+)")
+        if answer is None:
             return Outcome(False, 0.0, "no 'ANSWER: ...' line in the response")
         norm = lambda s: re.sub(r"\s+", " ", str(s).strip().lower())  # noqa: E731
-        ok = norm(found[-1]) == norm(task.answer)
-        return Outcome(ok, float(ok), "answer matches" if ok else f"answer {found[-1].strip()!r} is wrong")
+        ok = norm(answer) == norm(task.answer)
+        return Outcome(ok, float(ok), "answer matches" if ok else f"answer {answer.strip()!r} is wrong")
 
 
 def load_appworld(root: str | Path, *, train_split: str = "train", val_split: str = "dev") -> AppWorldEnvironment:
