@@ -183,7 +183,8 @@ async def crash_run(cfg: CrashConfig, log: Any = print, *, journal: bool = True)
                         all_in.set()
                     with contextlib.suppress(TimeoutError):
                         # Whatever is still missing is lost; do not wait out the whole run.
-                        await asyncio.wait_for(all_in.wait(), cfg.missing_wait_s if journal else min(cfg.missing_wait_s, 5.0))
+                        wait = cfg.missing_wait_s if journal else min(cfg.missing_wait_s, 5.0)
+                        await asyncio.wait_for(all_in.wait(), wait)
                     await asyncio.sleep(cfg.settle_s)  # late duplicates would show up here
                     kill_task.cancel()
                     handler.cancel()

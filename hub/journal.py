@@ -54,6 +54,8 @@ log = logging.getLogger("latentwire.hub.journal")
 APPLICATION = "latentwire-hub-journal"
 SCHEMA_VERSION = "1"
 RETENTION_INTERVAL = 1.0  # seconds between retention checks on the writer thread
+BATCH_BYTES = 32 * 1024 * 1024  # message bytes per transaction, at most (one always fits)
+WAL_LIMIT_BYTES = 64 * 1024 * 1024  # the WAL file is truncated to this after a checkpoint
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -301,8 +303,8 @@ class Journal:
                     self._cond.wait(RETENTION_INTERVAL)
                     if time.time() - self._last_retention >= RETENTION_INTERVAL:
                         break
-                ops, self._ops = self._ops, deque()
-                closing = self._closing
+                ops = self._take_batch()
+                closing = self._closing and not self._ops
             error = None
             if ops:
                 try:
@@ -324,6 +326,18 @@ class Journal:
             if closing and not ops:
                 return
 
+    def _take_batch(self) -> deque[tuple]:
+        """The next transaction: everything waiting, up to about `BATCH_BYTES` of messages (so
+        a burst of large payloads does not become one huge transaction and WAL file)."""
+        ops: deque[tuple] = deque()
+        budget = BATCH_BYTES
+        while self._ops and budget > 0:
+            op = self._ops.popleft()
+            if op[0] == "message":
+                budget -= op[3]
+            ops.append(op)
+        return ops
+
     def _open_db(self) -> None:
         if self.path.is_dir():
             raise JournalError(self.path, "is a directory, not a journal file")
@@ -338,6 +352,7 @@ class Journal:
             raise JournalError(self.path, f"cannot switch to WAL mode (got {mode!r}); is the "
                                           "file on a filesystem that supports shared memory?")
         db.execute("PRAGMA synchronous=FULL")  # see the module docstring
+        db.execute(f"PRAGMA journal_size_limit={WAL_LIMIT_BYTES}")
         tables = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
         if tables and "meta" not in tables:
             raise JournalError(self.path, "is a SQLite database but not a latentwire journal "
