@@ -20,6 +20,8 @@ def _env(name: str, default: object) -> object:
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Add the hub's flags to ``parser``."""
     d = HubConfig()
+    parser.epilog = ("Every flag can also be set in the environment as LATENTWIRE_HUB_<FLAG> "
+                     "(--journal-max-age: LATENTWIRE_HUB_JOURNAL_MAX_AGE); a flag given here wins.")
     a = parser.add_argument
     a("--host", default=_env("HOST", "127.0.0.1"), help="address to bind (default 127.0.0.1)")
     a("--port", type=int, default=_env("PORT", 7878), help="port (0 picks a free one; default 7878)")
