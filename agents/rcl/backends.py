@@ -196,13 +196,13 @@ class TransformersBackend(LLMBackend):
 
     def _generate(self, messages: ChatMessages) -> tuple[str, int, int]:
         tok = self.tokenizer
-        if getattr(tok, "chat_template", None):
-            ids = tok.apply_chat_template(messages, add_generation_prompt=True, return_tensors="pt",
-                                          return_dict=True)["input_ids"]
-        else:  # a base model without a chat template: plain role-tagged text
+        try:
+            text = tok.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+            special = False  # the template wrote the special tokens itself
+        except (ValueError, AttributeError):  # a base model without a chat template: role-tagged text
             text = "\n".join(f"{m['role']}: {m['content']}" for m in messages) + "\nassistant:"
-            ids = tok(text, return_tensors="pt")["input_ids"]
-        ids = ids.to(self.device)
+            special = True
+        ids = tok(text, return_tensors="pt", add_special_tokens=special)["input_ids"].to(self.device)
         sample = self.temperature > 0
         with self._torch.no_grad():
             out = self.model.generate(ids, max_new_tokens=self.max_new_tokens, do_sample=sample,
