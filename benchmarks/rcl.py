@@ -6,14 +6,17 @@ reflection of one signal trace, ADD/UPDATE/DELETE, counters, pruning), **RCL + o
 for each primitive, and **RCL + all**. For each: final validation success, best validation
 success, iterations to reach 90 % of the run's best, and LLM calls spent by the optimiser
 (monitoring validation left out), as means over seeds; each primitive's effect is RCL+X minus
-RCL at each execution-noise level of the sweep. Every figure is measured in this run, on the
-simulated world (hidden rules, simulated actor/reflector/mutator), and labelled so.
+RCL, on final validation success and on the held-out test success of the best playbook (the
+one validation picked), at each value of a sweep over one setting of the simulated world
+(``--vary noise`` by default; also ``p_ignore``, ``p_correct``, ``zipf``). Every figure is
+measured in this run, on the simulated world (hidden rules, simulated actor/reflector/mutator),
+and labelled so.
 
 Run::
 
     latentwire bench rcl --json bench-results/rcl.json            # full: about a minute or two
     latentwire bench rcl --quick                                  # under a minute
-    latentwire bench rcl --seeds 8 --iterations 60 --noise 0 0.1 0.3
+    latentwire bench rcl --vary p_ignore --values 0 0.2 0.4 --seeds 8 --iterations 60
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ import json
 import statistics
 import sys
 import time
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
@@ -62,103 +66,118 @@ async def _one(cfg: OptimizerConfig, sim: SimConfig) -> dict[str, Any]:
     env = SimulatedEnvironment(sim)
     model = SimulatedModel(env)
     opt = Optimizer(env, Models(model, model, model), cfg)
-    await opt.run()
+    best = await opt.run()
     curve = [h["val_success"] for h in opt.history]
-    return {"final_val": curve[-1], "best_val": max(curve), "iters_to_90": _to_90(curve),
-            "llm_calls": opt.history[-1]["llm_calls"], "entries": len(opt.book), "curve": curve}
-
-
-def _mean(runs: list[dict[str, Any]], key: str) -> float:
-    return statistics.fmean(r[key] for r in runs)
+    return {"final_val": curve[-1], "best_val": max(curve), "best_test": await opt.test(best),
+            "iters_to_90": _to_90(curve), "llm_calls": opt.history[-1]["llm_calls"], "entries": len(opt.book),
+            "curve": curve}
 
 
 async def _main(args: argparse.Namespace) -> dict[str, Any]:
     configs = configurations()
     results: dict[str, dict[str, Any]] = {}
-    for noise in args.noise:
+    for value in args.values:
         for name, base in configs.items():
             runs = []
             for seed in range(args.seeds):
-                cfg = OptimizerConfig(**{**base.__dict__, "iterations": args.iterations, "seed": seed,
-                                         "batch_size": args.batch_size})
-                runs.append(await _one(cfg, SimConfig(seed=seed, noise=noise, p_correct=args.p_correct)))
-            curves = [r["curve"] for r in runs]
-            results.setdefault(name, {})[str(noise)] = {
-                "final_val": _mean(runs, "final_val"),
-                "final_val_sd": statistics.pstdev(r["final_val"] for r in runs),
-                "best_val": _mean(runs, "best_val"), "iters_to_90": _mean(runs, "iters_to_90"),
-                "llm_calls": _mean(runs, "llm_calls"), "entries": _mean(runs, "entries"),
-                "mean_curve": [statistics.fmean(c[i] for c in curves) for i in range(args.iterations)]}
-    main_noise = str(args.noise[0])
-    summary = {name: {k: v for k, v in by_noise[main_noise].items() if k != "mean_curve"}
-               | {"noise": args.noise[0]} for name, by_noise in results.items()}
-    effects = {p: {str(n): results[f"rcl+{p}"][str(n)]["final_val"] - results["rcl"][str(n)]["final_val"]
-                   for n in args.noise} for p in [*PRIMITIVES, "all"]}
+                cfg = replace(base, iterations=args.iterations, seed=seed, batch_size=args.batch_size)
+                sim = replace(SimConfig(seed=seed, p_correct=args.p_correct), **{args.vary: value})
+                runs.append(await _one(cfg, sim))
+            entry: dict[str, Any] = {}
+            for key in ("final_val", "best_val", "best_test", "iters_to_90", "llm_calls", "entries"):
+                entry[key] = statistics.fmean(r[key] for r in runs)
+            entry["final_val_sd"] = statistics.pstdev(r["final_val"] for r in runs)
+            entry["best_test_sd"] = statistics.pstdev(r["best_test"] for r in runs)
+            entry["mean_curve"] = [statistics.fmean(r["curve"][i] for r in runs) for i in range(args.iterations)]
+            results.setdefault(name, {})[str(value)] = entry
+    first = str(args.values[0])
+    summary = {name: {k: v for k, v in by_value[first].items() if k != "mean_curve"} | {args.vary: args.values[0]}
+               for name, by_value in results.items()}
+    effects = {metric: {p: {str(v): results[f"rcl+{p}"][str(v)][metric] - results["rcl"][str(v)][metric]
+                            for v in args.values} for p in [*PRIMITIVES, "all"]}
+               for metric in ("final_val", "best_test")}
     return {"environment": LABEL, "simulated": True, "seeds": args.seeds, "iterations": args.iterations,
-            "batch_size": args.batch_size, "p_correct": args.p_correct, "noise_levels": args.noise,
+            "batch_size": args.batch_size, "sim_defaults": asdict(SimConfig(p_correct=args.p_correct)),
+            "sweep": {"param": args.vary, "values": args.values},
             "summary": summary, "effect_vs_rcl": effects, "results": results}
 
 
 def render(report: dict[str, Any]) -> str:
     """The human-readable table."""
-    noise = report["noise_levels"]
-    out = [f"RCL optimiser on the {report['environment']}", f"{report['seeds']} seeds x "
-           f"{report['iterations']} iterations, batch {report['batch_size']}, reflector p_correct "
-           f"{report['p_correct']}; table at execution noise {noise[0]}", "",
-           f"{'configuration':<16}{'final val':>14}{'best val':>10}{'it->90%':>9}{'LLM calls':>11}{'vs none':>9}"]
+    param, values = report["sweep"]["param"], report["sweep"]["values"]
+    out = [f"RCL optimiser on the {report['environment']}",
+           f"{report['seeds']} seeds x {report['iterations']} iterations, batch {report['batch_size']}; "
+           f"table at {param}={values[0]} (other settings: SimConfig defaults, p_correct "
+           f"{report['sim_defaults']['p_correct']})", "",
+           f"{'configuration':<16}{'final val':>14}{'best val':>10}{'test(best)':>15}{'it->90%':>9}"
+           f"{'LLM calls':>11}{'vs none':>9}"]
     none = report["summary"]["no_learning"]["final_val"]
     for name, s in report["summary"].items():
         ratio = f"{s['final_val'] / none:.2f}x" if none else "-"
         out.append(f"{name:<16}{s['final_val']:>8.3f}±{s['final_val_sd']:.2f}{s['best_val']:>10.3f}"
-                   f"{s['iters_to_90']:>9.1f}{s['llm_calls']:>11.0f}{ratio:>9}")
-    out += ["", "effect of each primitive on final validation success (RCL+X minus RCL), by execution noise:",
-            f"{'primitive':<12}" + "".join(f"{'noise ' + str(n):>12}" for n in noise)]
-    for p, by_noise in report["effect_vs_rcl"].items():
-        out.append(f"{p:<12}" + "".join(f"{by_noise[str(n)]:>+12.3f}" for n in noise))
+                   f"{s['best_test']:>9.3f}±{s['best_test_sd']:.2f}{s['iters_to_90']:>9.1f}"
+                   f"{s['llm_calls']:>11.0f}{ratio:>9}")
+    for metric, title in (("final_val", "final validation success"),
+                          ("best_test", "held-out test success of the best playbook")):
+        out += ["", f"effect of each primitive on {title} (RCL+X minus RCL), by {param}:",
+                f"{'primitive':<12}" + "".join(f"{f'{param}={v}':>16}" for v in values)]
+        for p, by_value in report["effect_vs_rcl"][metric].items():
+            out.append(f"{p:<12}" + "".join(f"{by_value[str(v)]:>+16.3f}" for v in values))
     return "\n".join(out)
 
 
 def plot(report: dict[str, Any], path: Path) -> None:
-    """Learning curves at the first noise level, and effects across noise levels."""
+    """Learning curves at the first sweep value, and effects (held-out test) across the sweep."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    noise = report["noise_levels"]
+    param, values = report["sweep"]["param"], report["sweep"]["values"]
     fig, axes = plt.subplots(1, 2, figsize=(13, 5))
-    for name, by_noise in report["results"].items():
-        curve = by_noise[str(noise[0])]["mean_curve"]
+    for name, by_value in report["results"].items():
+        curve = by_value[str(values[0])]["mean_curve"]
         axes[0].plot(range(1, len(curve) + 1), curve, label=name, lw=2.5 if name in ("rcl", "rcl+all") else 1.2)
     axes[0].set(xlabel="iteration", ylabel="validation success (mean over seeds)",
-                title=f"SIMULATED env, noise {noise[0]}")
+                title=f"SIMULATED env, {param}={values[0]}")
     axes[0].legend(fontsize=7, ncol=2)
-    width = 0.8 / len(noise)
-    names = list(report["effect_vs_rcl"])
-    for j, n in enumerate(noise):
-        axes[1].bar([i + j * width for i in range(len(names))],
-                    [report["effect_vs_rcl"][p][str(n)] for p in names], width, label=f"noise {n}")
-    axes[1].set_xticks([i + width * (len(noise) - 1) / 2 for i in range(len(names))], names, rotation=30)
+    effects = report["effect_vs_rcl"]["best_test"]
+    width = 0.8 / len(values)
+    names = list(effects)
+    for j, v in enumerate(values):
+        axes[1].bar([i + j * width for i in range(len(names))], [effects[p][str(v)] for p in names], width,
+                    label=f"{param}={v}")
+    axes[1].set_xticks([i + width * (len(values) - 1) / 2 for i in range(len(names))], names, rotation=30)
     axes[1].axhline(0, color="k", lw=0.8)
-    axes[1].set(ylabel="final val success: RCL+X minus RCL", title="effect of each primitive (SIMULATED)")
+    axes[1].set(ylabel="test success of best playbook: RCL+X minus RCL", title="effect of each primitive (SIMULATED)")
     axes[1].legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
 
 
+SWEEP_DEFAULTS = {"noise": [0.05, 0.15, 0.3], "p_ignore": [0.0, 0.1, 0.3], "p_correct": [0.3, 0.6, 0.9],
+                  "zipf": [0.0, 1.0, 2.0]}
+
+
 def _parse(argv: list[str], quick: bool) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="latentwire bench rcl", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--seeds", type=int, default=2 if quick else 6)
+    parser.add_argument("--seeds", type=int, default=2 if quick else 10)
     parser.add_argument("--iterations", type=int, default=15 if quick else 40)
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--p-correct", type=float, default=0.6, help="simulated reflector accuracy from failures alone")
-    parser.add_argument("--noise", type=float, nargs="+", default=[0.05] if quick else [0.05, 0.15, 0.3],
-                        help="execution-noise levels (the first is the table's)")
+    parser.add_argument("--vary", choices=sorted(SWEEP_DEFAULTS), default="noise",
+                        help="the simulated-world setting swept (default: execution noise)")
+    parser.add_argument("--values", type=float, nargs="+", default=None,
+                        help="its values; the first is the table's (default: 3 values, 1 with --quick)")
     parser.add_argument("--png", default=None, help="learning-curve PNG (default: next to --json)")
     args = parser.parse_args(argv)
     if args.seeds < 1 or args.iterations < 1:
         parser.error("--seeds and --iterations must be >= 1")
+    if args.values is None:
+        args.values = SWEEP_DEFAULTS[args.vary][:1 if quick else None]
+        if quick and args.vary == "noise":
+            args.values = [0.05]
     return args
 
 

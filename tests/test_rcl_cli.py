@@ -82,7 +82,7 @@ def test_bench_quick_reports_every_configuration(tmp_path: Path, capsys) -> None
                 *(f"rcl+{p}" for p in bench_rcl.PRIMITIVES)}
     assert set(report["summary"]) == expected
     for entry in report["summary"].values():
-        assert {"final_val", "best_val", "iters_to_90", "llm_calls"} <= set(entry)
+        assert {"final_val", "best_val", "best_test", "iters_to_90", "llm_calls"} <= set(entry)
     assert report["summary"]["no_learning"]["llm_calls"] == 8 * 4  # the actor only, no reflection
     assert out.with_suffix(".png").read_bytes()[:4] == b"\x89PNG"
     assert "RCL optimiser on the simulated environment" in capsys.readouterr().out

@@ -88,19 +88,21 @@ class Trajectory:
 
 
 class Environment:
-    """Tasks with a verifier. ``simulated`` is True for synthetic worlds (labelled in outputs)."""
+    """Tasks with a verifier: ``train`` (learning), ``val`` (picking the best playbook) and an
+    optional held-out ``test``. ``simulated`` is True for synthetic worlds (labelled in outputs)."""
 
     name = "environment"
     simulated = False
     #: What the actor is told about answering (prepended to the task prompt).
     instructions = ""
 
-    def __init__(self, train: list[Task], val: list[Task]) -> None:
+    def __init__(self, train: list[Task], val: list[Task], test: list[Task] | None = None) -> None:
         if not train or not val:
             raise EnvironmentDataError(f"{self.name}: needs train and validation tasks "
                                        f"(got {len(train)} and {len(val)})")
         self.train, self.val = train, val
-        self.tasks = {t.id: t for t in [*train, *val]}
+        self.test = test or []  # held out: never seen by the optimiser, nor used to pick the best playbook
+        self.tasks = {t.id: t for t in [*train, *val, *self.test]}
 
     def verify(self, task: Task, response: str) -> Outcome:
         """Judge ``response`` to ``task``."""

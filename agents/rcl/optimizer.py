@@ -178,6 +178,14 @@ class Optimizer:
             self.run_task(book, t, f"{key}:{t.id}:{r}", r, annotate=self.cfg.credit_assignment)
             for t in tasks for r in range(self.cfg.group_size)]))
 
+    async def test(self, book: Playbook) -> float:
+        """Success of ``book`` on the environment's held-out test tasks (monitoring: not in ``llm_calls``)."""
+        if not self.env.test:
+            raise ValueError(f"{self.env.label} has no held-out test tasks")
+        self.eval_calls += len(self.env.test)
+        trajs = await asyncio.gather(*[self.run_task(book, t, f"test:{t.id}") for t in self.env.test])
+        return statistics.fmean(t.success for t in trajs)
+
     async def validate(self, book: Playbook, *, monitoring: bool = True) -> dict[str, float]:
         """Score per validation task (one plain run each, with a fixed key: the same draws every time).
 

@@ -62,6 +62,7 @@ class SimConfig:
     n_actions: int = 4
     n_train: int = 60
     n_val: int = 40
+    n_test: int = 40  # held out, drawn after train and val (so they do not change with it)
     max_steps: int = 3
     zipf: float = 1.0  # trigger frequency ~ 1 / rank**zipf: a larger value makes rare rules rarer
     noise: float = 0.05  # execution noise: a step fails at random
@@ -85,7 +86,7 @@ class SimulatedEnvironment(Environment):
         triggers = list(self.rules)
         weights = [1 / (rank + 1) ** cfg.zipf for rank in range(cfg.n_rules)]
         tasks = []
-        for i in range(cfg.n_train + cfg.n_val):
+        for i in range(cfg.n_train + cfg.n_val + cfg.n_test):
             n = rng.randint(1, cfg.max_steps)
             items: list[str] = []
             while len(items) < n:
@@ -95,7 +96,8 @@ class SimulatedEnvironment(Environment):
             tasks.append(Task(f"t{i:03d}", f"Handle items: {', '.join(items)}.",
                               answer={k: self.rules[k] for k in items},
                               meta={"items": items, "difficulty": n}))
-        super().__init__(tasks[:cfg.n_train], tasks[cfg.n_train:])
+        n = cfg.n_train + cfg.n_val
+        super().__init__(tasks[:cfg.n_train], tasks[cfg.n_train:n], tasks[n:])
 
     def verify(self, task: Task, response: str) -> Outcome:
         got = dict(_PAIR.findall(response))
