@@ -136,3 +136,16 @@ async def test_the_container_health_probe_follows_the_hub(tmp_path: Path) -> Non
         await server.stop(grace=0.1)
     code, out = await probe()
     assert code == 1 and "no health answer" in out, out
+
+
+def test_the_docker_image_copies_every_folder_the_package_is_built_from() -> None:
+    import tomllib
+
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    folders = set(project["tool"]["setuptools"]["package-dir"].values())
+    dockerfile = (ROOT / "Dockerfile").read_text()
+    copied = set(re.findall(r"^COPY (\S+) \./\1$", dockerfile, re.MULTILINE))
+    allowed = set(re.findall(r"^!(\w+)/\*\*$", (ROOT / ".dockerignore").read_text(), re.MULTILINE))
+    assert folders <= copied, f"Dockerfile does not copy {sorted(folders - copied)}"
+    assert folders <= allowed, f".dockerignore leaves out {sorted(folders - allowed)}"
+    assert project["project"]["readme"] in dockerfile  # setuptools reads it at build time
