@@ -12,7 +12,7 @@ import pytest
 
 from latentwire.agents.rcl.cli import load_config, main
 from latentwire.agents.rcl.envs import load_appworld, load_rewardbench2
-from latentwire.agents.rcl.errors import EnvironmentDataError, RCLConfigError
+from latentwire.agents.rcl.errors import EnvironmentDataError
 from latentwire.benchmarks import rcl as bench_rcl
 
 ROOT = Path(__file__).resolve().parents[1]

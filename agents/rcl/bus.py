@@ -81,11 +81,14 @@ class LearnerAgent(latentwire.Agent):
         while True:
             trajs = [await self._queue.get() for _ in range(self.batch)]
             success = statistics.fmean(t.success for t in trajs)
-            result = await opt.learn(opt.book, trajs, f"bus:{self.steps}", success)
-            self.steps += 1
-            if result.applied or result.pruned:
-                opt.book.commit(f"bus step {self.steps}: " + "; ".join(o.describe() for o, _ in result.applied))
-                await self._publish()
+            try:
+                result = await opt.learn(opt.book, trajs, f"bus:{self.steps}", success)
+                self.steps += 1
+                if result.applied or result.pruned:
+                    opt.book.commit(f"bus step {self.steps}: " + "; ".join(o.describe() for o, _ in result.applied))
+                    await self._publish()
+            except latentwire.LatentwireError as exc:  # a bus or RCL failure costs one batch, not the learner
+                log.exception("%s: learning step %d failed: %s", self.id, self.steps, exc)
 
     async def _publish(self) -> None:
         book = self.optimizer.book
@@ -110,6 +113,7 @@ class PlaybookFollower:
             log.warning("ignoring a bad playbook: %s", exc)
             return
         newest = self._pending or self.book
+        # Before the first adoption any version counts (the learner may start at version 0, like us).
         if book.version > newest.version or not self.adopted and self._pending is None:
             self._pending = book
 

@@ -20,7 +20,7 @@ import logging
 import random
 import statistics
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import asdict, dataclass, fields
 from typing import Any, Literal
 
 from .backends import LLMBackend, Usage
@@ -395,7 +395,3 @@ class Optimizer:
                 backend.usage = Usage(**state["usage"][role])
                 seen.add(id(backend))
 
-
-def with_overrides(cfg: OptimizerConfig, **overrides: Any) -> OptimizerConfig:
-    """A copy of ``cfg`` with some fields changed (validated)."""
-    return replace(cfg, **overrides)

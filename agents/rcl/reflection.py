@@ -9,7 +9,6 @@ operations (`latentwire.agents.rcl.operations`).
 
 from __future__ import annotations
 
-import logging
 import random
 import re
 from dataclasses import dataclass, field
@@ -17,8 +16,6 @@ from dataclasses import dataclass, field
 from ._json import extract_json
 from .envs import Environment, Task, Trajectory
 from .playbook import Playbook
-
-log = logging.getLogger("latentwire.rcl.reflection")
 
 FAILURE_TYPES = ("missing_guidance", "wrong_guidance", "ignored_guidance", "execution_noise", "other")
 AUX_FIELDS = ("failure_type", "root_cause", "coverage_gaps")
