@@ -32,8 +32,10 @@ Commands::
     latentwire train mopd --method opd --steps 40 --out-dir runs/mopd/opd
     # compare methods in one go
     latentwire train mopd --methods grpo opd mopd_positive mopd_contrastive --steps 40
-    # one GPU: the same command (accelerate picks the device); several processes / GPUs:
+    # one GPU: the same command (accelerate picks the device); several GPUs:
     accelerate launch -m latentwire.training.mopd.job --config my.json
+    # several processes on a CPU-only machine (gloo; the job tells accelerate it runs on CPU)
+    accelerate launch --multi_gpu --num_processes 2 -m latentwire.training.mopd.job --steps 10
 
 A config file is JSON or TOML with `MopdConfig` field names; flags given on the command line
 win over it. Unknown fields, modes, losses or verifiers, contexts that need peers with
@@ -364,7 +366,10 @@ def train(config: MopdConfig) -> dict[str, Any]:
     from .teacher import Teacher
     from .verifiers import make_verifier
 
-    accelerator = Accelerator()
+    # accelerate picks gloo for several processes on a machine without a GPU only when told it
+    # runs on CPU (`accelerate launch --multi_gpu --num_processes 2` there starts CPU processes).
+    several = int(os.environ.get("WORLD_SIZE", "1")) > 1
+    accelerator = Accelerator(cpu=several and not torch.cuda.is_available())
     main = accelerator.is_main_process
     out = Path(config.out_dir.format(name=config.name, method=config.method))
     student, tokenizer, separate = _load_models(config)
@@ -550,6 +555,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     values = vars(args)
     values.pop("config")
     report = train(MopdConfig(**values))
+    if not report:  # not the main process: it writes and prints nothing
+        return report
     if "methods" in report:
         summary = {name: m["final_success"] for name, m in report["methods"].items()}
     else:
