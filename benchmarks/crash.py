@@ -39,7 +39,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from ._report import report_header, write_report
+from ._report import progress, report_header, run_report
 from .bus import BenchError, _Child, _start_hub
 
 TOPIC = "crash/stream"
@@ -241,6 +241,21 @@ def _parse(argv: list[str], quick: bool) -> CrashConfig:
     return cfg
 
 
+def _measure(cfg: CrashConfig) -> dict:
+    started = time.time()
+    journaled = asyncio.run(crash_run(cfg, progress))
+    baseline = asyncio.run(crash_run(cfg, progress, journal=False)) if cfg.baseline else None
+    summary = {"ok": journaled.ok, "acknowledged": journaled.acknowledged, "lost": journaled.lost,
+               "duplicates": journaled.duplicates, "kills": len(journaled.kills),
+               "baseline_lost": baseline.lost if baseline else None}
+    return {**report_header("crash", started), "config": asdict(cfg), "summary": summary,
+            "results": {"journal": asdict(journaled), "baseline": asdict(baseline) if baseline else None}}
+
+
+def _render(report: dict) -> str:
+    return "\n".join(render(CrashReport(**r)) for r in report["results"].values() if r is not None)
+
+
 def run(json_path: str | None = None, quick: bool = False, argv: list[str] | None = None) -> int:
     """Run the crash test (journaled, then the in-memory baseline), print the counts, write JSON
     to ``json_path`` if given.
@@ -248,29 +263,8 @@ def run(json_path: str | None = None, quick: bool = False, argv: list[str] | Non
     Returns 0 when the journaled run lost nothing acknowledged and no handler saw a duplicate,
     1 otherwise, 2 on bad options.
     """
-    try:
-        cfg = _parse(list(argv or []), quick)
-    except SystemExit as exc:
-        return int(exc.code or 0)
-    started = time.time()
-    log = lambda text: print(text, file=sys.stderr, flush=True)  # noqa: E731
-    try:
-        journaled = asyncio.run(crash_run(cfg, log))
-        baseline = asyncio.run(crash_run(cfg, log, journal=False)) if cfg.baseline else None
-    except BenchError as exc:
-        print(f"latentwire bench crash: {exc}", file=sys.stderr)
-        return 1
-    print(render(journaled))
-    if baseline is not None:
-        print(render(baseline))
-    summary = {"ok": journaled.ok, "acknowledged": journaled.acknowledged, "lost": journaled.lost,
-               "duplicates": journaled.duplicates, "kills": len(journaled.kills),
-               "baseline_lost": baseline.lost if baseline else None}
-    write_report(json_path, {**report_header("crash", started), "config": asdict(cfg), "summary": summary,
-                             "results": {"journal": asdict(journaled),
-                                         "baseline": asdict(baseline) if baseline else None}})
-    return 0 if journaled.ok else 1
+    return run_report("crash", json_path, lambda: _parse(list(argv or []), quick), _measure, _render)
 
 
 if __name__ == "__main__":
-    sys.exit(run(None, False, sys.argv[1:]))
+    sys.exit(run(None, "--quick" in sys.argv, [a for a in sys.argv[1:] if a != "--quick"]))

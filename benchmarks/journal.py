@@ -18,15 +18,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import sys
 import tempfile
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from ._report import report_header, write_report
-from .bus import BenchError, Payload, _median, _start_hub, _three_process_run, _with_rates
+from ._report import progress, report_header, run_report
+from .bus import Payload, _median, _start_hub, _three_process_run, _with_rates
 
 SYSTEMS = ("memory", "journal")
 
@@ -73,13 +72,13 @@ async def _main(cfg: JournalBenchConfig, log: Any) -> dict:
             for child, _ in hubs.values():
                 await child.stop()
     results: dict[str, Any] = {}
-    summary: dict[str, Any] = {"all_delivered": True}
+    summary: dict[str, Any] = {"ok": True}
     for p in payloads:
         case: dict[str, Any] = {"payload_bytes": p.nbytes, "count": p.count, "warmup": p.warmup}
         for system in SYSTEMS:
             rs = runs[p.key][system]
             delivered = all(r["complete"] and r.get("bytes_ok", True) for r in rs)
-            summary["all_delivered"] &= delivered
+            summary["ok"] &= delivered  # every message arrived in every run
             case[system] = {"median_msgs_per_s": _median([r["msgs_per_s"] for r in rs]),
                             "all_delivered": delivered, "runs": rs}
         mem, jour = case["memory"]["median_msgs_per_s"], case["journal"]["median_msgs_per_s"]
@@ -131,20 +130,6 @@ def run(json_path: str | None = None, quick: bool = False, argv: list[str] | Non
 
     Returns 0 when every message arrived in every run, 1 otherwise, 2 on bad options.
     """
-    try:
-        import psutil  # noqa: F401  (the `bench` extra; the hub runs measure its CPU)
-    except ImportError:
-        print("latentwire bench journal needs psutil: pip install 'latentwire[bench]'", file=sys.stderr)
-        return 2
-    try:
-        cfg = _parse(list(argv or []), quick)
-    except SystemExit as exc:
-        return int(exc.code or 0)
-    try:
-        report = asyncio.run(_main(cfg, lambda text: print(text, file=sys.stderr, flush=True)))
-    except BenchError as exc:
-        print(f"latentwire bench journal: {exc}", file=sys.stderr)
-        return 1
-    print(render(report))
-    write_report(json_path, report)
-    return 0 if report["summary"]["all_delivered"] else 1
+    return run_report("journal", json_path, lambda: _parse(list(argv or []), quick),
+                      lambda cfg: asyncio.run(_main(cfg, progress)), render,
+                      requires="psutil")  # the hub runs measure its CPU
