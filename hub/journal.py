@@ -164,8 +164,9 @@ class Journal:
         self._db: sqlite3.Connection | None = None
         self._thread: threading.Thread | None = None
         # Operations waiting for the writer. Not capped here because the hub caps what feeds
-        # it: every publish waits for `sync` before its ack, so the publish windows and session
-        # limits bound the messages, deliveries and acks that can be pending.
+        # it: each pending message or delivery is also held in a session's queue (bounded by
+        # the session limits), an ack frees one of those, and a producer gets no more publish
+        # credit until the commit acknowledges its publishes.
         self._ops: deque[tuple] = deque()
         self._cond = threading.Condition()
         self._closing = False
@@ -287,6 +288,10 @@ class Journal:
         except sqlite3.Error as exc:
             self._close_db()
             ready.set_exception(self._explain(exc))
+            return
+        except Exception as exc:  # e.g. an OSError from the filesystem
+            self._close_db()
+            ready.set_exception(JournalError(self.path, f"cannot open: {exc}"))
             return
         ready.set_result(None)
         try:
@@ -507,11 +512,11 @@ class Journal:
         db = self._db
         cutoff = 0  # drop messages with id <= cutoff
         reasons = []
-        if self.max_age is not None:
-            row = db.execute("SELECT max(id) FROM messages WHERE created < ?", (now - self.max_age,)).fetchone()
-            if row[0] is not None:
-                cutoff = row[0]
-                reasons.append(f"older than max_age={self.max_age:g} s")
+        oldest = db.execute("SELECT created FROM messages ORDER BY id LIMIT 1").fetchone()
+        if self.max_age is not None and oldest is not None and oldest[0] < now - self.max_age:
+            # Only scanned when the oldest message is too old, not every second.
+            cutoff = db.execute("SELECT max(id) FROM messages WHERE created < ?", (now - self.max_age,)).fetchone()[0]
+            reasons.append(f"older than max_age={self.max_age:g} s")
         if self.max_bytes is not None and self.stats.stored_bytes > self.max_bytes:
             excess = self.stats.stored_bytes - self.max_bytes
             size_cutoff = 0
