@@ -135,12 +135,14 @@ def plot(report: dict[str, Any], path: Path) -> None:
 
     param, values = report["sweep"]["param"], report["sweep"]["values"]
     fig, axes = plt.subplots(1, 2, figsize=(13, 5))
-    for name, by_value in report["results"].items():
+    colours = plt.get_cmap("tab20").colors  # 12 configurations: tab10 would repeat colours
+    for n, (name, by_value) in enumerate(report["results"].items()):
         curve = by_value[str(values[0])]["mean_curve"]
-        axes[0].plot(range(1, len(curve) + 1), curve, label=name, lw=2.5 if name in ("rcl", "rcl+all") else 1.2)
+        axes[0].plot(range(1, len(curve) + 1), curve, label=name, color=colours[n * 20 // len(report["results"])],
+                     lw=2.5 if name in ("rcl", "rcl+all") else 1.2, ls="--" if name.endswith("_like") else "-")
     axes[0].set(xlabel="iteration", ylabel="validation success (mean over seeds)",
                 title=f"SIMULATED env, {param}={values[0]}")
-    axes[0].legend(fontsize=7, ncol=2)
+    axes[0].legend(fontsize=7, ncol=3, loc="upper left")
     effects = report["effect_vs_rcl"]["best_test"]
     width = 0.8 / len(values)
     names = list(effects)
