@@ -47,7 +47,8 @@ def run_report(name: str, json_path: str | None, parse: Callable[[], Any], measu
         try:
             importlib.import_module(requires)
         except ImportError:
-            print(f"latentwire bench {name} needs {requires}: pip install 'latentwire[bench]'", file=sys.stderr)
+            print(f"latentwire bench {name} needs {requires}: pip install 'latentwire[bench]'",
+                  file=sys.stderr)
             return 2
     try:
         cfg = parse()

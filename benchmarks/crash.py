@@ -222,7 +222,8 @@ def render(report: CrashReport) -> str:
 def _parse(argv: list[str], quick: bool) -> CrashConfig:
     cfg = CrashConfig(messages=500, quick=True) if quick else CrashConfig()
     parser = argparse.ArgumentParser(prog="latentwire bench crash",
-                                     description="SIGKILL a journaled hub mid-stream; count lost and duplicates")
+                                     description="SIGKILL a journaled hub mid-stream; "
+                                                 "count lost and duplicates")
     parser.add_argument("--messages", type=int, default=cfg.messages, help="messages to publish")
     parser.add_argument("--kills", type=int, default=cfg.kills, help="SIGKILLs of the hub during the run")
     parser.add_argument("--workers", type=int, default=cfg.workers, help="publishes awaited concurrently")

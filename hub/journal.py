@@ -252,7 +252,12 @@ class Journal:
         """Wait until every operation submitted so far is committed; raise `JournalError` if
         the journal failed."""
         fut = self._loop.create_future()
-        self.when_synced(lambda error: fut.done() or (fut.set_exception(error) if error else fut.set_result(None)))
+
+        def settle(error: JournalError | None) -> None:
+            if not fut.done():  # the waiting task may have been cancelled
+                fut.set_exception(error) if error else fut.set_result(None)
+
+        self.when_synced(settle)
         await fut
 
     def _submit(self, op: tuple) -> None:
@@ -371,7 +376,8 @@ class Journal:
             db.executemany("INSERT INTO meta VALUES (?, ?)",
                            [("application", APPLICATION), ("schema", SCHEMA_VERSION)])
         elif meta.get("application") != APPLICATION:
-            raise JournalError(self.path, f"is not a latentwire journal (application={meta.get('application')!r})")
+            raise JournalError(self.path, "is not a latentwire journal "
+                                          f"(application={meta.get('application')!r})")
         elif meta.get("schema") != SCHEMA_VERSION:
             raise JournalError(self.path, f"has journal schema {meta.get('schema')!r}; this hub "
                                           f"reads schema {SCHEMA_VERSION!r}")
@@ -406,9 +412,11 @@ class Journal:
                 if not isinstance(parsed, list) or not all(isinstance(f, str) for f in parsed):
                     raise ValueError("not a list of strings")
             except ValueError as exc:
-                raise JournalError(self.path, f"session {sid!r} has corrupt filters {filters!r}: {exc}") from exc
+                raise JournalError(self.path,
+                                   f"session {sid!r} has corrupt filters {filters!r}: {exc}") from exc
             if agent in agents:
-                log.warning("journal %s: a second session for agent %r (%s) is ignored", self.path, agent, sid)
+                log.warning("journal %s: a second session for agent %r (%s) is ignored",
+                            self.path, agent, sid)
                 continue
             agents.add(agent)
             sessions[sid] = SavedSession(sid, agent, parsed, next_seq)
@@ -442,7 +450,8 @@ class Journal:
         self.stats.restored_deliveries = sum(len(s.deliveries) for s in self.restored)
 
     def _count(self) -> None:
-        count, total, last = self._db.execute("SELECT count(*), total(size), max(id) FROM messages").fetchone()
+        count, total, last = self._db.execute(
+            "SELECT count(*), total(size), max(id) FROM messages").fetchone()
         self.stats.messages, self.stats.stored_bytes = count, int(total)
         self._next_key = max(self._next_key, (last or 0) + 1)
 
@@ -463,20 +472,22 @@ class Journal:
                         highest[sid] = seq
                 elif kind == "message":
                     _, key, created, size, header, payload = op
-                    db.execute("INSERT INTO messages VALUES (?, ?, ?, ?, ?)", (key, created, size, header, payload))
+                    db.execute("INSERT INTO messages VALUES (?, ?, ?, ?, ?)",
+                               (key, created, size, header, payload))
                     added += 1
                     added_bytes += size
                 elif kind == "ack":
                     _, sid, seqs = op
                     for seq in seqs:
-                        row = db.execute("DELETE FROM deliveries WHERE session = ? AND seq = ? RETURNING message",
-                                         (sid, seq)).fetchone()
+                        row = db.execute("DELETE FROM deliveries WHERE session = ? AND seq = ? "
+                                         "RETURNING message", (sid, seq)).fetchone()
                         if row is not None:
                             freed.add(row[0])
                 elif kind == "session":
                     _, sid, agent, filters = op
                     db.execute("INSERT INTO sessions VALUES (?, ?, ?, 1) ON CONFLICT (id) DO UPDATE "
-                               "SET agent = excluded.agent, filters = excluded.filters", (sid, agent, filters))
+                               "SET agent = excluded.agent, filters = excluded.filters",
+                               (sid, agent, filters))
                 elif kind == "forget":
                     sid = op[1]
                     freed.update(r[0] for r in db.execute(
@@ -515,7 +526,8 @@ class Journal:
         oldest = db.execute("SELECT created FROM messages ORDER BY id LIMIT 1").fetchone()
         if self.max_age is not None and oldest is not None and oldest[0] < now - self.max_age:
             # Only scanned when the oldest message is too old, not every second.
-            cutoff = db.execute("SELECT max(id) FROM messages WHERE created < ?", (now - self.max_age,)).fetchone()[0]
+            cutoff = db.execute("SELECT max(id) FROM messages WHERE created < ?",
+                                (now - self.max_age,)).fetchone()[0]
             reasons.append(f"older than max_age={self.max_age:g} s")
         if self.max_bytes is not None and self.stats.stored_bytes > self.max_bytes:
             excess = self.stats.stored_bytes - self.max_bytes
@@ -532,7 +544,8 @@ class Journal:
             return
         db.execute("BEGIN IMMEDIATE")
         try:
-            lost = db.execute("DELETE FROM deliveries WHERE message <= ? RETURNING session", (cutoff,)).fetchall()
+            lost = db.execute("DELETE FROM deliveries WHERE message <= ? RETURNING session",
+                              (cutoff,)).fetchall()
             count, total = db.execute("SELECT count(*), total(size) FROM messages WHERE id <= ?",
                                       (cutoff,)).fetchone()
             db.execute("DELETE FROM messages WHERE id <= ?", (cutoff,))

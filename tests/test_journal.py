@@ -252,7 +252,8 @@ async def test_another_sqlite_database_is_not_taken_for_a_journal(tmp_path: Path
     db.execute("CREATE TABLE users (name TEXT)")
     db.commit()
     db.close()
-    with pytest.raises(JournalError, match=r"is a SQLite database but not a latentwire journal \(it has tables \['users'\]\)"):
+    said = r"is a SQLite database but not a latentwire journal \(it has tables \['users'\]\)"
+    with pytest.raises(JournalError, match=said):
         await Journal.open(path)
 
 

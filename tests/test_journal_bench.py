@@ -17,8 +17,9 @@ pytest.importorskip("psutil")  # the `bench` extra
 @pytest.mark.timeout(180)
 def test_quick_journal_bench_measures_both_hubs(tmp_path: Path) -> None:
     out = tmp_path / "journal.json"
-    proc = subprocess.run([sys.executable, "-m", "latentwire.cli", "bench", "journal", "--quick", "--json", str(out)],
-                          capture_output=True, text=True, timeout=170)
+    proc = subprocess.run(
+        [sys.executable, "-m", "latentwire.cli", "bench", "journal", "--quick", "--json", str(out)],
+        capture_output=True, text=True, timeout=170)
     assert proc.returncode == 0, f"{proc.stdout}\n{proc.stderr[-3000:]}"
     summary = json.loads(out.read_text())["summary"]
     assert summary["ok"] is True
