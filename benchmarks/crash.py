@@ -129,6 +129,7 @@ async def crash_run(cfg: CrashConfig, log: Any = print, *, journal: bool = True)
     redelivered = refused = 0
     kills: list[dict] = []
     all_in = asyncio.Event()  # every acknowledged id received, after the producer finished
+    published = asyncio.Event()  # every publish was acknowledged or refused
     producing = True
 
     with tempfile.TemporaryDirectory(prefix="latentwire-crash-") as tmp:
@@ -163,6 +164,8 @@ async def crash_run(cfg: CrashConfig, log: Any = print, *, journal: bool = True)
                 async def killer() -> None:
                     for n, point in enumerate(points, 1):
                         while len(acked) < point:
+                            if published.is_set():
+                                return  # refusals kept the count below this point
                             await asyncio.sleep(0.005)
                         at = len(acked)
                         await hub.kill()
@@ -178,6 +181,10 @@ async def crash_run(cfg: CrashConfig, log: Any = print, *, journal: bool = True)
                     handler = asyncio.create_task(handle(), name="crash.handler")
                     kill_task = asyncio.create_task(killer(), name="crash.killer")
                     await asyncio.gather(*(publish(numbers) for _ in range(cfg.workers)))
+                    published.set()
+                    # Every kill point is below the acknowledged total, so every kill happens;
+                    # the last ones may fall while the consumer is still catching up.
+                    await kill_task
                     producing = False
                     if acked <= seen.keys():
                         all_in.set()
@@ -186,9 +193,8 @@ async def crash_run(cfg: CrashConfig, log: Any = print, *, journal: bool = True)
                         wait = cfg.missing_wait_s if journal else min(cfg.missing_wait_s, 5.0)
                         await asyncio.wait_for(all_in.wait(), wait)
                     await asyncio.sleep(cfg.settle_s)  # late duplicates would show up here
-                    kill_task.cancel()
                     handler.cancel()
-                    await asyncio.gather(handler, kill_task, return_exceptions=True)
+                    await asyncio.gather(handler, return_exceptions=True)
         except TimeoutError:
             raise BenchError(f"the crash run did not finish within {cfg.run_timeout:g} s "
                              f"({len(acked)} acknowledged, {len(seen)} received)") from None
