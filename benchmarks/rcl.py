@@ -46,13 +46,18 @@ PRIMITIVES: dict[str, dict[str, Any]] = {
 LABEL = "simulated environment (hidden rules; simulated actor, reflector and mutator)"
 
 
-def configurations() -> dict[str, OptimizerConfig]:
-    """Name -> optimiser config of every benchmarked configuration (iterations/seed set per run)."""
+def configurations(ablations: bool = False) -> dict[str, OptimizerConfig]:
+    """Name -> optimiser config of every benchmarked configuration (iterations/seed set per run);
+    ``ablations`` adds "all but one primitive" for each primitive in "all" (curriculum is not)."""
     configs = {"no_learning": OptimizerConfig(max_ops=0, counters=False, prune_threshold=None),
                "ace_like": ace_like(), "gepa_like": gepa_like(), "rcl": OptimizerConfig()}
     configs |= {f"rcl+{name}": OptimizerConfig(**opts) for name, opts in PRIMITIVES.items()}
-    all_opts = {k: v for opts in PRIMITIVES.values() for k, v in opts.items() if k != "sampling"}
-    configs["rcl+all"] = OptimizerConfig(**all_opts)
+    in_all = {name: opts for name, opts in PRIMITIVES.items() if name != "curriculum"}
+    configs["rcl+all"] = OptimizerConfig(**{k: v for opts in in_all.values() for k, v in opts.items()})
+    if ablations:  # leave one out of "all": a primitive's effect beside the others
+        for left_out in in_all:
+            configs[f"rcl+all-{left_out}"] = OptimizerConfig(**{
+                k: v for name, opts in in_all.items() if name != left_out for k, v in opts.items()})
     return configs
 
 
@@ -74,7 +79,7 @@ async def _one(cfg: OptimizerConfig, sim: SimConfig) -> dict[str, Any]:
 
 
 async def _main(args: argparse.Namespace) -> dict[str, Any]:
-    configs = configurations()
+    configs = configurations(args.ablations)
     results: dict[str, dict[str, Any]] = {}
     for value in args.values:
         for name, base in configs.items():
@@ -96,6 +101,11 @@ async def _main(args: argparse.Namespace) -> dict[str, Any]:
     effects = {metric: {p: {str(v): results[f"rcl+{p}"][str(v)][metric] - results["rcl"][str(v)][metric]
                             for v in args.values} for p in [*PRIMITIVES, "all"]}
                for metric in ("final_val", "best_test")}
+    if args.ablations:  # what leaving each primitive out of "all" costs (all minus all-but-X)
+        effects["best_test_in_all"] = {
+            p: {str(v): results["rcl+all"][str(v)]["best_test"] - results[f"rcl+all-{p}"][str(v)]["best_test"]
+                for v in args.values} for name in results if name.startswith("rcl+all-")
+            for p in [name.removeprefix("rcl+all-")]}
     return {"environment": LABEL, "simulated": True, "seeds": args.seeds, "iterations": args.iterations,
             "batch_size": args.batch_size, "sim_defaults": asdict(SimConfig(p_correct=args.p_correct)),
             "sweep": {"param": args.vary, "values": args.values},
@@ -117,9 +127,13 @@ def render(report: dict[str, Any]) -> str:
         out.append(f"{name:<16}{s['final_val']:>8.3f}±{s['final_val_sd']:.2f}{s['best_val']:>10.3f}"
                    f"{s['best_test']:>9.3f}±{s['best_test_sd']:.2f}{s['iters_to_90']:>9.1f}"
                    f"{s['llm_calls']:>11.0f}{ratio:>9}")
-    for metric, title in (("final_val", "final validation success"),
-                          ("best_test", "held-out test success of the best playbook")):
-        out += ["", f"effect of each primitive on {title} (RCL+X minus RCL), by {param}:",
+    titles = {"final_val": "final validation success (RCL+X minus RCL)",
+              "best_test": "held-out test success of the best playbook (RCL+X minus RCL)",
+              "best_test_in_all": "held-out test success of the best playbook (all minus all-but-X)"}
+    for metric, title in titles.items():
+        if metric not in report["effect_vs_rcl"]:
+            continue
+        out += ["", f"effect of each primitive on {title}, by {param}:",
                 f"{'primitive':<12}" + "".join(f"{f'{param}={v}':>16}" for v in values)]
         for p, by_value in report["effect_vs_rcl"][metric].items():
             out.append(f"{p:<12}" + "".join(f"{by_value[str(v)]:>+16.3f}" for v in values))
@@ -172,6 +186,8 @@ def _parse(argv: list[str], quick: bool) -> argparse.Namespace:
                         help="the simulated-world setting swept (default: execution noise)")
     parser.add_argument("--values", type=float, nargs="+", default=None,
                         help="its values; the first is the table's (default: 3 values, 1 with --quick)")
+    parser.add_argument("--ablations", action=argparse.BooleanOptionalAction, default=not quick,
+                        help="also run 'all but one primitive' for each (default: on, off with --quick)")
     parser.add_argument("--png", default=None, help="learning-curve PNG (default: next to --json)")
     args = parser.parse_args(argv)
     if args.seeds < 1 or args.iterations < 1:

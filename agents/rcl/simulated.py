@@ -16,7 +16,9 @@ must, so parsing and validation run for real:
 * **reflector**: from a contrastive group (a passing run beside failing ones) it reads the right
   actions off the passing run. From failures alone it picks a suspect (a trigger without
   guidance, else an entry that was used; without citations it assumes every matching entry was
-  used) and proposes a rule that is right with probability ``p_correct``. With auxiliary losses
+  used) and proposes a rule that is right with probability ``p_correct``. With citations, a
+  failure where the actor flagged guidance as missing that the playbook has is put down to
+  overlooked guidance (no edit). With auxiliary losses
   it must classify the failure, and calls it execution noise (no edit) when every entry used is
   proven (helpful >= 2, never harmful) and no guidance was missing.
 * **mutator**: turns proposed rules into ADD (ADD-only mode, or no entry for that trigger) or
@@ -214,8 +216,9 @@ class SimulatedModel(LLMBackend):
             flagged = [k for k in items if any(k in m for m in trace.missing or [])]
             unguided = [k for k in flagged if not _entries_for(book, k)]
             suspects = [i for i in trace.cited if i in book.entries]
-            if flagged and not unguided and not suspects:
-                return "ignored_guidance", f"the actor overlooked existing guidance for {flagged}"
+            overlooked = [k for k in flagged if k not in unguided]
+            if overlooked and not unguided:  # the run failed without using guidance it had: no edit
+                return "ignored_guidance", f"the actor overlooked existing guidance for {overlooked}"
         else:
             unguided = [k for k in items if not _entries_for(book, k)]
             suspects = [e.id for k in items for e in _entries_for(book, k)]
