@@ -116,26 +116,40 @@ def test_an_unusable_journal_stops_the_daemon_with_a_clear_message(tmp_path: Pat
     assert proc.returncode == 2 and "max_age must be a positive number or None, got -1.0" in out
 
 
-async def test_the_container_health_probe_follows_the_hub(tmp_path: Path) -> None:
+async def _probe(env: dict[str, str]) -> tuple[int, str]:
+    # Asynchronously: the hub answering the probe runs on this event loop.
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, str(ROOT / "deploy" / "healthcheck.py"), env=env,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
+    out, _ = await asyncio.wait_for(proc.communicate(), 30)
+    return proc.returncode, out.decode()
+
+
+async def test_the_container_health_probe_follows_the_hub() -> None:
     server = await serve(port=0)
-    env = {**os.environ, "LATENTWIRE_HUB_PORT": str(server.port)}
-    env.pop("LATENTWIRE_HUB_TLS_CERT", None)
-
-    async def probe() -> tuple[int, str]:
-        # Asynchronously: the hub answering the probe runs on this event loop.
-        proc = await asyncio.create_subprocess_exec(
-            sys.executable, str(ROOT / "deploy" / "healthcheck.py"), env=env,
-            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
-        out, _ = await asyncio.wait_for(proc.communicate(), 30)
-        return proc.returncode, out.decode()
-
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LATENTWIRE_HUB_")}
+    env["LATENTWIRE_HUB_PORT"] = str(server.port)
     try:
-        code, out = await probe()
+        code, out = await _probe(env)
         assert code == 0 and "SERVING" in out, out
     finally:
         await server.stop(grace=0.1)
-    code, out = await probe()
+    code, out = await _probe(env)
     assert code == 1 and "no health answer" in out, out
+
+
+async def test_the_health_probe_speaks_tls_when_the_hub_does(tls_files: dict[str, Path]) -> None:
+    server = await serve(port=0, tls_cert=tls_files["cert"], tls_key=tls_files["key"])
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LATENTWIRE_HUB_")}
+    env.update(LATENTWIRE_HUB_PORT=str(server.port), LATENTWIRE_HUB_TLS_CERT=str(tls_files["cert"]))
+    try:
+        code, out = await _probe(env)
+        assert code == 0 and "SERVING" in out, out
+        del env["LATENTWIRE_HUB_TLS_CERT"]  # a plaintext probe gets no answer from a TLS hub
+        code, out = await _probe(env)
+        assert code == 1 and "no health answer" in out, out
+    finally:
+        await server.stop(grace=0.1)
 
 
 def test_the_docker_image_copies_every_folder_the_package_is_built_from() -> None:
