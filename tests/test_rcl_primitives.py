@@ -195,3 +195,18 @@ async def test_resume_gives_the_same_state() -> None:
     assert [h["val_success"] for h in a["history"]] == [h["val_success"] for h in b["history"]]
     with pytest.raises(RCLConfigError, match="fields differ: \\['group_size'\\]"):
         sim_opt(**{**cfg, "group_size": 3}).restore(saved)
+
+
+async def test_state_model_keeps_the_hypotheses_and_bad_answers_are_skipped() -> None:
+    reflection = json.dumps({"summary": "s", "credit": {}, "insights": [], "root_cause": "k00 lacks a rule"})
+    for answers, expected in [(['{"hypotheses": ["k00 needs a rule", "k03 is noisy"]}'],
+                               ["k00 needs a rule", "k03 is noisy"]),
+                              (["no idea"], ["k00 lacks a rule"])]:
+        state = ScriptedBackend(answers)
+        model = SimulatedModel(ENV)
+        opt = Optimizer(ENV, Models(model, ScriptedBackend([reflection]), ScriptedBackend(['{"operations": []}']),
+                                    state), OptimizerConfig(optimizer_state=True, batch_size=8))
+        await opt.step()
+        assert list(opt.ledger.hypotheses) == expected
+        assert "Ledger:\nchanges:" in state.prompts[0][1][1]["content"]
+        assert opt.checkpoint()["usage"]["state"]["calls"] == 1

@@ -20,6 +20,8 @@ Example config (TOML; JSON has the same shape)::
     [models.mutator]
     kind = "simulated"
     p_correct = 0.4                   # a weaker simulated model for this role
+    [models.state]                    # optional: keeps the ledger's hypotheses (optimizer_state)
+    kind = "simulated"
 
 Writes into ``out_dir``: ``metrics.jsonl`` (one record per iteration), ``checkpoint.json``
 (after every iteration; ``--resume`` continues from it), ``learning_curve.png``,
@@ -45,7 +47,7 @@ from latentwire.training._jobs import write_jsonl
 from .backends import LLMBackend, OpenAIBackend, TransformersBackend
 from .envs import Environment, load_appworld, load_rewardbench2
 from .errors import RCLConfigError
-from .optimizer import Models, Optimizer, OptimizerConfig, ace_like, gepa_like
+from .optimizer import ROLES, Models, Optimizer, OptimizerConfig, ace_like, gepa_like
 from .simulated import SimConfig, SimulatedEnvironment, SimulatedModel
 
 PRESETS = {"rcl": OptimizerConfig, "ace": ace_like, "gepa": gepa_like}
@@ -85,6 +87,7 @@ class ModelsSpec(BaseModel):
     actor: BackendSpec = BackendSpec()
     reflector: BackendSpec = BackendSpec()
     mutator: BackendSpec = BackendSpec()
+    state: BackendSpec | None = None  # keeps the ledger's hypotheses (optimizer_state); None: no model
 
 
 class TrainConfig(BaseModel):
@@ -184,7 +187,7 @@ async def train(cfg: TrainConfig, out_dir: Path, *, resume: bool = False, progre
     env = build_environment(cfg.environment)
     opt_cfg = cfg.optimizer_config()
     specs = cfg.models
-    backends = {role: build_backend(getattr(specs, role), env, role) for role in ("actor", "reflector", "mutator")}
+    backends = {role: build_backend(spec, env, role) for role in ROLES if (spec := getattr(specs, role)) is not None}
     opt = Optimizer(env, Models(**backends), opt_cfg)
     out_dir.mkdir(parents=True, exist_ok=True)
     ckpt = out_dir / "checkpoint.json"

@@ -28,8 +28,8 @@ from .envs import Environment, Task, Trajectory
 from .errors import BackendError, RCLConfigError
 from .operations import Operation, Rejection, apply_operations, parse_operations
 from .playbook import Playbook
-from .reflection import (Reflection, actor_messages, mutator_messages, parse_reflection, read_citations,
-                         reflector_messages)
+from .reflection import (Reflection, actor_messages, mutator_messages, parse_hypotheses, parse_reflection,
+                         read_citations, reflector_messages, state_messages)
 from .replay import ReplayBuffer, Sampler
 from .state import Ledger
 
@@ -93,6 +93,9 @@ def gepa_like(**overrides: Any) -> OptimizerConfig:
                               "counters": False, "prune_threshold": None, **overrides})
 
 
+ROLES = ("actor", "reflector", "mutator", "state")
+
+
 @dataclass
 class Models:
     """Which backend serves each role (strong/weak allocation); one backend may serve several."""
@@ -100,11 +103,18 @@ class Models:
     actor: LLMBackend
     reflector: LLMBackend
     mutator: LLMBackend
+    #: Keeps the ledger's open hypotheses (with optimiser state on); None: the reflections' root
+    #: causes are kept as they are, without a model call.
+    state: LLMBackend | None = None
+
+    def roles(self) -> dict[str, LLMBackend]:
+        """Role -> backend, for the roles that have one."""
+        return {r: b for r in ROLES if (b := getattr(self, r)) is not None}
 
     def usage(self) -> Usage:
         """Calls and tokens summed over the distinct backends."""
         total = Usage()
-        for b in {id(b): b for b in (self.actor, self.reflector, self.mutator)}.values():
+        for b in {id(b): b for b in self.roles().values()}.values():
             for f in fields(Usage):
                 setattr(total, f.name, getattr(total, f.name) + getattr(b.usage, f.name))
         return total
@@ -252,9 +262,8 @@ class Optimizer:
                 result.pruned.append(e.id)
                 if self.ledger is not None:
                     self.ledger.refute(e.content)
-        if self.ledger is not None:
-            for refl in result.reflections:
-                self.ledger.hypothesise(refl.root_cause or "")
+        if self.ledger is not None and result.reflections:
+            await self._update_hypotheses(result, key)
         if not result.reflections or cfg.max_ops == 0:
             return result
         ledger = self.ledger.render() if self.ledger is not None else None
@@ -278,6 +287,27 @@ class Optimizer:
                     self.ledger.refute(old[entry_id])
                 self.ledger.record(self.iteration, op.kind, entry_id, op.content or old.get(entry_id, ""), before)
         return result
+
+    async def _update_hypotheses(self, result: StepResult, key: str) -> None:
+        """The state model rewrites the open hypotheses from the ledger and the new reflections;
+        without one (or when its answer is rejected) the root causes are appended as they are."""
+        assert self.ledger is not None
+        if self.models.state is not None:
+            try:
+                text = await self.models.state.complete(
+                    state_messages(self.ledger.render(), result.reflections), role="state",
+                    context={"ledger": self.ledger, "reflections": result.reflections, "key": key})
+                hypotheses, reason = parse_hypotheses(text)
+            except BackendError as exc:
+                hypotheses, reason = None, str(exc)
+            if hypotheses is not None:
+                self.ledger.hypotheses.clear()
+                for h in hypotheses:
+                    self.ledger.hypothesise(h)
+                return
+            result.rejected.append(self._reject("state", reason))
+        for refl in result.reflections:
+            self.ledger.hypothesise(refl.root_cause or "")
 
     # -- one step and the whole run
 
@@ -372,7 +402,7 @@ class Optimizer:
                 "replay": self.replay.to_dict() if self.replay is not None else None,
                 "sampler_failures": dict(self.sampler.failures), "pool": self.pool, "history": self.history,
                 "rejections": self.rejections, "eval_calls": self.eval_calls,
-                "usage": {role: asdict(getattr(self.models, role).usage) for role in ("actor", "reflector", "mutator")}}
+                "usage": {role: asdict(b.usage) for role, b in self.models.roles().items()}}
 
     def restore(self, state: dict[str, Any]) -> None:
         """Continue from `checkpoint` output; the config must match this optimiser's except
@@ -389,8 +419,7 @@ class Optimizer:
         self.pool, self.history, self.rejections = state["pool"], state["history"], state["rejections"]
         self.eval_calls = state["eval_calls"]
         seen: set[int] = set()
-        for role in ("actor", "reflector", "mutator"):
-            backend = getattr(self.models, role)
+        for role, backend in self.models.roles().items():
             if id(backend) not in seen:  # a shared backend's usage is restored once
                 backend.usage = Usage(**state["usage"][role])
                 seen.add(id(backend))

@@ -1,5 +1,6 @@
 """The prompts of the three roles (actor, reflector, mutator) and the reflector's answer.
 
+The prompts of the state model (which keeps the ledger's open hypotheses) are here too.
 The reflector turns signal traces and the current playbook into a `Reflection`: credit per entry
 (helpful / harmful), insights (the update direction), and, with auxiliary losses on, a failure
 type, a root cause and coverage gaps, which are then required: an answer without them is
@@ -125,3 +126,24 @@ def mutator_messages(book: Playbook, reflections: list[Reflection], ledger: str 
         user += f"\n\nOptimiser ledger (past changes, their effects, open hypotheses):\n{ledger}"
     return [{"role": "system", "content": system}, {"role": "user", "content": user}]
 
+
+
+def state_messages(ledger: str, reflections: list[Reflection]) -> list[dict[str, str]]:
+    """The state model's prompt: the ledger and this step's reflections; it keeps the hypotheses."""
+    refl = "\n".join(f"- {r.summary} | cause: {r.root_cause} | gaps: {r.coverage_gaps}" for r in reflections)
+    return [{"role": "system", "content": "You keep an optimiser's open hypotheses about why an agent fails. "
+                                          'Answer JSON: {"hypotheses": [str]}: the hypotheses still open after '
+                                          "this step's evidence, most important first, at most 10."},
+            {"role": "user", "content": f"Ledger:\n{ledger}\n\nThis step's reflections:\n{refl}"}]
+
+
+def parse_hypotheses(text: str) -> tuple[list[str] | None, str]:
+    """The state model's hypotheses, or None and the reason the answer was rejected."""
+    try:
+        data = extract_json(text)
+    except ValueError as exc:
+        return None, f"not JSON: {exc}"
+    hypotheses = data.get("hypotheses") if isinstance(data, dict) else None
+    if not isinstance(hypotheses, list) or not all(isinstance(h, str) for h in hypotheses):
+        return None, 'expected {"hypotheses": [str, ...]}'
+    return hypotheses, ""

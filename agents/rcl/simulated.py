@@ -21,6 +21,7 @@ must, so parsing and validation run for real:
   overlooked guidance (no edit). With auxiliary losses
   it must classify the failure, and calls it execution noise (no edit) when every entry used is
   proven (helpful >= 2, never harmful) and no guidance was missing.
+* **state**: keeps the newest root causes as the open hypotheses (it does not reason about them).
 * **mutator**: turns proposed rules into ADD (ADD-only mode, or no entry for that trigger) or
   UPDATE operations; with the ledger it avoids contents already refuted.
 
@@ -137,8 +138,12 @@ class SimulatedModel(LLMBackend):
             text = json.dumps(self._reflect(context["groups"], context["book"], context["aux"], rng))
         elif role == "mutator":
             text = json.dumps({"operations": self._mutate(context, rng)})
+        elif role == "state":  # keeps the newest root causes first, then the older hypotheses
+            causes = [r.root_cause for r in context["reflections"] if r.root_cause]
+            kept = list(dict.fromkeys([*causes, *context["ledger"].hypotheses]))[:10]
+            text = json.dumps({"hypotheses": kept})
         else:
-            raise ValueError(f"unknown role {role!r} (actor, reflector, mutator)")
+            raise ValueError(f"unknown role {role!r} (actor, reflector, mutator, state)")
         self.usage.add(sum(estimate_tokens(m["content"]) for m in messages), estimate_tokens(text))
         return text
 
