@@ -11,17 +11,26 @@ import contextlib
 import logging
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import grpc
 import grpc.aio
 
 from ..errors import ConfigError
 from ..transports.grpc import FramedStream, channel_options
+from .._proto import bus_pb2 as pb
 from .core import Hub, HubConfig
+from .health import add_health, mark_draining
 
 log = logging.getLogger("latentwire.hub")
 
 SERVICE = "latentwire.v1.Bus"
+# gRPC status for a refused hello, by wire code.
+_STATUS = {
+    pb.UNAUTHENTICATED: grpc.StatusCode.UNAUTHENTICATED,
+    pb.PERMISSION_DENIED: grpc.StatusCode.PERMISSION_DENIED,
+    pb.RESOURCE_EXHAUSTED: grpc.StatusCode.RESOURCE_EXHAUSTED,
+}
 
 
 class _StreamConnection(FramedStream):
@@ -33,6 +42,10 @@ class _StreamConnection(FramedStream):
                          config.max_message_bytes)
         self._task = asyncio.current_task()
         self.closed_by_hub = False
+        self.refusal: tuple[int, str] | None = None
+
+    def refused(self, code: int, reason: str) -> None:
+        self.refusal = (code, reason)
 
     async def aclose(self) -> None:
         if self._closed:
@@ -58,6 +71,10 @@ class BusServicer:
             if not conn.closed_by_hub:
                 raise
             asyncio.current_task().uncancel()
+        if conn.refusal is not None and conn.refusal[0] in _STATUS:
+            # The Error frame already told our SDK; the status tells any gRPC client or proxy.
+            code, reason = conn.refusal
+            await context.abort(_STATUS[code], reason)
 
     def handler(self) -> grpc.GenericRpcHandler:
         """The generic handler to add to a grpc.aio server (identity serializers)."""
@@ -75,6 +92,7 @@ class HubServer:
     host: str
     port: int
     tls: bool
+    health: Any = None  # the gRPC health servicer (hub/health.py)
 
     @property
     def url(self) -> str:
@@ -87,6 +105,8 @@ class HubServer:
 
         Returns whether everything queued for connected clients was delivered.
         """
+        if self.health is not None:
+            await mark_draining(self.health)  # probes see NOT_SERVING while it drains
         drained = await self.hub.drain(grace)
         await self.hub.aclose()
         await self.server.stop(grace=1.0)
@@ -126,9 +146,10 @@ async def serve(
         bound = server.add_insecure_port(address)
     if not bound:
         raise ConfigError(f"cannot bind {address}")
+    health = await add_health(server)
     await server.start()
     log.info("hub %s listening on %s:%d", hub.id, host, bound)
-    return HubServer(hub, server, host, bound, tls)
+    return HubServer(hub, server, host, bound, tls, health)
 
 
 @contextlib.asynccontextmanager

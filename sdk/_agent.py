@@ -31,6 +31,7 @@ from ._bus import Bus, Subscription
 from ._connect import connect
 from ._latent import Latent
 from ._message import Control, Message
+from ._tracing import process_span
 from .errors import LatentwireError
 
 log = logging.getLogger("latentwire.agent")
@@ -155,7 +156,8 @@ class Agent:
     async def _handle_loop(self, sub: Subscription, handler: Handler) -> None:
         async for msg in sub:
             try:
-                result = await handler(msg)
+                with process_span(msg, handler.__name__):  # W3C trace context: sdk/_tracing.py
+                    result = await handler(msg)
             except Exception as exc:  # a handler's failure must not stop the agent
                 if handler != self._no_direct_handler:
                     log.exception("%s: handler %s failed on message %s", self.id, handler.__name__, msg.id)

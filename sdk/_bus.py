@@ -29,6 +29,7 @@ from ._credits import Credits
 from ._message import ERROR_TYPE_HEADER, Control, Message, check_envelope, from_envelope, to_envelope
 from ._proto import bus_pb2 as pb
 from ._topics import topic_matches, validate_filter
+from ._tracing import publish_span
 from ._version import __version__
 from .errors import (
     AlreadyConnected,
@@ -673,6 +674,10 @@ class Bus:
             raise first
 
     async def _send_envelope(self, env: pb.Envelope, payload: bytes, wait: bool) -> str:
+        with publish_span(env):  # W3C trace context into the headers (sdk/_tracing.py)
+            return await self._send(env, payload, wait)
+
+    async def _send(self, env: pb.Envelope, payload: bytes, wait: bool) -> str:
         self._check_usable()
         size = len(payload)
         check_envelope(env, size, self.max_message_bytes)

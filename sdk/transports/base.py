@@ -40,6 +40,10 @@ class Connection(abc.ABC):
     async def aclose(self) -> None:
         """End the stream; idempotent."""
 
+    def refused(self, code: int, reason: str) -> None:
+        """The hub refused this connection's hello with wire ``code`` (the Error frame is sent);
+        a transport with its own status codes may report it natively too."""
+
 
 class Transport(abc.ABC):
     """Knows how to reach one hub (by URL) and opens connections to it."""

@@ -17,7 +17,7 @@ import grpc
 import grpc.aio
 
 from .._wire import FrameDecoder, iter_batches
-from ..errors import AuthError, BusError, ConfigError, ConnectError, Unavailable
+from ..errors import BusError, ConfigError, ConnectError, PermissionDenied, Unauthenticated, Unavailable
 from .base import Connection, Transport, WireFrame
 
 METHOD = "/latentwire.v1.Bus/Connect"
@@ -49,8 +49,10 @@ def translate_errors(peer: str) -> Iterator[None]:
     except grpc.aio.AioRpcError as exc:
         code, detail = exc.code(), exc.details() or ""
         where = f"{peer}: {detail or code.name}"
-        if code in (grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED):
-            raise AuthError(where) from exc
+        if code == grpc.StatusCode.UNAUTHENTICATED:
+            raise Unauthenticated(where) from exc
+        if code == grpc.StatusCode.PERMISSION_DENIED:
+            raise PermissionDenied(where) from exc
         if code == grpc.StatusCode.RESOURCE_EXHAUSTED:
             raise BusError(f"{where} (a frame above the peer's gRPC message limit?)") from exc
         if code == grpc.StatusCode.UNAVAILABLE and "drain" in detail:

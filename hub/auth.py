@@ -1,0 +1,380 @@
+"""Who may use the hub and what each agent may do: hashed tokens, topic ACLs, direct-message
+permissions and per-session limits.
+
+The hub loads one auth file (``--auth-file``, TOML or JSON) at start; a bad file stops the
+start with an error naming the field. Example (``docs/security.md`` has the full reference)::
+
+    [defaults.limits]            # every session, unless its agent overrides a value
+    max_message_bytes = 16777216
+    publish_rate = 200.0         # publishes per second, sustained ...
+    publish_burst = 400          # ... with bursts up to this many
+    max_subscriptions = 64
+
+    [agents.camera]
+    token_hash = "scrypt$16384$8$1$<salt>$<hash>"   # `latentwire hash-token` makes one
+    publish = ["robots/+/camera"]                   # topic patterns, same wildcards as topics
+    subscribe = ["control/#"]                       # a filter must lie inside one of these
+    send = ["planner", "worker-*"]                  # direct messages: agent ids (fnmatch globs)
+
+Tokens are stored only as scrypt hashes (random salt, parameters in the string) and compared
+in constant time; a token is never logged. Checking a token runs in a worker thread, so the
+event loop never waits for scrypt. Without an auth file the hub lets every agent in and
+enforces only the limits given as flags.
+
+What is refused, and how (one operation, not the session, so an authorised agent that
+makes one mistake keeps its queued deliveries and in-flight publishes; nothing is routed):
+
+* no token, a wrong one, or an agent the file does not list: the hello is refused with
+  ``UNAUTHENTICATED`` and the connection closed;
+* a publish, subscription or direct message outside the agent's ACL: that one request is
+  refused with ``PERMISSION_DENIED`` (a hello whose resumed subscriptions are outside it is
+  refused as a whole);
+* a message above the agent's size limit: ``PAYLOAD_TOO_LARGE``; above its publish rate or
+  subscription count: ``RESOURCE_EXHAUSTED``.
+
+An agent may always answer a request it was sent (the reply goes back to the requester with
+the request's correlation id), even when ``send`` does not name the requester.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import base64
+import fnmatch
+import getpass
+import hashlib
+import hmac
+import json
+import secrets
+import sys
+import time
+import tomllib
+from collections import OrderedDict
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, PositiveInt, ValidationError, field_validator
+
+from .._message import message_size
+from .._proto import bus_pb2 as pb
+from .._topics import validate_filter
+from ..errors import ConfigError, InvalidTopic, LimitExceeded, MessageTooLarge, PermissionDenied, Unauthenticated
+
+SCHEME = "scrypt"
+# scrypt cost: 2**14 x 8 x 1 takes ~50 ms and 16 MiB per check, the usual interactive setting.
+DEFAULT_N, DEFAULT_R, DEFAULT_P = 2**14, 8, 1
+# Reply permissions kept per session (requests it was sent and has not answered yet).
+MAX_REPLY_GRANTS = 4096
+
+
+# -- token hashes ------------------------------------------------------------------------
+
+
+def hash_token(token: str, *, n: int = DEFAULT_N, r: int = DEFAULT_R, p: int = DEFAULT_P) -> str:
+    """The string to store in the auth file for ``token``: ``scrypt$n$r$p$salt$hash`` (base64)."""
+    if not token:
+        raise ConfigError("a token must not be empty")
+    salt = secrets.token_bytes(16)
+    digest = _scrypt(token, salt, n, r, p, 32)
+    b64 = lambda b: base64.b64encode(b).decode("ascii")  # noqa: E731
+    return f"{SCHEME}${n}${r}${p}${b64(salt)}${b64(digest)}"
+
+
+def _scrypt(token: str, salt: bytes, n: int, r: int, p: int, dklen: int) -> bytes:
+    maxmem = 128 * r * (n + p + 2) + (1 << 20)
+    return hashlib.scrypt(token.encode("utf-8"), salt=salt, n=n, r=r, p=p, maxmem=maxmem, dklen=dklen)
+
+
+def _parse_hash(value: str) -> tuple[int, int, int, bytes, bytes]:
+    parts = value.split("$")
+    if len(parts) != 6 or parts[0] != SCHEME:
+        raise ValueError("must look like 'scrypt$N$r$p$salt$hash' (make one with `latentwire hash-token`)")
+    try:
+        n, r, p = (int(x) for x in parts[1:4])
+        salt, digest = base64.b64decode(parts[4], validate=True), base64.b64decode(parts[5], validate=True)
+    except ValueError as exc:
+        raise ValueError(f"has a malformed number or base64 field ({exc})") from None
+    if n < 2 or n & (n - 1) or r < 1 or p < 1:
+        raise ValueError(f"has bad scrypt parameters N={n} r={r} p={p} (N a power of 2 above 1)")
+    if len(salt) < 8 or len(digest) < 16:
+        raise ValueError("has a salt under 8 bytes or a hash under 16 bytes")
+    return n, r, p, salt, digest
+
+
+def verify_token(token: str, stored: str) -> bool:
+    """Whether ``token`` matches the stored hash (constant-time compare)."""
+    n, r, p, salt, digest = _parse_hash(stored)
+    return hmac.compare_digest(_scrypt(token, salt, n, r, p, len(digest)), digest)
+
+
+# -- the auth file -------------------------------------------------------------------------
+
+
+class Limits(BaseModel):
+    """Per-session limits; None leaves a limit off (or to the default it overrides)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    max_message_bytes: PositiveInt | None = None  # largest message (header + payload)
+    publish_rate: PositiveFloat | None = None  # publishes per second, sustained
+    publish_burst: PositiveInt | None = None  # publishes allowed at once (default: 1 s of rate)
+    max_subscriptions: PositiveInt | None = None  # topic filters held at once
+
+    def over(self, base: Limits) -> Limits:
+        """These limits, with ``base``'s values where these leave one unset."""
+        return Limits(**{**base.model_dump(), **self.model_dump(exclude_none=True)})
+
+
+class AgentRule(BaseModel):
+    """What one agent may do. Empty lists allow nothing of that kind."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    token_hash: str
+    publish: list[str] = Field(default_factory=list)  # topic patterns it may publish to
+    subscribe: list[str] = Field(default_factory=list)  # patterns its filters must lie within
+    send: list[str] = Field(default_factory=list)  # agent ids (fnmatch globs) it may message
+    limits: Limits = Field(default_factory=Limits)
+
+    @field_validator("token_hash")
+    @classmethod
+    def _hash_format(cls, value: str) -> str:
+        _parse_hash(value)
+        return value
+
+    @field_validator("publish", "subscribe")
+    @classmethod
+    def _filters(cls, values: list[str]) -> list[str]:
+        for value in values:
+            try:
+                validate_filter(value)
+            except InvalidTopic as exc:
+                raise ValueError(str(exc)) from None
+        return values
+
+    @field_validator("send")
+    @classmethod
+    def _globs(cls, values: list[str]) -> list[str]:
+        if any(not v or not v.strip() for v in values):
+            raise ValueError("agent patterns must not be empty")
+        return values
+
+
+class Defaults(BaseModel):
+    """Settings that apply to every agent."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    limits: Limits = Field(default_factory=Limits)
+
+
+class AuthFile(BaseModel):
+    """The parsed auth file."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    version: Literal[1] = 1
+    defaults: Defaults = Field(default_factory=Defaults)
+    agents: dict[str, AgentRule]
+
+    @field_validator("agents")
+    @classmethod
+    def _agent_ids(cls, agents: dict[str, AgentRule]) -> dict[str, AgentRule]:
+        from .core import AGENT_ID
+
+        if not agents:
+            raise ValueError("lists no agents, so no one could connect")
+        for name in agents:
+            if not AGENT_ID.fullmatch(name):
+                raise ValueError(f"{name!r} is not a valid agent id (1-128 of A-Z a-z 0-9 . _ : @ -)")
+        return agents
+
+
+def load_auth_file(path: str | Path) -> AuthFile:
+    """Read and validate an auth file (``.toml`` or ``.json``); raises `ConfigError` naming the problem."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"cannot read auth file {path}: {exc}") from exc
+    try:
+        if path.suffix == ".toml":
+            data = tomllib.loads(text)
+        elif path.suffix == ".json":
+            data = json.loads(text)
+        else:
+            raise ConfigError(f"auth file {path} must end in .toml or .json")
+    except (tomllib.TOMLDecodeError, json.JSONDecodeError) as exc:
+        raise ConfigError(f"auth file {path} is not valid {path.suffix[1:].upper()}: {exc}") from exc
+    if not isinstance(data, dict):
+        raise ConfigError(f"auth file {path} must hold a table/object at the top, not {type(data).__name__}")
+    try:
+        return AuthFile.model_validate(data)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(x) for x in err['loc']) or '(top)'}: {err['msg']}" for err in exc.errors()
+        )
+        raise ConfigError(f"auth file {path}: {problems}") from None
+
+
+# -- enforcement ---------------------------------------------------------------------------
+
+
+def filter_within(pattern: str, flt: str) -> bool:
+    """Whether every topic the subscription filter ``flt`` matches also matches ``pattern``."""
+    p, f = pattern.split("/"), flt.split("/")
+    for i, level in enumerate(p):
+        if level == "#":
+            return True
+        if i >= len(f) or f[i] == "#":
+            return False
+        if level != "+" and level != f[i]:
+            return False  # a literal level covers only the same literal (not '+')
+    return len(p) == len(f)
+
+
+class _Bucket:
+    """A token bucket: ``rate`` publishes per second with bursts of ``burst``."""
+
+    def __init__(self, rate: float, burst: int, clock: Callable[[], float]) -> None:
+        self.rate, self.burst, self.clock = rate, burst, clock
+        self.tokens = float(burst)
+        self.stamp = clock()
+
+    def take(self) -> float:
+        """Take one token; returns 0, or the seconds until one is available (nothing taken)."""
+        now = self.clock()
+        self.tokens = min(self.burst, self.tokens + (now - self.stamp) * self.rate)
+        self.stamp = now
+        if self.tokens >= 1:
+            self.tokens -= 1
+            return 0.0
+        return (1 - self.tokens) / self.rate
+
+
+class Guard:
+    """What one session may do; the hub asks it before accepting each request.
+
+    ``rule`` None means no auth file: every topic and recipient is allowed, limits still hold.
+    """
+
+    def __init__(self, agent: str, rule: AgentRule | None, limits: Limits,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.agent = agent
+        self.rule = rule
+        self.limits = limits
+        self._bucket = (_Bucket(limits.publish_rate, limits.publish_burst or max(1, round(limits.publish_rate)),
+                                clock) if limits.publish_rate else None)
+        self._replies: OrderedDict[tuple[str, str], None] = OrderedDict()
+
+    def check_publish(self, env: pb.Envelope, payload_len: int) -> None:
+        """Raise if this session may not publish ``env`` now (size, ACL, then rate)."""
+        cap = self.limits.max_message_bytes
+        if cap is not None and (size := message_size(env, payload_len)) > cap:
+            raise MessageTooLarge(size, cap, f"message of {size} bytes exceeds agent {self.agent!r}'s "
+                                             f"max_message_bytes={cap}")
+        if self.rule is not None:
+            if env.recipient:
+                self._check_send(env)
+            elif not any(filter_within(p, env.topic) for p in self.rule.publish):
+                raise PermissionDenied(f"agent {self.agent!r} may not publish to {env.topic!r} "
+                                       f"(allowed: {self.rule.publish or 'none'})")
+        if self._bucket is not None and (wait := self._bucket.take()):
+            raise LimitExceeded(f"agent {self.agent!r} is above its publish rate of "
+                                f"{self.limits.publish_rate:g}/s (burst {self._bucket.burst}); "
+                                f"retry in {wait:.3g} s")
+
+    def _check_send(self, env: pb.Envelope) -> None:
+        assert self.rule is not None
+        if env.correlation_id and not env.reply_to:
+            key = (env.recipient, env.correlation_id)
+            if key in self._replies:
+                del self._replies[key]  # one reply per request
+                return
+        if not any(fnmatch.fnmatchcase(env.recipient, g) for g in self.rule.send):
+            raise PermissionDenied(f"agent {self.agent!r} may not send direct messages to "
+                                   f"{env.recipient!r} (allowed: {self.rule.send or 'none'})")
+
+    def check_subscribe(self, filters: Iterable[str], held: set[str]) -> None:
+        """Raise if this session may not hold ``held`` plus ``filters``."""
+        filters = list(filters)
+        if self.rule is not None:
+            for f in filters:
+                if not any(filter_within(p, f) for p in self.rule.subscribe):
+                    raise PermissionDenied(f"agent {self.agent!r} may not subscribe to {f!r} "
+                                           f"(allowed: {self.rule.subscribe or 'none'})")
+        cap = self.limits.max_subscriptions
+        if cap is not None and len(held | set(filters)) > cap:
+            raise LimitExceeded(f"agent {self.agent!r} may hold at most {cap} subscriptions; "
+                                f"this would make {len(held | set(filters))}")
+
+    def grant_reply(self, requester: str, correlation_id: str) -> None:
+        """This session was sent a request: let it answer ``requester`` once."""
+        self._replies[(requester, correlation_id)] = None
+        if len(self._replies) > MAX_REPLY_GRANTS:
+            self._replies.popitem(last=False)
+
+
+class Policy:
+    """The hub's security settings: an optional auth file and the default per-session limits."""
+
+    def __init__(self, auth: AuthFile | None = None, limits: Limits | None = None) -> None:
+        self.auth = auth
+        self.limits = (auth.defaults.limits if auth else Limits()).over(limits or Limits())
+        # Checked for unknown agents too, so a wrong name costs as long as a wrong token.
+        self._decoy = hash_token(secrets.token_hex(8)) if auth else ""
+
+    @classmethod
+    def from_file(cls, path: str | Path | None, limits: Limits | None = None) -> Policy:
+        """A policy from ``--auth-file`` (None: no authentication) and flag limits."""
+        return cls(load_auth_file(path) if path else None, limits)
+
+    @property
+    def authenticates(self) -> bool:
+        """Whether agents must present a token."""
+        return self.auth is not None
+
+    async def admit(self, agent: str, token: str) -> Guard:
+        """The guard for a new session of ``agent``; raises `Unauthenticated` for a bad token."""
+        if self.auth is None:
+            return Guard(agent, None, self.limits)
+        rule = self.auth.agents.get(agent)
+        if not token:
+            raise Unauthenticated(f"agent {agent!r} gave no token; this hub requires one")
+        ok = await asyncio.to_thread(verify_token, token, rule.token_hash if rule else self._decoy)
+        if rule is None or not ok:
+            # One reason for both, so a caller cannot probe which agent ids exist.
+            raise Unauthenticated(f"invalid token for agent {agent!r}")
+        return Guard(agent, rule, rule.limits.over(self.limits))
+
+
+# -- `latentwire hash-token` ---------------------------------------------------------------
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``latentwire hash-token``: print the auth-file hash of a token (read from stdin or a prompt)."""
+    parser = argparse.ArgumentParser(
+        prog="latentwire hash-token",
+        description="Print the token_hash for an auth file. The token is read from stdin (one line) "
+                    "or asked for without echo; with --new a random token is made and printed too.")
+    parser.add_argument("--new", action="store_true", help="generate a random token and print it first")
+    args = parser.parse_args(argv)
+    if args.new:
+        token = secrets.token_urlsafe(32)
+        print(f"token: {token}")
+    elif sys.stdin.isatty():
+        token = getpass.getpass("token: ")
+    else:
+        token = sys.stdin.readline().rstrip("\r\n")
+    try:
+        print(hash_token(token) if not args.new else f"token_hash: {hash_token(token)}")
+    except ConfigError as exc:
+        print(f"latentwire hash-token: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
