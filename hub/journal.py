@@ -352,15 +352,19 @@ class Journal:
         if self.path.is_dir():
             raise JournalError(self.path, "is a directory, not a journal file")
         try:
-            db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+            # A short busy timeout: the only other writer would be a second hub on this file.
+            db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=1.0)
         except sqlite3.Error as exc:
             raise JournalError(self.path, f"cannot open: {exc} (does the directory exist and is "
                                           "it writable?)") from exc
         self._db = db
+        # One hub per journal: the first write takes a lock held until the file is closed (or
+        # the process dies), so a second hub on the same file is refused instead of
+        # interleaving sessions with the first. WAL then needs no shared-memory file.
+        db.execute("PRAGMA locking_mode=EXCLUSIVE")
         mode = db.execute("PRAGMA journal_mode=WAL").fetchone()[0]
         if mode.lower() != "wal":
-            raise JournalError(self.path, f"cannot switch to WAL mode (got {mode!r}); is the "
-                                          "file on a filesystem that supports shared memory?")
+            raise JournalError(self.path, f"cannot switch to WAL mode (got {mode!r})")
         db.execute("PRAGMA synchronous=FULL")  # see the module docstring
         db.execute(f"PRAGMA journal_size_limit={WAL_LIMIT_BYTES}")
         tables = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
@@ -396,6 +400,8 @@ class Journal:
         if "not a database" in text or "malformed" in text:
             return JournalError(self.path, f"file is corrupt or not a SQLite database ({text}); "
                                            "move it away to start with an empty journal")
+        if "locked" in text:
+            return JournalError(self.path, f"is in use ({text}); is another hub running with this journal?")
         if "readonly" in text or "unable to open" in text:
             return JournalError(self.path, f"cannot write ({text}); check the file's permissions")
         return JournalError(self.path, text)

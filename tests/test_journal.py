@@ -285,3 +285,14 @@ async def test_bad_retention_settings_are_refused(tmp_path: Path, setting: dict)
     name = next(iter(setting))
     with pytest.raises(JournalError, match=f"{name} must be a positive number or None"):
         await Journal.open(tmp_path / "j.db", **setting)
+
+
+async def test_a_second_hub_on_the_same_journal_is_refused(tmp_path: Path) -> None:
+    first = await Journal.open(tmp_path / "j.db")
+    try:
+        with pytest.raises(JournalError, match="is in use .*is another hub running with this journal"):
+            await Journal.open(tmp_path / "j.db")
+    finally:
+        await first.aclose()
+    second = await Journal.open(tmp_path / "j.db")  # free again once the first one closed
+    await second.aclose()
