@@ -22,6 +22,9 @@ the hub routes the next publish meanwhile, so one producer's stream of publishes
 batches too. A delivery is submitted the moment it is queued, so its ack (which can only come
 after it was sent) is always applied after it.
 
+One hub per file: the journal holds an exclusive lock while open (``locking_mode=EXCLUSIVE``),
+so a second hub on the same file is refused, and a hub that died leaves no lock behind.
+
 Retention: ``max_age`` (seconds) and ``max_bytes`` (stored header + payload bytes) bound what
 the journal keeps; the oldest messages go first, and a warning says how many messages and
 deliveries were dropped. Retention limits what survives a restart; a running hub still delivers
