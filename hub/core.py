@@ -30,20 +30,24 @@ from dataclasses import dataclass, field, fields
 from typing import Any
 
 from .._codes import code_for
+from .._tracing import hub_span
 from .._message import check_envelope, is_expired, message_size
 from .._proto import bus_pb2 as pb
 from .._topics import validate_filter
 from .._wire import Oversize, Payload
 from ..errors import (
+    AuthError,
     ConfigError,
     ConnectError,
     InvalidMessage,
+    LimitExceeded,
     MessageTooLarge,
     ProtocolError,
     Unavailable,
     UnknownAgent,
 )
 from ..transports.base import Connection
+from .auth import Guard, Policy
 from .journal import Journal, JournalError, SavedSession
 from .routing import TopicTree
 
@@ -122,6 +126,7 @@ class Session:
     rejections: list[pb.Rejection] = field(default_factory=list)
     wake: asyncio.Event = field(default_factory=asyncio.Event)
     space: asyncio.Event = field(default_factory=asyncio.Event)
+    guard: Guard | None = None  # what this agent may do (hub/auth.py); set at hello
 
     @property
     def held_messages(self) -> int:
@@ -245,10 +250,12 @@ class Hub:
     """Routes messages between agent sessions over any number of connections."""
 
     def __init__(self, config: HubConfig | None = None, *, name: str = "hub",
-                 journal: Journal | None = None) -> None:
+                 journal: Journal | None = None, policy: Policy | None = None) -> None:
         """``journal``: persist messages and sessions there (see `latentwire.hub.journal`);
         the hub then starts with the sessions it kept, so create it in the event loop."""
         self.config = config or HubConfig()
+        self.policy = policy or Policy()  # tokens, ACLs, per-session limits (hub/auth.py)
+        self.metrics: Any = None  # a HubMetrics once attached (hub/metrics.py)
         self.name = name
         self.id = uuid.uuid4().hex[:12]
         self.stats = HubStats()
@@ -323,6 +330,13 @@ class Hub:
             except InvalidMessage as exc:
                 await self._refuse(conn, pb.INVALID_TOPIC, str(exc))
                 return None, []
+        try:
+            guard = await self.policy.admit(hello.agent, hello.token)
+            guard.check_subscribe(filters, set())
+        except (AuthError, LimitExceeded) as exc:
+            log.warning("refused agent %r: %s", hello.agent, exc)
+            await self._refuse(conn, code_for(exc), str(exc))
+            return None, []
         session = self.sessions.get(hello.agent)
         resumed = session is not None
         if session is not None and session.conn is not None:
@@ -336,6 +350,8 @@ class Hub:
         if session is None:
             session = Session(hello.agent, self.config)
             self.sessions[hello.agent] = session
+        if session.guard is None:  # a resumed session keeps its rate budget and reply grants
+            session.guard = guard
         if session.expiry is not None:
             session.expiry.cancel()
             session.expiry = None
@@ -369,6 +385,7 @@ class Hub:
     async def _refuse(self, conn: Connection, code: int, reason: str) -> None:
         with contextlib.suppress(ConnectError):
             await conn.send([(pb.Frame(error=pb.Error(code=code, reason=reason)), b"")])
+        conn.refused(code, reason)
 
     def _detach(self, session: Session, conn: Connection, bye: bool) -> None:
         if session.conn is not conn:
@@ -436,11 +453,12 @@ class Hub:
                 raise MessageTooLarge(payload.size, self.config.max_message_bytes)
             check_envelope(env, len(payload), self.config.max_message_bytes)
             ingress.check_credit(len(payload))
-        except InvalidMessage as exc:
-            self.stats.rejected += 1
-            session.reject_publish(publish.seq, exc)
+            session.guard.check_publish(env, len(payload))
+        except (InvalidMessage, AuthError, LimitExceeded) as exc:
+            self._reject(session, publish.seq, exc)
             return
         env.sender = session.agent  # the hub vouches for the sender; clients cannot forge it
+        hub_span(env, self.id)  # W3C trace context: this hop joins the sender's trace
         ingress.put(publish.seq, env, payload)
 
     async def _route_loop(self, session: Session, ingress: _Ingress) -> None:
@@ -456,9 +474,10 @@ class Hub:
         if env.recipient:
             target = self.sessions.get(env.recipient)
             if target is None:
-                self.stats.rejected += 1
-                session.reject_publish(seq, UnknownAgent(env.recipient))
+                self._reject(session, seq, UnknownAgent(env.recipient))
                 return
+            if env.reply_to and env.correlation_id and target.guard is not None:
+                target.guard.grant_reply(session.agent, env.correlation_id)
             targets = [target]
         else:
             targets = list(self._tree.match(env.topic))
@@ -469,17 +488,25 @@ class Hub:
                 stored.delivered(target.id, queued)  # before any await: its ack comes later
         if stored is not None and stored.pending:
             # Acked once on disk; meanwhile the next publish is routed (group commit).
-            self.journal.when_synced(lambda error: self._acknowledge(session, seq, error))
+            self.journal.when_synced(lambda error: self._acknowledge(session, seq, env, size, error))
         else:
-            self._acknowledge(session, seq, None)
+            self._acknowledge(session, seq, env, size, None)
 
-    def _acknowledge(self, session: Session, seq: int, error: JournalError | None) -> None:
+    def _acknowledge(self, session: Session, seq: int, env: pb.Envelope, size: int,
+                     error: JournalError | None) -> None:
         if error is not None:
-            self.stats.rejected += 1
-            session.reject_publish(seq, Unavailable(f"not stored: {error}"))
+            self._reject(session, seq, Unavailable(f"not stored: {error}"))
             return
         self.stats.published += 1
+        if self.metrics is not None:
+            self.metrics.on_publish(env, size)
         session.ack_publish(seq)
+
+    def _reject(self, session: Session, seq: int, exc: BaseException) -> None:
+        self.stats.rejected += 1
+        if self.metrics is not None:
+            self.metrics.on_reject(code_for(exc))
+        session.reject_publish(seq, exc)
 
     async def _pump(self, session: Session, conn: Connection) -> None:
         wake = session.wake
@@ -488,6 +515,8 @@ class Hub:
                 await wake.wait()
                 wake.clear()
                 frames = session.take_outgoing(self.stats)
+                if self.metrics is not None:
+                    self.metrics.on_send(frames)
                 if frames:
                     await conn.send(frames)
         except ConnectError:
@@ -508,8 +537,10 @@ class Hub:
     def _subscribe(self, session: Session, request_id: int, filters: Any, add: bool) -> None:
         try:
             checked = [validate_filter(f) for f in filters]
-        except InvalidMessage as exc:
-            ack = pb.SubscribeAck(request_id=request_id, code=pb.INVALID_TOPIC, reason=str(exc))
+            if add:
+                session.guard.check_subscribe(checked, session.filters)
+        except (InvalidMessage, AuthError, LimitExceeded) as exc:
+            ack = pb.SubscribeAck(request_id=request_id, code=code_for(exc), reason=str(exc))
             session.send_control(pb.Frame(subscribe_ack=ack))
             return
         for f in checked:
