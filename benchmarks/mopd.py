@@ -118,7 +118,6 @@ def peer_check(model: Any, tokenizer: Any, problems: list[tuple[str, str]], seed
 def signal(model: Any, tokenizer: Any, problems: list[tuple[str, str]], cfg: MopdBenchConfig) -> dict[str, Any]:
     """Teacher-signal rows of the initial student (its own EMA teacher at step 0)."""
     import torch
-
     from latentwire.training.mopd.analysis import teacher_signal
     from latentwire.training.mopd.peers import PeerConfig
     from latentwire.training.mopd.rollouts import SamplingConfig, encode_prompt, sample_groups
@@ -171,24 +170,28 @@ def render(report: dict[str, Any]) -> str:
     from latentwire.training.mopd.analysis import format_table
 
     s, cfg, check = report["summary"], report["config"], report["peer_check"]
-    lines = [f"latentwire bench mopd ({'quick' if cfg['quick'] else 'full'}): tinyworld sort-6, {cfg['seeds']} seed(s), "
-             f"{cfg['steps']} steps x {cfg['prompts_per_step']} prompts x {cfg['group_size']} rollouts, "
-             f"eval on {cfg['eval_n']} held-out questions (greedy)", "",
-             f"{'method':<18}{'final success':>14}{'std':>7}{'min':>7}{'max':>7}{'vs OPD':>8}{'vs GRPO':>9}"]
+    header = (f"latentwire bench mopd ({'quick' if cfg['quick'] else 'full'}): tinyworld sort-6, "
+              f"{cfg['seeds']} seed(s), {cfg['steps']} steps x {cfg['prompts_per_step']} prompts x "
+              f"{cfg['group_size']} rollouts, eval on {cfg['eval_n']} held-out questions (greedy)")
+    columns = f"{'method':<18}{'final success':>14}{'std':>7}{'min':>7}{'max':>7}{'vs OPD':>8}{'vs GRPO':>9}"
+    lines = [header, "", columns]
+    final = s["final_success"]
     for name in METHODS:
-        mean = s["final_success"][name]
-        vs_opd = mean / s["final_success"]["opd"] if s["final_success"]["opd"] else float("nan")
-        vs_grpo = mean / s["final_success"]["grpo"] if s["final_success"]["grpo"] else float("nan")
-        lines.append(f"{name:<18}{mean:>14.3f}{s['final_success_std'][name]:>7.3f}{s['final_success_min'][name]:>7.3f}"
-                     f"{s['final_success_max'][name]:>7.3f}{vs_opd:>7.2f}x{vs_grpo:>8.2f}x")
+        mean = final[name]
+        vs_opd = mean / final["opd"] if final["opd"] else float("nan")
+        vs_grpo = mean / final["grpo"] if final["grpo"] else float("nan")
+        lines.append(f"{name:<18}{mean:>14.3f}{s['final_success_std'][name]:>7.3f}"
+                     f"{s['final_success_min'][name]:>7.3f}{s['final_success_max'][name]:>7.3f}"
+                     f"{vs_opd:>7.2f}x{vs_grpo:>8.2f}x")
     lines.append(f"(initial success {s['initial_success']:.3f})")
-    lines += ["", f"teacher signal: initial student as teacher, {report['signal']['rollouts']} rollouts "
-              f"(sampled success {report['signal']['success_rate']:.2f}); score = mean teacher log-prob per token",
-              format_table(report["signal"]["rows"]), "",
-              "peer check (mean log-prob per token)    no context   success in context",
-              f"  gold answers                           {check['gold_no_context']:>8.3f}   {check['gold_success_in_context']:>8.3f}",
-              f"  corrupted answers                      {check['wrong_no_context']:>8.3f}   {check['wrong_success_in_context']:>8.3f}",
-              f"  corrupted, itself marked as failed     {check['wrong_itself_marked_failed']:>8.3f}", ""]
+    sig = report["signal"]
+    lines += ["", (f"teacher signal: initial student as teacher, {sig['rollouts']} rollouts (sampled success "
+                   f"{sig['success_rate']:.2f}); score = mean teacher log-prob per token"),
+              format_table(sig["rows"]), "",
+              f"{'peer check (mean log-prob per token)':<40}{'no context':>12}{'success in context':>20}"]
+    for label, key in (("gold answers", "gold"), ("corrupted answers", "wrong")):
+        lines.append(f"  {label:<38}{check[key + '_no_context']:>12.3f}{check[key + '_success_in_context']:>20.3f}")
+    lines += [f"  {'corrupted, itself marked as failed':<38}{check['wrong_itself_marked_failed']:>12.3f}", ""]
     for goal, text in (("goal_contrastive_ge_opd", "MOPD-contrastive >= OPD"),
                        ("goal_contrastive_ge_grpo", "MOPD-contrastive >= GRPO"),
                        ("goal_mixed_auroc_gt_positive", "contrastive AUROC > positive AUROC"),
@@ -207,7 +210,6 @@ def run(json_path: str | None = None, quick: bool = False, argv: list[str] | Non
     except SystemExit as exc:
         return int(exc.code or 0)
     import torch
-
     from latentwire.training.mopd.job import MopdConfig, compare
     from latentwire.training.mopd.student import SHIPPED_STUDENT, load_student
     from latentwire.training.tinyworld.tasks import make_task

@@ -15,7 +15,8 @@ def test_bench_mopd_quick(tmp_path: Path, capsys: pytest.CaptureFixture[str]) ->
     from latentwire.benchmarks import run_benchmark
 
     out = tmp_path / "mopd.json"
-    assert run_benchmark("mopd", str(out), quick=True, extra=["--seeds", "1", "--steps", "2"]) == 0
+    small = ["--seeds", "1", "--steps", "2", "--eval-n", "16", "--signal-prompts", "6", "--check-n", "8"]
+    assert run_benchmark("mopd", str(out), quick=True, extra=small) == 0
     report = json.loads(out.read_text())
     summary = report["summary"]
     assert set(summary["final_success"]) == {"grpo", "opd", "mopd_positive", "mopd_contrastive"}

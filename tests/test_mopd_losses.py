@@ -8,9 +8,9 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from latentwire.errors import ConfigError  # noqa: E402
-from latentwire.training.mopd import losses  # noqa: E402
-from latentwire.training.mopd.analysis import auroc, rank_average, spearman  # noqa: E402
+from latentwire.errors import ConfigError
+from latentwire.training.mopd import losses
+from latentwire.training.mopd.analysis import auroc, rank_average, spearman
 
 
 def log(*p: float) -> torch.Tensor:
@@ -49,7 +49,7 @@ def full(kind: str, **kw) -> float:
 def test_full_vocabulary_divergences() -> None:
     forward = 0.9 * math.log(0.9 / 0.5) + 0.1 * math.log(0.1 / 0.5)
     reverse = 0.5 * math.log(0.5 / 0.9) + 0.5 * math.log(0.5 / 0.1)
-    m = (0.7, 0.3)
+    # mixture M = (0.7, 0.3)
     jsd = 0.5 * (0.9 * math.log(0.9 / 0.7) + 0.1 * math.log(0.1 / 0.3)) + \
         0.5 * (0.5 * math.log(0.5 / 0.7) + 0.5 * math.log(0.5 / 0.3))
     assert full("forward_kl") == pytest.approx(forward)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import random
 
 import pytest
-
 from latentwire.errors import ConfigError
 from latentwire.training.mopd.peers import PeerConfig, PeerTemplates, build_contexts, render_context
 

@@ -5,11 +5,16 @@ from __future__ import annotations
 import socket
 
 import pytest
-
 from latentwire.errors import ConfigError
 from latentwire.training.mopd import verifiers
-from latentwire.training.mopd.verifiers import (CodeVerifier, MathVerifier, MultipleChoiceVerifier,
-                                                TinyworldVerifier, ToolCallVerifier, make_verifier)
+from latentwire.training.mopd.verifiers import (
+    CodeVerifier,
+    MathVerifier,
+    MultipleChoiceVerifier,
+    TinyworldVerifier,
+    ToolCallVerifier,
+    make_verifier,
+)
 
 
 @pytest.mark.parametrize(("text", "reward"), [

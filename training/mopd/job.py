@@ -268,10 +268,9 @@ def _checkpoint_folder(out: Path) -> Path | None:
 
 def _load_checkpoint(folder: Path, config: MopdConfig, student: Any, teacher: Any, optimizer: Any) -> tuple[int, list]:
     """Restore student, teacher and optimiser; ``(step, eval history)``. Refuses another run's checkpoint."""
+    from latentwire.agents.errors import CheckpointError
     from safetensors import SafetensorError
     from safetensors.torch import load_file, load_model
-
-    from latentwire.agents.errors import CheckpointError
 
     try:
         meta = json.loads((folder / "state.json").read_text())

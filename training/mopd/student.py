@@ -88,9 +88,8 @@ def build_student(config: StudentConfig) -> Any:
 def load_student(folder: str | Path = SHIPPED_STUDENT) -> tuple[Any, Any, dict[str, Any]]:
     """``(model, tokenizer, meta)`` from a student folder (`pretrain_student` output or any
     causal-LM folder transformers can load; ``meta`` is empty without ``mopd_student.json``)."""
-    from transformers import AutoModelForCausalLM
-
     from latentwire.agents.errors import CheckpointError
+    from transformers import AutoModelForCausalLM
 
     path = Path(folder)
     if not (path / "config.json").is_file():

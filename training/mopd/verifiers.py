@@ -29,7 +29,6 @@ import json
 import math
 import os
 import re
-import resource
 import shutil
 import signal
 import subprocess
@@ -40,8 +39,16 @@ from typing import Any
 
 from latentwire.errors import ConfigError
 
-__all__ = ["CodeVerifier", "MathVerifier", "MultipleChoiceVerifier", "ToolCallVerifier", "TinyworldVerifier",
-           "VERIFIERS", "Verdict", "make_verifier"]
+__all__ = [
+    "VERIFIERS",
+    "CodeVerifier",
+    "MathVerifier",
+    "MultipleChoiceVerifier",
+    "TinyworldVerifier",
+    "ToolCallVerifier",
+    "Verdict",
+    "make_verifier",
+]
 
 
 @dataclass(frozen=True)
@@ -109,16 +116,20 @@ class MultipleChoiceVerifier:
         return Verdict(float(found == str(gold).strip().upper()), f"chose {found}")
 
 
-# Runs before the candidate code in the child: refuse the network from Python, then run the file.
+# Runs before the candidate code in the child: set the limits (here rather than in a preexec_fn,
+# which is unsafe in a process with threads), refuse the network from Python, then run the file.
 _GUARD = """\
-import sys
+import resource, sys
+cpu_seconds, memory = int(sys.argv[2]), int(sys.argv[3])
+resource.setrlimit(resource.RLIMIT_CPU, (cpu_seconds, cpu_seconds))
+resource.setrlimit(resource.RLIMIT_AS, (memory, memory))
 def _no_network(event, args):
     if event in ("socket.__new__", "socket.connect", "socket.bind", "socket.getaddrinfo",
                  "socket.gethostbyname", "socket.sendto", "urllib.Request"):
         raise PermissionError("network access is disabled in the code verifier (" + event + ")")
 sys.addaudithook(_no_network)
 path = sys.argv[1]
-sys.argv = sys.argv[1:]
+sys.argv = sys.argv[1:2]
 code = compile(open(path).read(), path, "exec")
 exec(code, {"__name__": "__main__"})
 """
@@ -131,7 +142,7 @@ def _unshare_works() -> bool:
     if tool is None:
         return False
     try:
-        return subprocess.run([tool, "-rn", "true"], capture_output=True, timeout=5).returncode == 0
+        return subprocess.run([tool, "-rn", "true"], capture_output=True, timeout=5, check=False).returncode == 0
     except (OSError, subprocess.SubprocessError):
         return False
 
@@ -160,22 +171,18 @@ class CodeVerifier:
         blocks = re.findall(r"```(?:python|py)?\n(.*?)```", text, flags=re.DOTALL)
         return blocks[-1] if blocks else text
 
-    def _limits(self) -> None:  # runs in the child between fork and exec
-        resource.setrlimit(resource.RLIMIT_CPU, (self.cpu_seconds, self.cpu_seconds))
-        limit = self.memory_mb * 1024 * 1024
-        resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
-
     def run(self, program: str) -> tuple[int | None, str]:
         """Run ``program``; ``(exit code or None on timeout, last lines of its output)``."""
         with tempfile.TemporaryDirectory(prefix="lw-verify-") as folder:
             path = os.path.join(folder, "candidate.py")
             with open(path, "w") as handle:
                 handle.write(program)
-            command = [sys.executable, "-I", "-c", _GUARD, path]
+            command = [sys.executable, "-I", "-c", _GUARD, path, str(self.cpu_seconds),
+                       str(self.memory_mb * 1024 * 1024)]
             if self.use_unshare and _unshare_works():
                 command = [shutil.which("unshare") or "unshare", "-rn", *command]
             proc = subprocess.Popen(command, cwd=folder, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                    stdin=subprocess.DEVNULL, preexec_fn=self._limits, start_new_session=True,
+                                    stdin=subprocess.DEVNULL, start_new_session=True,
                                     env={"PATH": os.environ.get("PATH", ""), "PYTHONHASHSEED": "0"})
             try:
                 output, _ = proc.communicate(timeout=self.timeout_s)
