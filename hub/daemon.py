@@ -14,7 +14,9 @@ import signal
 from ..errors import ConfigError
 from .core import Hub
 from .journal import Journal, JournalError
-from .options import config_from_args
+from .logs import configure_logging
+from .metrics import HubMetrics
+from .options import config_from_args, policy_from_args
 from .server import serve
 
 log = logging.getLogger("latentwire.hub")
@@ -22,18 +24,20 @@ log = logging.getLogger("latentwire.hub")
 
 async def _main(args: argparse.Namespace) -> int:
     config = config_from_args(args)
+    policy = await asyncio.to_thread(policy_from_args, args)
     journal = None
     if args.journal:
         journal = await Journal.open(args.journal, max_age=args.journal_max_age,
                                      max_bytes=args.journal_max_bytes)
     try:
-        return await _serve(args, Hub(config, name="daemon", journal=journal))
+        return await _serve(args, Hub(config, name="daemon", journal=journal, policy=policy))
     finally:
         if journal is not None:
             await journal.aclose()  # commits what the last acks and drops submitted
 
 
 async def _serve(args: argparse.Namespace, hub: Hub) -> int:
+    metrics = HubMetrics(hub, topic_patterns=args.metrics_topic) if args.metrics_port is not None else None
     server = await serve(hub, host=args.host, port=args.port, tls_cert=args.tls_cert,
                          tls_key=args.tls_key, tls_client_ca=args.tls_client_ca)
     stop = asyncio.Event()
@@ -42,6 +46,13 @@ async def _serve(args: argparse.Namespace, hub: Hub) -> int:
         loop.add_signal_handler(sig, stop.set)
     # One parseable line, so scripts and tests can find the port when --port 0 was asked.
     print(f"latentwire hub listening on {server.url}", flush=True)
+    if hub.policy.auth is None:
+        log.warning("no --auth-file: any agent may connect and use any topic")
+    else:
+        log.info("auth file %s: %d agents", args.auth_file, len(hub.policy.auth.agents))
+    if metrics is not None:
+        port = await metrics.start(args.metrics_port, args.metrics_host)
+        print(f"latentwire hub metrics on http://{args.metrics_host}:{port}/metrics", flush=True)
     if hub.journal is None:
         log.warning("no --journal: messages live in memory only; what is queued or unacknowledged "
                     "is lost if the hub crashes or restarts")
@@ -52,6 +63,8 @@ async def _serve(args: argparse.Namespace, hub: Hub) -> int:
     await stop.wait()
     log.info("draining (up to %.0f s)", args.drain_timeout)
     drained = await server.stop(grace=args.drain_timeout)
+    if metrics is not None:
+        await metrics.stop()
     s = hub.stats
     print(f"latentwire hub stopped: {'drained' if drained else 'drain timed out'}; "
           f"published={s.published} delivered={s.delivered} rejected={s.rejected}", flush=True)
@@ -61,6 +74,7 @@ async def _serve(args: argparse.Namespace, hub: Hub) -> int:
 def run(args: argparse.Namespace) -> int:
     """Run the daemon until SIGTERM/SIGINT; returns the exit status."""
     try:
+        configure_logging(args.log_format, args.log_level)
         return asyncio.run(_main(args))
     except (ConfigError, JournalError) as exc:
         print(f"latentwire hub: {exc}", flush=True)

@@ -26,6 +26,7 @@ from prometheus_client.registry import Collector
 
 from .._proto import bus_pb2 as pb
 from .._topics import topic_matches, validate_filter
+from ..errors import ConfigError, InvalidTopic
 
 if TYPE_CHECKING:
     from .core import Hub
@@ -124,7 +125,10 @@ class HubMetrics:
     def __init__(self, hub: Hub, *, topic_patterns: Sequence[str] = (), max_topic_labels: int = 64,
                  registry: CollectorRegistry | None = None) -> None:
         self.hub = hub
-        self.patterns = [validate_filter(p) for p in topic_patterns]
+        try:
+            self.patterns = [validate_filter(p) for p in topic_patterns]
+        except InvalidTopic as exc:
+            raise ConfigError(f"--metrics-topic: {exc}") from None
         self.max_topic_labels = max_topic_labels
         self.registry = registry or CollectorRegistry()
         self._labels: OrderedDict[str, str] = OrderedDict()

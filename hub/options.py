@@ -8,6 +8,8 @@ from __future__ import annotations
 import argparse
 import os
 
+from ..errors import ConfigError
+from .auth import Limits, Policy
 from .core import MiB, HubConfig
 
 
@@ -52,6 +54,39 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     a("--tls-key", default=_env("TLS_KEY", None), help="PEM private key for --tls-cert")
     a("--tls-client-ca", default=_env("TLS_CLIENT_CA", None),
       help="PEM CA bundle: require client certificates signed by it (mutual TLS)")
+    # Security and observability: docs/security.md, docs/observability.md.
+    a("--auth-file", default=_env("AUTH_FILE", None), metavar="FILE",
+      help="TOML/JSON file of agents, hashed tokens, ACLs and limits (default: no authentication)")
+    a("--publish-rate", type=float, default=_env("PUBLISH_RATE", None), metavar="PER_S",
+      help="publishes per second a session may sustain (default: no limit)")
+    a("--publish-burst", type=int, default=_env("PUBLISH_BURST", None), metavar="N",
+      help="publishes a session may send at once above --publish-rate (default: 1 s of it)")
+    a("--max-subscriptions", type=int, default=_env("MAX_SUBSCRIPTIONS", None), metavar="N",
+      help="topic filters a session may hold (default: no limit)")
+    a("--metrics-port", type=int, default=_env("METRICS_PORT", None), metavar="PORT",
+      help="serve Prometheus metrics on http://METRICS_HOST:PORT/metrics (0 picks a port; default off)")
+    a("--metrics-host", default=_env("METRICS_HOST", "127.0.0.1"), help="address for --metrics-port")
+    a("--metrics-topic", action="append", metavar="PATTERN",
+      default=[p for p in str(_env("METRICS_TOPICS", "")).split(",") if p],
+      help="label message counters with this topic pattern (repeatable; env: comma-separated); "
+           "other topics are labelled by their first level")
+    a("--log-format", choices=["text", "json"], default=_env("LOG_FORMAT", "text"),
+      help="text lines, or one JSON object per line (default text)")
+    a("--log-level", choices=["debug", "info", "warning", "error"], default=_env("LOG_LEVEL", None),
+      help="least severe log level shown (default warning, or info/debug with -v/-vv)")
+
+
+def policy_from_args(args: argparse.Namespace) -> Policy:
+    """The `Policy` of ``--auth-file`` and the limit flags; raises `ConfigError` naming a bad one.
+
+    Loading hashes a decoy token (scrypt), so call it off the event loop."""
+    for flag in ("publish_rate", "publish_burst", "max_subscriptions"):
+        value = getattr(args, flag)
+        if value is not None and value <= 0:
+            raise ConfigError(f"--{flag.replace('_', '-')} must be a positive number, got {value}")
+    limits = Limits(publish_rate=args.publish_rate, publish_burst=args.publish_burst,
+                    max_subscriptions=args.max_subscriptions)
+    return Policy.from_file(args.auth_file, limits)
 
 
 def config_from_args(args: argparse.Namespace) -> HubConfig:

@@ -20,6 +20,12 @@ def _hub(args: argparse.Namespace) -> int:
     return run(args)
 
 
+def _hash_token(args: argparse.Namespace) -> int:
+    from .hub.auth import main
+
+    return main(args.extra + (["--help"] if args.help else []))
+
+
 def _demo(args: argparse.Namespace) -> int:
     if not args.bus:
         try:
@@ -97,6 +103,11 @@ def build_parser() -> argparse.ArgumentParser:
     add_arguments(hub)
     hub.set_defaults(func=_hub)
 
+    hash_token = sub.add_parser("hash-token", add_help=False,
+                                help="print the auth-file hash of an agent token (`--new` makes a token)")
+    hash_token.add_argument("-h", "--help", action="store_true", help="the command's options")
+    hash_token.set_defaults(func=_hash_token)
+
     demo = sub.add_parser("demo", help="VLM agents talking in latents and in text on an embedded hub")
     demo.add_argument("--url", default=None, help="bus URL (default: $LATENTWIRE_URL, else inproc://, no server needed)")
     demo.add_argument("--task", default="secret", help="tinyworld task (secret, reverse, sort, merge, pipeline)")
@@ -131,7 +142,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     # A benchmark's own options (`latentwire bench bus --help`) are passed through to it.
     args, extra = parser.parse_known_args(argv)
-    if args.command in ("bench", "train", "rcl"):
+    if args.command in ("bench", "train", "rcl", "hash-token"):
         args.extra = extra
     elif extra:
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
