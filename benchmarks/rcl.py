@@ -3,7 +3,8 @@
 Configurations (all the same optimiser, `latentwire.agents.rcl.optimizer`): **no learning**
 (the baseline: the empty playbook), **ACE-like**, **GEPA-like**, **RCL** (plain: batched
 reflection of one signal trace, ADD/UPDATE/DELETE, counters, pruning), **RCL + one primitive**
-for each primitive, and **RCL + all**. For each: final validation success, best validation
+for each primitive, **RCL + two primitives** where one acts through the other (credit+aux,
+credit+state), **RCL + all** and (with ``--ablations``) **all but one**. For each: final validation success, best validation
 success, iterations to reach 90 % of the run's best, and LLM calls spent by the optimiser
 (monitoring validation left out), as means over seeds; each primitive's effect is RCL+X minus
 RCL, on final validation success and on the held-out test success of the best playbook (the
@@ -43,6 +44,12 @@ PRIMITIVES: dict[str, dict[str, Any]] = {
     "state": {"optimizer_state": True},
     "curriculum": {"sampling": "curriculum"},
 }
+# Primitives that act through another one: credit assignment feeds the counters that auxiliary
+# losses need to call a failure noise, and makes the blame the ledger remembers more accurate.
+PAIRS: dict[str, dict[str, Any]] = {
+    "credit+aux": {**PRIMITIVES["credit"], **PRIMITIVES["aux"]},
+    "credit+state": {**PRIMITIVES["credit"], **PRIMITIVES["state"]},
+}
 LABEL = "simulated environment (hidden rules; simulated actor, reflector and mutator)"
 
 
@@ -51,7 +58,7 @@ def configurations(ablations: bool = False) -> dict[str, OptimizerConfig]:
     ``ablations`` adds "all but one primitive" for each primitive in "all" (curriculum is not)."""
     configs = {"no_learning": OptimizerConfig(max_ops=0, counters=False, prune_threshold=None),
                "ace_like": ace_like(), "gepa_like": gepa_like(), "rcl": OptimizerConfig()}
-    configs |= {f"rcl+{name}": OptimizerConfig(**opts) for name, opts in PRIMITIVES.items()}
+    configs |= {f"rcl+{name}": OptimizerConfig(**opts) for name, opts in {**PRIMITIVES, **PAIRS}.items()}
     in_all = {name: opts for name, opts in PRIMITIVES.items() if name != "curriculum"}
     configs["rcl+all"] = OptimizerConfig(**{k: v for opts in in_all.values() for k, v in opts.items()})
     if ablations:  # leave one out of "all": a primitive's effect beside the others
@@ -101,6 +108,11 @@ async def _main(args: argparse.Namespace) -> dict[str, Any]:
     effects = {metric: {p: {str(v): results[f"rcl+{p}"][str(v)][metric] - results["rcl"][str(v)][metric]
                             for v in args.values} for p in [*PRIMITIVES, "all"]}
                for metric in ("final_val", "best_test")}
+    for pair in PAIRS:  # the second primitive's effect once the first is on
+        first_, second_ = pair.split("+")
+        effects.setdefault("best_test_pairs", {})[f"{second_} given {first_}"] = {
+            str(v): results[f"rcl+{pair}"][str(v)]["best_test"] - results[f"rcl+{first_}"][str(v)]["best_test"]
+            for v in args.values}
     if args.ablations:  # what leaving each primitive out of "all" costs (all minus all-but-X)
         effects["best_test_in_all"] = {
             p: {str(v): results["rcl+all"][str(v)]["best_test"] - results[f"rcl+all-{p}"][str(v)]["best_test"]
@@ -129,14 +141,15 @@ def render(report: dict[str, Any]) -> str:
                    f"{s['llm_calls']:>11.0f}{ratio:>9}")
     titles = {"final_val": "final validation success (RCL+X minus RCL)",
               "best_test": "held-out test success of the best playbook (RCL+X minus RCL)",
+              "best_test_pairs": "held-out test success of the best playbook (RCL+A+B minus RCL+A)",
               "best_test_in_all": "held-out test success of the best playbook (all minus all-but-X)"}
     for metric, title in titles.items():
         if metric not in report["effect_vs_rcl"]:
             continue
         out += ["", f"effect of each primitive on {title}, by {param}:",
-                f"{'primitive':<12}" + "".join(f"{f'{param}={v}':>16}" for v in values)]
+                f"{'primitive':<20}" + "".join(f"{f'{param}={v}':>16}" for v in values)]
         for p, by_value in report["effect_vs_rcl"][metric].items():
-            out.append(f"{p:<12}" + "".join(f"{by_value[str(v)]:>+16.3f}" for v in values))
+            out.append(f"{p:<20}" + "".join(f"{by_value[str(v)]:>+16.3f}" for v in values))
     return "\n".join(out)
 
 

@@ -79,7 +79,7 @@ def test_bench_quick_reports_every_configuration(tmp_path: Path, capsys) -> None
     report = json.loads(out.read_text())
     assert report["simulated"] is True and "simulated" in report["environment"]
     expected = {"no_learning", "ace_like", "gepa_like", "rcl", "rcl+all",
-                *(f"rcl+{p}" for p in bench_rcl.PRIMITIVES)}
+                *(f"rcl+{p}" for p in [*bench_rcl.PRIMITIVES, *bench_rcl.PAIRS])}
     assert set(report["summary"]) == expected
     for entry in report["summary"].values():
         assert {"final_val", "best_val", "best_test", "iters_to_90", "llm_calls"} <= set(entry)
