@@ -140,18 +140,33 @@ def final_answer(response: str, pattern: str) -> str | None:
     return found[-1] if found else None
 
 
-class RewardBench2Environment(Environment):
+class FinalAnswerEnvironment(Environment):
+    """An environment whose actor ends with ``ANSWER: ...``; subclasses judge that answer."""
+
+    answer_pattern = r"(.+)"  # what follows "ANSWER:" (one group)
+
+    def verify(self, task: Task, response: str) -> Outcome:
+        answer = final_answer(response, self.answer_pattern)
+        if answer is None:
+            return Outcome(False, 0.0, f"no final line in the form the task asks for ({self.instructions!r})")
+        ok, feedback = self.judge(task, answer)
+        return Outcome(ok, float(ok), feedback)
+
+    def judge(self, task: Task, answer: str) -> tuple[bool, str]:
+        """Whether ``answer`` is right, and feedback saying so."""
+        raise NotImplementedError
+
+
+class RewardBench2Environment(FinalAnswerEnvironment):
     """Pick the best of several candidate answers (RewardBench2 rows)."""
 
     name = "rewardbench2"
     instructions = "Choose the best response. End with a line 'ANSWER: <letter>'."
+    answer_pattern = r"\(?([A-Z])\)?"
 
-    def verify(self, task: Task, response: str) -> Outcome:
-        letter = final_answer(response, r"\(?([A-Z])\)?")
-        if letter is None:
-            return Outcome(False, 0.0, "no 'ANSWER: <letter>' line in the response")
-        ok = letter in task.answer
-        return Outcome(ok, float(ok), f"picked {letter}: " + ("a preferred response" if ok else "a rejected response"))
+    def judge(self, task: Task, answer: str) -> tuple[bool, str]:
+        ok = answer in task.answer
+        return ok, f"picked {answer}: " + ("a preferred response" if ok else "a rejected response")
 
 
 def load_rewardbench2(path: str | Path, *, val_fraction: float = 0.3, seed: int = 0) -> RewardBench2Environment:
@@ -180,19 +195,16 @@ def load_rewardbench2(path: str | Path, *, val_fraction: float = 0.3, seed: int 
     return RewardBench2Environment(*_split(tasks, val_fraction, seed))
 
 
-class AppWorldEnvironment(Environment):
+class AppWorldEnvironment(FinalAnswerEnvironment):
     """AppWorld-style question tasks checked against ``ground_truth/answer.json``."""
 
     name = "appworld"
     instructions = "Work out the answer. End with a line 'ANSWER: <answer>'."
 
-    def verify(self, task: Task, response: str) -> Outcome:
-        answer = final_answer(response, r"(.+)")
-        if answer is None:
-            return Outcome(False, 0.0, "no 'ANSWER: ...' line in the response")
+    def judge(self, task: Task, answer: str) -> tuple[bool, str]:
         norm = lambda s: re.sub(r"\s+", " ", str(s).strip().lower())  # noqa: E731
         ok = norm(answer) == norm(task.answer)
-        return Outcome(ok, float(ok), "answer matches" if ok else f"answer {answer.strip()!r} is wrong")
+        return ok, "answer matches" if ok else f"answer {answer.strip()!r} is wrong"
 
 
 def load_appworld(root: str | Path, *, train_split: str = "train", val_split: str = "dev") -> AppWorldEnvironment:
