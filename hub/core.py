@@ -181,7 +181,8 @@ class Session:
         self.wake.set()
 
     def reject_publish(self, seq: int, exc: BaseException) -> None:
-        self.rejections.append(pb.Rejection(seq=seq, code=code_for(exc), reason=str(exc)))
+        self.rejections.append(pb.Rejection(seq=seq, code=code_for(exc), reason=str(exc),
+                                            limit=getattr(exc, "limit", 0)))
         self.wake.set()
 
     def take_outgoing(self, stats: HubStats) -> list[tuple[pb.Frame, Payload]]:

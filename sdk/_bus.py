@@ -463,7 +463,7 @@ class Bus:
                 if not pending.future.done():
                     pending.future.set_exception(error_for(
                         rejection.code, rejection.reason, agent=pending.recipient,
-                        size=pending.size, limit=self.max_message_bytes))
+                        size=pending.size, limit=rejection.limit or self.max_message_bytes))
 
     def _on_deliver(self, deliver: pb.Deliver, payload: Payload) -> None:
         env, seq = deliver.envelope, deliver.seq

@@ -147,14 +147,16 @@ class Deliver(_message.Message):
     def __init__(self, seq: _Optional[int] = ..., envelope: _Optional[_Union[Envelope, _Mapping]] = ..., redelivered: _Optional[bool] = ...) -> None: ...
 
 class Rejection(_message.Message):
-    __slots__ = ("seq", "code", "reason")
+    __slots__ = ("seq", "code", "reason", "limit")
     SEQ_FIELD_NUMBER: _ClassVar[int]
     CODE_FIELD_NUMBER: _ClassVar[int]
     REASON_FIELD_NUMBER: _ClassVar[int]
+    LIMIT_FIELD_NUMBER: _ClassVar[int]
     seq: int
     code: ErrorCode
     reason: str
-    def __init__(self, seq: _Optional[int] = ..., code: _Optional[_Union[ErrorCode, str]] = ..., reason: _Optional[str] = ...) -> None: ...
+    limit: int
+    def __init__(self, seq: _Optional[int] = ..., code: _Optional[_Union[ErrorCode, str]] = ..., reason: _Optional[str] = ..., limit: _Optional[int] = ...) -> None: ...
 
 class Ack(_message.Message):
     __slots__ = ("seqs", "rejections")
