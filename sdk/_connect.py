@@ -12,14 +12,15 @@ from .transports.base import Transport
 
 DEFAULT_URL = "inproc://"
 URL_ENV = "LATENTWIRE_URL"
-SCHEMES = ("inproc", "grpc", "grpcs")
+SCHEMES = ("inproc", "grpc", "grpcs", "mqtt", "mqtts")
 
 _BUS_OPTIONS = {"receive_window", "connect_timeout", "reconnect_timeout", "operation_timeout",
                 "dedup_window"}
 
 
 def transport_for_url(url: str, *, token: str | None = None, **options: Any) -> Transport:
-    """The transport for ``url``: ``inproc://[name]``, ``grpc://host:port``, ``grpcs://host:port``."""
+    """The transport for ``url``: ``inproc://[name]``, ``grpc://host:port``, ``grpcs://host:port``,
+    ``mqtt://host[:port][/namespace]``, ``mqtts://host[:port][/namespace]``."""
     parts = urlsplit(url)
     scheme = parts.scheme
     if scheme == "inproc":
@@ -35,6 +36,13 @@ def transport_for_url(url: str, *, token: str | None = None, **options: Any) -> 
 
         host = f"[{parts.hostname}]" if ":" in parts.hostname else parts.hostname
         return GrpcTransport(f"{host}:{parts.port}", tls=scheme == "grpcs", token=token, **options)
+    if scheme in ("mqtt", "mqtts"):
+        from .transports.mqtt import DEFAULT_NAMESPACE, MqttTransport
+
+        # The token travels in the bus's hello, which becomes the MQTT CONNECT's password.
+        namespace = parts.path.strip("/") or DEFAULT_NAMESPACE
+        return MqttTransport(parts.hostname or "", parts.port, namespace=namespace,
+                             tls=scheme == "mqtts", **options)
     raise ConfigError(f"unsupported URL scheme {scheme!r} in {url!r}; use one of: "
                       + ", ".join(f"{s}://" for s in SCHEMES))
 
@@ -54,7 +62,7 @@ def connect(
     ``anon-...``); ``token`` is its bearer token. Bus options: ``receive_window``,
     ``connect_timeout``, ``reconnect_timeout``, ``operation_timeout``, ``dedup_window``; other
     keyword options go to the transport (``tls_ca``, ``tls_cert``, ``tls_key``,
-    ``tls_server_name``, ``max_frame_bytes`` for grpc/grpcs).
+    ``tls_server_name``, ``max_frame_bytes`` for grpc/grpcs; see `MqttTransport` for mqtt/mqtts).
     """
     url = url or os.environ.get(URL_ENV) or DEFAULT_URL
     bus_options = {k: options.pop(k) for k in list(options) if k in _BUS_OPTIONS}

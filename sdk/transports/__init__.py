@@ -1,1 +1,2 @@
-"""Transports: how a `Bus` reaches a hub (``inproc://``, ``grpc://``, ``grpcs://``)."""
+"""Transports: how a `Bus` reaches a hub or a broker (``inproc://``, ``grpc://``, ``grpcs://``,
+``mqtt://``, ``mqtts://``)."""
