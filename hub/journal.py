@@ -59,6 +59,8 @@ SCHEMA_VERSION = "1"
 RETENTION_INTERVAL = 1.0  # seconds between retention checks on the writer thread
 BATCH_BYTES = 32 * 1024 * 1024  # message bytes per transaction, at most (one always fits)
 WAL_LIMIT_BYTES = 64 * 1024 * 1024  # the WAL file is truncated to this after a checkpoint
+PAGE_SIZE = 65536  # bytes per database page (new files); see _open_db
+CACHE_KIB = 16 * 1024  # SQLite's page cache (its default, 2 MiB, is 32 pages of this size)
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -365,6 +367,12 @@ class Journal:
         # the process dies), so a second hub on the same file is refused instead of
         # interleaving sessions with the first. WAL then needs no shared-memory file.
         db.execute("PRAGMA locking_mode=EXCLUSIVE")
+        # Payloads are blobs of kilobytes to megabytes (latents): 64 KiB pages mean 16x fewer
+        # overflow pages to write and check-point per message than the default 4 KiB; measured
+        # ~1.5x the 64 KiB-message rate for about the same on 64 B messages. Takes effect only
+        # when the file is created.
+        db.execute(f"PRAGMA page_size={PAGE_SIZE}")
+        db.execute(f"PRAGMA cache_size=-{CACHE_KIB}")
         mode = db.execute("PRAGMA journal_mode=WAL").fetchone()[0]
         if mode.lower() != "wal":
             raise JournalError(self.path, f"cannot switch to WAL mode (got {mode!r})")
