@@ -101,23 +101,30 @@ async def _main(args: argparse.Namespace) -> dict[str, Any]:
             entry["final_val_sd"] = statistics.pstdev(r["final_val"] for r in runs)
             entry["best_test_sd"] = statistics.pstdev(r["best_test"] for r in runs)
             entry["mean_curve"] = [statistics.fmean(r["curve"][i] for r in runs) for i in range(args.iterations)]
+            entry["per_seed"] = {k: [r[k] for r in runs] for k in ("final_val", "best_test")}
             results.setdefault(name, {})[str(value)] = entry
     first = str(args.values[0])
     summary = {name: {k: v for k, v in by_value[first].items() if k != "mean_curve"} | {args.vary: args.values[0]}
                for name, by_value in results.items()}
-    effects = {metric: {p: {str(v): results[f"rcl+{p}"][str(v)][metric] - results["rcl"][str(v)][metric]
-                            for v in args.values} for p in [*PRIMITIVES, "all"]}
+
+    def paired(better: str, base: str, metric: str) -> dict[str, dict[str, float]]:
+        """Mean and standard error of per-seed differences (the same seed is the same world)."""
+        out = {}
+        for v in args.values:
+            diffs = [a - b for a, b in zip(results[better][str(v)]["per_seed"][metric],
+                                           results[base][str(v)]["per_seed"][metric])]
+            se = statistics.stdev(diffs) / len(diffs) ** 0.5 if len(diffs) > 1 else 0.0
+            out[str(v)] = {"mean": statistics.fmean(diffs), "se": se}
+        return out
+
+    effects = {metric: {p: paired(f"rcl+{p}", "rcl", metric) for p in [*PRIMITIVES, "all"]}
                for metric in ("final_val", "best_test")}
-    for pair in PAIRS:  # the second primitive's effect once the first is on
-        first_, second_ = pair.split("+")
-        effects.setdefault("best_test_pairs", {})[f"{second_} given {first_}"] = {
-            str(v): results[f"rcl+{pair}"][str(v)]["best_test"] - results[f"rcl+{first_}"][str(v)]["best_test"]
-            for v in args.values}
+    # The second primitive's effect once the first is on.
+    effects["best_test_pairs"] = {f"{pair.split('+')[1]} given {pair.split('+')[0]}":
+                                  paired(f"rcl+{pair}", f"rcl+{pair.split('+')[0]}", "best_test") for pair in PAIRS}
     if args.ablations:  # what leaving each primitive out of "all" costs (all minus all-but-X)
-        effects["best_test_in_all"] = {
-            p: {str(v): results["rcl+all"][str(v)]["best_test"] - results[f"rcl+all-{p}"][str(v)]["best_test"]
-                for v in args.values} for name in results if name.startswith("rcl+all-")
-            for p in [name.removeprefix("rcl+all-")]}
+        effects["best_test_in_all"] = {name.removeprefix("rcl+all-"): paired("rcl+all", name, "best_test")
+                                       for name in results if name.startswith("rcl+all-")}
     return {"environment": LABEL, "simulated": True, "seeds": args.seeds, "iterations": args.iterations,
             "batch_size": args.batch_size, "sim_defaults": asdict(SimConfig(p_correct=args.p_correct)),
             "sweep": {"param": args.vary, "values": args.values},
@@ -143,13 +150,15 @@ def render(report: dict[str, Any]) -> str:
               "best_test": "held-out test success of the best playbook (RCL+X minus RCL)",
               "best_test_pairs": "held-out test success of the best playbook (RCL+A+B minus RCL+A)",
               "best_test_in_all": "held-out test success of the best playbook (all minus all-but-X)"}
+    out += ["", "Effects below: mean ± standard error of the per-seed difference (same seed, same world)."]
     for metric, title in titles.items():
         if metric not in report["effect_vs_rcl"]:
             continue
         out += ["", f"effect of each primitive on {title}, by {param}:",
                 f"{'primitive':<20}" + "".join(f"{f'{param}={v}':>16}" for v in values)]
         for p, by_value in report["effect_vs_rcl"][metric].items():
-            out.append(f"{p:<20}" + "".join(f"{by_value[str(v)]:>+16.3f}" for v in values))
+            out.append(f"{p:<20}" + "".join(f"{by_value[str(v)]['mean']:>+10.3f}±{by_value[str(v)]['se']:.3f}"
+                                            for v in values))
     return "\n".join(out)
 
 
@@ -174,8 +183,8 @@ def plot(report: dict[str, Any], path: Path) -> None:
     width = 0.8 / len(values)
     names = list(effects)
     for j, v in enumerate(values):
-        axes[1].bar([i + j * width for i in range(len(names))], [effects[p][str(v)] for p in names], width,
-                    label=f"{param}={v}")
+        axes[1].bar([i + j * width for i in range(len(names))], [effects[p][str(v)]["mean"] for p in names], width,
+                    yerr=[effects[p][str(v)]["se"] for p in names], capsize=2, label=f"{param}={v}")
     axes[1].set_xticks([i + width * (len(values) - 1) / 2 for i in range(len(names))], names, rotation=30)
     axes[1].axhline(0, color="k", lw=0.8)
     axes[1].set(ylabel="test success of best playbook: RCL+X minus RCL", title="effect of each primitive (SIMULATED)")
