@@ -67,7 +67,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
       help="serve Prometheus metrics on http://METRICS_HOST:PORT/metrics (0 picks a port; default off)")
     a("--metrics-host", default=_env("METRICS_HOST", "127.0.0.1"), help="address for --metrics-port")
     a("--metrics-topic", action="append", metavar="PATTERN",
-      default=[p for p in str(_env("METRICS_TOPICS", "")).split(",") if p],
+      default=[p for p in str(_env("METRICS_TOPIC", "")).split(",") if p],
       help="label message counters with this topic pattern (repeatable; env: comma-separated); "
            "other topics are labelled by their first level")
     a("--log-format", choices=["text", "json"], default=_env("LOG_FORMAT", "text"),
