@@ -29,6 +29,19 @@ def test_sampled_reverse_kl_is_the_teacher_advantage_in_policy_gradient_form() -
     assert new.grad.tolist()[0] == pytest.approx([-a1 / 2, -a2 / 2, 0.0])
 
 
+def test_advantage_clip_and_centring() -> None:
+    old = log(0.5, 0.2)[None]
+    teacher = old + torch.tensor([[-5.0, 1.0]], dtype=torch.float64)  # advantages -5 and +1
+    mask = torch.ones(1, 2)
+    clipped = losses.sampled_reverse_kl(old.clone(), old, teacher, mask, advantage_clip=2.0)
+    assert clipped.item() == pytest.approx(-(-2.0 + 1.0) / 2)
+    new = old.clone().requires_grad_(True)
+    centred = losses.sampled_reverse_kl(new, old, teacher, mask, centre=True)
+    assert centred.item() == pytest.approx(0.0)  # mean advantage removed
+    centred.backward()
+    assert new.grad.tolist()[0] == pytest.approx([3.0 / 2, -3.0 / 2])  # -(A - mean) / N
+
+
 def test_clipped_ratio() -> None:
     old = log(0.2, 0.2)[None]
     new = old + torch.log(torch.tensor([[1.5, 0.5]], dtype=torch.float64))  # ratios 1.5 and 0.5

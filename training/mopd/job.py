@@ -85,7 +85,9 @@ class MopdConfig:
 
     Problems: tinyworld ``task`` / ``length`` questions, or ``data`` (JSONL, one
     ``{"prompt", "gold"}`` per line; ``eval_data`` likewise, else held-out tinyworld episodes).
-    ``student``: a model folder (empty = the shipped tinyworld student). ``teacher``: ``ema``
+    ``advantage_clip`` / ``centre_advantage``: bound / centre the sampled-token advantages
+    (`losses.sampled_reverse_kl`). ``student``: a model folder (empty = the shipped tinyworld
+    student). ``teacher``: ``ema``
     (``teacher_rate`` of the student mixed in per step), ``frozen`` or ``separate``
     (``teacher_path``). Peer settings as `PeerConfig`; templates as `PeerTemplates`.
     """
@@ -121,6 +123,8 @@ class MopdConfig:
     loss_top_k: int = 0
     jsd_beta: float = 0.5
     clip_eps: float = 0.2
+    advantage_clip: float = 0.0
+    centre_advantage: bool = False
     epochs_per_batch: int = 1
     steps: int = 40
     lr: float = 3e-4
@@ -330,7 +334,8 @@ def _step_loss(config: MopdConfig, model: Any, teacher: Any, tokenizer: Any, que
             t_logp, _, t_logits = completion_logprobs(teacher.model, t_prompts, completions, pad, config.temperature,
                                                       want_logits)
         if config.loss == "sampled_rkl":
-            loss = losses.sampled_reverse_kl(new, rollouts.old_logprobs, t_logp, keep, config.clip_eps)
+            loss = losses.sampled_reverse_kl(new, rollouts.old_logprobs, t_logp, keep, config.clip_eps,
+                                             config.advantage_clip, config.centre_advantage)
         else:
             loss = losses.divergence(s_logits, t_logits, keep, config.loss, config.loss_top_k, config.jsd_beta)
         parts["teacher_advantage"] = losses.masked_mean(t_logp - rollouts.old_logprobs, keep).item()

@@ -46,9 +46,19 @@ def clipped_surrogate(new_logp: Any, old_logp: Any, advantages: Any, mask: Any, 
     return -masked_mean(surrogate, mask)
 
 
-def sampled_reverse_kl(new_logp: Any, old_logp: Any, teacher_logp: Any, mask: Any, clip_eps: float = 0.2) -> Any:
-    """OPD/MOPD loss: reverse KL on the sampled tokens in clipped policy-gradient form (module docstring)."""
+def sampled_reverse_kl(new_logp: Any, old_logp: Any, teacher_logp: Any, mask: Any, clip_eps: float = 0.2,
+                       advantage_clip: float = 0.0, centre: bool = False) -> Any:
+    """OPD/MOPD loss: reverse KL on the sampled tokens in clipped policy-gradient form (module docstring).
+
+    ``advantage_clip`` > 0 bounds each token's advantage to ``[-c, c]``; ``centre`` subtracts the
+    mean advantage over the unmasked tokens (a constant baseline: the expected gradient is
+    unchanged, its variance and the systematic push-down of sampled tokens are not).
+    """
     advantages = (teacher_logp - old_logp).detach()
+    if advantage_clip:
+        advantages = advantages.clamp(-advantage_clip, advantage_clip)
+    if centre:
+        advantages = advantages - masked_mean(advantages, mask)
     return clipped_surrogate(new_logp, old_logp, advantages, mask, clip_eps)
 
 
