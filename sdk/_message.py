@@ -149,6 +149,10 @@ def check_envelope(env: pb.Envelope, payload_len: int, max_message_bytes: int) -
         raise MessageTooLarge(size, max_message_bytes)
     if not env.id or len(env.id) > MAX_ID_LENGTH:
         raise InvalidMessage(f"message id must be 1..{MAX_ID_LENGTH} characters, got {len(env.id)}")
+    if env.headers:
+        header_bytes = sum(len(k.encode()) + len(v.encode()) for k, v in env.headers.items())
+        if header_bytes > MAX_HEADERS_BYTES:
+            raise InvalidMessage(f"headers take {header_bytes} bytes; at most {MAX_HEADERS_BYTES} are allowed")
     if env.recipient:
         if env.topic:
             validate_topic(env.topic)

@@ -365,7 +365,7 @@ _filter = st.lists(st.sampled_from(["a", "b", "+"]), min_size=0, max_size=3).fla
     lambda levels: st.sampled_from([levels + ["#"], levels] if levels else [["#"]])).map("/".join)
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=300, deadline=None, database=None)
 @given(pattern=_filter, flt=_filter, topic=_topic)
 def test_filter_within_is_sound(pattern: str, flt: str, topic: str) -> None:
     if filter_within(pattern, flt) and topic_matches(flt, topic):
