@@ -20,6 +20,7 @@ from prometheus_client.parser import text_string_to_metric_families
 import latentwire
 from latentwire import Agent, Runtime, on
 from latentwire import _tracing
+from latentwire.hub import Hub
 from latentwire.hub.logs import JsonFormatter
 from latentwire.hub.metrics import HubMetrics
 
@@ -229,3 +230,26 @@ async def test_daemon_serves_metrics_and_json_logs() -> None:
     lines = [json.loads(line) for line in proc.stderr.read().splitlines() if line.strip()]
     assert any("no --auth-file" in line["message"] and line["level"] == "warning" for line in lines)
     assert all({"ts", "level", "logger", "message"} <= set(line) for line in lines)
+
+
+async def test_journal_levels_are_exported(tmp_path) -> None:
+    from latentwire.hub.journal import Journal
+    from latentwire.transports.inproc import InprocTransport
+
+    journal = await Journal.open(tmp_path / "hub.db")
+    hub = Hub(journal=journal)
+    metrics = HubMetrics(hub)
+    metrics.bind_loop()
+    try:
+        async with latentwire.connect("inproc://journaled", agent="c", transport=InprocTransport(hub=hub)) as c, \
+                latentwire.connect("inproc://journaled", agent="p", transport=InprocTransport(hub=hub)) as p:
+            await c.subscribe("t")
+            for i in range(3):
+                await p.publish("t", str(i))  # acked once committed: the lag is back to 0
+            samples = {s.name: s.value for f in metrics.registry.collect() for s in f.samples}
+            assert samples["latentwire_hub_journal_lag"] == 0
+            assert samples["latentwire_hub_journal_messages"] == 3
+            assert samples["latentwire_hub_journal_bytes"] > 0
+    finally:
+        await hub.aclose()
+        await journal.aclose()
