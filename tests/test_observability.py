@@ -11,7 +11,6 @@ import subprocess
 import sys
 import urllib.request
 
-import grpc
 import numpy as np
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -25,6 +24,7 @@ from latentwire.hub.logs import JsonFormatter
 from latentwire.hub.metrics import HubMetrics
 
 from .conftest import HubEnv
+from .test_security import grpc_channel
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -117,9 +117,7 @@ async def test_health_serving_then_not_serving_during_drain(make_env) -> None:
     env = hub_env(await make_env())
     if env.server is None:
         pytest.skip("the health service is a gRPC service")
-    target = env.url.split("://", 1)[1]
-    creds = grpc.ssl_channel_credentials(env.options["tls_ca"].read_bytes()) if "tls_ca" in env.options else None
-    async with (grpc.aio.secure_channel(target, creds) if creds else grpc.aio.insecure_channel(target)) as ch:
+    async with grpc_channel(env) as ch:
         stub = health_pb2_grpc.HealthStub(ch)
 
         async def status(service: str) -> int:

@@ -66,6 +66,14 @@ async def secure(make_env) -> HubEnv:
     return env
 
 
+def grpc_channel(env: HubEnv) -> grpc.aio.Channel:
+    """A plain gRPC channel to the env's hub (trusting its test certificate on grpcs://)."""
+    target = env.url.split("://", 1)[1]
+    if "tls_ca" not in env.options:
+        return grpc.aio.insecure_channel(target)
+    return grpc.aio.secure_channel(target, grpc.ssl_channel_credentials(env.options["tls_ca"].read_bytes()))
+
+
 def agent(env: HubEnv, name: str, token: str | None = None, **options) -> latentwire.Bus:
     return env.connect(name, token=TOKENS.get(name) if token is None else token or None, **options)
 
@@ -93,9 +101,7 @@ async def test_bad_credentials_are_unauthenticated(secure: HubEnv, name: str, to
 async def test_refused_hello_ends_the_grpc_call_with_unauthenticated(secure: HubEnv) -> None:
     if secure.server is None:
         pytest.skip("gRPC status codes need a gRPC hub")
-    target = secure.url.split("://", 1)[1]
-    creds = grpc.ssl_channel_credentials(secure.options["tls_ca"].read_bytes()) if "tls_ca" in secure.options else None
-    async with (grpc.aio.secure_channel(target, creds) if creds else grpc.aio.insecure_channel(target)) as ch:
+    async with grpc_channel(secure) as ch:
         call = ch.stream_stream(METHOD)()
         hello = pb.Frame(hello=pb.Hello(agent="alice", token="nope", receive_window=4))
         await call.write(encode_batch([(hello, b"")], 1 << 20)[0])
