@@ -132,6 +132,9 @@ class HubMetrics:
         self.max_topic_labels = max_topic_labels
         self.registry = registry or CollectorRegistry()
         self._labels: OrderedDict[str, str] = OrderedDict()
+        # Counter children per label, looked up once: labels() costs a lock and a dict each call.
+        self._in: dict[str, tuple[Any, Any]] = {}
+        self._out: dict[str, tuple[Any, Any]] = {}
         self._first_levels: set[str] = set()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._server: Any = None
@@ -176,8 +179,11 @@ class HubMetrics:
     def on_publish(self, env: pb.Envelope, size: int) -> None:
         """A message was accepted and routed."""
         label = self.topic_label(env)
-        self.messages_in.labels(label).inc()
-        self.bytes_in.labels(label).inc(size)
+        counters = self._in.get(label)
+        if counters is None:
+            counters = self._in[label] = (self.messages_in.labels(label), self.bytes_in.labels(label))
+        counters[0].inc()
+        counters[1].inc(size)
 
     def on_send(self, frames: Iterable[tuple[pb.Frame, Any]]) -> None:
         """Frames are about to go to a client; count the deliveries among them."""
@@ -185,8 +191,11 @@ class HubMetrics:
             if frame.WhichOneof("kind") != "deliver":
                 continue
             label = self.topic_label(frame.deliver.envelope)
-            self.messages_out.labels(label).inc()
-            self.bytes_out.labels(label).inc(len(payload))
+            counters = self._out.get(label)
+            if counters is None:
+                counters = self._out[label] = (self.messages_out.labels(label), self.bytes_out.labels(label))
+            counters[0].inc()
+            counters[1].inc(len(payload))
             if frame.deliver.redelivered:
                 self.redeliveries.inc()
 
