@@ -82,24 +82,43 @@ class BrokerView:
         return SimpleNamespace(expired=sum(bus._transport.expired for bus in self.buses))
 
 
+@dataclass(frozen=True)
+class Mosquitto:
+    """A running mosquitto broker: plain MQTT on ``port``, MQTT over TLS (`tls_files`) on
+    ``tls_port``, both on ``host``."""
+
+    host: str
+    port: int
+    tls_port: int
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
 @pytest.fixture(scope="session")
-def mosquitto(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, int]]:
-    """A mosquitto broker on a free loopback port, for the session: ``(host, port)``."""
+def mosquitto(tmp_path_factory: pytest.TempPathFactory, tls_files: dict[str, Path]) -> Iterator[Mosquitto]:
+    """A mosquitto broker on free loopback ports, for the session."""
     binary = shutil.which("mosquitto") or shutil.which("mosquitto", path="/usr/sbin:/usr/local/sbin")
     if binary is None:
         reason = "mosquitto is not installed (apt-get install mosquitto): mqtt:// tests need a broker"
         if os.environ.get("CI") == "true":
             pytest.fail(reason)
         pytest.skip(reason)
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+    port, tls_port = _free_port(), _free_port()
     folder = tmp_path_factory.mktemp("mosquitto")
     config = folder / "mosquitto.conf"
     # No persistence: a test run leaves nothing behind. A deep queue per offline session, so
     # the resume tests measure the transport, not mosquitto's default cap of 1000 messages.
-    config.write_text(f"listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n"
-                      "max_queued_messages 100000\n")
+    config.write_text(f"allow_anonymous true\npersistence false\nmax_queued_messages 100000\n"
+                      f"listener {port} 127.0.0.1\n"
+                      f"listener {tls_port} 127.0.0.1\ncertfile {tls_files['cert']}\n"
+                      f"keyfile {tls_files['key']}\n"
+                      # Started as root, mosquitto would switch to its own user, which cannot
+                      # read the test's temporary certificate; a CI runner is not root.
+                      + ("user root\n" if hasattr(os, "geteuid") and os.geteuid() == 0 else ""))
     log = folder / "mosquitto.log"
     with log.open("wb") as out:
         process = subprocess.Popen([binary, "-c", str(config)], stdout=out, stderr=subprocess.STDOUT)
@@ -109,13 +128,14 @@ def mosquitto(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, i
             if process.poll() is not None:
                 pytest.fail(f"mosquitto exited with {process.returncode}: {log.read_text()}")
             try:
-                socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+                for listening in (port, tls_port):
+                    socket.create_connection(("127.0.0.1", listening), timeout=0.2).close()
                 break
             except OSError:
                 if time.monotonic() > deadline:
                     pytest.fail(f"mosquitto did not listen on 127.0.0.1:{port} within 10 s")
                 time.sleep(0.05)
-        yield "127.0.0.1", port
+        yield Mosquitto("127.0.0.1", port, tls_port)
     finally:
         process.terminate()
         try:
@@ -171,9 +191,9 @@ async def make_env(request: pytest.FixtureRequest, tls_files: dict[str, Path]
         if kind == "mqtt":
             if config:
                 pytest.skip(f"hub settings {sorted(config)} do not apply to an MQTT broker")
-            host, port = request.getfixturevalue("mosquitto")
+            broker = request.getfixturevalue("mosquitto")
             # A namespace per test: no test sees another's topics or sessions.
-            env = HubEnv(kind, f"mqtt://{host}:{port}/test-{uuid.uuid4().hex[:8]}", BrokerView())
+            env = HubEnv(kind, f"mqtt://{broker.host}:{broker.port}/test-{uuid.uuid4().hex[:8]}", BrokerView())
         elif kind == "inproc":
             name = f"test-{uuid.uuid4().hex[:8]}"
             hub = embedded_hub(name, **config)

@@ -42,6 +42,7 @@ from pathlib import Path
 from typing import Any
 
 import aiomqtt
+from aiomqtt.exceptions import MqttConnectError
 import paho.mqtt.client as paho
 from google.protobuf import json_format
 from paho.mqtt.packettypes import PacketTypes
@@ -76,6 +77,11 @@ CONTENT_CONTROL = "application/x-latentwire-control+json"
 # (and the session resumed): some brokers (mosquitto 2.0.11, measured) do not keep to the
 # receive maximum a client asks for, so extra deliveries wait here, bounded.
 BACKLOG_FACTOR, BACKLOG_MIN = 8, 1024
+# How long a reconnecting bus waits for the broker's retained owner claim of its agent id.
+OWNER_WAIT = 1.0
+# A reconnect waits this long before its CONNECT, so that a newer bus that has just taken the
+# agent id over (which closed this bus's connection) can publish its claim first.
+TAKEOVER_GRACE = 0.25
 # MQTT 5 reason codes (spec 2.4) this transport acts on.
 RC_NO_MATCHING_SUBSCRIBERS = 0x10
 RC_SESSION_TAKEN_OVER = 0x8E
@@ -113,6 +119,10 @@ class TopicMap:
     def inbox(self, agent: str) -> str:
         """The topic an agent's direct messages, requests and replies go to."""
         return self._inboxes + agent
+
+    def owner(self, agent: str) -> str:
+        """The retained topic that names the bus currently holding an agent id."""
+        return f"{self.namespace}/owner/{agent}"
 
     def parse(self, mqtt_topic: str) -> tuple[str, str]:
         """``("topic", name)`` or ``("inbox", agent)``; raises `InvalidMessage` for others."""
@@ -269,9 +279,10 @@ class _Client(aiomqtt.Client):
         """Done when the connection to the broker is gone."""
         return self._disconnected
 
-    def publish_qos1(self, topic: str, payload: bytes, properties: Properties) -> asyncio.Future[int]:
+    def publish_qos1(self, topic: str, payload: bytes, properties: Properties | None = None,
+                     retain: bool = False) -> asyncio.Future[int]:
         """Queue a QoS 1 PUBLISH in order; the future gets the PUBACK's reason code."""
-        info = self._client.publish(topic, payload, 1, False, properties)
+        info = self._client.publish(topic, payload, 1, retain, properties)
         if info.rc != paho.MQTT_ERR_SUCCESS:
             raise ConnectError(f"MQTT publish failed: {paho.error_string(info.rc)}")
         fut = self._loop.create_future()
@@ -325,6 +336,7 @@ class _MqttConnection(Connection):
         self._window = 1
         self._backlog: deque[tuple[pb.Frame, Any, int, int]] = deque()
         self._backlog_max = BACKLOG_MIN
+        self._owner: asyncio.Future[str] = asyncio.get_running_loop().create_future()
 
     # -- the Connection contract ---------------------------------------------------------------
 
@@ -345,6 +357,11 @@ class _MqttConnection(Connection):
             elif kind in ("subscribe", "unsubscribe"):
                 self._spawn(self._subscription(kind, getattr(frame, kind)))
             elif kind == "bye":
+                with contextlib.suppress(aiomqtt.MqttError, ConnectError, TimeoutError):
+                    # Release the agent id: an empty retained message deletes the claim.
+                    async with asyncio.timeout(self._timeout):
+                        await self._client.publish_qos1(self._transport.topics.owner(self._agent), b"",
+                                                        retain=True)
                 await self._client.leave(self._timeout)
                 self._fail(ConnectError("left the broker (bye)"))
             else:
@@ -388,6 +405,8 @@ class _MqttConnection(Connection):
                        "starting with a letter or digit")), b"")
             return
         t = self._transport
+        if hello.session_id:
+            await asyncio.sleep(TAKEOVER_GRACE)
         self._agent = hello.agent
         self._window = max(1, min(hello.receive_window or 1, 65535))
         self._backlog_max = max(BACKLOG_MIN, BACKLOG_FACTOR * self._window)
@@ -407,7 +426,7 @@ class _MqttConnection(Connection):
         try:
             async with asyncio.timeout(self._timeout):
                 await client.__aenter__()
-        except aiomqtt.MqttConnectError as exc:
+        except MqttConnectError as exc:
             code = getattr(exc.rc, "value", exc.rc)
             self._push(pb.Frame(error=pb.Error(code=_wire_code(code), reason=(
                 f"MQTT broker at {t.address} refused {hello.agent!r}: {exc}"))), b"")
@@ -424,14 +443,26 @@ class _MqttConnection(Connection):
         self._max_message = min(t.max_message_bytes, broker_max - 64 * 1024 if broker_max else MQTT_MAX_MESSAGE)
         # Subscriptions survive in a present session; (re)subscribing is idempotent, and does it
         # when the broker lost the session.
-        filters = [t.topics.inbox(hello.agent)] + [t.topics.topic(validate_filter(f))
-                                                     for f in hello.subscriptions]
-        codes = await self._subscribe(filters)
-        if any(c >= 0x80 for c in codes):
-            code = next(c for c in codes if c >= 0x80)
-            self._push(pb.Frame(error=pb.Error(code=_wire_code(code), reason=(
-                f"MQTT broker refused the subscriptions of {hello.agent!r} (reason code {code:#x})"))), b"")
-            return
+        owner_topic = t.topics.owner(hello.agent)
+        filters = [t.topics.inbox(hello.agent), owner_topic] + [
+            t.topics.topic(validate_filter(f)) for f in hello.subscriptions]
+        try:
+            # The claim at QoS 0, which the receive window does not hold back behind queued messages.
+            codes = await self._subscribe(filters, qos0=owner_topic)
+            if any(c >= 0x80 for c in codes):
+                code = next(c for c in codes if c >= 0x80)
+                self._push(pb.Frame(error=pb.Error(code=_wire_code(code), reason=(
+                    f"MQTT broker refused the subscriptions of {hello.agent!r} (reason code "
+                    f"{code:#x})"))), b"")
+                return
+            if hello.session_id and await self._taken_over():
+                return
+            # Claim the agent id (retained), so a bus that loses it to a newer one can tell.
+            await asyncio.wait_for(client.publish_qos1(owner_topic, t.nonce.encode(), retain=True),
+                                   self._timeout)
+        except (aiomqtt.MqttError, TimeoutError) as exc:
+            raise ConnectError(f"MQTT broker at {t.address} dropped {hello.agent!r} while it "
+                               f"connected: {exc or type(exc).__name__}") from exc
         resumed = client.session_present and bool(hello.session_id)
         # A resumed session's messages may already have arrived; the welcome goes first.
         self._ready.insert(0, (pb.Frame(welcome=pb.Welcome(
@@ -444,6 +475,24 @@ class _MqttConnection(Connection):
             hub_id=f"mqtt://{t.address}/{t.topics.namespace}",
         )), b""))
         self._wake.set()
+
+    async def _taken_over(self) -> bool:
+        """On a reconnect: has a newer bus claimed this agent id since? Then give it back.
+
+        MQTT gives a client id to the newest connection and closes the older one, so without
+        this check two buses with one agent id would take it from each other forever.
+        """
+        t = self._transport
+        with contextlib.suppress(TimeoutError):  # no claim at all: nobody took it
+            async with asyncio.timeout(min(OWNER_WAIT, self._timeout)):
+                await asyncio.shield(self._owner)
+        owner = self._owner.result() if self._owner.done() else None
+        if owner is None or owner == t.nonce:
+            return False
+        t.taken_over = (f"agent {self._agent!r} connected to the MQTT broker again elsewhere; "
+                        "the broker handed its session to the newer connection")
+        self._push(pb.Frame(error=pb.Error(code=pb.ALREADY_EXISTS, reason=t.taken_over)), b"")
+        return True
 
     # -- publishing ------------------------------------------------------------------------------
 
@@ -478,10 +527,10 @@ class _MqttConnection(Connection):
 
     # -- subscriptions -------------------------------------------------------------------------
 
-    async def _subscribe(self, mqtt_filters: list[str]) -> list[int]:
+    async def _subscribe(self, mqtt_filters: list[str], qos0: str = "") -> list[int]:
         assert self._client is not None
         codes = await self._client.subscribe(
-            [(f, SubscribeOptions(qos=1)) for f in mqtt_filters], timeout=self._timeout)
+            [(f, SubscribeOptions(qos=0 if f == qos0 else 1)) for f in mqtt_filters], timeout=self._timeout)
         return [getattr(c, "value", c) for c in codes]
 
     async def _subscription(self, kind: str, request: pb.Subscribe | pb.Unsubscribe) -> None:
@@ -510,6 +559,11 @@ class _MqttConnection(Connection):
     def _on_message(self, message: paho.MQTTMessage) -> None:
         # Called by paho on the event loop for every PUBLISH the broker sends.
         t = self._transport
+        if message.topic == t.topics.owner(self._agent):
+            self._client_ack(message.mid, message.qos)
+            if not self._owner.done() and message.payload:
+                self._owner.set_result(message.payload.decode(errors="replace"))
+            return
         try:
             env = decode_message(message.topic, message.payload, message.properties, t.topics)
         except InvalidMessage as exc:
@@ -655,10 +709,17 @@ class MqttTransport(Transport):
                 raise ConfigError(f"cannot read TLS file: {exc}") from exc
         #: Deliveries dropped because their ttl had passed (the broker drops others unseen).
         self.expired = 0
+        # Names this bus in the retained owner claim of its agent id.
+        self.nonce = uuid.uuid4().hex
+        # Set once a newer bus took the agent id over: this one then never reconnects.
+        self.taken_over: str | None = None
         # Delivery seqs keep counting across connections, so an ack the bus sends for a
         # delivery of a lost connection never names a delivery of the new one.
         self.delivery_seq = 0
 
     async def connect(self, timeout: float) -> Connection:
+        if self.taken_over:
+            # Connecting again would take the agent id back from the newer bus, and so on.
+            raise AlreadyConnected(self.taken_over)
         # The MQTT CONNECT needs the agent id, which comes with the bus's hello.
         return _MqttConnection(self, timeout)

@@ -1,0 +1,196 @@
+"""What is particular to ``mqtt://``: the message format any MQTT client can read and write,
+request/reply through MQTT 5 response topics, TLS, URLs and options, session takeover.
+
+The shared transport suite (test_bus.py and friends) runs on mqtt:// through conftest's `env`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from pathlib import Path
+
+import aiomqtt
+import numpy as np
+import pytest
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+
+import latentwire
+from latentwire._message import Control, to_envelope
+from latentwire._proto import bus_pb2 as pb
+from latentwire.transports.mqtt import (
+    CONTENT_TENSOR,
+    MqttTransport,
+    TopicMap,
+    decode_message,
+    encode_message,
+)
+
+from .conftest import Mosquitto
+
+pytestmark = pytest.mark.timeout(60)
+
+
+@pytest.fixture
+def namespace() -> str:
+    return f"t-{uuid.uuid4().hex[:8]}"
+
+
+@pytest.fixture
+def url(mosquitto: Mosquitto, namespace: str) -> str:
+    return f"mqtt://{mosquitto.host}:{mosquitto.port}/{namespace}"
+
+
+def plain_client(mosquitto: Mosquitto) -> aiomqtt.Client:
+    """An MQTT 5 client that knows nothing of latentwire."""
+    return aiomqtt.Client(mosquitto.host, mosquitto.port, protocol=aiomqtt.ProtocolVersion.V5)
+
+
+def test_envelope_round_trips_through_mqtt_properties() -> None:
+    topics = TopicMap("ns")
+    x = np.arange(6, dtype=np.float16).reshape(2, 3)
+    env, payload = to_envelope(topic="chat/dm", recipient="bob", latent=x, headers={"traceparent": "00-ab-cd-01"},
+                               ttl=2.5, correlation_id="c-1", reply_to="alice")
+    env.tensor.space, env.tensor.family = "hub", "gemma3"
+    topic, data, props = encode_message(env, payload, "alice", topics)
+    assert topic == "ns/inbox/bob" and data == x.tobytes()
+    assert props.ResponseTopic == "ns/inbox/alice" and props.CorrelationData == b"c-1"
+    assert props.MessageExpiryInterval == 3  # whole seconds, rounded up
+    back = decode_message(topic, data, props, topics)
+    env.sender = "alice"
+    assert back == env
+
+    control, _ = to_envelope(topic="ctl/x", control=Control(kind="pause", args={"steps": 3, "why": "t"}))
+    topic, data, props = encode_message(control, b"", "p", topics)
+    assert topic == "ns/topic/ctl/x" and b'"pause"' in data  # control travels as JSON
+    back = decode_message(topic, data, props, topics)
+    assert back.control.kind == "pause" and dict(back.control.args) == {"steps": 3, "why": "t"}
+
+
+@pytest.mark.parametrize(("user", "match"), [
+    ([("lw:dtype", "float32"), ("lw:shape", "2,x")], "invalid literal"),
+    ([("lw:created-ns", "yesterday")], "invalid literal"),
+])
+def test_unreadable_properties_are_refused_clearly(user: list[tuple[str, str]], match: str) -> None:
+    props = Properties(PacketTypes.PUBLISH)
+    props.ContentType = CONTENT_TENSOR
+    props.UserProperty = user
+    with pytest.raises(latentwire.InvalidMessage, match=f"unreadable MQTT message on 'ns/topic/a'.*{match}"):
+        decode_message("ns/topic/a", b"\0" * 8, props, TopicMap("ns"))
+    with pytest.raises(latentwire.InvalidMessage, match="outside namespace"):
+        decode_message("other/topic/a", b"", None, TopicMap("ns"))
+
+
+async def test_a_plain_mqtt_client_reads_a_latent(mosquitto: Mosquitto, url: str, namespace: str) -> None:
+    x = np.random.default_rng(0).standard_normal((2, 3)).astype(np.float32)
+    async with plain_client(mosquitto) as plain, latentwire.connect(url, agent="speaker") as bus:
+        await plain.subscribe(f"{namespace}/topic/#", qos=1)
+        await bus.publish("robots/arm", latent=latentwire.Latent(x, space="hub"),
+                          headers={"traceparent": "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"})
+        msg = await asyncio.wait_for(anext(plain.messages), 5)
+    assert str(msg.topic) == f"{namespace}/topic/robots/arm"
+    assert msg.payload == x.tobytes() and msg.qos == 1
+    user = dict(msg.properties.UserProperty)
+    assert msg.properties.ContentType == CONTENT_TENSOR
+    assert (user["lw:dtype"], user["lw:shape"], user["lw:space"], user["lw:sender"]) == (
+        "float32", "2,3", "hub", "speaker")
+    assert user["traceparent"].startswith("00-4bf92f35")
+
+
+async def test_a_plain_mqtt_publish_arrives_as_text(mosquitto: Mosquitto, url: str, namespace: str) -> None:
+    async with latentwire.connect(url, agent="listener") as bus, plain_client(mosquitto) as plain:
+        sub = await bus.subscribe("sensors/+")
+        await plain.publish(f"{namespace}/topic/sensors/door", b"open", qos=1)
+        msg = await sub.receive(timeout=5)
+    assert (msg.topic, msg.text, msg.sender) == ("sensors/door", "open", "")
+
+
+async def test_request_reply_through_response_topic_and_correlation_data(
+        mosquitto: Mosquitto, url: str, namespace: str) -> None:
+    """A responder written against plain MQTT 5 answers a latentwire request."""
+    async with plain_client(mosquitto) as responder:
+        await responder.subscribe(f"{namespace}/inbox/echo", qos=1)
+
+        async def serve() -> None:
+            request = await anext(responder.messages)
+            props = Properties(PacketTypes.PUBLISH)
+            props.CorrelationData = request.properties.CorrelationData
+            await responder.publish(request.properties.ResponseTopic, request.payload.upper(), qos=1,
+                                    properties=props)
+
+        task = asyncio.create_task(serve())
+        try:
+            async with latentwire.connect(url, agent="asker") as bus:
+                reply = await bus.request("echo", "ping", timeout=5)
+            assert reply.text == "PING"
+        finally:
+            task.cancel()
+
+
+async def test_reserved_header_names_are_refused(url: str) -> None:
+    async with latentwire.connect(url, agent="p") as bus:
+        with pytest.raises(latentwire.InvalidMessage, match="'lw:id'.*reserved"):
+            await bus.publish("a", "x", headers={"lw:id": "forged"})
+        await bus.publish("a", "still fine")
+
+
+async def test_the_newer_connection_takes_an_agent_id_over(url: str) -> None:
+    """MQTT hands a client id to the newest connection; the older bus ends, it does not take
+    the id back (which would go on forever between the two)."""
+    async with latentwire.connect(url, agent="twin", reconnect_timeout=1) as first:
+        async with latentwire.connect(url, agent="twin") as second, latentwire.connect(url, agent="p") as p:
+            sub = await second.subscribe("t")
+            async with asyncio.timeout(10):
+                while first.state is not latentwire.BusState.CLOSED:
+                    await asyncio.sleep(0.02)
+            with pytest.raises(latentwire.ConnectError, match="connected to the MQTT broker again elsewhere"):
+                await first.publish("t", "from the old one")
+            await p.publish("t", "hello")
+            assert (await sub.receive(timeout=5)).text == "hello"
+            assert second.state is latentwire.BusState.OPEN
+
+
+async def test_mqtts_verifies_the_broker_certificate(mosquitto: Mosquitto, tls_files: dict[str, Path],
+                                                     namespace: str) -> None:
+    url = f"mqtts://127.0.0.1:{mosquitto.tls_port}/{namespace}"
+    async with latentwire.connect(url, agent="p", tls_ca=tls_files["cert"]) as p, \
+            latentwire.connect(url, agent="c", tls_ca=tls_files["cert"]) as c:
+        sub = await c.subscribe("secure/#")
+        await p.publish("secure/x", latent=np.arange(4, dtype=np.int64))
+        assert (await sub.receive(timeout=5)).latent.numpy().tolist() == [0, 1, 2, 3]
+    with pytest.raises(latentwire.ConnectError, match="CERTIFICATE_VERIFY_FAILED"):
+        async with latentwire.connect(url, agent="x", connect_timeout=5):  # system roots only
+            pass
+
+
+async def test_unreachable_broker() -> None:
+    with pytest.raises(latentwire.ConnectError, match="no MQTT broker reachable at 127.0.0.1:9 within 0.5 s"):
+        async with latentwire.connect("mqtt://127.0.0.1:9", connect_timeout=0.5):
+            pass
+
+
+def test_urls_and_options(tls_files: dict[str, Path]) -> None:
+    t = latentwire.connect("mqtt://broker.local/fleet-a")._transport
+    assert isinstance(t, MqttTransport)
+    assert (t.host, t.port, t.topics.namespace, t.tls_context) == ("broker.local", 1883, "fleet-a", None)
+    t = latentwire.connect("mqtts://broker.local", tls_ca=tls_files["cert"], session_expiry=60)._transport
+    assert (t.port, t.topics.namespace, t.session_expiry) == (8883, "latentwire", 60)
+    assert t.tls_context is not None
+    with pytest.raises(latentwire.ConfigError, match="use mqtts://"):
+        latentwire.connect("mqtt://broker.local", tls_ca=tls_files["cert"])
+    with pytest.raises(latentwire.ConfigError, match="needs a host"):
+        latentwire.connect("mqtt:///ns")
+    with pytest.raises(latentwire.ConfigError, match="namespace"):
+        latentwire.connect("mqtt://broker.local/a/+")
+    with pytest.raises(latentwire.ConfigError, match="publish_window must be positive"):
+        latentwire.connect("mqtt://broker.local", publish_window=0)
+    with pytest.raises(latentwire.ConfigError, match="cannot read TLS file"):
+        latentwire.connect("mqtts://broker.local", tls_ca="/nonexistent.pem")
+
+
+def test_wire_codes_cover_broker_refusals() -> None:
+    from latentwire.transports.mqtt import _wire_code
+
+    assert _wire_code(0x87) == pb.PERMISSION_DENIED and _wire_code(0x86) == pb.UNAUTHENTICATED
+    assert _wire_code(0x97) == pb.RESOURCE_EXHAUSTED and _wire_code(0x80) == pb.INVALID_ARGUMENT
