@@ -1,4 +1,4 @@
-"""``latentwire bench bus``: hub throughput against a raw gRPC relay, and backpressure.
+"""``latentwire bench bus``: hub and MQTT throughput against a raw gRPC relay, and backpressure.
 
 Throughput, for 1 MiB latents (float32, 262144 elements) and 64-byte latents (uint8, 64):
 
@@ -10,6 +10,9 @@ Throughput, for 1 MiB latents (float32, 262144 elements) and 64-byte latents (ui
   a producer process (``bus.publish(..., wait=False)`` in a loop, then ``flush()``): the same
   three processes and hops as the relay, with everything the bus adds.
 * **inproc**: producer and consumer in one process on ``inproc://`` (embedded hub).
+* **mqtt**: the same consumer and producer processes as for the hub, on ``mqtt://`` through a
+  mosquitto broker this benchmark starts on a loopback port (skipped, with a note, when the
+  ``mosquitto`` binary is not installed).
 
 Each run sends a warm-up and then ``N`` timed messages, identical for raw and hub; the consumer
 times from the last warm-up message to the last message (inproc, where producer and consumer
@@ -66,6 +69,9 @@ NOTES = [
     "included.",
     "Backpressure RSS growth is peak minus the RSS sampled (every 20 ms) after both clients "
     "connected; freed memory that the allocator keeps counts as growth.",
+    "mqtt runs the hub's consumer and producer on mqtt:// through mosquitto (its defaults, on "
+    "loopback, no persistence): QoS 1, a PUBACK per message, the broker's receive maximum as "
+    "the publish window; server CPU is mosquitto's.",
 ]
 
 
@@ -543,6 +549,37 @@ async def _start_hub(*flags: object) -> tuple[_Child, str]:
         raise
 
 
+async def _start_mosquitto(folder: str) -> tuple[_Child, str] | None:
+    """A mosquitto broker on a free loopback port (config in ``folder``); None if not installed."""
+    import shutil
+    import socket
+
+    binary = shutil.which("mosquitto") or shutil.which("mosquitto", path="/usr/sbin:/usr/local/sbin")
+    if binary is None:
+        return None
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    config = Path(folder) / "mosquitto.conf"
+    config.write_text(f"listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n")
+    stderr = tempfile.TemporaryFile()
+    proc = await asyncio.create_subprocess_exec(binary, "-c", str(config), stdin=asyncio.subprocess.DEVNULL,
+                                                stdout=stderr, stderr=stderr)
+    broker = _Child("mosquitto", proc, stderr)
+    deadline = time.monotonic() + 10.0
+    while True:
+        try:
+            _, writer = await asyncio.wait_for(asyncio.open_connection("127.0.0.1", port), 1.0)
+            writer.close()
+            return broker, f"mqtt://127.0.0.1:{port}/bench"
+        except OSError:
+            if proc.returncode is not None or time.monotonic() > deadline:
+                tail = broker.stderr_tail()
+                await broker.stop()
+                raise BenchError(f"mosquitto did not listen on 127.0.0.1:{port}\n{tail}") from None
+            await asyncio.sleep(0.05)
+
+
 async def _start_relay(depth: int) -> tuple[_Child, int]:
     relay = await _Child.start("raw relay", _role_argv("relay", "--depth", depth))
     try:
@@ -561,15 +598,17 @@ def _cpu_seconds(pid: int) -> float:
 
 async def _three_process_run(kind: str, server: _Child, where: list[object], p: Payload,
                              timeout: float) -> dict:
-    """Consumer, then producer, through ``server`` (relay or hub); returns the consumer's figures."""
+    """Consumer, then producer, through ``server`` (relay, hub or broker); returns the consumer's
+    figures. Hub and broker runs use the same bus roles; only the URL differs."""
+    role = "raw" if kind == "raw" else "hub"
     shape = ["--dtype", p.dtype, "--elements", p.elements, "--size", p.nbytes,
              "--count", p.count, "--warmup", p.warmup, "--timeout", timeout]
     consumer = producer = None
     try:
-        consumer = await _Child.start(f"{kind} consumer", _role_argv(f"{kind}-consumer", *where, *shape))
+        consumer = await _Child.start(f"{kind} consumer", _role_argv(f"{role}-consumer", *where, *shape))
         await consumer.event("ready", timeout=30.0)
         cpu0 = _cpu_seconds(server.pid)
-        producer = await _Child.start(f"{kind} producer", _role_argv(f"{kind}-producer", *where, *shape))
+        producer = await _Child.start(f"{kind} producer", _role_argv(f"{role}-producer", *where, *shape))
         result = await consumer.event("result", timeout=timeout + 30.0)
         produced = await producer.event("result", timeout=timeout + 30.0)
         result["server_cpu_s"] = _cpu_seconds(server.pid) - cpu0  # whole run, warm-up included
@@ -613,14 +652,21 @@ def _median(values: list[float | None]) -> float | None:
 
 
 async def _throughput(cfg: BusBenchConfig, log: Any) -> dict:
-    """Interleaved, repeated runs of raw relay, hub and inproc for each payload."""
-    systems = ["raw", "hub", "inproc"]
+    """Interleaved, repeated runs of raw relay, hub, inproc and mqtt for each payload."""
+    systems = ["raw", "hub", "inproc", "mqtt"]
     payloads = cfg.payloads()
     runs: dict[str, dict[str, list[dict]]] = {p.key: {s: [] for s in systems} for p in payloads}
-    relay = hub = None
+    relay = hub = broker = None
+    folder = tempfile.TemporaryDirectory(prefix="latentwire-bench-")
     try:
         relay, relay_port = await _start_relay(cfg.relay_queue)
         hub, hub_url = await _start_hub()
+        started = await _start_mosquitto(folder.name)
+        if started is None:
+            systems.remove("mqtt")
+            log("mqtt: skipped, mosquitto is not installed (apt-get install mosquitto)")
+        else:
+            broker, mqtt_url = started
         step, steps = 0, cfg.repeats * len(payloads) * len(systems)
         for rep in range(cfg.repeats):
             # Rotate the order each repeat, so no system always runs first (or last) on a warm box.
@@ -632,6 +678,8 @@ async def _throughput(cfg: BusBenchConfig, log: Any) -> dict:
                         r = await _three_process_run("raw", relay, ["--port", relay_port], p, cfg.run_timeout)
                     elif system == "hub":
                         r = await _three_process_run("hub", hub, ["--url", hub_url], p, cfg.run_timeout)
+                    elif system == "mqtt":
+                        r = await _three_process_run("mqtt", broker, ["--url", mqtt_url], p, cfg.run_timeout)
                     else:
                         r = await _inproc_run(p, cfg.run_timeout)
                     r = _with_rates(r, p)
@@ -641,13 +689,17 @@ async def _throughput(cfg: BusBenchConfig, log: Any) -> dict:
                     log(f"[{step}/{steps}] {p.label:>5} {system:<6} repeat {rep + 1}: {rate} "
                         f"({r['received']}/{r['expected']} timed messages)")
     finally:
-        for child in (hub, relay):
+        for child in (broker, hub, relay):
             if child is not None:
                 await child.stop()
+        folder.cleanup()
     out: dict[str, Any] = {}
     for p in payloads:
         case: dict[str, Any] = {"payload_bytes": p.nbytes, "dtype": p.dtype, "elements": p.elements,
                                 "count": p.count, "warmup": p.warmup}
+        if "mqtt" not in systems:
+            case["mqtt"] = {"skipped": "mosquitto is not installed", "median_msgs_per_s": None,
+                            "median_bytes_per_s": None, "all_delivered": True, "runs": []}
         for system in systems:
             rs = runs[p.key][system]
             case[system] = {
@@ -812,6 +864,8 @@ def summarize(throughput: dict, backpressure: dict) -> dict:
         raw = case["raw"]["median_msgs_per_s"]
         summary[f"hub_vs_raw_{key}"] = _ratio(case["hub"]["median_msgs_per_s"], raw)
         summary[f"inproc_vs_raw_{key}"] = _ratio(case["inproc"]["median_msgs_per_s"], raw)
+        summary[f"mqtt_vs_raw_{key}"] = _ratio(case["mqtt"]["median_msgs_per_s"], raw)
+        summary[f"mqtt_vs_hub_{key}"] = _ratio(case["mqtt"]["median_msgs_per_s"], case["hub"]["median_msgs_per_s"])
         summary[f"goal_hub_vs_raw_{key}"] = GOALS[key]
         ratio = summary[f"hub_vs_raw_{key}"]
         summary[f"goal_met_{key}"] = ratio is not None and ratio >= GOALS[key]
@@ -820,7 +874,7 @@ def summarize(throughput: dict, backpressure: dict) -> dict:
     summary["backpressure_accepted_before_stall"] = backpressure.get("accepted_before_stall")
     summary["backpressure_hub_rss_within_limit"] = backpressure["hub_rss_within_limit"]
     summary["all_delivered"] = (backpressure["all_delivered"] and all(
-        throughput[k][s]["all_delivered"] for k in ("1mib", "64b") for s in ("raw", "hub", "inproc")))
+        throughput[k][s]["all_delivered"] for k in ("1mib", "64b") for s in ("raw", "hub", "inproc", "mqtt")))
     return summary
 
 
@@ -836,21 +890,27 @@ def render(report: dict) -> str:
         f"latentwire bench bus ({'quick' if cfg['quick'] else 'full'}; median of {cfg['repeats']} "
         f"interleaved repeat(s))  cpus={m['cpu_count']} python={m['python']} grpcio={m['grpcio']}",
         "",
-        f"{'throughput':<22}{'raw relay':>14}{'hub (grpc)':>14}{'inproc':>14}{'hub/raw':>10}{'inproc/raw':>12}",
+        f"{'throughput':<22}{'raw relay':>14}{'hub (grpc)':>14}{'inproc':>14}{'mqtt':>14}"
+        f"{'hub/raw':>10}{'inproc/raw':>12}{'mqtt/raw':>10}",
     ]
     for key in ("1mib", "64b"):
         case = tp[key]
         label = "1 MiB" if key == "1mib" else "64 B"
-        r, h, i = (case[x]["median_msgs_per_s"] for x in ("raw", "hub", "inproc"))
-        lines.append(f"{label + '  msg/s':<22}{_fmt(r):>14}{_fmt(h):>14}{_fmt(i):>14}"
+        r, h, i, q = (case[x]["median_msgs_per_s"] for x in ("raw", "hub", "inproc", "mqtt"))
+        lines.append(f"{label + '  msg/s':<22}{_fmt(r):>14}{_fmt(h):>14}{_fmt(i):>14}{_fmt(q):>14}"
                      f"{_fmt(s[f'hub_vs_raw_{key}'], '.2f', 'x'):>10}"
-                     f"{_fmt(s[f'inproc_vs_raw_{key}'], '.1f', 'x'):>12}")
+                     f"{_fmt(s[f'inproc_vs_raw_{key}'], '.1f', 'x'):>12}"
+                     f"{_fmt(s[f'mqtt_vs_raw_{key}'], '.2f', 'x'):>10}")
         if case["payload_bytes"] >= MiB:  # bytes/s says nothing more than msg/s for tiny messages
-            mb = [None if v is None else v / 1e6 for v in (case[x]["median_bytes_per_s"] for x in ("raw", "hub", "inproc"))]
-            lines.append(f"{label + '  MB/s':<22}{_fmt(mb[0]):>14}{_fmt(mb[1]):>14}{_fmt(mb[2]):>14}")
-        cpu = [_median([run.get("server_cpu_us_per_msg") for run in case[x]["runs"]]) for x in ("raw", "hub")]
-        lines.append(f"{label + '  server CPU us/msg':<22}{_fmt(cpu[0], ',.1f'):>14}{_fmt(cpu[1], ',.1f'):>14}")
+            mb = [None if v is None else v / 1e6
+                  for v in (case[x]["median_bytes_per_s"] for x in ("raw", "hub", "inproc", "mqtt"))]
+            lines.append(f"{label + '  MB/s':<22}{_fmt(mb[0]):>14}{_fmt(mb[1]):>14}{_fmt(mb[2]):>14}{_fmt(mb[3]):>14}")
+        cpu = [_median([run.get("server_cpu_us_per_msg") for run in case[x]["runs"]]) for x in ("raw", "hub", "mqtt")]
+        lines.append(f"{label + '  server CPU us/msg':<22}{_fmt(cpu[0], ',.1f'):>14}{_fmt(cpu[1], ',.1f'):>14}"
+                     f"{'':>14}{_fmt(cpu[2], ',.1f'):>14}")
         lines.append(f"{'':<22}(N={case['count']:,} timed after {case['warmup']:,} warm-up messages)")
+    if tp["1mib"]["mqtt"].get("skipped"):
+        lines.append(f"mqtt: skipped ({tp['1mib']['mqtt']['skipped']})")
     for key in ("1mib", "64b"):
         ratio, goal = s[f"hub_vs_raw_{key}"], s[f"goal_hub_vs_raw_{key}"]
         verdict = "met" if s[f"goal_met_{key}"] else "NOT met"
@@ -883,7 +943,7 @@ def render(report: dict) -> str:
 def _parse(argv: list[str], quick: bool) -> BusBenchConfig:
     cfg = BusBenchConfig.quick_run() if quick else BusBenchConfig()
     parser = argparse.ArgumentParser(prog="latentwire bench bus",
-                                     description="hub vs raw gRPC relay vs inproc, and backpressure")
+                                     description="hub vs raw gRPC relay vs inproc vs mqtt, and backpressure")
     parser.add_argument("--repeats", type=int, default=cfg.repeats, help="interleaved repeats (median)")
     parser.add_argument("--n-1mib", type=int, default=cfg.n_1mib, help="timed 1 MiB messages per run")
     parser.add_argument("--n-64b", type=int, default=cfg.n_64b, help="timed 64 B messages per run")
