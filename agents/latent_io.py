@@ -17,6 +17,8 @@ Qwen's multimodal rotary positions are carried through the extra steps by
 
 from __future__ import annotations
 
+import functools
+import inspect
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -52,11 +54,24 @@ def _prompt_batch(prompts: Sequence[Prompt], pad_id: int, device: torch.device) 
     return ids, mask
 
 
-def _step_kwargs(adapter: FamilyAdapter, inputs: InjectedInputs, embeds: torch.Tensor,
+@functools.lru_cache(maxsize=None)
+def _cache_kwarg(model_class: type) -> str:
+    """The name under which ``model_class.forward`` takes the KV cache: ``cache`` in recent
+    transformers 5.x, ``past_key_values`` before it (both are in use on real machines)."""
+    return "cache" if "cache" in inspect.signature(model_class.forward).parameters else "past_key_values"
+
+
+def _cache_of(outputs: Any) -> Any:
+    """The KV cache a forward returned, under either name (see `_cache_kwarg`)."""
+    cache = getattr(outputs, "cache", None)
+    return cache if cache is not None else outputs.past_key_values
+
+
+def _step_kwargs(model: Any, adapter: FamilyAdapter, inputs: InjectedInputs, embeds: torch.Tensor,
                  attention_mask: torch.Tensor, cache: Any, cache_length: int) -> dict[str, Any]:
     """Forward kwargs for feeding ``embeds (B, n, D)`` after ``cache_length`` cached positions."""
     kwargs: dict[str, Any] = {"inputs_embeds": embeds, "attention_mask": attention_mask,
-                              "cache": cache, "use_cache": True}
+                              _cache_kwarg(type(model)): cache, "use_cache": True}
     positions = adapter.position_ids_after(inputs, cache_length, embeds.shape[1])
     if positions is not None:
         kwargs["position_ids"] = positions
@@ -75,7 +90,7 @@ def think(model: Any, adapter: FamilyAdapter, inputs: InjectedInputs, steps: int
     if steps < 1:
         raise ValueError(f"steps must be >= 1, got {steps}")
     out = model(**inputs.kwargs, use_cache=True, output_hidden_states=True)
-    cache, attention = out.cache, inputs.attention_mask
+    cache, attention = _cache_of(out), inputs.attention_mask
     length = inputs.inputs_embeds.shape[1]
     vectors = []
     for i in range(steps):
@@ -84,9 +99,9 @@ def think(model: Any, adapter: FamilyAdapter, inputs: InjectedInputs, steps: int
         if i == steps - 1:
             break  # the last step is part of the message; no need to run it
         attention = torch.cat([attention, attention.new_ones(attention.shape[0], 1)], dim=1)  # (B, T+i+1)
-        out = model(**_step_kwargs(adapter, inputs, step, attention, cache, length + i),
+        out = model(**_step_kwargs(model, adapter, inputs, step, attention, cache, length + i),
                     output_hidden_states=True)
-        cache = out.cache
+        cache = _cache_of(out)
     return torch.cat(vectors, dim=1)  # (B, steps, D)
 
 
@@ -128,14 +143,24 @@ def speak(model: Any, adapter: FamilyAdapter, codec: UniversalVisualCodec, promp
 @torch.no_grad()
 def listen(model: Any, adapter: FamilyAdapter, codec: UniversalVisualCodec | None,
            prompts: Sequence[Prompt], *, received: Sequence[Sequence[Latent]] | None = None,
-           max_new_tokens: int = 16, pad_id: int = 0, eos_id: int | None = None) -> list[list[int]]:
+           max_new_tokens: int = 16, pad_id: int = 0, eos_id: int | None = None,
+           visual_embeds: torch.Tensor | None = None) -> list[list[int]]:
     """Greedy answers (token ids, without the prompt) to prompts, reading received latents
-    through the image slots. Stops a row at ``eos_id`` (kept out of the answer)."""
+    through the image slots. Stops a row at ``eos_id`` (kept out of the answer).
+
+    ``visual_embeds`` ``(B, n, D)``: vectors to add to the blank image at the slots instead of
+    decoded latents (what a picture would put there; tinyworld's screens, controls).
+    """
     device = model.get_input_embeddings().weight.device
     ids, attention = _prompt_batch(prompts, pad_id, device)
-    inputs = _inject_received(model, adapter, codec, ids, attention, received)
+    if visual_embeds is not None:
+        if received:
+            raise ValueError("pass received latents or visual_embeds, not both")
+        inputs = adapter.inject(model, ids, visual_embeds, attention_mask=attention)
+    else:
+        inputs = _inject_received(model, adapter, codec, ids, attention, received)
     out = model(**inputs.kwargs, use_cache=True)
-    cache, length = out.cache, ids.shape[1]
+    cache, length = _cache_of(out), ids.shape[1]
     embed = model.get_input_embeddings()
     answers: list[list[int]] = [[] for _ in prompts]
     done = torch.zeros(len(prompts), dtype=torch.bool, device=device)
@@ -151,6 +176,6 @@ def listen(model: Any, adapter: FamilyAdapter, codec: UniversalVisualCodec | Non
             break
         attention = torch.cat([attention, attention.new_ones(attention.shape[0], 1)], dim=1)
         step = embed(token.unsqueeze(1))  # (B, 1, D)
-        out = model(**_step_kwargs(adapter, inputs, step, attention, cache, length + i))
-        cache = out.cache
+        out = model(**_step_kwargs(model, adapter, inputs, step, attention, cache, length + i))
+        cache = _cache_of(out)
     return answers

@@ -502,10 +502,12 @@ class FamilyAdapter:
         if key not in cache:
             w_in = self._input_embedding_matrix(model).float()  # (V, D)
             w_out = model.get_output_embeddings().weight.float()  # (V, D)
-            gram = w_out.T @ w_out  # (D, D)
-            lam = ridge * gram.diagonal().mean()
-            eye = torch.eye(gram.shape[0], device=gram.device)
-            cache[key] = torch.linalg.solve(gram + lam * eye, w_out.T @ w_in)  # (D, D)
+            # A solve in fp32 even inside a caller's bf16 autocast (which would cast the products).
+            with torch.autocast(w_out.device.type, enabled=False):
+                gram = w_out.T @ w_out  # (D, D)
+                lam = ridge * gram.diagonal().mean()
+                eye = torch.eye(gram.shape[0], device=gram.device)
+                cache[key] = torch.linalg.solve(gram + lam * eye, w_out.T @ w_in)  # (D, D)
         return cache[key]
 
     def realign(self, model: PreTrainedModel, last_hidden: torch.Tensor) -> torch.Tensor:

@@ -109,8 +109,10 @@ class Qwen3VLAdapter(QwenAdapter):
     image_std = IMAGENET_STANDARD_STD
 
     def _blank_extras(self, image_outputs: Any) -> list[torch.Tensor]:
-        # Per tapped vision layer, this image's features: list of (n, D).
-        return [torch.cat(per_image) for per_image in image_outputs.deepstack_features]
+        # Per tapped vision layer, this image's features (n, D). Recent transformers give each
+        # layer as a tuple of per-image tensors, earlier 5.x releases as one tensor.
+        return [layer if isinstance(layer, torch.Tensor) else torch.cat(layer)
+                for layer in image_outputs.deepstack_features]
 
     def _join_extras(self, extras: list[Any]) -> list[torch.Tensor]:
         return [torch.cat(layer) for layer in zip(*extras)]  # per layer (N, D)
