@@ -6,6 +6,9 @@ Three numbers per task, each an exact-match and a per-character accuracy:
 - ``write``: each sender's generated message against its gold message (can it write?).
 - ``e2e``: text MAS end to end: the senders generate their messages in speaking order, each
   reading what the earlier ones actually generated, and the receiver answers from them.
+- ``screen``: the receiver answers from the gold messages shown as a picture at its image slots
+  (`screen`), the text lines left out (can it read through its vision port?). Tasks whose
+  messages do not fit on a screen have no ``screen`` score.
 
 All of them go through `latentwire.agents.latent_io.listen` with ``codec=None`` (a blank image at
 the image slots), the path a text-mode agent takes.
@@ -21,10 +24,11 @@ from typing import Any
 
 import torch
 
+from .screen import SCREEN_SLOTS, screen_embeddings, screen_ids, screen_text
 from .tasks import Episode, make_task, mean_score
 from .tokenizer import EOS_ID, PAD_ID, TinyTokenizer
 
-__all__ = ["EVAL_SEED", "evaluate", "generate", "run_text_episodes", "summary"]
+__all__ = ["EVAL_SEED", "evaluate", "generate", "read_screens", "run_text_episodes", "summary"]
 
 #: Stream of the evaluation episodes; training draws from its own seed, so the two never overlap
 #: by construction of the stream (a clash of 8-letter secrets is ~1e-11 per pair).
@@ -52,6 +56,27 @@ def generate(model: Any, tokenizer: TinyTokenizer, texts: Sequence[str], *, n_sl
         prompts = [adapter.build_prompt(tokenizer, t, n_slots) for t in texts[start:start + batch_size]]
         ids = listen(model, adapter, None, prompts, max_new_tokens=max_new_tokens, pad_id=PAD_ID,
                      eos_id=EOS_ID)
+        out += [tokenizer.decode(row, skip_special_tokens=True) for row in ids]
+    return out
+
+
+@torch.no_grad()
+def read_screens(model: Any, tokenizer: TinyTokenizer, texts: Sequence[str], shown: Sequence[str], *,
+                 max_new_tokens: int = 32, batch_size: int = 64) -> list[str]:
+    """Greedy replies to prompt ``texts``, each with its ``shown`` text as a picture at
+    `SCREEN_SLOTS` image slots (`screen`)."""
+    from latentwire.agents.families import adapter_for
+    from latentwire.agents.latent_io import listen
+
+    model = _unwrap(model)
+    adapter = adapter_for(model)
+    out: list[str] = []
+    for start in range(0, len(texts), batch_size):
+        chunk = slice(start, start + batch_size)
+        prompts = [adapter.build_prompt(tokenizer, t, SCREEN_SLOTS) for t in texts[chunk]]
+        pictures = screen_embeddings(model, [screen_ids(tokenizer, t) for t in shown[chunk]])
+        ids = listen(model, adapter, None, prompts, max_new_tokens=max_new_tokens, pad_id=PAD_ID,
+                     eos_id=EOS_ID, visual_embeds=pictures)
         out += [tokenizer.decode(row, skip_special_tokens=True) for row in ids]
     return out
 
@@ -102,6 +127,11 @@ def evaluate(model: Any, tokenizer: TinyTokenizer, tasks: Sequence[str], *, leng
             answers = generate(model, tokenizer, [ep.prompt(receiver) for ep in episodes], n_slots=n_slots,
                                max_new_tokens=max(len(ep.answer) for ep in episodes) + 8)
             _put(row, "read", answers, [ep.answer for ep in episodes])
+            shown = [screen_text(ep, receiver) for ep in episodes]
+            if all(len(tokenizer.encode(t, add_special_tokens=False)) <= SCREEN_SLOTS for t in shown):
+                answers = read_screens(model, tokenizer, [ep.prompt(receiver, mode="latent") for ep in episodes],
+                                       shown, max_new_tokens=max(len(ep.answer) for ep in episodes) + 8)
+                _put(row, "screen", answers, [ep.answer for ep in episodes])
             # write: every sender from the gold messages it would receive.
             preds, golds = [], []
             for spec in episodes[0].senders:

@@ -41,6 +41,7 @@ from pathlib import Path
 from typing import Any
 
 from .._jobs import config_parser, warmup_cosine, write_jsonl
+from .screen import BLANK, SCREEN_SLOTS, screen_embeddings, screen_ids, screen_text
 from .tasks import TASKS, Task, make_task
 from .tokenizer import EOS_ID, PAD_ID, TinyTokenizer
 
@@ -57,7 +58,9 @@ class PretrainConfig:
     ``num_layers``, ``intermediate_size`` (default 2x hidden), plus any ``model_overrides`` for
     `tiny_config`. Data: ``tasks`` (a uniform mix), secret ``lengths`` sampled per example,
     ``receiver_share`` (fraction of examples where the model plays the receiver; the rest are
-    senders), ``image_slots`` (blank-image slot counts, one drawn per batch; None = the family's
+    senders), ``screen_share`` (fraction of receiver examples, in batches with `SCREEN_SLOTS`
+    slots, that show the messages as a picture at the image slots and leave them out of the
+    text: `screen`), ``image_slots`` (blank-image slot counts, one drawn per batch; None = the family's
     default and 16, the codec's default). ``steps`` is the total step count (a resumed run
     continues up to it); ``max_seconds`` stops earlier on a wall-clock budget.
     """
@@ -68,6 +71,7 @@ class PretrainConfig:
     lengths: tuple[int, ...] = (8,)
     alphabet: str = "abcdefghijklmnopqrstuvwxyz"
     receiver_share: float = 0.6
+    screen_share: float = 0.3
     image_slots: tuple[int, ...] | None = None
     hidden_size: int = 128
     num_layers: int = 2
@@ -104,8 +108,9 @@ class PretrainConfig:
                 make_task(name, n, self.alphabet)  # refuse unknown tasks and bad lengths now
         if self.image_slots is not None:
             self.image_slots = tuple(int(n) for n in self.image_slots)
-        if not 0.0 <= self.receiver_share <= 1.0:
-            raise ConfigError(f"receiver_share must be in [0, 1], got {self.receiver_share}")
+        for name in ("receiver_share", "screen_share"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise ConfigError(f"{name} must be in [0, 1], got {getattr(self, name)}")
         if self.save_dtype not in ("float32", "bfloat16", "float16"):
             raise ConfigError(f"save_dtype must be float32, bfloat16 or float16, got {self.save_dtype!r}")
         self.out_dir = self.out_dir.format(family=self.family)
@@ -148,23 +153,32 @@ class _Batches:
             self._tasks[key] = make_task(name, length, self.config.alphabet)
         return self._tasks[key]
 
-    def example(self, rng: random.Random) -> tuple[str, str]:
-        """One ``(prompt text, reply)`` pair: a random task, length, episode and agent."""
+    def example(self, rng: random.Random, n_slots: int) -> tuple[str, str, list[int]]:
+        """One ``(prompt text, reply, screen)``: a random task, length, episode and agent; the
+        screen (`screen_ids`) shows the receiver's messages at the slots, or is all blank."""
         cfg = self.config
         task = self._task(rng.choice(cfg.tasks), rng.choice(cfg.lengths))
         episode = task.episode(seed=cfg.seed, index=rng.randrange(1 << 40))
         agent = episode.receiver if rng.random() < cfg.receiver_share else rng.choice(episode.senders)
-        return episode.prompt(agent.name), episode.target(agent.name)
+        blank = [BLANK] * n_slots
+        if agent is episode.receiver and n_slots >= SCREEN_SLOTS and rng.random() < cfg.screen_share:
+            shown = screen_text(episode, agent.name)
+            if len(self.tokenizer.encode(shown, add_special_tokens=False)) <= n_slots:
+                return (episode.prompt(agent.name, mode="latent"), episode.target(agent.name),
+                        screen_ids(self.tokenizer, shown, n_slots))
+        return episode.prompt(agent.name), episode.target(agent.name), blank
 
-    def __call__(self, step: int, device: Any) -> tuple[Any, Any, Any]:
-        """``(input_ids, attention_mask, labels)``, each ``(B, T)``, right-padded."""
+    def __call__(self, step: int, device: Any) -> tuple[Any, Any, Any, list[list[int]] | None]:
+        """``(input_ids, attention_mask, labels)``, each ``(B, T)``, right-padded, and the rows'
+        screens (None when no row of the batch shows one)."""
         import torch
 
         rng = random.Random(f"pretrain|{self.config.seed}|{self.process}|{step}")
         n_slots = rng.choice(self.slots)
-        rows, labels = [], []
+        rows, labels, screens = [], [], []
         for _ in range(self.config.batch_size):
-            text, reply = self.example(rng)
+            text, reply, screen = self.example(rng, n_slots)
+            screens.append(screen)
             prompt = self.adapter.build_prompt(self.tokenizer, text, n_slots).input_ids
             answer = self.tokenizer.encode(reply, add_special_tokens=False) + [EOS_ID]
             rows.append(prompt + answer)
@@ -177,7 +191,8 @@ class _Batches:
             ids[i, :len(row)] = torch.tensor(row)
             mask[i, :len(row)] = 1
             target[i, :len(lab)] = torch.tensor(lab)
-        return ids.to(device), mask.to(device), target.to(device)
+        shown = any(i != BLANK for row in screens for i in row)
+        return ids.to(device), mask.to(device), target.to(device), screens if shown else None
 
 
 def _lr_factor(step: int, config: PretrainConfig) -> float:
@@ -251,8 +266,9 @@ def pretrain(config: PretrainConfig) -> Path:
         for step in bar:
             for group in optimizer.param_groups:
                 group["lr"] = config.lr * _lr_factor(step, config)
-            ids, mask, labels = batches(step, accelerator.device)
-            inputs = adapter.inject(raw, ids, attention_mask=mask)
+            ids, mask, labels, screens = batches(step, accelerator.device)
+            pictures = None if screens is None else screen_embeddings(raw, screens)  # (B, n, D)
+            inputs = adapter.inject(raw, ids, pictures, attention_mask=mask)
             logits = model(**inputs.kwargs).logits[:, :-1]  # (B, T-1, V): position t predicts t+1
             loss = F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), labels[:, 1:].reshape(-1),
                                    ignore_index=IGNORE)
