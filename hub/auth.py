@@ -46,6 +46,7 @@ import getpass
 import hashlib
 import hmac
 import json
+import logging
 import secrets
 import sys
 import time
@@ -53,7 +54,7 @@ import tomllib
 from collections import OrderedDict
 from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, PositiveInt, ValidationError, field_validator
 
@@ -61,6 +62,11 @@ from .._message import message_size
 from .._proto import bus_pb2 as pb
 from .._topics import validate_filter
 from ..errors import ConfigError, InvalidTopic, LimitExceeded, MessageTooLarge, PermissionDenied, Unauthenticated
+
+if TYPE_CHECKING:
+    from .core import Hub
+
+log = logging.getLogger("latentwire.hub")
 
 SCHEME = "scrypt"
 # scrypt cost: 2**14 x 8 x 1 takes ~50 ms and 16 MiB per check, the usual interactive setting.
@@ -311,6 +317,12 @@ class Guard:
             raise LimitExceeded(f"agent {self.agent!r} may hold at most {cap} subscriptions; "
                                 f"this would make {len(held | set(filters))}")
 
+    def renewed(self, rule: AgentRule | None, limits: Limits) -> Guard:
+        """A guard with a new rule and limits that keeps this one's open reply permissions."""
+        guard = Guard(self.agent, rule, limits)
+        guard._replies = self._replies
+        return guard
+
     def grant_reply(self, requester: str, correlation_id: str) -> None:
         """This session was sent a request: let it answer ``requester`` once."""
         self._replies[(requester, correlation_id)] = None
@@ -324,8 +336,14 @@ class Policy:
     def __init__(self, auth: AuthFile | None = None, limits: Limits | None = None) -> None:
         self.auth = auth
         self.limits = (auth.defaults.limits if auth else Limits()).over(limits or Limits())
-        # Checked for unknown agents too, so a wrong name costs as long as a wrong token.
-        self._decoy = hash_token(secrets.token_hex(8)) if auth else ""
+        self._decoy = self._make_decoy(auth) if auth else ""
+
+    @staticmethod
+    def _make_decoy(auth: AuthFile) -> str:
+        # Checked for unknown agents, with the cost parameters of a real entry, so a wrong
+        # name takes as long as a wrong token.
+        n, r, p, _, _ = _parse_hash(next(iter(auth.agents.values())).token_hash)
+        return hash_token(secrets.token_hex(8), n=n, r=r, p=p)
 
     @classmethod
     def from_file(cls, path: str | Path | None, limits: Limits | None = None) -> Policy:
@@ -349,6 +367,36 @@ class Policy:
             # One reason for both, so a caller cannot probe which agent ids exist.
             raise Unauthenticated(f"invalid token for agent {agent!r}")
         return Guard(agent, rule, rule.limits.over(self.limits))
+
+
+async def reload_policy(hub: Hub, path: str | Path, limits: Limits | None = None) -> bool:
+    """Load the auth file at ``path`` again and apply it to a running hub (the daemon does this
+    on SIGHUP); returns False, keeping the old policy, if the file is bad.
+
+    Sessions of agents that are gone from the file, or whose token hash changed, are
+    disconnected (they must authenticate again); the others get their new ACLs and limits at
+    once. New connections are checked against the new file.
+    """
+    try:
+        policy = await asyncio.to_thread(Policy.from_file, path, limits)
+    except ConfigError as exc:
+        log.error("auth file not reloaded, the old one stays in force: %s", exc)
+        return False
+    assert policy.auth is not None
+    old = hub.policy.auth
+    hub.policy = policy
+    cut = []
+    for agent, session in list(hub.sessions.items()):
+        rule = policy.auth.agents.get(agent)
+        before = old.agents.get(agent) if old else None
+        if rule is None or (before is not None and before.token_hash != rule.token_hash):
+            cut.append(agent)
+            hub.disconnect(agent)
+        elif session.guard is not None:
+            session.guard = session.guard.renewed(rule, rule.limits.over(policy.limits))
+    log.warning("auth file %s reloaded: %d agents; disconnected %s", path, len(policy.auth.agents),
+                ", ".join(repr(a) for a in cut) or "none")
+    return True
 
 
 # -- `latentwire hash-token` ---------------------------------------------------------------

@@ -12,11 +12,12 @@ import logging
 import signal
 
 from ..errors import ConfigError
+from .auth import reload_policy
 from .core import Hub
 from .journal import Journal, JournalError
 from .logs import configure_logging
 from .metrics import HubMetrics
-from .options import config_from_args, policy_from_args
+from .options import config_from_args, limits_from_args, policy_from_args
 from .server import serve
 
 log = logging.getLogger("latentwire.hub")
@@ -44,6 +45,13 @@ async def _serve(args: argparse.Namespace, hub: Hub) -> int:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    reloads: set[asyncio.Task] = set()
+    if args.auth_file:  # SIGHUP: apply an edited auth file (rotated tokens, new ACLs) in place
+        def reload() -> None:
+            task = loop.create_task(reload_policy(hub, args.auth_file, limits_from_args(args)))
+            reloads.add(task)
+            task.add_done_callback(reloads.discard)
+        loop.add_signal_handler(signal.SIGHUP, reload)
     # One parseable line, so scripts and tests can find the port when --port 0 was asked.
     print(f"latentwire hub listening on {server.url}", flush=True)
     if hub.policy.auth is None:

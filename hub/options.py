@@ -76,17 +76,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
       help="least severe log level shown (default warning, or info/debug with -v/-vv)")
 
 
-def policy_from_args(args: argparse.Namespace) -> Policy:
-    """The `Policy` of ``--auth-file`` and the limit flags; raises `ConfigError` naming a bad one.
-
-    Loading hashes a decoy token (scrypt), so call it off the event loop."""
+def limits_from_args(args: argparse.Namespace) -> Limits:
+    """The per-session `Limits` of the flags; raises `ConfigError` naming a bad one."""
     for flag in ("publish_rate", "publish_burst", "max_subscriptions"):
         value = getattr(args, flag)
         if value is not None and value <= 0:
             raise ConfigError(f"--{flag.replace('_', '-')} must be a positive number, got {value}")
-    limits = Limits(publish_rate=args.publish_rate, publish_burst=args.publish_burst,
-                    max_subscriptions=args.max_subscriptions)
-    return Policy.from_file(args.auth_file, limits)
+    return Limits(publish_rate=args.publish_rate, publish_burst=args.publish_burst,
+                  max_subscriptions=args.max_subscriptions)
+
+
+def policy_from_args(args: argparse.Namespace) -> Policy:
+    """The `Policy` of ``--auth-file`` and the limit flags; raises `ConfigError` naming a bad one.
+
+    Loading hashes a decoy token (scrypt), so call it off the event loop."""
+    return Policy.from_file(args.auth_file, limits_from_args(args))
 
 
 def config_from_args(args: argparse.Namespace) -> HubConfig:

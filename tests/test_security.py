@@ -13,6 +13,7 @@ import ipaddress
 import json
 import logging
 import re
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -28,7 +29,15 @@ from latentwire._proto import bus_pb2 as pb
 from latentwire._topics import topic_matches
 from latentwire._wire import FrameDecoder, encode_batch
 from latentwire.hub import Hub
-from latentwire.hub.auth import AuthFile, Policy, filter_within, hash_token, main as hash_token_main, verify_token
+from latentwire.hub.auth import (
+    AuthFile,
+    Policy,
+    filter_within,
+    hash_token,
+    reload_policy,
+    verify_token,
+)
+from latentwire.hub.auth import main as hash_token_main
 from latentwire.hub.server import serve
 from latentwire.transports.grpc import METHOD
 
@@ -358,6 +367,50 @@ async def test_daemon_loads_an_auth_file_and_enforces_it(tmp_path: Path) -> None
             with pytest.raises(latentwire.PermissionDenied):
                 await alice.publish("control/x", "no")
             await alice.publish("sensors/x", "yes")
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+async def test_reloading_the_auth_file_applies_it_to_live_sessions(secure: HubEnv, tmp_path: Path) -> None:
+    config = auth_config()
+    path = tmp_path / "auth.json"
+    async with agent(secure, "alice") as alice, agent(secure, "bob", reconnect_timeout=1) as bob:
+        with pytest.raises(latentwire.PermissionDenied):
+            await alice.publish("control/x", "not yet")
+        config["agents"]["alice"]["publish"].append("control/#")  # widen alice's ACL ...
+        del config["agents"]["bob"]  # ... and remove bob
+        path.write_text(json.dumps(config))
+        assert await reload_policy(secure.hub, path)
+        await alice.publish("control/x", "now allowed")  # the live session has the new ACL
+        with pytest.raises(latentwire.Unauthenticated):  # bob was cut off and cannot come back
+            await bob.publish("control/bob", "x")
+        path.write_text('{"agents": {}}')  # a bad edit keeps the policy in force
+        assert not await reload_policy(secure.hub, path)
+        await alice.publish("control/y", "still allowed")
+
+
+async def test_daemon_reloads_the_auth_file_on_sighup(tmp_path: Path) -> None:
+    config = auth_config()
+    auth = tmp_path / "auth.json"
+    auth.write_text(json.dumps(config))
+    proc = subprocess.Popen([sys.executable, "-m", "latentwire.cli", "hub", "--port", "0", "--auth-file", str(auth)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        url = proc.stdout.readline().rsplit(" ", 1)[1].strip()
+        async with latentwire.connect(url, agent="alice", token=TOKENS["alice"]) as alice:
+            with pytest.raises(latentwire.PermissionDenied):
+                await alice.publish("control/x", "no")
+            config["agents"]["alice"]["publish"] = ["control/#"]
+            auth.write_text(json.dumps(config))
+            proc.send_signal(signal.SIGHUP)
+            async with asyncio.timeout(10):  # applied once the file is read again
+                while True:
+                    try:
+                        await alice.publish("control/x", "yes")
+                        break
+                    except latentwire.PermissionDenied:
+                        await asyncio.sleep(0.05)
     finally:
         proc.terminate()
         proc.wait(10)
