@@ -69,9 +69,9 @@ NOTES = [
     "included.",
     "Backpressure RSS growth is peak minus the RSS sampled (every 20 ms) after both clients "
     "connected; freed memory that the allocator keeps counts as growth.",
-    "mqtt runs the hub's consumer and producer on mqtt:// through mosquitto (its defaults, on "
-    "loopback, no persistence): QoS 1, a PUBACK per message, the broker's receive maximum as "
-    "the publish window; server CPU is mosquitto's.",
+    "mqtt runs the hub's consumer and producer on mqtt:// through mosquitto (its defaults but "
+    "set_tcp_nodelay, on loopback, no persistence): QoS 1, a PUBACK per message, the broker's "
+    "receive maximum as the publish window; server CPU is mosquitto's.",
 ]
 
 
@@ -561,7 +561,9 @@ async def _start_mosquitto(folder: str) -> tuple[_Child, str] | None:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
     config = Path(folder) / "mosquitto.conf"
-    config.write_text(f"listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n")
+    # TCP_NODELAY as the client sets it: otherwise Nagle's algorithm holds small packets back.
+    config.write_text(f"listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n"
+                      "set_tcp_nodelay true\n")
     stderr = tempfile.TemporaryFile()
     proc = await asyncio.create_subprocess_exec(binary, "-c", str(config), stdin=asyncio.subprocess.DEVNULL,
                                                 stdout=stderr, stderr=stderr)

@@ -113,6 +113,7 @@ def mosquitto(tmp_path_factory: pytest.TempPathFactory, tls_files: dict[str, Pat
     # No persistence: a test run leaves nothing behind. A deep queue per offline session, so
     # the resume tests measure the transport, not mosquitto's default cap of 1000 messages.
     config.write_text(f"allow_anonymous true\npersistence false\nmax_queued_messages 100000\n"
+                      "set_tcp_nodelay true\n"
                       f"listener {port} 127.0.0.1\n"
                       f"listener {tls_port} 127.0.0.1\ncertfile {tls_files['cert']}\n"
                       f"keyfile {tls_files['key']}\n"

@@ -33,6 +33,7 @@ import contextlib
 import json
 import logging
 import math
+import socket
 import ssl
 import time
 import uuid
@@ -421,6 +422,8 @@ class _MqttConnection(Connection):
             username=hello.agent if hello.token else None, password=hello.token or None,
             keepalive=t.keepalive, timeout=self._timeout, tls_context=t.tls_context,
             max_inflight_messages=t.publish_window,  # the bus's window, cut to the broker's below
+            # Small packets (PUBACKs, small messages) go out at once, not after Nagle's delay.
+            socket_options=[(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)],
             on_message=self._on_message,
         )
         try:
