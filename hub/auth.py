@@ -282,9 +282,10 @@ class Guard:
         if cap is not None and (size := message_size(env, payload_len)) > cap:
             raise MessageTooLarge(size, cap, f"message of {size} bytes exceeds agent {self.agent!r}'s "
                                              f"max_message_bytes={cap}")
+        reply = None
         if self.rule is not None:
             if env.recipient:
-                self._check_send(env)
+                reply = self._check_send(env)
             elif not any(filter_within(p, env.topic) for p in self.rule.publish):
                 raise PermissionDenied(f"agent {self.agent!r} may not publish to {env.topic!r} "
                                        f"(allowed: {self.rule.publish or 'none'})")
@@ -292,17 +293,20 @@ class Guard:
             raise LimitExceeded(f"agent {self.agent!r} is above its publish rate of "
                                 f"{self.limits.publish_rate:g}/s (burst {self._bucket.burst}); "
                                 f"retry in {wait:.3g} s")
+        if reply is not None:
+            del self._replies[reply]  # one reply per request (kept if the rate refused it)
 
-    def _check_send(self, env: pb.Envelope) -> None:
+    def _check_send(self, env: pb.Envelope) -> tuple[str, str] | None:
+        """Raise unless ``env`` may go to its recipient; the reply permission it uses, if any."""
         assert self.rule is not None
         if env.correlation_id and not env.reply_to:
             key = (env.recipient, env.correlation_id)
             if key in self._replies:
-                del self._replies[key]  # one reply per request
-                return
+                return key
         if not any(fnmatch.fnmatchcase(env.recipient, g) for g in self.rule.send):
             raise PermissionDenied(f"agent {self.agent!r} may not send direct messages to "
                                    f"{env.recipient!r} (allowed: {self.rule.send or 'none'})")
+        return None
 
     def check_subscribe(self, filters: Iterable[str], held: set[str]) -> None:
         """Raise if this session may not hold ``held`` plus ``filters``."""

@@ -210,6 +210,25 @@ async def test_subscription_limit(secure: HubEnv) -> None:
         await bob.subscribe("sensors/a/temp")  # held already: no new filter, allowed
 
 
+def test_rate_refills_and_a_refused_reply_keeps_its_permission() -> None:
+    from latentwire.hub.auth import Guard, Limits
+
+    now = [0.0]
+    rule = AuthFile.model_validate(auth_config()).agents["bob"]
+    guard = Guard("bob", rule, Limits(publish_rate=2.0, publish_burst=1), clock=lambda: now[0])
+    reply = pb.Envelope(id="r", recipient="alice", correlation_id="c1")
+    reply.text = ""
+    guard.grant_reply("alice", "c1")
+    guard.check_publish(pb.Envelope(id="x", topic="control/bob", text=""), 0)  # the one token
+    with pytest.raises(latentwire.LimitExceeded, match="retry in 0.5 s"):
+        guard.check_publish(reply, 0)
+    now[0] = 0.5  # half a second at 2/s refills one token
+    guard.check_publish(reply, 0)  # the reply permission survived the refusal ...
+    now[0] = 10.0
+    with pytest.raises(latentwire.PermissionDenied):  # ... and is used up now
+        guard.check_publish(reply, 0)
+
+
 async def test_limits_apply_without_an_auth_file(make_env) -> None:
     env = await make_env()
     if env.kind == "mqtt":
