@@ -8,6 +8,7 @@ loopback port; without the binary those params skip, except in CI (``CI=true``),
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import ipaddress
 import os
@@ -92,51 +93,50 @@ class Mosquitto:
     tls_port: int
 
 
-def _free_port() -> int:
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return probe.getsockname()[1]
 
 
-@pytest.fixture(scope="session")
-def mosquitto(tmp_path_factory: pytest.TempPathFactory, tls_files: dict[str, Path]) -> Iterator[Mosquitto]:
-    """A mosquitto broker on free loopback ports, for the session."""
+def mosquitto_binary() -> str:
+    """The mosquitto executable; skips the test without it (fails it under ``CI=true``)."""
     binary = shutil.which("mosquitto") or shutil.which("mosquitto", path="/usr/sbin:/usr/local/sbin")
     if binary is None:
         reason = "mosquitto is not installed (apt-get install mosquitto): mqtt:// tests need a broker"
         if os.environ.get("CI") == "true":
             pytest.fail(reason)
         pytest.skip(reason)
-    port, tls_port = _free_port(), _free_port()
-    folder = tmp_path_factory.mktemp("mosquitto")
-    config = folder / "mosquitto.conf"
-    # No persistence: a test run leaves nothing behind. A deep queue per offline session, so
-    # the resume tests measure the transport, not mosquitto's default cap of 1000 messages.
-    config.write_text(f"allow_anonymous true\npersistence false\nmax_queued_messages 100000\n"
-                      "set_tcp_nodelay true\n"
-                      f"listener {port} 127.0.0.1\n"
-                      f"listener {tls_port} 127.0.0.1\ncertfile {tls_files['cert']}\n"
-                      f"keyfile {tls_files['key']}\n"
-                      # Started as root, mosquitto would switch to its own user, which cannot
-                      # read the test's temporary certificate; a CI runner is not root.
-                      + ("user root\n" if hasattr(os, "geteuid") and os.geteuid() == 0 else ""))
+    return binary
+
+
+@contextlib.contextmanager
+def run_mosquitto(folder: Path, config: str, ports: list[int]) -> Iterator[None]:
+    """Run mosquitto with ``config`` (written to ``folder``) until it listens on ``ports``
+    (loopback), and stop it at the end."""
+    # No persistence: a test run leaves nothing behind. Started as root, mosquitto would switch
+    # to its own user, which cannot read the test's temporary files; a CI runner is not root.
+    root = "user root\n" if hasattr(os, "geteuid") and os.geteuid() == 0 else ""
+    (folder / "mosquitto.conf").write_text(f"persistence false\nset_tcp_nodelay true\n{root}{config}")
     log = folder / "mosquitto.log"
     with log.open("wb") as out:
-        process = subprocess.Popen([binary, "-c", str(config)], stdout=out, stderr=subprocess.STDOUT)
+        process = subprocess.Popen([mosquitto_binary(), "-c", str(folder / "mosquitto.conf")],
+                                   stdout=out, stderr=subprocess.STDOUT)
     try:
         deadline = time.monotonic() + 10
         while True:
             if process.poll() is not None:
                 pytest.fail(f"mosquitto exited with {process.returncode}: {log.read_text()}")
             try:
-                for listening in (port, tls_port):
-                    socket.create_connection(("127.0.0.1", listening), timeout=0.2).close()
+                for port in ports:
+                    socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
                 break
             except OSError:
                 if time.monotonic() > deadline:
-                    pytest.fail(f"mosquitto did not listen on 127.0.0.1:{port} within 10 s")
+                    pytest.fail(f"mosquitto did not listen on 127.0.0.1:{ports} within 10 s")
                 time.sleep(0.05)
-        yield Mosquitto("127.0.0.1", port, tls_port)
+        yield
     finally:
         process.terminate()
         try:
@@ -144,6 +144,19 @@ def mosquitto(tmp_path_factory: pytest.TempPathFactory, tls_files: dict[str, Pat
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
+
+
+@pytest.fixture(scope="session")
+def mosquitto(tmp_path_factory: pytest.TempPathFactory, tls_files: dict[str, Path]) -> Iterator[Mosquitto]:
+    """A mosquitto broker on free loopback ports, for the session."""
+    mosquitto_binary()
+    port, tls_port = free_port(), free_port()
+    # A deep queue per offline session, so the resume tests measure the transport, not
+    # mosquitto's default cap of 1000 messages.
+    config = (f"allow_anonymous true\nmax_queued_messages 100000\nlistener {port} 127.0.0.1\n"
+              f"listener {tls_port} 127.0.0.1\ncertfile {tls_files['cert']}\nkeyfile {tls_files['key']}\n")
+    with run_mosquitto(tmp_path_factory.mktemp("mosquitto"), config, [port, tls_port]):
+        yield Mosquitto("127.0.0.1", port, tls_port)
 
 
 @pytest.fixture(scope="session")

@@ -7,6 +7,8 @@ The shared transport suite (test_bus.py and friends) runs on mqtt:// through con
 from __future__ import annotations
 
 import asyncio
+import shutil
+import subprocess
 import uuid
 from pathlib import Path
 
@@ -27,7 +29,7 @@ from latentwire.transports.mqtt import (
     encode_message,
 )
 
-from .conftest import Mosquitto
+from .conftest import Mosquitto, free_port, run_mosquitto
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -162,6 +164,38 @@ async def test_mqtts_verifies_the_broker_certificate(mosquitto: Mosquitto, tls_f
     with pytest.raises(latentwire.ConnectError, match="CERTIFICATE_VERIFY_FAILED"):
         async with latentwire.connect(url, agent="x", connect_timeout=5):  # system roots only
             pass
+
+
+async def test_broker_authentication_and_acls_surface_as_auth_errors(
+        mosquitto: Mosquitto, tmp_path: Path) -> None:
+    """Agent id = MQTT user name, token = password; the broker's refusals keep their meaning."""
+    passwd = shutil.which("mosquitto_passwd") or shutil.which("mosquitto_passwd", path="/usr/bin:/usr/sbin")
+    if passwd is None:
+        pytest.skip("mosquitto_passwd is not installed")
+    (tmp_path / "passwd").touch()
+    for user, password in (("alice", "s3cret"), ("bob", "hunter2")):
+        subprocess.run([passwd, "-b", str(tmp_path / "passwd"), user, password], check=True)
+    # Everyone may use the namespace, except publishing under secret/.
+    (tmp_path / "acl").write_text("pattern readwrite ns/#\npattern deny ns/topic/secret/#\n")
+    port = free_port()
+    config = (f"listener {port} 127.0.0.1\nallow_anonymous false\n"
+              f"password_file {tmp_path / 'passwd'}\nacl_file {tmp_path / 'acl'}\n")
+    url = f"mqtt://127.0.0.1:{port}/ns"
+    with run_mosquitto(tmp_path, config, [port]):
+        with pytest.raises(latentwire.AuthError, match="refused 'alice'"):
+            async with latentwire.connect(url, agent="alice", token="wrong"):
+                pass
+        with pytest.raises(latentwire.AuthError):
+            async with latentwire.connect(url, agent="mallory"):
+                pass
+        async with latentwire.connect(url, agent="alice", token="s3cret") as alice, \
+                latentwire.connect(url, agent="bob", token="hunter2") as bob:
+            sub = await bob.subscribe("#")
+            with pytest.raises(latentwire.AuthError, match="0x87"):
+                await alice.publish("secret/plans", "x")
+            await alice.publish("open/news", "hello")  # the refusal ended nothing
+            msg = await sub.receive(timeout=5)
+            assert (msg.topic, msg.text, msg.sender) == ("open/news", "hello", "alice")
 
 
 async def test_unreachable_broker() -> None:
