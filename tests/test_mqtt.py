@@ -204,6 +204,26 @@ async def test_unreachable_broker() -> None:
             pass
 
 
+async def test_a_silent_server_is_not_waited_on_forever() -> None:
+    """A TCP peer that never answers CONNECT: a clear error after connect_timeout, and the
+    attempt's socket is closed, not left open."""
+    peers: list[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = []
+    server = await asyncio.start_server(lambda r, w: peers.append((r, w)), "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        with pytest.raises(latentwire.ConnectError, match=f"no MQTT broker reachable at 127.0.0.1:{port} within 0.5 s"):
+            async with latentwire.connect(f"mqtt://127.0.0.1:{port}", connect_timeout=0.5):
+                pass
+        reader, _ = peers[0]
+        connect_packet = await asyncio.wait_for(reader.read(), 5)  # returns only at EOF
+        assert connect_packet[:1] == b"\x10"  # it was an MQTT CONNECT
+    finally:
+        for _, writer in peers:
+            writer.close()
+        server.close()
+        await server.wait_closed()
+
+
 def test_urls_and_options(tls_files: dict[str, Path]) -> None:
     t = latentwire.connect("mqtt://broker.local/fleet-a")._transport
     assert isinstance(t, MqttTransport)

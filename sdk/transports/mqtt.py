@@ -303,6 +303,11 @@ class _Client(aiomqtt.Client):
                 fut.exception()  # retrieved: the bus resends these on the next connection
         self._acks.clear()
 
+    def abandon(self) -> None:
+        """Close the socket of a connection attempt that did not complete."""
+        with contextlib.suppress(Exception):
+            self._client._sock_close()
+
     async def leave(self, timeout: float) -> None:
         """DISCONNECT with session expiry 0: the broker forgets the session (bye)."""
         props = Properties(PacketTypes.DISCONNECT)
@@ -427,8 +432,12 @@ class _MqttConnection(Connection):
             on_message=self._on_message,
         )
         try:
-            async with asyncio.timeout(self._timeout):
-                await client.__aenter__()
+            try:
+                async with asyncio.timeout(self._timeout):
+                    await client.__aenter__()
+            except BaseException:
+                client.abandon()  # refused, timed out or cancelled: aiomqtt leaves the socket open
+                raise
         except MqttConnectError as exc:
             code = getattr(exc.rc, "value", exc.rc)
             self._push(pb.Frame(error=pb.Error(code=_wire_code(code), reason=(
