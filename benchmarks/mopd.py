@@ -72,7 +72,8 @@ class MopdBenchConfig:
 
 def _parse(argv: list[str], quick: bool) -> tuple[MopdBenchConfig, str | None]:
     cfg = MopdBenchConfig.quick_run() if quick else MopdBenchConfig()
-    parser = argparse.ArgumentParser(prog="latentwire bench mopd", description="GRPO vs OPD vs MOPD on tinyworld sort")
+    parser = argparse.ArgumentParser(prog="latentwire bench mopd",
+                                     description="GRPO vs OPD vs MOPD on tinyworld sort")
     for name, value in asdict(cfg).items():
         if name == "quick":
             continue
@@ -135,7 +136,8 @@ def signal(model: Any, tokenizer: Any, problems: list[tuple[str, str]], cfg: Mop
 
 
 def _spread(values: list[float]) -> dict[str, float]:
-    return {"mean": statistics.fmean(values), "std": statistics.pstdev(values), "min": min(values), "max": max(values)}
+    return {"mean": statistics.fmean(values), "std": statistics.pstdev(values),
+            "min": min(values), "max": max(values)}
 
 
 def summarize(training: dict[str, Any], signal_result: dict[str, Any], check: dict[str, float]) -> dict[str, Any]:

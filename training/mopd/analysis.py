@@ -78,7 +78,8 @@ def score_completions(model: Any, tokenizer: Any, prompt_texts: Sequence[str], c
     with torch.no_grad():
         for start in range(0, len(completions), batch_size):
             prompts = [encode_prompt(tokenizer, t) for t in prompt_texts[start:start + batch_size]]
-            logp, mask, _ = completion_logprobs(model, prompts, completions[start:start + batch_size], pad, temperature)
+            chunk = completions[start:start + batch_size]
+            logp, mask, _ = completion_logprobs(model, prompts, chunk, pad, temperature)
             scores += (logp.sum(1) / mask.sum(1).clamp_min(1)).tolist()
     return scores
 
@@ -119,7 +120,8 @@ def _round(value: float | None) -> float | None:
 
 def format_table(rows: Sequence[dict[str, Any]]) -> str:
     """The teacher-signal rows as a plain-text table."""
-    header = f"{'context mode':<14}{'coverage':>9}{'n':>6}{'AUROC':>8}{'Spearman':>10}{'AUROC adv':>11}{'Spearman adv':>14}"
+    header = (f"{'context mode':<14}{'coverage':>9}{'n':>6}{'AUROC':>8}{'Spearman':>10}{'AUROC adv':>11}"
+              f"{'Spearman adv':>14}")
     lines = [header, "-" * len(header)]
 
     def fmt(value: Any) -> str:
@@ -127,5 +129,6 @@ def format_table(rows: Sequence[dict[str, Any]]) -> str:
 
     for row in rows:
         lines.append(f"{row['mode']:<14}{row['coverage']:>9.2f}{row['n']:>6}{fmt(row['auroc']):>8}"
-                     f"{fmt(row['spearman']):>10}{fmt(row['auroc_advantage']):>11}{fmt(row['spearman_advantage']):>14}")
+                     f"{fmt(row['spearman']):>10}{fmt(row['auroc_advantage']):>11}"
+                     f"{fmt(row['spearman_advantage']):>14}")
     return "\n".join(lines)

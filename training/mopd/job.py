@@ -144,13 +144,15 @@ class MopdConfig:
         self.methods = tuple(self.methods)
         for name in self.methods:
             if name not in METHOD_PRESETS:
-                raise ConfigError(f"unknown method preset {name!r} in methods; choose from {', '.join(METHOD_PRESETS)}")
+                raise ConfigError(f"unknown method preset {name!r} in methods; "
+                                  f"choose from {', '.join(METHOD_PRESETS)}")
         if self.method not in METHODS:
             raise ConfigError(f"unknown method {self.method!r}; choose one of {', '.join(METHODS)}")
         if self.context not in CONTEXT_MODES:
             raise ConfigError(f"unknown context mode {self.context!r}; choose one of {', '.join(CONTEXT_MODES)}")
         if self.method == "mopd" and self.context == "none":
-            raise ConfigError("method 'mopd' with context 'none' is OPD: set method to 'opd' or pick a peer context")
+            raise ConfigError("method 'mopd' with context 'none' is OPD: "
+                              "set method to 'opd' or pick a peer context")
         if self.teacher not in TEACHER_KINDS:
             raise ConfigError(f"unknown teacher {self.teacher!r}; choose one of {', '.join(TEACHER_KINDS)}")
         if self.teacher == "separate" and not self.teacher_path:
@@ -270,7 +272,8 @@ def _checkpoint_folder(out: Path) -> Path | None:
     return None
 
 
-def _load_checkpoint(folder: Path, config: MopdConfig, student: Any, teacher: Any, optimizer: Any) -> tuple[int, list]:
+def _load_checkpoint(folder: Path, config: MopdConfig, student: Any, teacher: Any,
+                     optimizer: Any) -> tuple[int, list]:
     """Restore student, teacher and optimiser; ``(step, eval history)``. Refuses another run's checkpoint."""
     from latentwire.agents.errors import CheckpointError
     from safetensors import SafetensorError
@@ -327,12 +330,12 @@ def _step_loss(config: MopdConfig, model: Any, teacher: Any, tokenizer: Any, que
     else:
         has = torch.tensor(contexts.mask, device=device)
         keep = mask * has[:, None]
-        texts = [t if t is not None else q for t, q in zip(contexts.texts, (questions[i // rollouts.group_size]
-                                                                       for i in range(len(completions))))]
+        # A masked rollout still needs some teacher prompt to keep the batch rectangular: its question.
+        texts = [t if t is not None else questions[i // rollouts.group_size] for i, t in enumerate(contexts.texts)]
         t_prompts = [encode_prompt(tokenizer, t, config.max_prompt_tokens) for t in texts]
         with torch.no_grad():
-            t_logp, _, t_logits = completion_logprobs(teacher.model, t_prompts, completions, pad, config.temperature,
-                                                      want_logits)
+            t_logp, _, t_logits = completion_logprobs(teacher.model, t_prompts, completions, pad,
+                                                      config.temperature, want_logits)
         if config.loss == "sampled_rkl":
             loss = losses.sampled_reverse_kl(new, rollouts.old_logprobs, t_logp, keep, config.clip_eps,
                                              config.advantage_clip, config.centre_advantage)
@@ -417,7 +420,8 @@ def train(config: MopdConfig) -> dict[str, Any]:
             evaluate(0)
         for step in bar:
             for group in optimizer.param_groups:
-                group["lr"] = config.lr * warmup_cosine(step, config.steps, config.warmup_steps, config.min_lr_ratio)
+                factor = warmup_cosine(step, config.steps, config.warmup_steps, config.min_lr_ratio)
+                group["lr"] = config.lr * factor
             # Everything random in a step comes from (seed, step, process): a resumed run repeats it.
             rng = random.Random(f"mopd|{config.seed}|{step}|{accelerator.process_index}")
             torch.manual_seed(rng.randrange(1 << 62))
@@ -470,7 +474,8 @@ def train(config: MopdConfig) -> dict[str, Any]:
     return report
 
 
-def compare(config: MopdConfig, names: tuple[str, ...] | list[str], seeds: tuple[int, ...] | None = None) -> dict[str, Any]:
+def compare(config: MopdConfig, names: tuple[str, ...] | list[str],
+            seeds: tuple[int, ...] | None = None) -> dict[str, Any]:
     """Run each method preset in ``names`` (for each of ``seeds``) with otherwise the same settings.
 
     Runs go to ``<out_dir>/<name>/seed<seed>``; the combined ``report.json`` and ``success.png``
@@ -539,7 +544,8 @@ def load_config(path: str | os.PathLike[str]) -> dict[str, Any]:
     known = {f.name for f in fields(MopdConfig)}
     unknown = sorted(set(values) - known)
     if unknown:
-        raise ConfigError(f"config {file}: unknown field(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
+        raise ConfigError(f"config {file}: unknown field(s) {', '.join(unknown)}; "
+                          f"known: {', '.join(sorted(known))}")
     return values
 
 

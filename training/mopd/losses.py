@@ -38,7 +38,8 @@ def masked_mean(values: Any, mask: Any) -> Any:
 
 
 def clipped_surrogate(new_logp: Any, old_logp: Any, advantages: Any, mask: Any, clip_eps: float) -> Any:
-    """PPO-clipped policy-gradient loss ``-mean(min(rho A, clip(rho, 1-eps, 1+eps) A))``, ``rho = exp(new - old)``."""
+    """PPO-clipped policy-gradient loss ``-mean(min(rho A, clip(rho, 1-eps, 1+eps) A))``,
+    ``rho = exp(new - old)``."""
     import torch
 
     ratio = torch.exp(new_logp - old_logp.detach())
@@ -94,7 +95,8 @@ def divergence(student_logp: Any, teacher_logp: Any, mask: Any, kind: str = "rev
         if not 0 < beta < 1:
             raise ConfigError(f"jsd beta must be in (0, 1), got {beta}")
         log_m = torch.log((beta * p_t + (1 - beta) * p_s).clamp_min(1e-30))
-        per_token = beta * (p_t * (teacher_logp - log_m)).sum(-1) + (1 - beta) * (p_s * (student_logp - log_m)).sum(-1)
+        per_token = (beta * (p_t * (teacher_logp - log_m)).sum(-1)
+                     + (1 - beta) * (p_s * (student_logp - log_m)).sum(-1))
     return masked_mean(per_token, mask)
 
 

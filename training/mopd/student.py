@@ -161,7 +161,8 @@ def pretrain_student(config: StudentConfig) -> Path:
     model = build_student(config)
     task = make_task(config.task, config.length)
     verifier = TinyworldVerifier()
-    eval_problems = [(ep.prompt(ep.receiver.name), ep.answer) for ep in task.episodes(config.eval_n, seed=10_000 + config.seed)]
+    held_out = task.episodes(config.eval_n, seed=10_000 + config.seed)
+    eval_problems = [(ep.prompt(ep.receiver.name), ep.answer) for ep in held_out]
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=0.01)
     rng = random.Random(config.seed)
     out = Path(config.out)
@@ -173,7 +174,8 @@ def pretrain_student(config: StudentConfig) -> Path:
     with (out / "pretrain_metrics.jsonl").open("w") as metrics:
         bar = tqdm(range(config.steps), disable=not config.progress, desc="pretrain student", mininterval=1.0)
         for step in bar:
-            episodes = [task.episode(seed=config.seed, index=rng.randrange(1 << 40)) for _ in range(config.batch_size)]
+            episodes = [task.episode(seed=config.seed, index=rng.randrange(1 << 40))
+                        for _ in range(config.batch_size)]
             prompts = [encode_prompt(tokenizer, _example(ep.prompt(ep.receiver.name), ep.answer, rng, config))
                        for ep in episodes]
             answers = [tokenizer.encode(ep.answer, add_special_tokens=False) + [EOS_ID] for ep in episodes]
