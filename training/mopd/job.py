@@ -49,6 +49,7 @@ import json
 import os
 import random
 import shutil
+import sys
 import time
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
@@ -555,16 +556,24 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: list[str] | None = None) -> dict[str, Any]:
-    """CLI entry: ``--config FILE`` and/or flags into a `MopdConfig`, run `train`, print the result."""
+def main(argv: list[str] | None = None) -> dict[str, Any] | int:
+    """CLI entry: ``--config FILE`` and/or flags into a `MopdConfig`, run `train`, print the result.
+
+    A bad config file or setting prints one line naming it and returns exit status 2.
+    """
     parser = _parser()
     args = parser.parse_args(argv)
-    if args.config:
-        parser.set_defaults(**load_config(args.config))
-        args = parser.parse_args(argv)
-    values = vars(args)
-    values.pop("config")
-    report = train(MopdConfig(**values))
+    try:
+        if args.config:
+            parser.set_defaults(**load_config(args.config))
+            args = parser.parse_args(argv)
+        values = vars(args)
+        values.pop("config")
+        config = MopdConfig(**values)
+    except ConfigError as exc:
+        print(f"latentwire train mopd: {exc}", file=sys.stderr)
+        return 2
+    report = train(config)
     if not report:  # not the main process: it writes and prints nothing
         return report
     if "methods" in report:
