@@ -15,7 +15,7 @@ and labelled so.
 
 Run::
 
-    latentwire bench rcl --json bench-results/rcl.json            # full: about a minute or two
+    latentwire bench rcl --json bench-results/rcl.json            # full: a few minutes on 2 cores
     latentwire bench rcl --quick                                  # under a minute
     latentwire bench rcl --vary p_ignore --values 0 0.2 0.4 --seeds 8 --iterations 60
 """
