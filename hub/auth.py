@@ -56,12 +56,27 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, PositiveInt, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PositiveFloat,
+    PositiveInt,
+    ValidationError,
+    field_validator,
+)
 
 from .._message import message_size
 from .._proto import bus_pb2 as pb
 from .._topics import validate_filter
-from ..errors import ConfigError, InvalidTopic, LimitExceeded, MessageTooLarge, PermissionDenied, Unauthenticated
+from ..errors import (
+    ConfigError,
+    InvalidTopic,
+    LimitExceeded,
+    MessageTooLarge,
+    PermissionDenied,
+    Unauthenticated,
+)
 
 if TYPE_CHECKING:
     from .core import Hub
@@ -272,8 +287,10 @@ class Guard:
         self.agent = agent
         self.rule = rule
         self.limits = limits
-        self._bucket = (_Bucket(limits.publish_rate, limits.publish_burst or max(1, round(limits.publish_rate)),
-                                clock) if limits.publish_rate else None)
+        self._bucket = None
+        if limits.publish_rate:
+            burst = limits.publish_burst or max(1, round(limits.publish_rate))
+            self._bucket = _Bucket(limits.publish_rate, burst, clock)
         self._replies: OrderedDict[tuple[str, str], None] = OrderedDict()
 
     def check_publish(self, env: pb.Envelope, payload_len: int) -> None:

@@ -94,7 +94,8 @@ class _LevelCollector(Collector):
         sessions.add_metric(["connected"], snap.sessions_connected)
         sessions.add_metric(["detached"], snap.sessions_detached)
         yield sessions
-        yield g("latentwire_hub_queued_messages", "Deliveries queued, not yet sent", value=snap.queued_messages)
+        yield g("latentwire_hub_queued_messages", "Deliveries queued, not yet sent",
+                value=snap.queued_messages)
         yield g("latentwire_hub_held_bytes", "Bytes queued plus sent-but-unacked", value=snap.queued_bytes)
         yield g("latentwire_hub_inflight_messages", "Deliveries sent, awaiting the client's ack",
                 value=snap.inflight)
@@ -102,7 +103,8 @@ class _LevelCollector(Collector):
                 "(receive window minus unacked)", value=snap.receive_credits)
         yield g("latentwire_hub_max_session_messages", "Most messages held by one session",
                 value=snap.max_session_messages)
-        yield g("latentwire_hub_subscriptions", "Topic filters held by all sessions", value=snap.subscriptions)
+        yield g("latentwire_hub_subscriptions", "Topic filters held by all sessions",
+                value=snap.subscriptions)
         for name, doc in [("connections", "Connections that completed a hello"),
                           ("expired", "Deliveries dropped because their ttl passed"),
                           ("malformed", "Malformed frames received")]:
@@ -111,7 +113,8 @@ class _LevelCollector(Collector):
             yield g("latentwire_hub_journal_lag", "Journal operations submitted but not yet committed",
                     value=snap.journal_pending)
         if snap.journal_messages is not None:
-            yield g("latentwire_hub_journal_messages", "Messages stored in the journal", value=snap.journal_messages)
+            yield g("latentwire_hub_journal_messages", "Messages stored in the journal",
+                    value=snap.journal_messages)
         if snap.journal_bytes is not None:
             yield g("latentwire_hub_journal_bytes", "Bytes stored in the journal", value=snap.journal_bytes)
 

@@ -16,9 +16,9 @@ from typing import Any
 import grpc
 import grpc.aio
 
+from .._proto import bus_pb2 as pb
 from ..errors import ConfigError
 from ..transports.grpc import FramedStream, channel_options
-from .._proto import bus_pb2 as pb
 from .core import Hub, HubConfig
 from .health import add_health, mark_draining
 

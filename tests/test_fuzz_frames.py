@@ -15,7 +15,6 @@ import os
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-
 from latentwire._proto import bus_pb2 as pb
 from latentwire._wire import PREFIX, FrameDecoder, Oversize, iter_batches
 from latentwire.errors import ProtocolError
@@ -30,12 +29,14 @@ _envelope = st.builds(
     lambda id_, topic, recipient, headers, dtype, shape: _with_tensor(
         pb.Envelope(id=id_, topic=topic, recipient=recipient, headers=headers), dtype, shape),
     _text, _text, _text, st.dictionaries(_text, _text, max_size=3),
-    st.sampled_from(["float32", "uint8", "bfloat16", "nonsense"]), st.lists(st.integers(-5, 2**40), max_size=4),
+    st.sampled_from(["float32", "uint8", "bfloat16", "nonsense"]),
+    st.lists(st.integers(-5, 2**40), max_size=4),
 )
+_seq = st.integers(0, 2**64 - 1)
 _frame = st.one_of(
-    st.builds(lambda seq, env: pb.Frame(publish=pb.Publish(seq=seq, envelope=env)), st.integers(0, 2**64 - 1), _envelope),
-    st.builds(lambda seq, env: pb.Frame(deliver=pb.Deliver(seq=seq, envelope=env)), st.integers(0, 2**64 - 1), _envelope),
-    st.builds(lambda seqs: pb.Frame(delivery_ack=pb.Ack(seqs=seqs)), st.lists(st.integers(0, 2**64 - 1), max_size=5)),
+    st.builds(lambda seq, env: pb.Frame(publish=pb.Publish(seq=seq, envelope=env)), _seq, _envelope),
+    st.builds(lambda seq, env: pb.Frame(deliver=pb.Deliver(seq=seq, envelope=env)), _seq, _envelope),
+    st.builds(lambda seqs: pb.Frame(delivery_ack=pb.Ack(seqs=seqs)), st.lists(_seq, max_size=5)),
     st.builds(lambda agent: pb.Frame(hello=pb.Hello(agent=agent)), _text),
     st.just(pb.Frame(bye=pb.Bye())),
 )

@@ -11,17 +11,15 @@ import subprocess
 import sys
 import urllib.request
 
+import latentwire
 import numpy as np
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
-from prometheus_client.parser import text_string_to_metric_families
-
-import latentwire
-from latentwire import Agent, Runtime, on
-from latentwire import _tracing
+from latentwire import Agent, Runtime, _tracing, on
 from latentwire.hub import Hub
 from latentwire.hub.logs import JsonFormatter
 from latentwire.hub.metrics import HubMetrics
+from prometheus_client.parser import text_string_to_metric_families
 
 from .conftest import HubEnv
 from .test_security import grpc_channel
@@ -178,7 +176,7 @@ async def test_a_trace_follows_a_message_from_publisher_through_hub_to_handler(m
     assert set(spans) >= {"user request", "publish jobs/resize", "route jobs/resize", "process jobs/resize"}
     trace_id = root.get_span_context().trace_id
     assert {s.context.trace_id for s in spans.values()} == {trace_id}  # one trace
-    publish, route, process = spans["publish jobs/resize"], spans["route jobs/resize"], spans["process jobs/resize"]
+    publish, route, process = (spans[f"{kind} jobs/resize"] for kind in ("publish", "route", "process"))
     assert publish.parent.span_id == root.get_span_context().span_id
     assert route.parent.span_id == publish.context.span_id  # the hub's hop is the publisher's child
     assert process.parent.span_id == route.context.span_id  # the handler's is the hub's child
@@ -199,7 +197,8 @@ def test_json_log_lines_carry_fields_and_trace_ids() -> None:
     pytest.importorskip("opentelemetry.sdk")
     from opentelemetry.sdk.trace import TracerProvider
 
-    record = logging.LogRecord("latentwire.hub", logging.WARNING, __file__, 1, "refused agent %r", ("bob",), None)
+    record = logging.LogRecord("latentwire.hub", logging.WARNING, __file__, 1, "refused agent %r", ("bob",),
+                               None)
     record.agent = "bob"
     with TracerProvider().get_tracer("t").start_as_current_span("s") as span:
         line = json.loads(JsonFormatter().format(record))
@@ -213,7 +212,8 @@ async def test_daemon_serves_metrics_and_json_logs() -> None:
     proc = subprocess.Popen(
         [sys.executable, "-m", "latentwire.cli", "hub", "--port", "0", "--metrics-port", "0",
          "--log-format", "json", "--log-level", "info"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"})
     try:
         url = proc.stdout.readline().rsplit(" ", 1)[1].strip()
         metrics_url = proc.stdout.readline().rsplit(" ", 1)[1].strip()
@@ -239,8 +239,10 @@ async def test_journal_levels_are_exported(tmp_path) -> None:
     metrics = HubMetrics(hub)
     metrics.bind_loop()
     try:
-        async with latentwire.connect("inproc://journaled", agent="c", transport=InprocTransport(hub=hub)) as c, \
-                latentwire.connect("inproc://journaled", agent="p", transport=InprocTransport(hub=hub)) as p:
+        def connect(name: str) -> latentwire.Bus:
+            return latentwire.connect("inproc://journaled", agent=name, transport=InprocTransport(hub=hub))
+
+        async with connect("c") as c, connect("p") as p:
             await c.subscribe("t")
             for i in range(3):
                 await p.publish("t", str(i))  # acked once committed: the lag is back to 0
