@@ -29,7 +29,7 @@ def open_gate(codec: UniversalVisualCodec) -> UniversalVisualCodec:
     """A codec whose gate is open and hub maps are not the identity, so load/save tests see them."""
     with torch.no_grad():
         codec.decoder.gate.fill_(0.7)
-        codec.hub.to_hub.weight.add_(0.1 * torch.randn(D, D))
+        codec.hub.to_hub.weight.add_(0.1 * torch.randn(K * D, K * D))
         codec.hub.from_hub.bias.add_(0.1)
     return codec
 
@@ -50,9 +50,12 @@ def test_shapes_and_latent_fields() -> None:
 
 
 def test_default_sizes_match_the_measured_codec() -> None:
-    # FACTS: the codec that carried an 8-token secret had ~169k parameters at K=8, D=64.
+    # FACTS: the codec that carried an 8-token secret had ~169k parameters at K=8, D=64 (encoder
+    # and decoder); the hub maps add two (K*D)^2 affine maps, fitted in closed form, not trained.
     codec = UniversalVisualCodec(CodecConfig(family="gemma3", hidden_size=128))
-    assert 150_000 < codec.num_parameters() < 190_000
+    trained = sum(p.numel() for name, p in codec.named_parameters() if not name.startswith("hub."))
+    assert 150_000 < trained < 190_000
+    assert codec.num_parameters() - trained == 2 * (8 * 64) * (8 * 64 + 1)
 
 
 def test_untrained_gate_is_exactly_zero() -> None:
@@ -126,12 +129,18 @@ def test_several_latents_are_decoded_together() -> None:
     codec = open_gate(make_codec())
     first, second = codec.encode(torch.randn(2, 3, H)), codec.encode(torch.randn(2, 6, H))
     together = codec.decode([first, second])
-    concatenated = torch.cat([first.torch(), second.torch()], dim=1)  # (2, 2K, D)
-    torch.testing.assert_close(together.embeddings, codec.decode(concatenated).embeddings)
+    # Each latent is mapped from the hub on its own, then all tokens are read together.
+    concatenated = torch.cat([codec.hub.from_hub(first.torch()), codec.hub.from_hub(second.torch())],
+                             dim=1)  # (2, 2K, D), family space
+    torch.testing.assert_close(together.embeddings,
+                               codec.decode(concatenated, space=codec.config.space).embeddings)
     assert not torch.allclose(together.embeddings, codec.decode(first).embeddings)
-    # A sender with fewer tokens (another family's K) is read alongside.
-    short = Latent(torch.randn(2, 3, D), space="hub", family="smolvlm")
+    # In the family's own space any number of tokens is read alongside; hub-space latents are
+    # whole latents of the hub's K tokens (the hub maps act on all K at once).
+    short = Latent(torch.randn(2, 3, D), space=codec.config.space, family="gemma3")
     assert codec.decode([first, short]).embeddings.shape == (2, k, H)
+    with pytest.raises(ShapeMismatch, match=r"\(2, 3, 32\).*hub's K"):
+        codec.decode([first, Latent(torch.randn(2, 3, D), space="hub", family="smolvlm")])
     with pytest.raises(ShapeMismatch, match="batch sizes"):
         codec.decode([first, codec.encode(torch.randn(3, 3, H))])
     with pytest.raises(CodecError, match="no latents"):
@@ -153,17 +162,18 @@ def test_latent_received_off_the_wire_decodes_the_same() -> None:
 def test_fit_hub_maps_recovers_a_known_affine_map() -> None:
     codec = make_codec()
     torch.manual_seed(1)
-    A = torch.linalg.qr(torch.randn(D, D)).Q * 1.5  # well conditioned, so the inverse is exact too
-    b = torch.randn(D)
-    family = torch.randn(64, K, D)
-    reference = family @ A + b  # (64, K, D)
+    # A map that mixes across tokens (a reversed token order, then a rotation): what two codecs
+    # trained apart need. Well conditioned, so the inverse is exact too.
+    A = torch.linalg.qr(torch.randn(K * D, K * D)).Q * 1.5
+    b = torch.randn(K * D)
+    family = torch.randn(4 * K * D, K, D)
+    reference = (family.flip(1).flatten(1) @ A + b).reshape(-1, K, D)
     fit = codec.fit_hub_maps(family, reference, ridge=1e-8)
-    assert fit.num_samples == 64 * K and fit.to_hub_mse < 1e-8 and fit.from_hub_mse < 1e-8
-    torch.testing.assert_close(codec.hub.to_hub.weight, A.T, atol=1e-4, rtol=1e-4)
-    torch.testing.assert_close(codec.hub.to_hub.bias, b, atol=1e-4, rtol=1e-4)
+    assert fit.num_samples == 4 * K * D and fit.to_hub_mse < 1e-8 and fit.from_hub_mse < 1e-8
+    torch.testing.assert_close(codec.hub.to_hub(family), reference, atol=1e-4, rtol=1e-4)
     torch.testing.assert_close(codec.hub.from_hub(reference), family, atol=1e-4, rtol=1e-4)
-    with pytest.raises(ShapeMismatch, match=r"\(64, 8, 32\).*\(64, 8, 16\)"):
-        codec.fit_hub_maps(family, torch.randn(64, K, 16))
+    with pytest.raises(ShapeMismatch, match=r"\(1024, 8, 32\).*\(1024, 8, 16\)"):
+        codec.fit_hub_maps(family, torch.randn(4 * K * D, K, 16))
 
 
 def test_hub_maps_start_as_the_identity() -> None:
@@ -248,8 +258,8 @@ def rewrite_weights(folder, edit) -> None:
 @pytest.mark.parametrize("edit, expected", [
     (lambda t: t.pop("decoder.gate"), r"missing tensors: decoder\.gate"),
     (lambda t: t.__setitem__("decoder.extra", torch.zeros(2)), r"unexpected tensors: decoder\.extra"),
-    (lambda t: t.__setitem__("hub.to_hub.weight", torch.zeros(D, D + 1)),
-     r"wrong shapes: hub\.to_hub\.weight: checkpoint \(32, 33\) vs config \(32, 32\)"),
+    (lambda t: t.__setitem__("hub.to_hub.weight", torch.zeros(K * D, K * D + 1)),
+     r"wrong shapes: hub\.to_hub\.weight: checkpoint \(256, 257\) vs config \(256, 256\)"),
 ])
 def test_checkpoint_that_does_not_fit_is_refused_naming_the_tensor(tmp_path, edit, expected) -> None:
     make_codec().save_pretrained(tmp_path)

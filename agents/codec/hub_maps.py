@@ -2,6 +2,8 @@
 
 Each family is trained alone, then fitted once with two affine maps to and from a reference
 family's space on shared anchors (ridge regression, closed form): O(N) jobs, not O(N^2) pairs.
+A map acts on a whole latent, all K tokens at once (K*D -> K*D): two codecs trained apart put the
+same content in different token positions, which a per-token map could not re-order.
 """
 
 from __future__ import annotations
@@ -39,13 +41,26 @@ def ridge_affine(x: Tensor, y: Tensor, ridge: float = 1e-3) -> tuple[Tensor, Ten
     return W, my - mx @ W
 
 
+class TokenMap(nn.Linear):
+    """An affine map of a block of K tokens ``(..., K, D) -> (..., K, D)`` that mixes across
+    tokens (an ``nn.Linear`` on the flattened ``K * D`` values)."""
+
+    def __init__(self, num_tokens: int, width: int) -> None:
+        super().__init__(num_tokens * width, num_tokens * width)
+        self.block = (num_tokens, width)
+
+    def forward(self, tokens: Tensor) -> Tensor:
+        lead = tokens.shape[:-2]
+        return super().forward(tokens.reshape(*lead, -1)).reshape(*lead, *self.block)
+
+
 class HubMaps(nn.Module):
-    """Affine maps family codec space <-> hub space (D -> D), the identity until fitted."""
+    """Affine maps family codec space <-> hub space (K*D -> K*D), the identity until fitted."""
 
     def __init__(self, config: CodecConfig) -> None:
         super().__init__()
-        self.to_hub = nn.Linear(config.width, config.width)
-        self.from_hub = nn.Linear(config.width, config.width)
+        self.to_hub = TokenMap(config.num_tokens, config.width)
+        self.from_hub = TokenMap(config.num_tokens, config.width)
         self.reset_identity()
 
     def reset_identity(self) -> None:
@@ -56,11 +71,12 @@ class HubMaps(nn.Module):
                 linear.bias.zero_()
 
     def fit(self, family_tokens: Tensor, reference_tokens: Tensor, ridge: float = 1e-3) -> HubFit:
-        """Fit both maps by ridge regression on paired tokens (N, D) (family row i ~ reference row i)."""
+        """Fit both maps by ridge regression on paired latents (N, K, D) (family latent i ~
+        reference latent i, the same anchor)."""
         with torch.no_grad():
             for linear, x, y in ((self.to_hub, family_tokens, reference_tokens),
                                  (self.from_hub, reference_tokens, family_tokens)):
-                W, b = ridge_affine(x, y, ridge)
+                W, b = ridge_affine(x.flatten(1), y.flatten(1), ridge)
                 linear.weight.copy_(W.T)  # nn.Linear keeps (Dout, Din)
                 linear.bias.copy_(b)
             to_mse = F.mse_loss(self.to_hub(family_tokens), reference_tokens).item()

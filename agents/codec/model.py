@@ -152,7 +152,14 @@ class UniversalVisualCodec(nn.Module):
         if tokens.ndim == 2:
             tokens = tokens[None]  # (1, K, D)
         tokens = tokens.to(self._param)
-        return self.hub.from_hub(tokens) if space == HUB_SPACE else tokens
+        if space != HUB_SPACE:
+            return tokens
+        if tokens.size(1) != self.config.num_tokens:  # the hub maps read whole latents of K tokens
+            sender = f" from family {family!r}" if family else ""
+            raise ShapeMismatch(f"{what}{sender}", tuple(tokens.shape),
+                                f"(B, {self.config.num_tokens}, {D}): hub-space latents of "
+                                f"{self.config.num_tokens} tokens, the hub's K")
+        return self.hub.from_hub(tokens)
 
     # --- alignment
 
@@ -161,16 +168,14 @@ class UniversalVisualCodec(nn.Module):
 
         ``family_tokens``: this family's tokens (``encode_tokens(..., to_hub=False)``) on an
         anchor set; ``reference_tokens``: the reference family's tokens on the same anchors.
-        Both (N, K, D) or (N, D), the same shape.
+        Both (N, K, D), the same shape; use more anchors than K * D values per latent.
         """
-        D = self.config.width
+        K, D = self.config.num_tokens, self.config.width
         x, y = torch.as_tensor(family_tokens), torch.as_tensor(reference_tokens)
-        if x.shape != y.shape or x.size(-1) != D:
+        if x.shape != y.shape or tuple(x.shape[1:]) != (K, D):
             raise ShapeMismatch("family tokens vs reference tokens", tuple(x.shape),
-                                f"the reference tokens' shape {tuple(y.shape)}, both (..., {D})")
-        x = x.reshape(-1, D).to(self._param)  # (N*K, D)
-        y = y.reshape(-1, D).to(self._param)  # (N*K, D)
-        return self.hub.fit(x, y, ridge)
+                                f"the reference tokens' shape {tuple(y.shape)}, both (N, {K}, {D})")
+        return self.hub.fit(x.to(self._param), y.to(self._param), ridge)
 
     # --- load / save
 
