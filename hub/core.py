@@ -127,6 +127,7 @@ class Session:
     wake: asyncio.Event = field(default_factory=asyncio.Event)
     space: asyncio.Event = field(default_factory=asyncio.Event)
     guard: Guard | None = None  # what this agent may do (hub/auth.py); set at hello
+    ingress: _Ingress | None = None  # the attached connection's unacked publishes (for metrics)
 
     @property
     def held_messages(self) -> int:
@@ -289,7 +290,7 @@ class Hub:
             session, pending = await self._handshake(conn)
             if session is None:
                 return
-            ingress = _Ingress(self.config)
+            ingress = session.ingress = _Ingress(self.config)
             async with asyncio.TaskGroup() as tg:
                 pump = tg.create_task(self._pump(session, conn), name=f"latentwire-hub[{session.agent}].pump")
                 router = tg.create_task(self._route_loop(session, ingress),

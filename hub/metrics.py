@@ -49,6 +49,8 @@ class Snapshot:
     queued_bytes: int
     inflight: int
     receive_credits: int
+    publishes_unacked: int
+    publish_bytes_unacked: int
     max_session_messages: int
     subscriptions: int
     stats: dict[str, int]
@@ -70,6 +72,8 @@ def take_snapshot(hub: Hub) -> Snapshot:
         queued_bytes=sum(s.held_bytes for s in sessions),
         inflight=sum(len(s.inflight) for s in sessions),
         receive_credits=sum(max(0, s.window - len(s.inflight)) for s in connected),
+        publishes_unacked=sum(s.ingress.messages for s in connected if s.ingress is not None),
+        publish_bytes_unacked=sum(s.ingress.nbytes for s in connected if s.ingress is not None),
         max_session_messages=max((s.held_messages for s in sessions), default=0),
         subscriptions=sum(len(s.filters) for s in sessions),
         stats=dict(vars(hub.stats)),
@@ -101,6 +105,10 @@ class _LevelCollector(Collector):
                 value=snap.inflight)
         yield g("latentwire_hub_receive_credits", "Deliveries connected clients can still take "
                 "(receive window minus unacked)", value=snap.receive_credits)
+        yield g("latentwire_hub_publishes_unacked", "Publishes accepted from connected clients, not yet "
+                "acked (publish credits in use)", value=snap.publishes_unacked)
+        yield g("latentwire_hub_publish_bytes_unacked", "Payload bytes of those publishes",
+                value=snap.publish_bytes_unacked)
         yield g("latentwire_hub_max_session_messages", "Most messages held by one session",
                 value=snap.max_session_messages)
         yield g("latentwire_hub_subscriptions", "Topic filters held by all sessions",

@@ -67,7 +67,9 @@ async def test_metrics_endpoint_shows_counters_moving(make_env) -> None:
             assert mid[("latentwire_hub_messages_out_total", cam)] == 2
             assert mid[("latentwire_hub_inflight_messages", ())] == 2
             assert mid[("latentwire_hub_queued_messages", ())] == 3
-            assert mid[("latentwire_hub_receive_credits", ())] >= 0
+            # c's window of 2 is used up; p (which subscribes to nothing) has its default 256 free
+            assert mid[("latentwire_hub_receive_credits", ())] == 256
+            assert mid[("latentwire_hub_publishes_unacked", ())] == 0  # p's publishes were all acked
             assert mid[("latentwire_hub_sessions", (("state", "connected"),))] == 2
             assert mid[("latentwire_hub_rejections_total", (("code", "NOT_FOUND"),))] == 1
             for _ in range(5):
