@@ -4,11 +4,13 @@ Configurations (all the same optimiser, `latentwire.agents.rcl.optimizer`): **no
 (the baseline: the empty playbook), **ACE-like**, **GEPA-like**, **RCL** (plain: batched
 reflection of one signal trace, ADD/UPDATE/DELETE, counters, pruning), **RCL + one primitive**
 for each primitive, **RCL + two primitives** where one acts through the other (credit+aux,
-credit+state), **RCL + all** and (with ``--ablations``) **all but one**. For each: final validation success, best validation
-success, iterations to reach 90 % of the run's best, and LLM calls spent by the optimiser
-(monitoring validation left out), as means over seeds; each primitive's effect is RCL+X minus
-RCL, on final validation success and on the held-out test success of the best playbook (the
-one validation picked), at each value of a sweep over one setting of the simulated world
+credit+state), **RCL + all** and (with ``--ablations``) **all but one**.
+
+For each, as means over seeds: final validation success, best validation success, held-out
+test success of the best playbook (the one validation picked), iterations to reach 90 % of the
+run's best, and LLM calls spent by the optimiser (monitoring validation and test left out).
+Each primitive's effect is a paired difference over seeds (mean ± standard error; the same
+seed is the same world), at each value of a sweep over one setting of the simulated world
 (``--vary noise`` by default; also ``p_ignore``, ``p_correct``, ``zipf``). Every figure is
 measured in this run, on the simulated world (hidden rules, simulated actor/reflector/mutator),
 and labelled so.
@@ -100,11 +102,13 @@ async def _main(args: argparse.Namespace) -> dict[str, Any]:
                 entry[key] = statistics.fmean(r[key] for r in runs)
             entry["final_val_sd"] = statistics.pstdev(r["final_val"] for r in runs)
             entry["best_test_sd"] = statistics.pstdev(r["best_test"] for r in runs)
-            entry["mean_curve"] = [statistics.fmean(r["curve"][i] for r in runs) for i in range(args.iterations)]
+            entry["mean_curve"] = [statistics.fmean(r["curve"][i] for r in runs)
+                                   for i in range(args.iterations)]
             entry["per_seed"] = {k: [r[k] for r in runs] for k in ("final_val", "best_test")}
             results.setdefault(name, {})[str(value)] = entry
     first = str(args.values[0])
-    summary = {name: {k: v for k, v in by_value[first].items() if k != "mean_curve"} | {args.vary: args.values[0]}
+    summary = {name: {k: v for k, v in by_value[first].items() if k != "mean_curve"}
+               | {args.vary: args.values[0]}
                for name, by_value in results.items()}
 
     def paired(better: str, base: str, metric: str) -> dict[str, dict[str, float]]:
@@ -121,7 +125,8 @@ async def _main(args: argparse.Namespace) -> dict[str, Any]:
                for metric in ("final_val", "best_test")}
     # The second primitive's effect once the first is on.
     effects["best_test_pairs"] = {f"{pair.split('+')[1]} given {pair.split('+')[0]}":
-                                  paired(f"rcl+{pair}", f"rcl+{pair.split('+')[0]}", "best_test") for pair in PAIRS}
+                                  paired(f"rcl+{pair}", f"rcl+{pair.split('+')[0]}",
+                                         "best_test") for pair in PAIRS}
     if args.ablations:  # what leaving each primitive out of "all" costs (all minus all-but-X)
         effects["best_test_in_all"] = {name.removeprefix("rcl+all-"): paired("rcl+all", name, "best_test")
                                        for name in results if name.startswith("rcl+all-")}
@@ -174,8 +179,10 @@ def plot(report: dict[str, Any], path: Path) -> None:
     colours = plt.get_cmap("tab20").colors  # 12 configurations: tab10 would repeat colours
     for n, (name, by_value) in enumerate(report["results"].items()):
         curve = by_value[str(values[0])]["mean_curve"]
-        axes[0].plot(range(1, len(curve) + 1), curve, label=name, color=colours[n * 20 // len(report["results"])],
-                     lw=2.5 if name in ("rcl", "rcl+all") else 1.2, ls="--" if name.endswith("_like") else "-")
+        axes[0].plot(range(1, len(curve) + 1), curve, label=name,
+                     color=colours[n * 20 // len(report["results"])],
+                     lw=2.5 if name in ("rcl", "rcl+all") else 1.2,
+                     ls="--" if name.endswith("_like") else "-")
     axes[0].set(xlabel="iteration", ylabel="validation success (mean over seeds)",
                 title=f"SIMULATED env, {param}={values[0]}")
     axes[0].legend(fontsize=7, ncol=3, loc="upper left")
@@ -183,11 +190,13 @@ def plot(report: dict[str, Any], path: Path) -> None:
     width = 0.8 / len(values)
     names = list(effects)
     for j, v in enumerate(values):
-        axes[1].bar([i + j * width for i in range(len(names))], [effects[p][str(v)]["mean"] for p in names], width,
+        axes[1].bar([i + j * width for i in range(len(names))],
+                    [effects[p][str(v)]["mean"] for p in names], width,
                     yerr=[effects[p][str(v)]["se"] for p in names], capsize=2, label=f"{param}={v}")
     axes[1].set_xticks([i + width * (len(values) - 1) / 2 for i in range(len(names))], names, rotation=30)
     axes[1].axhline(0, color="k", lw=0.8)
-    axes[1].set(ylabel="test success of best playbook: RCL+X minus RCL", title="effect of each primitive (SIMULATED)")
+    axes[1].set(ylabel="test success of best playbook: RCL+X minus RCL",
+                title="effect of each primitive (SIMULATED)")
     axes[1].legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
@@ -203,7 +212,8 @@ def _parse(argv: list[str], quick: bool) -> argparse.Namespace:
     parser.add_argument("--seeds", type=int, default=2 if quick else 10)
     parser.add_argument("--iterations", type=int, default=15 if quick else 40)
     parser.add_argument("--batch-size", type=int, default=8)
-    parser.add_argument("--p-correct", type=float, default=0.6, help="simulated reflector accuracy from failures alone")
+    parser.add_argument("--p-correct", type=float, default=0.6,
+                        help="simulated reflector accuracy from failures alone")
     parser.add_argument("--vary", choices=sorted(SWEEP_DEFAULTS), default="noise",
                         help="the simulated-world setting swept (default: execution noise)")
     parser.add_argument("--values", type=float, nargs="+", default=None,

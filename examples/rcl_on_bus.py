@@ -33,7 +33,8 @@ async def main() -> None:
     print(f"environment: {env.label}")
     for w in workers:
         half = len(w.results) // 2
-        first, second = (statistics.fmean(ok for _, ok in part) for part in (w.results[:half], w.results[half:]))
+        halves = (w.results[:half], w.results[half:])
+        first, second = (statistics.fmean(ok for _, ok in part) for part in halves)
         print(f"{w.id}: {len(w.results)} tasks, adopted versions {w.follower.adopted}, "
               f"success first half {first:.2f}, second half {second:.2f}")
     print(f"learner: {learner.steps} steps, published versions {learner.published}")

@@ -6,7 +6,13 @@ import json
 
 import latentwire
 from latentwire.agents.rcl.backends import ScriptedBackend
-from latentwire.agents.rcl.bus import PLAYBOOK_TOPIC, VERSION_HEADER, LearnerAgent, PlaybookFollower, publish_trajectory
+from latentwire.agents.rcl.bus import (
+    PLAYBOOK_TOPIC,
+    VERSION_HEADER,
+    LearnerAgent,
+    PlaybookFollower,
+    publish_trajectory,
+)
 from latentwire.agents.rcl.envs import Trajectory
 from latentwire.agents.rcl.optimizer import Models, Optimizer, OptimizerConfig
 from latentwire.agents.rcl.playbook import Playbook

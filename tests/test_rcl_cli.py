@@ -124,8 +124,8 @@ def test_appworld_loader(tmp_path: Path) -> None:
         for task_id in ids:
             folder = tmp_path / "tasks" / task_id / "ground_truth"
             folder.mkdir(parents=True)
-            (folder.parent / "specs.json").write_text(json.dumps({"instruction": f"How many songs in {task_id}?",
-                                                                  "supervisor": "Joe"}))
+            specs = {"instruction": f"How many songs in {task_id}?", "supervisor": "Joe"}
+            (folder.parent / "specs.json").write_text(json.dumps(specs))
             (folder / "answer.json").write_text("12")
     env = load_appworld(tmp_path)
     assert [t.id for t in env.train] == ["a1", "a2"] and "You act for Joe" in env.val[0].prompt

@@ -149,14 +149,17 @@ async def test_transformers_backend_drives_the_loop(tmp_path) -> None:
     torch.manual_seed(0)
     model = LlamaForCausalLM(LlamaConfig(vocab_size=VOCAB_SIZE, hidden_size=32, intermediate_size=64,
                                          num_hidden_layers=1, num_attention_heads=2, num_key_value_heads=1,
-                                         max_position_embeddings=4096, eos_token_id=EOS_ID, pad_token_id=PAD_ID))
+                                         max_position_embeddings=4096, eos_token_id=EOS_ID,
+                                         pad_token_id=PAD_ID))
     backend = TransformersBackend("tiny-llama", model_obj=model, tokenizer=TinyTokenizer(), max_new_tokens=8,
                                   device="cpu")
-    text = await backend.complete([{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi"}])
+    messages = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi"}]
+    text = await backend.complete(messages)
     assert isinstance(text, str)
     assert backend.usage.calls == 1 and 1 <= backend.usage.completion_tokens <= 8
     env = load_rewardbench2(rewardbench_file(tmp_path))
-    opt = Optimizer(env, Models(backend, backend, backend), OptimizerConfig(iterations=1, batch_size=2, val_size=2))
+    cfg = OptimizerConfig(iterations=1, batch_size=2, val_size=2)
+    opt = Optimizer(env, Models(backend, backend, backend), cfg)
     await opt.run()  # gibberish from an untrained model: every step is skipped with a reason, none crashes
     assert len(opt.history) == 1 and opt.rejections
     assert all(r.startswith(("reflection:", "operation:")) for r in opt.rejections)

@@ -116,6 +116,7 @@ def test_add_only_mode_and_operation_limit() -> None:
     result = apply_operations(book, ops, max_ops=1, add_only=True)
     assert [op.content for op, _ in result.applied] == ["c"]
     assert [r.reason for r in result.rejected] == [
-        "UPDATE refused: the optimiser is in ADD-only mode", "DELETE refused: the optimiser is in ADD-only mode",
+        "UPDATE refused: the optimiser is in ADD-only mode",
+        "DELETE refused: the optimiser is in ADD-only mode",
         "over the limit of 1 operations per step"]
     assert [e.content for e in book.entries.values()] == ["a", "b", "c"]

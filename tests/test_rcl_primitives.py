@@ -204,7 +204,8 @@ async def test_state_model_keeps_the_hypotheses_and_bad_answers_are_skipped() ->
                               (["no idea"], ["k00 lacks a rule"])]:
         state = ScriptedBackend(answers)
         model = SimulatedModel(ENV)
-        opt = Optimizer(ENV, Models(model, ScriptedBackend([reflection]), ScriptedBackend(['{"operations": []}']),
+        opt = Optimizer(ENV, Models(model, ScriptedBackend([reflection]),
+                                    ScriptedBackend(['{"operations": []}']),
                                     state), OptimizerConfig(optimizer_state=True, batch_size=8))
         await opt.step()
         assert list(opt.ledger.hypotheses) == expected

@@ -19,5 +19,6 @@ __all__ = [
     "BackendError", "Entry", "Environment", "EnvironmentDataError", "LLMBackend", "Models", "OpenAIBackend",
     "Operation", "Optimizer", "OptimizerConfig", "Outcome", "Playbook", "PlaybookDiff", "PlaybookError",
     "RCLConfigError", "RCLError", "Rejection", "ScriptedBackend", "Task", "TransformersBackend", "Trajectory",
-    "Usage", "ace_like", "apply_operations", "gepa_like", "load_appworld", "load_rewardbench2", "parse_operations",
+    "Usage", "ace_like", "apply_operations", "gepa_like", "load_appworld", "load_rewardbench2",
+    "parse_operations",
 ]

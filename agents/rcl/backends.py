@@ -163,7 +163,8 @@ class OpenAIBackend(LLMBackend):
             raise BackendError(self.name, f"answer is not a chat completion ({exc!r}): "
                                           f"{response.text[:200]!r}") from None
         usage = data.get("usage") or {}
-        self.usage.add(int(usage.get("prompt_tokens") or sum(estimate_tokens(m["content"]) for m in messages)),
+        prompt_estimate = sum(estimate_tokens(m["content"]) for m in messages)
+        self.usage.add(int(usage.get("prompt_tokens") or prompt_estimate),
                        int(usage.get("completion_tokens") or estimate_tokens(text)))
         return text
 

@@ -52,7 +52,8 @@ class LearnerAgent(latentwire.Agent):
 
     name = "rcl-learner"
 
-    def __init__(self, optimizer: Optimizer, *, batch: int = 8, queue_size: int = 256, name: str | None = None) -> None:
+    def __init__(self, optimizer: Optimizer, *, batch: int = 8, queue_size: int = 256,
+                 name: str | None = None) -> None:
         super().__init__(name)
         self.optimizer, self.batch = optimizer, batch
         self._queue: asyncio.Queue[Trajectory] = asyncio.Queue(queue_size)
@@ -85,7 +86,8 @@ class LearnerAgent(latentwire.Agent):
                 result = await opt.learn(opt.book, trajs, f"bus:{self.steps}", success)
                 self.steps += 1
                 if result.applied or result.pruned:
-                    opt.book.commit(f"bus step {self.steps}: " + "; ".join(o.describe() for o, _ in result.applied))
+                    edits = "; ".join(op.describe() for op, _ in result.applied)
+                    opt.book.commit(f"bus step {self.steps}: {edits}")
                     await self._publish()
             except latentwire.LatentwireError as exc:  # a bus or RCL failure costs one batch, not the learner
                 log.exception("%s: learning step %d failed: %s", self.id, self.steps, exc)

@@ -156,7 +156,8 @@ def build_backend(spec: BackendSpec, env: Environment, role: str) -> LLMBackend:
         if not spec.base_url:
             raise RCLConfigError(f"models.{role}.base_url is required for kind='openai'")
         key = os.environ.get(spec.api_key_env) if spec.api_key_env else None
-        return OpenAIBackend(spec.base_url, spec.model, api_key=key, timeout=spec.timeout, retries=spec.retries,
+        return OpenAIBackend(spec.base_url, spec.model, api_key=key, timeout=spec.timeout,
+                             retries=spec.retries,
                              max_concurrency=spec.max_concurrency, temperature=spec.temperature,
                              max_tokens=spec.max_tokens)
     return TransformersBackend(spec.model, max_new_tokens=spec.max_tokens, temperature=spec.temperature)
@@ -170,7 +171,8 @@ def plot_curve(history: list[dict[str, Any]], path: Path, title: str) -> None:
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(7, 4))
-    ax.plot([h["iteration"] for h in history], [h["batch_success"] for h in history], label="batch", alpha=0.5)
+    ax.plot([h["iteration"] for h in history], [h["batch_success"] for h in history], label="batch",
+            alpha=0.5)
     val = [(h["iteration"], h["val_success"]) for h in history if "val_success" in h]
     ax.plot(*zip(*val), label="validation", lw=2)
     ax.set(xlabel="iteration", ylabel="success rate", ylim=(0, 1), title=title)
@@ -186,8 +188,8 @@ async def train(cfg: TrainConfig, out_dir: Path, *, resume: bool = False, progre
 
     env = build_environment(cfg.environment)
     opt_cfg = cfg.optimizer_config()
-    specs = cfg.models
-    backends = {role: build_backend(spec, env, role) for role in ROLES if (spec := getattr(specs, role)) is not None}
+    roles = {role: spec for role in ROLES if (spec := getattr(cfg.models, role)) is not None}
+    backends = {role: build_backend(spec, env, role) for role, spec in roles.items()}
     opt = Optimizer(env, Models(**backends), opt_cfg)
     out_dir.mkdir(parents=True, exist_ok=True)
     ckpt = out_dir / "checkpoint.json"

@@ -78,7 +78,8 @@ class Trajectory:
         if not isinstance(data, dict):
             raise EnvironmentDataError(f"a trajectory must be a JSON object, not {type(data).__name__}")
         try:
-            return cls(**{k: data[k] for k in ("task_id", "prompt", "response", "success", "score", "feedback")},
+            return cls(**{k: data[k] for k in ("task_id", "prompt", "response", "success", "score",
+                                               "feedback")},
                        **{k: data[k] for k in ("playbook_version", "run", "cited", "missing", "annotated")
                           if k in data})
         except KeyError as exc:
@@ -169,7 +170,8 @@ class RewardBench2Environment(FinalAnswerEnvironment):
         return ok, f"picked {answer}: " + ("a preferred response" if ok else "a rejected response")
 
 
-def load_rewardbench2(path: str | Path, *, val_fraction: float = 0.3, seed: int = 0) -> RewardBench2Environment:
+def load_rewardbench2(path: str | Path, *, val_fraction: float = 0.3,
+                      seed: int = 0) -> RewardBench2Environment:
     """Tasks from a local RewardBench2 file; candidates are shuffled per task with ``seed``."""
     path = Path(path)
     tasks = []
@@ -207,7 +209,8 @@ class AppWorldEnvironment(FinalAnswerEnvironment):
         return ok, "answer matches" if ok else f"answer {answer.strip()!r} is wrong"
 
 
-def load_appworld(root: str | Path, *, train_split: str = "train", val_split: str = "dev") -> AppWorldEnvironment:
+def load_appworld(root: str | Path, *, train_split: str = "train",
+                  val_split: str = "dev") -> AppWorldEnvironment:
     """Tasks from an AppWorld-style tree (see the module docstring for the layout)."""
     root = Path(root)
 

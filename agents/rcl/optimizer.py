@@ -28,8 +28,16 @@ from .envs import Environment, Task, Trajectory
 from .errors import BackendError, RCLConfigError
 from .operations import Operation, Rejection, apply_operations, parse_operations
 from .playbook import Playbook
-from .reflection import (Reflection, actor_messages, mutator_messages, parse_hypotheses, parse_reflection,
-                         read_citations, reflector_messages, state_messages)
+from .reflection import (
+    Reflection,
+    actor_messages,
+    mutator_messages,
+    parse_hypotheses,
+    parse_reflection,
+    read_citations,
+    reflector_messages,
+    state_messages,
+)
 from .replay import ReplayBuffer, Sampler
 from .state import Ledger
 
@@ -73,12 +81,14 @@ class OptimizerConfig:
         checks = {"iterations": self.iterations >= 0, "batch_size": self.batch_size >= 1,
                   "signal_traces": self.signal_traces >= 1, "group_size": self.group_size >= 1,
                   "replay_ratio": 0 <= self.replay_ratio <= 1, "max_ops": self.max_ops >= 0,
-                  "val_every": self.val_every >= 1, "sampling": self.sampling in ("uniform", "curriculum", "hard"),
+                  "val_every": self.val_every >= 1,
+                  "sampling": self.sampling in ("uniform", "curriculum", "hard"),
                   "acceptance": self.acceptance in ("always", "minibatch"),
                   "selection": self.selection in ("current", "pareto")}
         bad = [k for k, ok in checks.items() if not ok]
         if bad:
-            raise ValueError(f"OptimizerConfig: invalid {', '.join(f'{k}={getattr(self, k)!r}' for k in bad)}")
+            values = ", ".join(f"{k}={getattr(self, k)!r}" for k in bad)
+            raise ValueError(f"OptimizerConfig: invalid {values}")
 
 
 def ace_like(**overrides: Any) -> OptimizerConfig:
@@ -130,7 +140,8 @@ class StepResult:
     pruned: list[str]
 
 
-async def run_actor(env: Environment, actor: LLMBackend, book: Playbook, task: Task, key: str, run: int = 0, *,
+async def run_actor(env: Environment, actor: LLMBackend, book: Playbook, task: Task, key: str,
+                    run: int = 0, *,
                     annotate: bool = False) -> Trajectory:
     """One actor run of ``task`` with ``book``, verified by ``env`` (plus the annotated
     credit-assignment run if ``annotate``); a backend failure becomes a failed trajectory, never
@@ -211,7 +222,8 @@ class Optimizer:
     # -- learning from trajectories
 
     def select_signal(self, trajs: list[Trajectory], rng: random.Random) -> list[list[Trajectory]]:
-        """Failed groups (runs of one task), contrastive ones first if preferred, at most ``signal_traces``."""
+        """Failed groups (runs of one task), contrastive ones first if preferred; at most
+        ``signal_traces`` of them."""
         groups: dict[str, list[Trajectory]] = {}
         for t in trajs:
             groups.setdefault(t.task_id, []).append(t)
@@ -269,8 +281,10 @@ class Optimizer:
         ledger = self.ledger.render() if self.ledger is not None else None
         try:
             text = await self.models.mutator.complete(
-                mutator_messages(book, result.reflections, ledger, add_only=cfg.add_only, max_ops=cfg.max_ops),
-                role="mutator", context={"reflections": result.reflections, "book": book, "ledger": self.ledger,
+                mutator_messages(book, result.reflections, ledger, add_only=cfg.add_only,
+                                 max_ops=cfg.max_ops),
+                role="mutator", context={"reflections": result.reflections, "book": book,
+                                         "ledger": self.ledger,
                                          "add_only": cfg.add_only, "max_ops": cfg.max_ops, "key": key})
         except BackendError as exc:
             result.rejected.append(self._reject("mutator", str(exc)))
@@ -285,7 +299,8 @@ class Optimizer:
             for op, entry_id in applied.applied:
                 if op.kind != "ADD":  # what an UPDATE or DELETE replaced was judged wrong
                     self.ledger.refute(old[entry_id])
-                self.ledger.record(self.iteration, op.kind, entry_id, op.content or old.get(entry_id, ""), before)
+                self.ledger.record(self.iteration, op.kind, entry_id, op.content or old.get(entry_id, ""),
+                                   before)
         return result
 
     async def _update_hypotheses(self, result: StepResult, key: str) -> None:
@@ -373,7 +388,8 @@ class Optimizer:
                 self.best_val, self.best = val, self.book.copy()
             record["val_success"] = val
         usage = self.models.usage()
-        record.update(best_val=self.best_val, llm_calls=usage.calls - self.eval_calls, eval_calls=self.eval_calls,
+        record.update(best_val=self.best_val, llm_calls=usage.calls - self.eval_calls,
+                      eval_calls=self.eval_calls,
                       tokens=usage.prompt_tokens + usage.completion_tokens, environment=self.env.label)
         if self.replay is not None:
             record.update(replay_size=len(self.replay.slots), graduated=len(self.replay.graduated),

@@ -95,7 +95,8 @@ class Playbook:
         if len(self.entries) >= self.max_entries:
             raise PlaybookError(f"budget: the playbook already has max_entries={self.max_entries}")
         if self.chars + len(content) > self.max_chars:
-            raise PlaybookError(f"budget: {self.chars}+{len(content)} chars exceeds max_chars={self.max_chars}")
+            raise PlaybookError(f"budget: {self.chars}+{len(content)} chars exceeds "
+                                f"max_chars={self.max_chars}")
         entry = Entry(f"e-{self.next_id:04d}", section, content)
         self.next_id += 1
         self.entries[entry.id] = entry

@@ -106,7 +106,8 @@ def reflector_messages(groups: list[list[Trajectory]], book: Playbook, *, aux: b
     ask += "}. Insights say what guidance would have made the failed runs pass."
     body = "\n\n".join(f"=== group {i} ({len(g)} runs of one task)\n" + "\n---\n".join(map(render_trace, g))
                        for i, g in enumerate(groups))
-    return [{"role": "system", "content": "You analyse agent runs and assign credit to playbook entries. " + ask},
+    return [{"role": "system",
+             "content": "You analyse agent runs and assign credit to playbook entries. " + ask},
             {"role": "user", "content": f"Playbook (* = assessed this round):\n"
                                         f"{book.render_for_optimizer(assessed)}\n\n{body}"}]
 
@@ -131,9 +132,10 @@ def mutator_messages(book: Playbook, reflections: list[Reflection], ledger: str 
 def state_messages(ledger: str, reflections: list[Reflection]) -> list[dict[str, str]]:
     """The state model's prompt: the ledger and this step's reflections; it keeps the hypotheses."""
     refl = "\n".join(f"- {r.summary} | cause: {r.root_cause} | gaps: {r.coverage_gaps}" for r in reflections)
-    return [{"role": "system", "content": "You keep an optimiser's open hypotheses about why an agent fails. "
-                                          'Answer JSON: {"hypotheses": [str]}: the hypotheses still open after '
-                                          "this step's evidence, most important first, at most 10."},
+    system = ("You keep an optimiser's open hypotheses about why an agent fails. Answer JSON: "
+              '{"hypotheses": [str]}: the hypotheses still open after this step\'s evidence, most '
+              "important first, at most 10.")
+    return [{"role": "system", "content": system},
             {"role": "user", "content": f"Ledger:\n{ledger}\n\nThis step's reflections:\n{refl}"}]
 
 

@@ -118,7 +118,8 @@ class SimulatedModel(LLMBackend):
 
     name = "simulated"
 
-    def __init__(self, env: SimulatedEnvironment, cfg: SimConfig | None = None, *, label: str = "sim") -> None:
+    def __init__(self, env: SimulatedEnvironment, cfg: SimConfig | None = None, *,
+                 label: str = "sim") -> None:
         super().__init__()
         self.env, self.cfg, self.label = env, cfg or env.cfg, label
 
