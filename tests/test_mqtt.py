@@ -7,6 +7,7 @@ The shared transport suite (test_bus.py and friends) runs on mqtt:// through con
 from __future__ import annotations
 
 import asyncio
+import json
 import shutil
 import subprocess
 import uuid
@@ -71,8 +72,10 @@ def test_envelope_round_trips_through_mqtt_properties() -> None:
 
 
 @pytest.mark.parametrize(("user", "match"), [
-    ([("lw:dtype", "float32"), ("lw:shape", "2,x")], "invalid literal"),
-    ([("lw:created-ns", "yesterday")], "invalid literal"),
+    ([("lw:tensor", '{"dtype": "float32", "shape": [2, "x"]}')], "TypeError"),
+    ([("lw:msg", '{"created_ns": "yesterday"}')], "invalid literal"),
+    ([("lw:msg", "not json")], "Expecting value"),
+    ([("lw:tensor", '["float32"]')], "AttributeError"),
 ])
 def test_unreadable_properties_are_refused_clearly(user: list[tuple[str, str]], match: str) -> None:
     props = Properties(PacketTypes.PUBLISH)
@@ -95,8 +98,8 @@ async def test_a_plain_mqtt_client_reads_a_latent(mosquitto: Mosquitto, url: str
     assert msg.payload == x.tobytes() and msg.qos == 1
     user = dict(msg.properties.UserProperty)
     assert msg.properties.ContentType == CONTENT_TENSOR
-    assert (user["lw:dtype"], user["lw:shape"], user["lw:space"], user["lw:sender"]) == (
-        "float32", "2,3", "hub", "speaker")
+    assert json.loads(user["lw:tensor"]) == {"dtype": "float32", "shape": [2, 3], "space": "hub"}
+    assert json.loads(user["lw:msg"])["sender"] == "speaker"
     assert user["traceparent"].startswith("00-4bf92f35")
 
 
@@ -128,6 +131,42 @@ async def test_request_reply_through_response_topic_and_correlation_data(
             assert reply.text == "PING"
         finally:
             task.cancel()
+
+
+async def test_deliveries_beyond_the_receive_window_pause_reading(
+        url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """mosquitto 2.0 sends past the receive maximum: the transport keeps a bounded backlog and
+    stops reading the socket when it is full (TCP holds the broker back); nothing is lost."""
+    from latentwire.transports import mqtt
+
+    monkeypatch.setattr(mqtt, "BACKLOG_MIN", 4)
+    monkeypatch.setattr(mqtt, "BACKLOG_FACTOR", 1)
+    pauses: list[bool] = []
+    original = mqtt._Client.pause_reading
+
+    def spy(self: mqtt._Client, paused: bool) -> None:
+        pauses.append(paused)
+        original(self, paused)
+
+    monkeypatch.setattr(mqtt._Client, "pause_reading", spy)
+    most = [0]
+    on_message = mqtt._MqttConnection._on_message
+
+    def watch(self: mqtt._MqttConnection, message: object) -> None:
+        on_message(self, message)
+        most[0] = max(most[0], len(self._backlog))
+
+    monkeypatch.setattr(mqtt._MqttConnection, "_on_message", watch)
+    n = 300
+    async with latentwire.connect(url, agent="p") as p, latentwire.connect(url, agent="c", receive_window=2) as c:
+        sub = await c.subscribe("flood")
+        for i in range(n):
+            await p.publish("flood", str(i), wait=False)
+        await p.flush()
+        got = [int((await sub.receive(timeout=10)).text) for _ in range(n)]
+    assert got == list(range(n))
+    assert True in pauses and False in pauses  # the socket was paused and resumed
+    assert most[0] <= 4  # and nothing more was read while it was paused
 
 
 async def test_reserved_header_names_are_refused(url: str) -> None:

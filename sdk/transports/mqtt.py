@@ -21,9 +21,10 @@ unchanged on top:
   MQTT 5 response topic (the asker's inbox) and correlation data.
 
 A message is the raw payload (tensor bytes, UTF-8 text, or a control message as JSON) plus
-MQTT 5 properties: content type, message expiry, and user properties ``lw:id``, ``lw:sender``,
-``lw:dtype``, ``lw:shape``, ``lw:space``, ... next to the application's own headers (a W3C
-``traceparent`` stays ``traceparent``), so any MQTT client can read and write it.
+MQTT 5 properties: content type, message expiry, and the user properties ``lw:msg`` (id,
+sender, creation time, ttl) and ``lw:tensor`` (dtype, shape, space, family), small JSON
+objects, next to the application's own headers (a W3C ``traceparent`` stays
+``traceparent``), so any MQTT client can read and write it.
 """
 
 from __future__ import annotations
@@ -74,10 +75,11 @@ PROPERTY_PREFIX = "lw:"  # user properties that carry envelope fields (reserved)
 CONTENT_TEXT = "text/plain; charset=utf-8"
 CONTENT_TENSOR = "application/x-latentwire-tensor"
 CONTENT_CONTROL = "application/x-latentwire-control+json"
-# Deliveries the broker may send beyond the receive window before the connection is dropped
-# (and the session resumed): some brokers (mosquitto 2.0.11, measured) do not keep to the
-# receive maximum a client asks for, so extra deliveries wait here, bounded.
-BACKLOG_FACTOR, BACKLOG_MIN = 8, 1024
+# Deliveries a broker sends beyond the receive window wait in the transport; some brokers
+# (mosquitto 2.0.11, measured) do not keep to the receive maximum a client asks for. Past
+# this many messages (x the window, at least the minimum) or bytes the transport stops reading
+# the socket, so TCP holds the broker back, until half of them went to the bus.
+BACKLOG_FACTOR, BACKLOG_MIN, BACKLOG_BYTES = 8, 1024, 64 * 1024 * 1024
 # How long a reconnecting bus waits for the broker's retained owner claim of its agent id.
 OWNER_WAIT = 1.0
 # A reconnect waits this long before its CONNECT, so that a newer bus that has just taken the
@@ -134,44 +136,50 @@ class TopicMap:
         raise InvalidMessage(f"MQTT topic {mqtt_topic!r} is outside namespace {self.namespace!r}")
 
 
+def _compact(fields: dict[str, Any]) -> str:
+    return json.dumps({k: v for k, v in fields.items() if v}, separators=(",", ":"))
+
+
 def encode_message(env: pb.Envelope, payload: Any, sender: str, topics: TopicMap
                    ) -> tuple[str, bytes, Properties]:
-    """The MQTT topic, payload and PUBLISH properties of one (checked) message."""
+    """The MQTT topic, payload and PUBLISH properties of one (checked) message.
+
+    The envelope's fields travel as two small JSON user properties, ``lw:msg`` and (for a
+    tensor) ``lw:tensor``, rather than one property each: paho copies the rest of a received
+    packet once per property, which made 1 MiB latents about twice as slow to receive.
+    """
     props = Properties(PacketTypes.PUBLISH)
-    user = [("lw:id", env.id), ("lw:sender", sender), ("lw:created-ns", str(env.created_at_ns))]
-    for key, value in env.headers.items():
+    for key in env.headers:
         if key.startswith(PROPERTY_PREFIX):
             raise InvalidMessage(f"header {key!r}: names starting with {PROPERTY_PREFIX!r} are "
                                  "reserved on mqtt://")
-        user.append((key, value))
+    meta = {"id": env.id, "sender": sender, "created_ns": env.created_at_ns, "ttl_ms": env.ttl_ms}
     if env.recipient:
         mqtt_topic = topics.inbox(env.recipient)
-        user.append(("lw:recipient", env.recipient))
-        if env.topic:
-            user.append(("lw:topic", env.topic))
+        meta["topic"] = env.topic  # a direct message's own topic, if it has one
     else:
         mqtt_topic = topics.topic(env.topic)
+    user = [("lw:msg", _compact(meta))]
     if env.reply_to:
         props.ResponseTopic = topics.inbox(env.reply_to)
     if env.correlation_id:
         props.CorrelationData = env.correlation_id.encode()
     if env.ttl_ms:
-        user.append(("lw:ttl-ms", str(env.ttl_ms)))
         # Whole seconds on MQTT, rounded up; the receiving transport drops by the exact ttl.
         props.MessageExpiryInterval = math.ceil(env.ttl_ms / 1000)
     kind = env.WhichOneof("body")
     if kind == "tensor":
         t = env.tensor
         props.ContentType = CONTENT_TENSOR
-        user += [("lw:dtype", t.dtype), ("lw:shape", ",".join(map(str, t.shape)))]
-        user += [(f"lw:{k}", v) for k, v in (("space", t.space), ("family", t.family)) if v]
+        user.append(("lw:tensor", _compact({"dtype": t.dtype, "shape": list(t.shape) or None,
+                                            "space": t.space, "family": t.family})))
     elif kind == "control":
         props.ContentType = CONTENT_CONTROL
         payload = json.dumps({"kind": env.control.kind,
                               "args": json_format.MessageToDict(env.control.args)}).encode()
     else:
         props.ContentType = CONTENT_TEXT
-    props.UserProperty = user
+    props.UserProperty = user + list(env.headers.items())
     return mqtt_topic, payload if isinstance(payload, (bytes, bytearray)) else bytes(payload), props
 
 
@@ -188,16 +196,17 @@ def decode_message(mqtt_topic: str, payload: bytes, props: Properties | None, to
     for key, value in getattr(props, "UserProperty", None) or []:
         (user if key.startswith(PROPERTY_PREFIX) else headers)[key] = value
     try:
+        meta = json.loads(user.get("lw:msg") or "{}")
         env = pb.Envelope(
-            id=user.get("lw:id") or f"mqtt-{uuid.uuid4().hex}",
-            sender=user.get("lw:sender", ""),
+            id=meta.get("id") or f"mqtt-{uuid.uuid4().hex}",
+            sender=meta.get("sender", ""),
             headers=headers,
-            created_at_ns=int(user.get("lw:created-ns") or time.time_ns()),
-            ttl_ms=int(user.get("lw:ttl-ms") or 0),
+            created_at_ns=int(meta.get("created_ns") or time.time_ns()),
+            ttl_ms=int(meta.get("ttl_ms") or 0),
         )
         if kind == "inbox":
             env.recipient = name
-            env.topic = user.get("lw:topic", "")
+            env.topic = meta.get("topic", "")
         else:
             env.topic = name
         response_topic = getattr(props, "ResponseTopic", None)
@@ -210,18 +219,18 @@ def decode_message(mqtt_topic: str, payload: bytes, props: Properties | None, to
             env.correlation_id = bytes(correlation).decode()
         content_type = getattr(props, "ContentType", None) or CONTENT_TEXT
         if content_type == CONTENT_TENSOR:
-            env.tensor.dtype = user.get("lw:dtype", "")
-            shape = user.get("lw:shape", "")
-            env.tensor.shape.extend(int(d) for d in shape.split(",") if d)
-            env.tensor.space = user.get("lw:space", "")
-            env.tensor.family = user.get("lw:family", "")
+            tensor = json.loads(user.get("lw:tensor") or "{}")
+            env.tensor.dtype = tensor.get("dtype", "")
+            env.tensor.shape.extend(tensor.get("shape") or [])
+            env.tensor.space = tensor.get("space", "")
+            env.tensor.family = tensor.get("family", "")
         elif content_type == CONTENT_CONTROL:
             control = json.loads(payload)
             env.control.kind = control["kind"]
             env.control.args.update(control.get("args") or {})
         else:
             env.text = ""
-    except (ValueError, KeyError, TypeError, UnicodeDecodeError) as exc:
+    except (ValueError, KeyError, TypeError, AttributeError, UnicodeDecodeError) as exc:
         raise InvalidMessage(f"unreadable MQTT message on {mqtt_topic!r}: {exc!r}") from exc
     return env
 
@@ -240,6 +249,8 @@ class _Client(aiomqtt.Client):
         self.connack: Properties | None = None
         self.disconnect_reason: int | None = None
         self._acks: dict[int, asyncio.Future[int]] = {}
+        self._reader: tuple[Any, Callable[[], None]] | None = None
+        self._paused = False
 
     def _on_connect(self, client, userdata, flags, reason_code, properties=None) -> None:  # noqa: ANN001
         self.session_present = bool(flags.session_present)
@@ -257,6 +268,41 @@ class _Client(aiomqtt.Client):
         fut = self._acks.pop(mid, None)
         if fut is not None and not fut.done():
             fut.set_result(getattr(reason_code, "value", 0))
+
+    def _on_socket_open(self, client, userdata, sock) -> None:  # noqa: ANN001
+        # aiomqtt's, but the reader is kept so that reading can pause (`pause_reading`).
+        def read() -> None:
+            try:
+                while True:
+                    client.loop_read()
+                    # An SSL socket may hold decoded bytes that select() does not report.
+                    if hasattr(client._sock, "pending") and client._sock.pending() > 0:
+                        continue
+                    break
+            except Exception as exc:  # noqa: BLE001 - the connection broke; aiomqtt's own rule
+                if not self._disconnected.done():
+                    self._disconnected.set_exception(exc)
+
+        def start() -> None:
+            self._misc_task = self._loop.create_task(self._misc_loop())
+            if not self._paused:
+                self._loop.add_reader(sock.fileno(), read)
+
+        self._reader = (sock, read)
+        self._loop.call_soon_threadsafe(start)  # paho calls this from the connecting thread
+
+    def pause_reading(self, paused: bool) -> None:
+        """Stop (True) or resume (False) reading from the broker: TCP then holds it back."""
+        if paused == self._paused:
+            return
+        self._paused = paused
+        sock, read = self._reader or (None, None)
+        if sock is None or self._client.socket() is not sock or sock.fileno() < 0:
+            return  # not connected yet (start() looks at the flag) or already closed
+        if paused:
+            self._loop.remove_reader(sock.fileno())
+        else:
+            self._loop.add_reader(sock.fileno(), read)
 
     def _on_socket_register_write(self, client, userdata, sock) -> None:  # noqa: ANN001
         # aiomqtt defers add_writer with call_soon_threadsafe, so it may run after a lost
@@ -342,6 +388,8 @@ class _MqttConnection(Connection):
         self._window = 1
         self._backlog: deque[tuple[pb.Frame, Any, int, int]] = deque()
         self._backlog_max = BACKLOG_MIN
+        self._backlog_bytes = 0
+        self._mqtt: _Client | None = None  # the client, also while it connects
         self._owner: asyncio.Future[str] = asyncio.get_running_loop().create_future()
 
     # -- the Connection contract ---------------------------------------------------------------
@@ -421,7 +469,7 @@ class _MqttConnection(Connection):
         props.ReceiveMaximum = self._window
         if t.max_receive_bytes:
             props.MaximumPacketSize = min(t.max_receive_bytes + 64 * 1024, 268_435_455)
-        client = _Client(
+        client = self._mqtt = _Client(
             t.host, t.port, identifier=f"{t.topics.namespace}:{hello.agent}",
             protocol=aiomqtt.ProtocolVersion.V5, clean_start=False, properties=props,
             username=hello.agent if hello.token else None, password=hello.token or None,
@@ -589,12 +637,11 @@ class _MqttConnection(Connection):
         frame = pb.Frame(deliver=pb.Deliver(seq=t.delivery_seq, envelope=env, redelivered=bool(message.dup)))
         if len(self._unacked) < self._window and not self._backlog:
             self._hand_over(frame, payload, message.mid, message.qos)
-        elif len(self._backlog) < self._backlog_max:
-            self._backlog.append((frame, payload, message.mid, message.qos))
-        else:
-            self._fail(ConnectError(
-                f"MQTT broker sent more than {self._backlog_max} messages beyond the receive "
-                f"window of {self._window}; reconnecting to resume the session"))
+            return
+        self._backlog.append((frame, payload, message.mid, message.qos))
+        self._backlog_bytes += len(payload)
+        if len(self._backlog) >= self._backlog_max or self._backlog_bytes >= BACKLOG_BYTES:
+            self._mqtt.pause_reading(True)
 
     def _hand_over(self, frame: pb.Frame, payload: Any, mid: int, qos: int) -> None:
         if is_expired(frame.deliver.envelope):
@@ -610,7 +657,11 @@ class _MqttConnection(Connection):
             if entry is not None:  # else a delivery of an earlier connection: the broker resends it
                 self._client_ack(*entry)
         while self._backlog and len(self._unacked) < self._window:
-            self._hand_over(*self._backlog.popleft())
+            frame, payload, mid, qos = self._backlog.popleft()
+            self._backlog_bytes -= len(payload)
+            self._hand_over(frame, payload, mid, qos)
+        if len(self._backlog) <= self._backlog_max // 2 and self._backlog_bytes <= BACKLOG_BYTES // 2:
+            self._mqtt.pause_reading(False)
 
     def _client_ack(self, mid: int, qos: int) -> None:
         # Nothing is written to a lost connection: the broker resends what it did not get acked.
