@@ -55,14 +55,14 @@ class StudentConfig:
     layers: int = 2
     heads: int = 4
     steps: int = 3000
-    min_steps: int = 200
+    min_steps: int = 300
     batch_size: int = 64
     lr: float = 3e-3
     eval_every: int = 50
     eval_n: int = 128
     target_low: float = 0.3
     target_high: float = 0.5
-    plain_fraction: float = 0.4
+    plain_fraction: float = 0.25
     seed: int = 0
     out: str = "runs/mopd/student"
     progress: bool = True
