@@ -37,7 +37,10 @@ def transport_for_url(url: str, *, token: str | None = None, **options: Any) -> 
         host = f"[{parts.hostname}]" if ":" in parts.hostname else parts.hostname
         return GrpcTransport(f"{host}:{parts.port}", tls=scheme == "grpcs", token=token, **options)
     if scheme in ("mqtt", "mqtts"):
-        from .transports.mqtt import DEFAULT_NAMESPACE, MqttTransport
+        try:
+            from .transports.mqtt import DEFAULT_NAMESPACE, MqttTransport
+        except ImportError as exc:
+            raise ConfigError(f"{scheme}:// needs aiomqtt: pip install 'latentwire[mqtt]' ({exc})") from exc
 
         # The token travels in the bus's hello, which becomes the MQTT CONNECT's password.
         namespace = parts.path.strip("/") or DEFAULT_NAMESPACE
