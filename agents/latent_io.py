@@ -3,8 +3,11 @@
 **Speaking** (`speak`): the sender runs its prompt (its image slots carry any latents it has
 received, else a blank image), then takes ``m`` latent thinking steps: the last-layer hidden
 state, realigned into input-embedding space (`FamilyAdapter.realign`), is fed back as the next
-input embedding through the KV cache. Those ``m`` vectors are the message; the sender's codec
-encodes them into K universal tokens in the hub space: a `Latent`.
+input embedding through the KV cache. The message is the sender's reasoning (`reason`): the
+realigned last-layer states of its prompt (what it read, padding masked out) followed by those
+``m`` steps (what it thought); the sender's codec encodes them into K universal tokens in the hub
+space: a `Latent`. (The steps alone carry little: a tiny model's fed-back steps drift after the
+first token or two, measured on tinyworld.)
 
 **Listening** (`listen`): the receiver's codec decodes every received latent together into k
 visual embeddings and a gate; they are added onto a blank image's embeddings at the prompt's
@@ -87,9 +90,21 @@ def think(model: Any, adapter: FamilyAdapter, inputs: InjectedInputs, steps: int
 
     Differentiable (no ``no_grad`` here), so alignment training can reach the codec through it.
     """
+    return reason(model, adapter, inputs, steps, with_prompt=False)[0]
+
+
+def reason(model: Any, adapter: FamilyAdapter, inputs: InjectedInputs, steps: int, *,
+           with_prompt: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+    """The sender's reasoning: ``(vectors (B, T + steps, D), mask (B, T + steps))``.
+
+    The prompt's realigned last-layer states (mask False at padding) followed by ``steps`` latent
+    thinking steps; ``with_prompt=False`` gives the steps alone ``(B, steps, D)``.
+    """
     if steps < 1:
         raise ValueError(f"steps must be >= 1, got {steps}")
     out = model(**inputs.kwargs, use_cache=True, output_hidden_states=True)
+    read = adapter.realign(model, out.hidden_states[-1]) if with_prompt else None  # (B, T, D)
+    read_mask = inputs.attention_mask.bool() if with_prompt else None
     cache, attention = _cache_of(out), inputs.attention_mask
     length = inputs.inputs_embeds.shape[1]
     vectors = []
@@ -102,7 +117,11 @@ def think(model: Any, adapter: FamilyAdapter, inputs: InjectedInputs, steps: int
         out = model(**_step_kwargs(model, adapter, inputs, step, attention, cache, length + i),
                     output_hidden_states=True)
         cache = _cache_of(out)
-    return torch.cat(vectors, dim=1)  # (B, steps, D)
+    thought = torch.cat(vectors, dim=1)  # (B, steps, D)
+    thought_mask = torch.ones(thought.shape[:2], dtype=torch.bool, device=thought.device)
+    if read is None:
+        return thought, thought_mask
+    return torch.cat([read, thought], dim=1), torch.cat([read_mask, thought_mask], dim=1)
 
 
 def _inject_received(model: Any, adapter: FamilyAdapter, codec: UniversalVisualCodec | None,
@@ -133,11 +152,11 @@ def speak(model: Any, adapter: FamilyAdapter, codec: UniversalVisualCodec, promp
     ids, attention = _prompt_batch(prompts, pad_id, device)
     with torch.no_grad():
         inputs = _inject_received(model, adapter, codec, ids, attention, received)
-        vectors = think(model, adapter, inputs, steps)  # (B, m, D)
-        tokens = codec.encode_tokens(vectors.float())  # (B, K, width), hub space
+        vectors, mask = reason(model, adapter, inputs, steps)  # (B, T + m, D)
+        tokens = codec.encode_tokens(vectors.float(), mask)  # (B, K, width), hub space
     latents = [Latent(t.detach().cpu().contiguous(), space="hub", family=codec.config.family)
                for t in tokens]
-    return Speech(steps=vectors, latents=latents)
+    return Speech(steps=vectors[:, -steps:], latents=latents)
 
 
 @torch.no_grad()

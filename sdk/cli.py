@@ -53,6 +53,7 @@ def _bench(args: argparse.Namespace) -> int:
 # Job name -> module with ``main(argv)``; imported only when run, so `--help` stays fast and the
 # bus-only install (no torch) still has a working command.
 TRAIN_JOBS = {
+    "anchors": "latentwire.training.anchors",
     "codec": "latentwire.training.align",
     "hub-maps": "latentwire.training.hub_maps",
     "mopd": "latentwire.training.mopd.job",
@@ -126,7 +127,7 @@ def build_parser() -> argparse.ArgumentParser:
     bench.set_defaults(func=_bench, parser=bench)
 
     # Jobs own their options: everything after the job name is passed through to it.
-    train = sub.add_parser("train", add_help=False, help="run a training job (codec, hub-maps, mopd, tinyworld)")
+    train = sub.add_parser("train", add_help=False, help="run a training job (anchors, codec, hub-maps, mopd, tinyworld)")
     train.add_argument("job", nargs="?", help="job name, e.g. codec")
     train.add_argument("-h", "--help", action="store_true", help="this help, or a job's options")
     train.set_defaults(func=_train, parser=train)

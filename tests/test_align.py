@@ -14,31 +14,33 @@ from latentwire.training.align import AlignConfig, align  # noqa: E402
 from latentwire.training.tinyworld.checkpoints import load_pretrained  # noqa: E402
 
 
+@pytest.mark.timeout(300)  # a real (short) training run: minutes on a busy 2-core machine
 def test_short_alignment_run_trains_the_codec_only(tmp_path):
     model, _ = load_pretrained("gemma3")
     before = {k: v.clone() for k, v in model.state_dict().items()}
-    config = AlignConfig(family="gemma3", steps=30, batch_size=8, lr=3e-3, warmup_steps=2, log_every=1,
-                         eval_every=0, eval_n=8, out_dir=str(tmp_path / "codec"), progress=False)
+    config = AlignConfig(model="gemma3", latent_steps=2, steps=20, batch_size=8, lr=3e-3, warmup_steps=2, log_every=1,
+                         eval_every=0, eval_n=8, n_anchors=32, out=str(tmp_path / "codec"), progress=False)
     folder = align(config)
 
     # metrics: one line per step with the loss parts and the gate, then the eval line
     lines = [json.loads(line) for line in (folder / "metrics.jsonl").read_text().splitlines()]
     train = [r for r in lines if "loss" in r]
-    assert [r["step"] for r in train] == list(range(1, 31))
-    assert {"kl", "hidden", "scale", "gate"} <= set(train[0])
+    assert [r["step"] for r in train] == list(range(1, 21))
+    assert {"kl", "hidden", "scale", "gate", "skipped_steps"} <= set(train[0])
     first = sum(r["loss"] for r in train[:5]) / 5
     last = sum(r["loss"] for r in train[-5:]) / 5
     assert last < first, (first, last)
     assert train[-1]["gate"] != 0.0
     meta = json.loads((folder / "align.json").read_text())
-    assert meta["step"] == 30 and meta["config"]["family"] == "gemma3"
-    assert set(meta["eval"]) == {"latent", "text", "none"}
+    assert meta["step"] == 20 and meta["config"]["model"] == "gemma3" and meta["skipped_steps"] == 0
+    assert set(meta["eval"]) == {"latent", "text", "none", "shuffled"}
+    assert not list(folder.glob("checkpoint-*")) and not (folder / "latest").exists()  # finished: codec only
     assert meta["eval"]["text"]["exact"] >= 0.5  # the pre-trained model reads text messages
 
     # the codec loads back with identical outputs
     codec = UniversalVisualCodec.from_pretrained(folder)
     again = UniversalVisualCodec.from_pretrained(folder)
-    steps = torch.randn(2, config.latent_steps, codec.config.hidden_size)
+    steps = torch.randn(2, config.latent_steps, codec.config.hidden_size)  # (B, m, H)
     with torch.no_grad():
         a, b = codec(steps), again(steps)
     assert torch.equal(a.embeddings, b.embeddings) and torch.equal(a.gate, b.gate)
@@ -52,13 +54,104 @@ def test_short_alignment_run_trains_the_codec_only(tmp_path):
 
 def test_alignment_leaves_a_given_model_untouched(tmp_path, monkeypatch):
     # ... and the very model object the job trains through is not changed either.
-    import latentwire.training.align as align_module
+    import latentwire.training.pairs as pairs
 
     model, tokenizer = load_pretrained("gemma3")
     before = {k: v.clone() for k, v in model.state_dict().items()}
-    monkeypatch.setattr(align_module, "_load_model", lambda config: (model, tokenizer))
-    align(AlignConfig(family="gemma3", steps=3, batch_size=4, eval_every=0, eval_n=4,
-                      out_dir=str(tmp_path / "c"), progress=False))
+    monkeypatch.setattr(pairs, "load_model", lambda spec: (model, tokenizer))
+    align(AlignConfig(model="gemma3", latent_steps=2, steps=3, batch_size=4, eval_every=0, eval_n=4, n_anchors=16,
+                      out=str(tmp_path / "c"), progress=False))
     assert all(not p.requires_grad for p in model.parameters())
     for name, tensor in model.state_dict().items():
         assert torch.equal(tensor, before[name]), name
+
+
+def _tensors(folder):
+    from safetensors.torch import load_file
+
+    return load_file(str(folder / "model.safetensors"))
+
+
+@pytest.mark.timeout(300)
+def test_a_killed_run_resumes_to_the_same_codec(tmp_path, monkeypatch):
+    import latentwire.training.align as align_module
+
+    base = dict(model="gemma3", latent_steps=2, steps=8, batch_size=4, warmup_steps=2, eval_every=0, eval_n=4,
+                n_anchors=16, checkpoint_every=3, log_every=1, progress=False)
+    whole = align(AlignConfig(**base, out=str(tmp_path / "whole")))
+
+    # Kill the second run right after its step-6 checkpoint (a crash between steps).
+    real_save = align_module._save_checkpoint
+
+    def save_then_die(out, step, *args):
+        real_save(out, step, *args)
+        if step == 6:
+            raise KeyboardInterrupt("killed")
+
+    monkeypatch.setattr(align_module, "_save_checkpoint", save_then_die)
+    with pytest.raises(KeyboardInterrupt):
+        align(AlignConfig(**base, out=str(tmp_path / "cut")))
+    assert (tmp_path / "cut" / "latest").read_text().strip() == "checkpoint-6"
+    monkeypatch.setattr(align_module, "_save_checkpoint", real_save)
+    resumed = align(AlignConfig(**base, out=str(tmp_path / "cut"), resume=True))
+
+    a, b = _tensors(whole), _tensors(resumed)
+    assert a.keys() == b.keys()
+    for name in a:
+        torch.testing.assert_close(a[name], b[name], rtol=0, atol=1e-6, msg=name)
+    steps = [json.loads(line)["step"] for line in (resumed / "metrics.jsonl").read_text().splitlines()
+             if "loss" in line]
+    assert steps == list(range(1, 7)) + [7, 8]  # the history goes on where the checkpoint left it
+
+
+def test_non_finite_steps_are_skipped_and_counted(tmp_path, monkeypatch):
+    import latentwire.training.align as align_module
+
+    real_loss = align_module._loss
+    calls = {"n": 0}
+
+    def sometimes_nan(*args):
+        loss, parts = real_loss(*args)
+        calls["n"] += 1
+        return (loss * float("nan"), parts) if calls["n"] == 2 else (loss, parts)
+
+    monkeypatch.setattr(align_module, "_loss", sometimes_nan)
+    folder = align(AlignConfig(model="gemma3", latent_steps=2, steps=4, batch_size=4, eval_every=0, eval_n=4, n_anchors=16,
+                               log_every=1, out=str(tmp_path / "c"), progress=False))
+    meta = json.loads((folder / "align.json").read_text())
+    assert meta["skipped_steps"] == 1 and meta["step"] == 4
+    assert all(torch.isfinite(t).all() for t in _tensors(folder).values())
+
+
+def test_bad_input_is_refused_before_training(tmp_path):
+    from latentwire.agents.errors import AgentConfigError, CodecCheckpointError
+    from latentwire.training.anchors import AnchorError
+
+    empty = tmp_path / "empty.jsonl"
+    empty.write_text("")
+    with pytest.raises(AnchorError, match="empty"):
+        align(AlignConfig(anchors=str(empty), out=str(tmp_path / "x"), progress=False))
+    broken = tmp_path / "broken.jsonl"
+    broken.write_text('{"sender": "a", "teacher": "b", "student": "c", "message": "d"}\n{not json\n')
+    with pytest.raises(AnchorError, match=r"broken.jsonl:2: not JSON"):
+        align(AlignConfig(anchors=str(broken), out=str(tmp_path / "x"), progress=False))
+
+    # A text-only model has no image slots to read a latent through.
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    text_only = tmp_path / "llama"
+    LlamaForCausalLM(LlamaConfig(vocab_size=64, hidden_size=16, intermediate_size=32, num_hidden_layers=1,
+                                 num_attention_heads=2, num_key_value_heads=1)).save_pretrained(text_only)
+    with pytest.raises(AgentConfigError, match="no visual pathway"):
+        align(AlignConfig(model=str(text_only), out=str(tmp_path / "x"), progress=False))
+
+    # Resuming into a folder whose checkpoint is a codec of another architecture.
+    from latentwire.agents.codec import CodecConfig, UniversalVisualCodec
+
+    other = tmp_path / "other"
+    UniversalVisualCodec(CodecConfig(family="gemma3", hidden_size=128, width=32, image_slots=16)
+                         ).save_pretrained(other / "checkpoint-2")
+    (other / "latest").write_text("checkpoint-2\n")
+    with pytest.raises(CodecCheckpointError, match="another architecture"):
+        align(AlignConfig(model="gemma3", steps=4, batch_size=2, eval_every=0, eval_n=2, n_anchors=8,
+                          progress=False, out=str(other), resume=True))

@@ -267,5 +267,7 @@ def test_job_command_lines_have_one_flag_per_config_field() -> None:
     config = pretrain.PretrainConfig(**args)
     assert (config.family, tuple(config.tasks), config.model_overrides, config.steps, config.progress) == (
         "llava", ("secret", "merge"), {"a": 1}, 5, False)
-    config = align.AlignConfig(**vars(align._parser().parse_args(["--family", "gemma3", "--lr", "0.01"])))
-    assert (config.family, config.lr) == ("gemma3", 0.01)
+    config = align.AlignConfig(**vars(align._parser().parse_args(
+        ["--model", "gemma3", "--anchors", "a.jsonl", "--out", "o", "--lr", "0.01", "--resume"])))
+    assert (config.model, config.anchors, config.out, config.lr, config.resume) == (
+        "gemma3", "a.jsonl", "o", 0.01, True)

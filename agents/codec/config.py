@@ -21,7 +21,7 @@ class CodecConfig:
     image_slots: int = 16    # k visual embeddings one decode produces (the family's slots per message)
     num_heads: int = 4
     num_layers: int = 1      # resampler blocks in the encoder and again in the decoder
-    stat_tokens: int = 2     # of the K tokens, how many are pooled statistics: 0, 1 (mean), 2 (+ std)
+    stat_tokens: int = 0     # of the K tokens, how many are pooled statistics: 0, 1 (mean), 2 (+ std)
     mlp_ratio: int = 4
     space: str = ""          # the family's codec space; "" means the family name
 

@@ -1,0 +1,101 @@
+"""Anchor files and the incremental hub-map job (`latentwire train hub-maps`)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from latentwire.agents.codec import CodecConfig, UniversalVisualCodec  # noqa: E402
+from latentwire.errors import ConfigError  # noqa: E402
+from latentwire.training.anchors import (  # noqa: E402
+    AnchorError, anchors_from_texts, read_anchors, tinyworld_anchors, write_anchors)
+from latentwire.training.hub_maps import fit_hub_maps  # noqa: E402
+
+
+def test_tinyworld_anchors_round_trip(tmp_path):
+    anchors = tinyworld_anchors("secret", 5, seed=3)
+    assert anchors[0].message in anchors[0].teacher and anchors[0].message not in anchors[0].student
+    assert anchors[0].answer == anchors[0].message  # the secret task: recite the message
+    path = write_anchors(anchors, tmp_path / "a.jsonl")
+    assert read_anchors(path) == anchors
+    with pytest.raises(AnchorError, match="senders"):
+        tinyworld_anchors("merge", 2)
+
+
+def test_anchors_from_local_text_and_jsonl_files(tmp_path):
+    (tmp_path / "notes.txt").write_text("first note\n\nsecond note\nfirst note\n")
+    (tmp_path / "more.jsonl").write_text('{"text": "third"}\n{"other": 1}\n')
+    anchors = anchors_from_texts([tmp_path / "notes.txt"])
+    assert [a.message for a in anchors] == ["first note", "second note"]  # blank and duplicate dropped
+    assert anchors[0].teacher == "message: first note\nRepeat the message."
+    with pytest.raises(AnchorError, match=r"more.jsonl:2: needs a string field 'text'"):
+        anchors_from_texts([tmp_path / "more.jsonl"])
+    with pytest.raises(AnchorError, match="no such file"):
+        anchors_from_texts([tmp_path / "missing.txt"])
+    with pytest.raises(AnchorError, match=r"\{message\}"):
+        anchors_from_texts([tmp_path / "notes.txt"], teacher="no placeholder")
+    (tmp_path / "bad.jsonl").write_text('{"sender": "s", "teacher": "t", "student": "u"}\n')
+    with pytest.raises(AnchorError, match=r"bad.jsonl:1: missing or empty field\(s\) message"):
+        read_anchors(tmp_path / "bad.jsonl")
+
+
+def _codec_folder(root, family, seed):
+    torch.manual_seed(seed)
+    codec = UniversalVisualCodec(CodecConfig(family=family, hidden_size=128, image_slots=16, width=16,
+                                             num_tokens=4))
+    folder = root / family
+    codec.save_pretrained(folder)
+    (folder / "align.json").write_text(json.dumps({"config": {"model": family, "latent_steps": 2}}))
+    return folder
+
+
+def _digests(root):
+    return {p.relative_to(root).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def test_adding_a_family_leaves_every_existing_file_byte_identical(tmp_path):
+    anchors = write_anchors(tinyworld_anchors("secret", 80), tmp_path / "anchors.jsonl")
+    codecs = tmp_path / "codecs"
+    gemma, smol, qwen = (_codec_folder(codecs, f, s) for f, s in
+                         (("gemma3", 0), ("smolvlm", 1), ("qwen2_5_vl", 2)))
+    hub = tmp_path / "hub"
+    first = fit_hub_maps([gemma, smol], reference="gemma3", anchors=anchors, out=hub)
+    assert [(r.family, r.status) for r in first] == [("gemma3", "reference"), ("smolvlm", "fitted")]
+    fitted = UniversalVisualCodec.from_pretrained(hub / "smolvlm")
+    assert not torch.equal(fitted.hub.to_hub.weight, torch.eye(64))  # real maps, not the identity
+    before = _digests(hub)
+
+    second = fit_hub_maps([gemma, smol, qwen], reference="gemma3", anchors=anchors, out=hub)
+    assert [(r.family, r.status) for r in second] == [
+        ("gemma3", "kept"), ("smolvlm", "kept"), ("qwen2_5_vl", "fitted")]
+    after = _digests(hub)
+    assert {k: v for k, v in after.items() if not k.startswith("qwen2_5_vl/")} == before
+    assert "qwen2_5_vl/model.safetensors" in after
+
+    # The maps send the family's latents of an anchor near the reference's latents of it.
+    record = json.loads((hub / "qwen2_5_vl" / "hub_fit.json").read_text())
+    assert record["reference"] == "gemma3" and record["to_hub_mse"] >= 0
+
+    # Another ridge is another fit: that family is refitted, the reference kept.
+    third = fit_hub_maps([gemma, smol], reference="gemma3", anchors=anchors, out=hub, ridge=1e-2)
+    assert [(r.family, r.status) for r in third] == [("gemma3", "kept"), ("smolvlm", "fitted")]
+
+
+def test_hub_maps_refuse_bad_settings(tmp_path):
+    anchors = write_anchors(tinyworld_anchors("secret", 4), tmp_path / "anchors.jsonl")
+    gemma = _codec_folder(tmp_path / "c", "gemma3", 0)
+    with pytest.raises(ConfigError, match="reference family 'llava' is not among"):
+        fit_hub_maps([gemma], reference="llava", anchors=anchors, out=tmp_path / "hub")
+    with pytest.raises(ConfigError, match="ridge must be > 0"):
+        fit_hub_maps([gemma], reference="gemma3", anchors=anchors, out=tmp_path / "hub", ridge=0)
+    other = tmp_path / "d" / "smolvlm"
+    UniversalVisualCodec(CodecConfig(family="smolvlm", hidden_size=128, image_slots=16, width=32,
+                                     num_tokens=4)).save_pretrained(other)
+    (other / "align.json").write_text(json.dumps({"config": {"model": "smolvlm"}}))
+    with pytest.raises(ConfigError, match="the hub needs one shape"):
+        fit_hub_maps([gemma, other], reference="gemma3", anchors=anchors, out=tmp_path / "hub")

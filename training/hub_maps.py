@@ -1,0 +1,188 @@
+"""``latentwire train hub-maps``: join separately aligned codecs through one reference space.
+
+Each family's codec is trained alone (``latentwire train codec``), in its own codec space. This
+job fits, per family, the two affine maps to and from the reference family's space (ridge
+regression, closed form, `UniversalVisualCodec.fit_hub_maps`) on a shared anchor set: the family
+and the reference each think on every anchor's sender prompt, their codecs encode it, and the
+maps send one family's latent of an anchor onto the reference's latent of the same anchor. Any
+two fitted families then talk through the hub space without ever having been trained together:
+N jobs for N families, not N^2 pairs.
+
+It is incremental: the output folder holds one sub-folder per family (the codec with its maps,
+``config.json`` + ``model.safetensors``, and ``hub_fit.json``: reference, ridge, anchor-set and
+source-codec digests, fit errors). A family whose folder already matches (same reference, ridge,
+anchors and source codec) is left alone, byte for byte; adding a family computes only its maps.
+
+    latentwire train hub-maps --codec runs/codec/gemma3 runs/codec/qwen2_5_vl runs/codec/llava \\
+        --reference gemma3 --anchors anchors.jsonl --out runs/hub
+
+Each codec folder's ``align.json`` names the model it was trained with (``config.model``) and its
+``latent_steps``; ``--model FAMILY=SPEC`` overrides the model.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from latentwire.errors import ConfigError
+
+__all__ = ["FitResult", "fit_hub_maps", "main"]
+
+FIT_FILE = "hub_fit.json"
+
+
+@dataclass
+class FitResult:
+    """What happened to one family: ``fitted`` (new maps written), ``kept`` (already up to date)
+    or ``reference`` (identity maps)."""
+
+    family: str
+    status: str
+    to_hub_mse: float | None = None
+    from_hub_mse: float | None = None
+
+
+def _digest(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _source(folder: Path, models: dict[str, str]) -> tuple[Any, str, int]:
+    """``(codec, model spec, latent_steps)`` of a codec folder made by ``train codec``."""
+    from latentwire.agents.codec import UniversalVisualCodec
+
+    codec = UniversalVisualCodec.from_pretrained(folder)
+    meta_file = folder / "align.json"
+    meta = json.loads(meta_file.read_text()) if meta_file.is_file() else {}
+    config = meta.get("config", {})
+    spec = models.get(codec.config.family) or config.get("model")
+    if spec is None:
+        raise ConfigError(f"{folder}: no align.json naming its model; pass --model "
+                          f"{codec.config.family}=SPEC")
+    return codec, spec, int(config.get("latent_steps", 8))
+
+
+def _write_atomically(folder: Path, codec: Any, fit: dict[str, Any]) -> None:
+    """Write codec + fit record in a scratch folder, then move it over the old one."""
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    scratch = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{folder.name}."))
+    try:
+        codec.save_pretrained(scratch)
+        (scratch / FIT_FILE).write_text(json.dumps(fit, indent=2, sort_keys=True) + "\n")
+        if folder.exists():
+            shutil.rmtree(folder)
+        os.replace(scratch, folder)
+    except BaseException:
+        shutil.rmtree(scratch, ignore_errors=True)
+        raise
+
+
+def fit_hub_maps(codecs: list[str | os.PathLike[str]], *, reference: str, anchors: str | os.PathLike[str],
+                 out: str | os.PathLike[str], ridge: float = 1e-3, models: dict[str, str] | None = None,
+                 batch_size: int = 64) -> list[FitResult]:
+    """Fit (or keep) the hub maps of every codec against ``reference`` (a family name among
+    them); write ``out/<family>/``. Returns what happened per family, reference first."""
+    import torch
+
+    from .anchors import read_anchors
+    from .pairs import Party, load_model
+
+    if ridge <= 0:
+        raise ConfigError(f"ridge must be > 0, got {ridge}")
+    anchor_file = Path(anchors)
+    anchor_set = read_anchors(anchor_file)
+    anchors_digest = _digest(anchor_file)
+    sources: dict[str, tuple[Path, Any, str, int]] = {}
+    for folder in map(Path, codecs):
+        codec, spec, steps = _source(folder, models or {})
+        family = codec.config.family
+        if family in sources:
+            raise ConfigError(f"two codecs of family {family!r}: {sources[family][0]} and {folder}")
+        sources[family] = (folder, codec, spec, steps)
+    if reference not in sources:
+        raise ConfigError(f"reference family {reference!r} is not among the codecs ({', '.join(sources)})")
+    ref_codec = sources[reference][1]
+    for family, (folder, codec, _, _) in sources.items():
+        shape = (codec.config.num_tokens, codec.config.width)
+        if shape != (ref_codec.config.num_tokens, ref_codec.config.width):
+            raise ConfigError(f"{folder}: latents of {shape[0]} x {shape[1]}, the reference {reference!r} has "
+                              f"{ref_codec.config.num_tokens} x {ref_codec.config.width}; the hub needs one shape")
+
+    out = Path(out)
+    ref_source = _digest(sources[reference][0] / "model.safetensors")
+
+    def record(family: str) -> dict[str, Any]:
+        # What a family's maps depend on; the reference's identity maps do not depend on the ridge.
+        values = {"reference": reference, "anchors_sha256": anchors_digest, "anchors": len(anchor_set),
+                  "reference_codec_sha256": ref_source,
+                  "source_codec_sha256": _digest(sources[family][0] / "model.safetensors")}
+        return values if family == reference else {**values, "ridge": ridge}
+
+    def up_to_date(family: str) -> bool:
+        fit_file = out / family / FIT_FILE
+        if not fit_file.is_file():
+            return False
+        saved = json.loads(fit_file.read_text())
+        return all(saved.get(k) == v for k, v in record(family).items())
+
+    def tokens(family: str) -> Any:
+        folder, codec, spec, steps = sources[family]
+        model, tokenizer = load_model(spec)
+        party = Party(model, tokenizer, codec, latent_steps=steps)
+        with torch.no_grad():
+            return torch.cat([party.speak([a.sender for a in anchor_set[i:i + batch_size]], to_hub=False)
+                              for i in range(0, len(anchor_set), batch_size)])  # (N, K, D)
+
+    results: list[FitResult] = []
+    todo = [f for f in sources if not up_to_date(f)]
+    if reference in todo:
+        ref_codec.hub.reset_identity()
+        _write_atomically(out / reference, ref_codec, {**record(reference), "role": "reference"})
+        results.append(FitResult(reference, "reference"))
+    else:
+        results.append(FitResult(reference, "kept"))
+    targets = [f for f in todo if f != reference]
+    reference_tokens = tokens(reference) if targets else None
+    for family in sources:
+        if family == reference:
+            continue
+        if family not in targets:
+            results.append(FitResult(family, "kept"))
+            continue
+        codec = sources[family][1]
+        fit = codec.fit_hub_maps(tokens(family), reference_tokens, ridge=ridge)
+        _write_atomically(out / family, codec, {**record(family), "role": "family",
+                                                "to_hub_mse": fit.to_hub_mse, "from_hub_mse": fit.from_hub_mse})
+        results.append(FitResult(family, "fitted", fit.to_hub_mse, fit.from_hub_mse))
+    return results
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``latentwire train hub-maps``: see the module docstring."""
+    parser = argparse.ArgumentParser(prog="latentwire train hub-maps", description=__doc__.splitlines()[0])
+    parser.add_argument("--codec", nargs="+", required=True, metavar="DIR", help="codec folders (train codec)")
+    parser.add_argument("--reference", required=True, help="the family whose codec space is the hub space")
+    parser.add_argument("--anchors", required=True, help="anchor file shared by every family (JSONL)")
+    parser.add_argument("--out", required=True, help="output folder, one sub-folder per family")
+    parser.add_argument("--ridge", type=float, default=1e-3, help="ridge regulariser (relative)")
+    parser.add_argument("--model", action="append", default=[], metavar="FAMILY=SPEC",
+                        help="model to load for a family (default: its align.json)")
+    args = parser.parse_args(argv)
+    models = {}
+    for item in args.model:
+        family, sep, spec = item.partition("=")
+        if not sep:
+            parser.error(f"--model takes FAMILY=SPEC, got {item!r}")
+        models[family] = spec
+    for r in fit_hub_maps(args.codec, reference=args.reference, anchors=args.anchors, out=args.out,
+                          ridge=args.ridge, models=models):
+        errors = "" if r.to_hub_mse is None else f" (to-hub mse {r.to_hub_mse:.4g}, from-hub {r.from_hub_mse:.4g})"
+        print(f"{r.family}: {r.status}{errors}")
+    return 0
