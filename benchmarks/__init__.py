@@ -17,6 +17,7 @@ BENCHMARKS = {
     "bus": "latentwire.benchmarks.bus",
     "crash": "latentwire.benchmarks.crash",
     "journal": "latentwire.benchmarks.journal",
+    "mas": "latentwire.benchmarks.mas",
     "mopd": "latentwire.benchmarks.mopd",
     "rcl": "latentwire.benchmarks.rcl",
 }

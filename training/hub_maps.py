@@ -9,8 +9,8 @@ two fitted families then talk through the hub space without ever having been tra
 N jobs for N families, not N^2 pairs.
 
 It is incremental: the output folder holds one sub-folder per family (the codec with its maps,
-``config.json`` + ``model.safetensors``, and ``hub_fit.json``: reference, ridge, anchor-set and
-source-codec digests, fit errors). A family whose folder already matches (same reference, ridge,
+``config.json`` + ``model.safetensors``, and ``hub_fit.json``: reference, ridge, the model and
+latent steps to run it with, anchor-set and source-codec digests, fit errors). A family whose folder already matches (same reference, ridge,
 anchors and source codec) is left alone, byte for byte; adding a family computes only its maps.
 
     latentwire train hub-maps --codec runs/codec/gemma3 runs/codec/qwen2_5_vl runs/codec/llava \\
@@ -120,8 +120,10 @@ def fit_hub_maps(codecs: list[str | os.PathLike[str]], *, reference: str, anchor
 
     def record(family: str) -> dict[str, Any]:
         # What a family's maps depend on; the reference's identity maps do not depend on the ridge.
+        # model and latent_steps travel along, so a hub folder alone is enough to run the family.
         values = {"reference": reference, "anchors_sha256": anchors_digest, "anchors": len(anchor_set),
-                  "reference_codec_sha256": ref_source,
+                  "reference_codec_sha256": ref_source, "model": sources[family][2],
+                  "latent_steps": sources[family][3],
                   "source_codec_sha256": _digest(sources[family][0] / "model.safetensors")}
         return values if family == reference else {**values, "ridge": ridge}
 
