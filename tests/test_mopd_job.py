@@ -18,6 +18,7 @@ from latentwire.agents.errors import CheckpointError
 from latentwire.errors import ConfigError
 from latentwire.training.mopd import job
 from latentwire.training.mopd.job import MopdConfig, main, train
+from latentwire.training.mopd.student import SHIPPED_STUDENT
 
 # A few seconds per run: 2 prompts x 4 rollouts per step, 16 eval questions.
 TINY = {"prompts_per_step": 2, "group_size": 4, "eval_n": 16, "eval_every": 2, "max_new_tokens": 8,
@@ -116,6 +117,7 @@ def test_corrupt_checkpoint_is_refused(tmp_path: Path) -> None:
     {"method": "mopd", "context": "positive", "loss": "jsd", "teacher": "frozen"},
     {"method": "mopd", "context": "unrelated", "loss": "reverse_kl", "epochs_per_batch": 2},
     {"method": "sft"},
+    {"method": "mopd", "context": "random_peer", "teacher": "separate", "teacher_path": str(SHIPPED_STUDENT)},
 ])
 def test_every_method_and_loss_trains(tmp_path: Path, overrides: dict) -> None:
     report = train(tiny(tmp_path, steps=1, save_every=0, **overrides))
@@ -156,6 +158,17 @@ def test_rollouts_keep_logprobs_that_match_a_fresh_forward() -> None:
                                              tokenizer.pad_token_id)
     assert torch.allclose(again, batch.old_logprobs, atol=1e-5) and torch.equal(mask, batch.mask)
     assert all(len(c) <= 8 for c in batch.completion_ids)
+    assert (batch.old_logprobs[batch.mask] < 0).all()
+
+
+def test_rollouts_from_a_vlm_family_driven_by_text() -> None:
+    from latentwire.training.mopd.rollouts import SamplingConfig, encode_prompt, sample_groups
+    from latentwire.training.tinyworld.checkpoints import load_pretrained
+
+    model, tokenizer = load_pretrained("qwen2_vl")
+    prompts = [encode_prompt(tokenizer, "sender: qwerty\nsorted?"), encode_prompt(tokenizer, "hi?")]  # lengths differ
+    batch = sample_groups(model, tokenizer, prompts, 2, SamplingConfig(max_new_tokens=6))
+    assert len(batch.texts) == 4 and batch.old_logprobs.shape[0] == 4
     assert (batch.old_logprobs[batch.mask] < 0).all()
 
 
