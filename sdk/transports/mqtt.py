@@ -412,8 +412,13 @@ class _MqttConnection(Connection):
                 self._spawn(self._subscription(kind, getattr(frame, kind)))
             elif kind == "bye":
                 with contextlib.suppress(aiomqtt.MqttError, ConnectError, TimeoutError):
-                    # Release the agent id: an empty retained message deletes the claim.
                     async with asyncio.timeout(self._timeout):
+                        # Leave the inbox first and wait for the UNSUBACK: DISCONNECT has no ack,
+                        # so without it a direct message sent right after a clean close could
+                        # still find the inbox (the broker reads sockets in any order).
+                        await self._client.unsubscribe(self._transport.topics.inbox(self._agent),
+                                                       timeout=self._timeout)
+                        # Release the agent id: an empty retained message deletes the claim.
                         await self._client.publish_qos1(self._transport.topics.owner(self._agent), b"",
                                                         retain=True)
                 await self._client.leave(self._timeout)
