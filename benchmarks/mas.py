@@ -7,9 +7,10 @@ Two measurements, each with its baseline in the same run:
   beside the same receiver reading the message as text, with no message, and with a shuffled
   latent (another episode's: the control that shows the information really travels). Codecs come
   from ``--hub DIR`` (the output of ``latentwire train hub-maps``: one folder per family, each
-  aligned alone, joined only through ridge maps). A family paired with itself uses the encoder
-  and decoder that were trained together (the co-trained ceiling); every other pair was never
-  trained together.
+  aligned alone, joined only through ridge maps), or from ``--codecs DIR...`` (codecs trained
+  with ``train codec --anchor-to`` into one family's space: the anchored scheme). A family paired
+  with itself uses the encoder and decoder that were trained together (the co-trained ceiling);
+  in the reference scheme every other pair was never trained together.
 * **End-to-end wall-clock** of one sender -> receiver exchange, latent vs text, for message
   lengths 8 to 128 tokens, with equal budgets: in text mode the sender generates the message
   token by token (``length`` tokens) and the receiver reads it in its prompt; in latent mode the
@@ -39,7 +40,10 @@ ONE_SENDER_TASKS = ("secret", "reverse", "sort")
 
 def _parse(argv: list[str], quick: bool) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="latentwire bench mas", description=__doc__.splitlines()[0])
-    parser.add_argument("--hub", help="hub-maps output folder (one codec folder per family)")
+    source = parser.add_mutually_exclusive_group()
+    source.add_argument("--hub", help="hub-maps output folder (one codec folder per family): the reference scheme")
+    source.add_argument("--codecs", nargs="+", metavar="DIR",
+                        help="codec folders already in one space (train codec --anchor-to): the anchored scheme")
     parser.add_argument("--tasks", nargs="+", default=list(ONE_SENDER_TASKS), choices=ONE_SENDER_TASKS)
     parser.add_argument("--n", type=int, default=8 if quick else 64, help="episodes per task and pair")
     parser.add_argument("--lengths", nargs="+", type=int, default=[8, 32] if quick else [8, 16, 32, 64, 128])
@@ -48,8 +52,8 @@ def _parse(argv: list[str], quick: bool) -> argparse.Namespace:
     parser.add_argument("--png", help="plot file (default: next to --json)")
     args = parser.parse_args(argv)
     args.quick = quick
-    if args.hub is None and not quick:
-        parser.error("--hub DIR is required (latentwire train hub-maps ...), or use --quick")
+    if args.hub is None and args.codecs is None and not quick:
+        parser.error("--hub DIR or --codecs DIR... is required (latentwire train hub-maps ...), or use --quick")
     return args
 
 
@@ -70,22 +74,28 @@ def _quick_hub(folder: Path) -> Path:
     return folder / "hub"
 
 
-def _parties(hub: Path) -> dict[str, Any]:
+def _parties(folders: list[Path]) -> dict[str, Any]:
+    """A party per codec folder: a hub-maps family folder (``hub_fit.json``) or a ``train codec``
+    output (``align.json``), each naming the model and latent steps it runs with."""
     import json
 
     from latentwire.agents.codec import UniversalVisualCodec
     from latentwire.training.pairs import Party, load_model
 
     parties = {}
-    for folder in sorted(p for p in hub.iterdir() if (p / "hub_fit.json").is_file()):
+    for folder in folders:
         codec = UniversalVisualCodec.from_pretrained(folder)
-        fit = json.loads((folder / "hub_fit.json").read_text())
-        model, tokenizer = load_model(fit["model"])
-        parties[codec.config.family] = Party(model, tokenizer, codec, latent_steps=int(fit["latent_steps"]))
+        if (folder / "hub_fit.json").is_file():
+            run = json.loads((folder / "hub_fit.json").read_text())
+        else:
+            run = json.loads((folder / "align.json").read_text())["config"]
+        model, tokenizer = load_model(run["model"])
+        parties[codec.config.family] = Party(model, tokenizer, codec, latent_steps=int(run["latent_steps"]))
     if len(parties) < 2:
         from .bus import BenchError
 
-        raise BenchError(f"{hub} holds {len(parties)} aligned families; the benchmark needs two or more")
+        raise BenchError(f"{len(parties)} aligned families in {', '.join(map(str, folders)) or 'nothing'}; "
+                         "the benchmark needs two or more")
     return parties
 
 
@@ -180,7 +190,6 @@ def _summary(rows: list[dict[str, Any]], timings: list[dict[str, Any]]) -> dict[
         "unseen_over_cotrained_char_accuracy": ratio(unseen_char, cotrained_char),
         "speedup_latent_vs_text": at32 and at32["speedup"],
         "speedup_at_length": at32 and at32["length"],
-        "scheme": "reference: each family aligned alone, joined by ridge hub maps",
         "goals": {"latent_over_text_accuracy": 0.95, "speedup_latent_vs_text": 3.0,
                   "unseen_over_cotrained_accuracy": 0.9},
         "ok": True,  # the run completed; the goals are reported, not enforced
@@ -223,8 +232,13 @@ def _plot(report: dict[str, Any], png: Path) -> None:
 def _measure(args: argparse.Namespace, json_path: str | None) -> dict[str, Any]:
     started = time.time()
     with tempfile.TemporaryDirectory(prefix="latentwire-mas-") as scratch:
-        hub = Path(args.hub) if args.hub else _quick_hub(Path(scratch))
-        parties = _parties(hub)
+        if args.codecs:
+            folders, scheme = [Path(c) for c in args.codecs], "anchored: codecs trained against frozen ones in the hub"
+        else:
+            hub = Path(args.hub) if args.hub else _quick_hub(Path(scratch))
+            folders = sorted(p for p in hub.iterdir() if (p / "hub_fit.json").is_file())
+            scheme = "reference: each family aligned alone, joined by ridge hub maps"
+        parties = _parties(folders)
         rows = _accuracy(parties, args.tasks, args.n)
         families = list(parties)
         progress(f"timing: {families[0]} -> {families[1]}")
@@ -232,7 +246,7 @@ def _measure(args: argparse.Namespace, json_path: str | None) -> dict[str, Any]:
                            args.answer_tokens)
     report = {**report_header("mas", started), "quick": args.quick, "families": families,
               "tasks": args.tasks, "n": args.n, "pairs": rows, "timings": timings,
-              "summary": _summary(rows, timings)}
+              "summary": {**_summary(rows, timings), "scheme": scheme}}
     png = Path(args.png) if args.png else (Path(json_path).with_suffix(".png") if json_path else None)
     if png is not None:
         _plot(report, png)

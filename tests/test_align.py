@@ -155,3 +155,27 @@ def test_bad_input_is_refused_before_training(tmp_path):
     with pytest.raises(CodecCheckpointError, match="another architecture"):
         align(AlignConfig(model="gemma3", steps=4, batch_size=2, eval_every=0, eval_n=2, n_anchors=8,
                           progress=False, out=str(other), resume=True))
+
+
+@pytest.mark.timeout(300)
+def test_anchored_scheme_trains_a_new_family_into_a_frozen_codecs_space(tmp_path):
+    from latentwire.errors import ConfigError
+
+    small = dict(latent_steps=2, batch_size=4, eval_every=0, eval_n=4, n_anchors=16, progress=False)
+    reference = align(AlignConfig(model="smolvlm", steps=2, out=str(tmp_path / "smolvlm"), **small))
+    frozen = _tensors(reference)
+    folder = align(AlignConfig(model="gemma3", steps=3, anchor_to=str(reference), log_every=1,
+                               out=str(tmp_path / "gemma3"), **small))
+    meta = json.loads((folder / "align.json").read_text())
+    assert meta["scheme"] == "anchored to smolvlm" and meta["step"] == 3
+    assert {"latent", "text", "none", "shuffled", "to_new"} <= set(meta["eval"])  # both directions
+    lines = [json.loads(line) for line in (folder / "metrics.jsonl").read_text().splitlines() if "loss" in line]
+    assert {"kl", "enc_kl", "enc_picture"} <= set(lines[0])  # the encoder's loss goes through the reference
+    assert all(torch.equal(frozen[k], v) for k, v in _tensors(reference).items())  # the reference is untouched
+    assert UniversalVisualCodec.from_pretrained(folder).config.family == "gemma3"
+
+    with pytest.raises(ConfigError, match="itself"):
+        align(AlignConfig(model="smolvlm", steps=1, anchor_to=str(reference), out=str(tmp_path / "x"), **small))
+    with pytest.raises(ConfigError, match="one shape"):
+        align(AlignConfig(model="gemma3", steps=1, width=32, anchor_to=str(reference), out=str(tmp_path / "x"),
+                          **small))

@@ -83,6 +83,9 @@ class AlignConfig:
     ``max_seconds`` have passed); ``checkpoint_every`` steps a resumable checkpoint (0 = none);
     ``resume`` continues from the latest one in ``out``. ``mixed_precision``: ``no``, ``bf16``
     or ``fp16``. ``eval_every`` 0 = only the final eval, on ``eval_n`` held-out anchors.
+    ``anchor_to``: the anchored scheme: a codec folder (``train codec`` output) of a family already
+    in the hub, frozen; this family's encoder learns to speak to its decoder and this family's
+    decoder learns to read its encoder, so the new codec lives in that codec's space.
     """
 
     model: str = "gemma3"
@@ -110,6 +113,7 @@ class AlignConfig:
     picture_weight: float | None = None
     gate_init: float = 1.0
     mixed_precision: str = "no"
+    anchor_to: str | None = None
     seed: int = 0
     log_every: int = 10
     eval_every: int = 100
@@ -204,11 +208,17 @@ def _gather(x: Any, pos: Any) -> Any:
 
 def _loss(party: Any, codec: Any, batch: _Batch, config: AlignConfig,
           image_scale: float) -> tuple[Any, dict[str, float]]:
+    """Self-distillation loss of one family's codec (sender and receiver are ``party``)."""
+    return _receiver_loss(party, codec(*party.think(batch.sender)), batch, config, image_scale)
+
+
+def _receiver_loss(party: Any, decoded: Any, batch: _Batch, config: AlignConfig,
+                   image_scale: float) -> tuple[Any, dict[str, float]]:
+    """The loss of receiver ``party`` reading ``decoded`` at its slots against itself reading text."""
     import torch
     import torch.nn.functional as F
 
     model, adapter = party.model, party.adapter
-    decoded = codec(*party.think(batch.sender))  # embeddings (B, k, H), gate ()
     with torch.no_grad():
         ids, mask = batch.teacher
         out = model(**adapter.inject(model, ids, attention_mask=mask).kwargs, output_hidden_states=True)
@@ -245,6 +255,57 @@ def _loss(party: Any, codec: Any, batch: _Batch, config: AlignConfig,
              "picture": float(picture.detach()), "embed_norm": norm.item(),
              "gate": float(decoded.gate.detach()), "token_match": match.item()}
     return loss, parts
+
+
+# ---- the anchored scheme ---------------------------------------------------------------------
+
+
+def _reference_party(folder: str, device: Any, family: str, config: AlignConfig) -> Any:
+    """The frozen family a new codec is anchored to: its codec folder and the model it names."""
+    import torch
+
+    from latentwire.agents.codec import UniversalVisualCodec
+    from latentwire.errors import ConfigError
+
+    from .pairs import Party, load_model
+
+    codec = UniversalVisualCodec.from_pretrained(folder)
+    meta_file = Path(folder) / "align.json"
+    meta = json.loads(meta_file.read_text())["config"] if meta_file.is_file() else {}
+    if codec.config.family == family:
+        raise ConfigError(f"anchor_to {folder} is a codec of {family} itself; anchor to another family")
+    if (codec.config.num_tokens, codec.config.width) != (config.num_tokens, config.width):
+        raise ConfigError(f"anchor_to {folder} has latents of {codec.config.num_tokens} x {codec.config.width}; "
+                          f"this run makes {config.num_tokens} x {config.width}: the hub needs one shape")
+    hub = codec.hub
+    identity = torch.eye(hub.to_hub.weight.shape[0])
+    if not (torch.equal(hub.to_hub.weight, identity) and torch.equal(hub.from_hub.weight, identity)):
+        raise ConfigError(f"anchor_to {folder} has fitted hub maps; anchor to a codec whose space is the "
+                          "hub space (a `train codec` output or the hub's reference family)")
+    model, tokenizer = load_model(meta.get("model", codec.config.family))
+    model.requires_grad_(False)
+    codec.requires_grad_(False)
+    party = Party(model.to(device).eval(), tokenizer, codec.to(device).eval(),
+                  latent_steps=int(meta.get("latent_steps", config.latent_steps)))
+    return party
+
+
+def _anchored_pair(new: Any, reference: Any) -> Any:
+    """One module (so DDP syncs its gradients) running both directions through the frozen
+    reference codec: new encoder -> reference decoder, reference encoder -> new decoder."""
+    from torch import nn
+
+    class AnchoredPair(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.new, self.reference = new, reference
+
+        def forward(self, new_steps: Any, new_mask: Any, ref_steps: Any, ref_mask: Any) -> tuple[Any, Any]:
+            to_reference = self.reference.decoder(self.new.encode_tokens(new_steps, new_mask, to_hub=False))
+            to_new = self.new.decoder(self.reference.encode_tokens(ref_steps, ref_mask, to_hub=False))
+            return to_reference, to_new
+
+    return AnchoredPair()
 
 
 # ---- checkpoints -----------------------------------------------------------------------------
@@ -358,6 +419,9 @@ def align(config: AlignConfig) -> Path:
     codec.train()
     party = Party(model, tokenizer, codec, latent_steps=config.latent_steps)
     image_scale = adapter.embedding_scale(model).image
+    ref = None if config.anchor_to is None else _reference_party(config.anchor_to, accelerator.device,
+                                                                 adapter.family, config)
+    ref_scale = None if ref is None else ref.adapter.embedding_scale(ref.model).image
     params = [p for p in codec.parameters() if p.requires_grad]
     groups = [{"params": [p for p in params if p.dim() >= 2], "weight_decay": config.weight_decay},
               {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0}]
@@ -366,13 +430,16 @@ def align(config: AlignConfig) -> Path:
     start, skipped = (0, 0)
     if config.resume:
         start, skipped = _load_checkpoint(out, codec, optimizer)
-    codec, optimizer = accelerator.prepare(codec, optimizer)
-    raw = accelerator.unwrap_model(codec)
+    trained, optimizer = accelerator.prepare(codec if ref is None else _anchored_pair(codec, ref.codec),
+                                             optimizer)
+    raw = accelerator.unwrap_model(trained) if ref is None else accelerator.unwrap_model(trained).new
     party.codec = raw
 
     main = accelerator.is_main_process
     with torch.no_grad():
         replies = teacher_replies(party, train_anchors, max_new_tokens=config.continuation)
+        ref_replies = None if ref is None else teacher_replies(ref, train_anchors,
+                                                               max_new_tokens=config.continuation)
     if main:
         out.mkdir(parents=True, exist_ok=True)
     metrics = (out / "metrics.jsonl").open("a" if config.resume else "w") if main else None
@@ -383,7 +450,11 @@ def align(config: AlignConfig) -> Path:
     last_eval: dict[str, Any] = {}
 
     def run_eval() -> dict[str, Any]:
-        return evaluate_pair(party, party, eval_anchors, space=raw.config.space, shuffled=True)
+        if ref is None:
+            return evaluate_pair(party, party, eval_anchors, space=raw.config.space, shuffled=True)
+        # Anchored: both codecs live in the reference's space, which is the hub space (identity maps).
+        return {**evaluate_pair(party, ref, eval_anchors, shuffled=True),
+                "to_new": evaluate_pair(ref, party, eval_anchors, shuffled=False)}
 
     try:
         for step in bar:
@@ -393,10 +464,19 @@ def align(config: AlignConfig) -> Path:
             # A pure function of (seed, process, step): a resumed run draws what it would have.
             rng = random.Random(f"align|{config.seed}|{accelerator.process_index}|{step}")
             picks = [rng.randrange(len(train_anchors)) for _ in range(config.batch_size)]
-            batch = _make_batch([train_anchors[i] for i in picks], [replies[i] for i in picks], party,
-                                accelerator.device, pictures)
+            chosen = [train_anchors[i] for i in picks]
+            batch = _make_batch(chosen, [replies[i] for i in picks], party, accelerator.device, pictures)
             with accelerator.autocast():
-                loss, parts = _loss(party, codec, batch, config, image_scale)
+                if ref is None:
+                    loss, parts = _loss(party, trained, batch, config, image_scale)
+                else:
+                    ref_batch = _make_batch(chosen, [ref_replies[i] for i in picks], ref, accelerator.device,
+                                            pictures)
+                    to_ref, to_new = trained(*party.think(batch.sender), *ref.think(ref_batch.sender))
+                    enc_loss, enc_parts = _receiver_loss(ref, to_ref, ref_batch, config, ref_scale)
+                    loss, parts = _receiver_loss(party, to_new, batch, config, image_scale)
+                    loss = loss + enc_loss
+                    parts.update({f"enc_{k}": v for k, v in enc_parts.items()})
             optimizer.zero_grad(set_to_none=True)
             finite = torch.isfinite(loss.detach()).float()
             if bool(accelerator.reduce(finite, reduction="min") > 0):
@@ -438,8 +518,9 @@ def align(config: AlignConfig) -> Path:
             last_eval = run_eval()
             write_jsonl(metrics, {"step": done, "eval": last_eval,
                                   "elapsed_s": round(time.perf_counter() - began, 2)})
-            raw.save_pretrained(out)
+            raw.save_pretrained(out)  # anchored: identity maps, like the reference's (its space is the hub)
             meta = {"step": done, "skipped_steps": skipped, "config": asdict(config), "eval": last_eval,
+                    "scheme": "self-distillation" if ref is None else f"anchored to {ref.family}",
                     "eval_n": len(eval_anchors), "train_anchors": len(train_anchors),
                     "image_scale": image_scale, "gate": float(torch.tanh(raw.decoder.gate.detach())),
                     "train_seconds": round(train_seconds, 1), "processes": accelerator.num_processes}
