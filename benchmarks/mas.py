@@ -8,9 +8,10 @@ Two measurements, each with its baseline in the same run:
   latent (another episode's: the control that shows the information really travels). Codecs come
   from ``--hub DIR`` (the output of ``latentwire train hub-maps``: one folder per family, each
   aligned alone, joined only through ridge maps), or from ``--codecs DIR...`` (codecs trained
-  with ``train codec --anchor-to`` into one family's space: the anchored scheme). A family paired
-  with itself uses the encoder and decoder that were trained together (the co-trained ceiling);
-  in the reference scheme every other pair was never trained together.
+  with ``train codec --anchor-to`` into one family's space: the anchored scheme). Pairs whose
+  encoder and decoder were trained against each other (a family with itself in the reference
+  scheme; a family with the one it was anchored to) are the co-trained ceiling, every other pair
+  was never trained together.
 * **End-to-end wall-clock** of one sender -> receiver exchange, latent vs text, for message
   lengths 8 to 128 tokens, with equal budgets: in text mode the sender generates the message
   token by token (``length`` tokens) and the receiver reads it in its prompt; in latent mode the
@@ -90,13 +91,25 @@ def _parties(folders: list[Path]) -> dict[str, Any]:
         else:
             run = json.loads((folder / "align.json").read_text())["config"]
         model, tokenizer = load_model(run["model"])
-        parties[codec.config.family] = Party(model, tokenizer, codec, latent_steps=int(run["latent_steps"]))
+        party = Party(model, tokenizer, codec, latent_steps=int(run["latent_steps"]))
+        # Which family this codec was trained against (anchored scheme), None if trained alone.
+        anchor = run.get("anchor_to")
+        party.anchored_to = anchor and UniversalVisualCodec.from_pretrained(anchor).config.family
+        parties[codec.config.family] = party
     if len(parties) < 2:
         from .bus import BenchError
 
         raise BenchError(f"{len(parties)} aligned families in {', '.join(map(str, folders)) or 'nothing'}; "
                          "the benchmark needs two or more")
     return parties
+
+
+def _trained_together(parties: dict[str, Any], sender: str, receiver: str) -> bool:
+    """Whether this encoder and decoder were trained against each other: a codec trained alone
+    with itself; an anchored codec with the family it was anchored to (both directions)."""
+    if sender == receiver:
+        return parties[sender].anchored_to is None
+    return parties[sender].anchored_to == receiver or parties[receiver].anchored_to == sender
 
 
 def _accuracy(parties: dict[str, Any], tasks: list[str], n: int) -> list[dict[str, Any]]:
@@ -111,7 +124,7 @@ def _accuracy(parties: dict[str, Any], tasks: list[str], n: int) -> list[dict[st
                 progress(f"accuracy: {task} {sender_family} -> {receiver_family}")
                 result = evaluate_pair(sender, receiver, anchors)
                 rows.append({"task": task, "sender": sender_family, "receiver": receiver_family,
-                             "cotrained": sender_family == receiver_family, **{
+                             "cotrained": _trained_together(parties, sender_family, receiver_family), **{
                                  f"{mode}_{metric}": result[mode][metric]
                                  for mode in result for metric in ("exact", "char")}})
     return rows
@@ -259,8 +272,9 @@ def _render(report: dict[str, Any]) -> str:
              "", f"{'task':8} {'sender':12} {'receiver':12} {'latent':>13} {'text':>13} {'none':>13} {'shuffled':>13}"]
     for r in report["pairs"]:
         cells = " ".join(f"{r[f'{m}_exact']:>5.2f}/{r[f'{m}_char']:<6.2f}" for m in ("latent", "text", "none", "shuffled"))
-        lines.append(f"{r['task']:8} {r['sender']:12} {r['receiver']:12} {cells}")
-    lines += ["", "exact/per-character accuracy; a family with itself is the co-trained pair", "",
+        mark = "*" if r["cotrained"] else " "
+        lines.append(f"{r['task']:8} {r['sender']:12} {r['receiver'] + mark:12} {cells}")
+    lines += ["", "exact/per-character accuracy; * = encoder and decoder trained together", "",
               f"{'length':>6} {'text ms':>9} {'latent ms':>10} {'speedup':>8} {'text tokens':>12}"]
     for t in report["timings"]:
         lines.append(f"{t['length']:>6} {t['text_s'] * 1e3:>9.1f} {t['latent_s'] * 1e3:>10.1f} "
