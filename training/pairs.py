@@ -132,11 +132,11 @@ def teacher_replies(party: Party, anchors: Sequence[Anchor], *, max_new_tokens: 
                     batch_size: int = 64) -> list[list[int]]:
     """The teacher's own greedy reply to each anchor's text-mode prompt, as token ids ending in
     eos when it stopped there: the label-free targets of self-distillation."""
+    from latentwire.agents.latent_io import listen
+
     out: list[list[int]] = []
     for start in range(0, len(anchors), batch_size):
         chunk = anchors[start:start + batch_size]
-        from latentwire.agents.latent_io import listen
-
         rows = listen(party.model, party.adapter, None, party.prompts([a.teacher for a in chunk]),
                       max_new_tokens=max_new_tokens, pad_id=party.pad_id, eos_id=party.eos_id)
         out += [row + [party.eos_id] if len(row) < max_new_tokens else row for row in rows]
