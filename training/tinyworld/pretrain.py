@@ -3,8 +3,10 @@
 One model per family learns every agent's part of the tasks (`tasks.TASKS`): a sender turns its
 observation into its text message, a receiver turns the text messages in its prompt into the
 answer. Prompts carry the family's image-placeholder slots with a BLANK image there (through
-`FamilyAdapter.inject`, as `listen` feeds it), so the model learns to work with the slots present
-and a codec can later put latents there. The loss is teacher-forced cross-entropy on the reply
+`FamilyAdapter.inject`, as `listen` feeds it), so the model learns to work with the slots present;
+``screen_share`` of the receiver examples show their messages as a picture at the slots instead
+of in the text (`screen`), so the model learns to read through its vision port and a codec can
+later put latents there. The loss is teacher-forced cross-entropy on the reply
 tokens only (reply + ``<eos>``); AdamW with warm-up and cosine decay; the vision tower and
 projector stay frozen (they only ever see the blank image here).
 
