@@ -40,7 +40,7 @@ Evaluation holds out ``eval_n`` anchors (tinyworld: a separate episode stream; a
 lines) and scores the inference path (`pairs.evaluate_pair` with the family as both sides).
 
 Status, measured on tinyworld (secret task, 64 held-out episodes, 2-core CPU, see
-docs/benchmarks.md), with the defaults: after 4000 steps (~32 min) the gemma3 codec carries the
+docs/benchmarks.md), with the defaults and ``--steps 4000`` (~32 min), the gemma3 codec carries the
 secret to gemma3 at 70 % exact match, 95 % of characters (text 100 %, no message 0 % / 7 %,
 another episode's latent 0 % / 3 %); llava 2 % / 66 % and smolvlm 0 % / 58 % after 4000 steps,
 still rising. The anchored scheme (``--anchor-to``) reached 73 % of characters from gemma3 to
