@@ -78,18 +78,12 @@ def _quick_hub(folder: Path) -> Path:
 def _parties(folders: list[Path]) -> dict[str, Any]:
     """A party per codec folder: a hub-maps family folder (``hub_fit.json``) or a ``train codec``
     output (``align.json``), each naming the model and latent steps it runs with."""
-    import json
-
     from latentwire.agents.codec import UniversalVisualCodec
-    from latentwire.training.pairs import Party, load_model
+    from latentwire.training.pairs import Party, codec_run, load_model
 
     parties = {}
     for folder in folders:
-        codec = UniversalVisualCodec.from_pretrained(folder)
-        if (folder / "hub_fit.json").is_file():
-            run = json.loads((folder / "hub_fit.json").read_text())
-        else:
-            run = json.loads((folder / "align.json").read_text())["config"]
+        codec, run = codec_run(folder)
         model, tokenizer = load_model(run["model"])
         party = Party(model, tokenizer, codec, latent_steps=int(run["latent_steps"]))
         # Which family this codec was trained against (anchored scheme), None if trained alone.

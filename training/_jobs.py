@@ -1,12 +1,35 @@
-"""What every training job shares: its command line, its learning-rate schedule, its metrics file."""
+"""What every training job shares: its command line, its learning-rate schedule, its metrics
+file, and how it swaps a finished output folder into place."""
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import json
 import math
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
+
+
+@contextlib.contextmanager
+def replaced_folder(final: Path) -> Iterator[Path]:
+    """Yield a scratch folder beside ``final`` to write into; when the block ends normally it
+    takes ``final``'s place (any old one removed), when it raises it is removed. A reader never
+    sees a half-written ``final``."""
+    final.parent.mkdir(parents=True, exist_ok=True)
+    scratch = Path(tempfile.mkdtemp(dir=final.parent, prefix=f".{final.name}."))
+    try:
+        yield scratch
+        if final.exists():
+            shutil.rmtree(final)
+        os.replace(scratch, final)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)  # gone already when it was moved into place
 
 
 def warmup_cosine(step: int, steps: int, warmup_steps: int, min_lr_ratio: float) -> float:

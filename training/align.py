@@ -60,7 +60,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from ._jobs import config_parser, warmup_cosine, write_jsonl
+from ._jobs import config_parser, replaced_folder, warmup_cosine, write_jsonl
 from .anchors import Anchor
 
 __all__ = ["AlignConfig", "align", "main"]
@@ -265,14 +265,11 @@ def _reference_party(folder: str, device: Any, family: str, config: AlignConfig)
     """The frozen family a new codec is anchored to: its codec folder and the model it names."""
     import torch
 
-    from latentwire.agents.codec import UniversalVisualCodec
     from latentwire.errors import ConfigError
 
-    from .pairs import Party, load_model
+    from .pairs import Party, codec_run, load_model
 
-    codec = UniversalVisualCodec.from_pretrained(folder)
-    meta_file = Path(folder) / "align.json"
-    meta = json.loads(meta_file.read_text())["config"] if meta_file.is_file() else {}
+    codec, meta = codec_run(folder)
     if codec.config.family == family:
         raise ConfigError(f"anchor_to {folder} is a codec of {family} itself; anchor to another family")
     if (codec.config.num_tokens, codec.config.width) != (config.num_tokens, config.width):
@@ -318,13 +315,10 @@ def _save_checkpoint(out: Path, step: int, codec: Any, optimizer: Any, skipped: 
     import torch
 
     final = out / f"{CHECKPOINT_PREFIX}{step}"
-    scratch = out / f".{CHECKPOINT_PREFIX}{step}.tmp"
-    shutil.rmtree(scratch, ignore_errors=True)
-    codec.save_pretrained(scratch)
-    torch.save(optimizer.state_dict(), scratch / "optimizer.pt")
-    (scratch / "state.json").write_text(json.dumps({"step": step, "skipped_steps": skipped}) + "\n")
-    shutil.rmtree(final, ignore_errors=True)
-    os.replace(scratch, final)
+    with replaced_folder(final) as scratch:
+        codec.save_pretrained(scratch)
+        torch.save(optimizer.state_dict(), scratch / "optimizer.pt")
+        (scratch / "state.json").write_text(json.dumps({"step": step, "skipped_steps": skipped}) + "\n")
     pointer = out / ".latest.tmp"
     pointer.write_text(final.name + "\n")
     os.replace(pointer, out / "latest")

@@ -26,13 +26,13 @@ import argparse
 import hashlib
 import json
 import os
-import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from latentwire.errors import ConfigError
+
+from ._jobs import replaced_folder
 
 __all__ = ["FitResult", "fit_hub_maps", "main"]
 
@@ -56,12 +56,9 @@ def _digest(path: Path) -> str:
 
 def _source(folder: Path, models: dict[str, str]) -> tuple[Any, str, int]:
     """``(codec, model spec, latent_steps)`` of a codec folder made by ``train codec``."""
-    from latentwire.agents.codec import UniversalVisualCodec
+    from .pairs import codec_run
 
-    codec = UniversalVisualCodec.from_pretrained(folder)
-    meta_file = folder / "align.json"
-    meta = json.loads(meta_file.read_text()) if meta_file.is_file() else {}
-    config = meta.get("config", {})
+    codec, config = codec_run(folder)
     spec = models.get(codec.config.family) or config.get("model")
     if spec is None:
         raise ConfigError(f"{folder}: no align.json naming its model; pass --model "
@@ -71,17 +68,9 @@ def _source(folder: Path, models: dict[str, str]) -> tuple[Any, str, int]:
 
 def _write_atomically(folder: Path, codec: Any, fit: dict[str, Any]) -> None:
     """Write codec + fit record in a scratch folder, then move it over the old one."""
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    scratch = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{folder.name}."))
-    try:
+    with replaced_folder(folder) as scratch:
         codec.save_pretrained(scratch)
         (scratch / FIT_FILE).write_text(json.dumps(fit, indent=2, sort_keys=True) + "\n")
-        if folder.exists():
-            shutil.rmtree(folder)
-        os.replace(scratch, folder)
-    except BaseException:
-        shutil.rmtree(scratch, ignore_errors=True)
-        raise
 
 
 def fit_hub_maps(codecs: list[str | os.PathLike[str]], *, reference: str, anchors: str | os.PathLike[str],

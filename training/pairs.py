@@ -19,7 +19,7 @@ from typing import Any
 
 from .anchors import Anchor
 
-__all__ = ["Party", "evaluate_pair", "load_model", "teacher_replies"]
+__all__ = ["Party", "codec_run", "evaluate_pair", "load_model", "teacher_replies"]
 
 
 def load_model(spec: str, *, device: Any = None) -> tuple[Any, Any]:
@@ -52,6 +52,23 @@ def load_model(spec: str, *, device: Any = None) -> tuple[Any, Any]:
     model = AutoModelForImageTextToText.from_pretrained(spec)
     tokenizer = AutoTokenizer.from_pretrained(spec)
     return (model.to(device) if device is not None else model).eval(), tokenizer
+
+
+def codec_run(folder: str | Path) -> tuple[Any, dict[str, Any]]:
+    """A codec folder's codec and the record of how to run it: ``hub_fit.json`` of a hub-maps
+    family folder, else the run config in ``align.json`` of a ``train codec`` output (``{}``
+    without either). Both name the ``model`` and its ``latent_steps``."""
+    import json
+
+    from latentwire.agents.codec import UniversalVisualCodec
+
+    folder = Path(folder)
+    codec = UniversalVisualCodec.from_pretrained(folder)
+    if (folder / "hub_fit.json").is_file():
+        return codec, json.loads((folder / "hub_fit.json").read_text())
+    if (folder / "align.json").is_file():
+        return codec, json.loads((folder / "align.json").read_text())["config"]
+    return codec, {}
 
 
 @dataclass
