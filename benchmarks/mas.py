@@ -140,25 +140,23 @@ def _timings(sender: Any, receiver: Any, lengths: list[int], repeats: int, answe
         receiver.answer([f"sender: {text}\nsecret?"], max_new_tokens=answer_tokens)
         return len(sent)
 
-    def latent_exchange(message: str) -> int:
+    def latent_exchange(message: str) -> None:
         tokens = sender.speak([f"saw: {message}\nmessage?"])
         receiver.answer(["secret?"], tokens=tokens, max_new_tokens=answer_tokens)
-        return 0
 
     rng = random.Random(0)
     rows = []
     with torch.no_grad():
         for length in lengths:
             message = "".join(rng.choice("abcdefghijklmnopqrstuvwxyz") for _ in range(length))
-            text_exchange(message), latent_exchange(message)  # warm-up
+            generated = text_exchange(message)  # warm-up; greedy, so every run writes as many tokens
+            latent_exchange(message)
             seconds: dict[str, list[float]] = {"text": [], "latent": []}
-            generated = 0
             for _ in range(repeats):
                 for mode, run in (("text", text_exchange), ("latent", latent_exchange)):
                     began = time.perf_counter()
-                    count = run(message)
+                    run(message)
                     seconds[mode].append(time.perf_counter() - began)
-                    generated = count if mode == "text" else generated
             text_s, latent_s = statistics.median(seconds["text"]), statistics.median(seconds["latent"])
             rows.append({"length": length, "text_s": round(text_s, 5), "latent_s": round(latent_s, 5),
                          "speedup": round(text_s / latent_s, 3), "text_tokens_generated": generated,
