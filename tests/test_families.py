@@ -269,6 +269,29 @@ def test_fixed_size_images_refuse_a_slot_count_they_cannot_hold(models, family):
 # ---- Qwen multimodal rotary positions ------------------------------------------------------
 
 
+def test_gemma3_prompt_masks_match_the_models_own_on_a_left_padded_batch(models):
+    model, adapter = models["gemma3"], adapter_for(models["gemma3"])
+    short, long = prompt_ids(adapter, "hi"), prompt_ids(adapter, "a much longer question about the image")
+    ids = torch.cat([torch.cat([torch.zeros(1, long.shape[1] - short.shape[1], dtype=torch.long), short], 1), long])
+    attention = (torch.arange(ids.shape[1]) >= long.shape[1] - short.shape[1]).long().unsqueeze(0)
+    attention = torch.cat([attention, torch.ones_like(attention)])  # (2, T): row 0 left-padded
+    vectors = torch.randn(2, int(adapter.image_mask(ids[:1]).sum()), adapter.hidden_size(model))
+    text_config = model.config.get_text_config()
+    window = text_config.sliding_window
+    try:
+        text_config.sliding_window = ids.shape[1]  # the prompt fits: the adapter builds the masks
+        inputs = adapter.inject(model, ids, vectors, attention_mask=attention)
+        assert isinstance(inputs.kwargs["attention_mask"], dict)
+        own = {**inputs.kwargs, "attention_mask": attention}  # 2D: the model builds its masks itself
+        valid = attention.bool()
+        torch.testing.assert_close(logits(model, **inputs.kwargs)[valid], logits(model, **own)[valid],
+                                   rtol=0, atol=1e-6)
+        text_config.sliding_window = ids.shape[1] - 1  # past the window the sliding mask differs
+        assert adapter.inject(model, ids, vectors, attention_mask=attention).kwargs["attention_mask"] is attention
+    finally:
+        text_config.sliding_window = window
+
+
 @pytest.mark.parametrize("family", QWEN)
 def test_qwen_positions_match_the_pixel_path_and_are_needed(models, family):
     model, adapter = models[family], adapter_for(models[family])
