@@ -7,7 +7,7 @@ Two measurements, each with its baseline in the same run:
   beside the same receiver reading the message as text, with no message, and with a shuffled
   latent (another episode's: the control that shows the information really travels). Codecs come
   from ``--hub DIR`` (the output of ``latentwire train hub-maps``: one folder per family, each
-  aligned alone, joined only through ridge maps), or from ``--codecs DIR...`` (codecs trained
+  aligned alone, joined only through its hub maps), or from ``--codecs DIR...`` (codecs trained
   with ``train codec --anchor-to`` into one family's space: the anchored scheme). Pairs whose
   encoder and decoder were trained against each other (a family with itself in the reference
   scheme; a family with the one it was anchored to) are the co-trained ceiling, every other pair
@@ -242,8 +242,12 @@ def _measure(args: argparse.Namespace, json_path: str | None) -> dict[str, Any]:
         else:
             hub = Path(args.hub) if args.hub else _quick_hub(Path(scratch))
             folders = sorted(p for p in hub.iterdir() if (p / "hub_fit.json").is_file())
-            scheme = "reference: each family aligned alone, joined by ridge hub maps"
+            scheme = None
         parties = _parties(folders)
+        if scheme is None:
+            hidden = max(p.codec.config.hub_hidden for p in parties.values())
+            maps = f"affine + residual MLP ({hidden} wide)" if hidden else "affine, ridge"
+            scheme = f"reference: each family aligned alone, joined by hub maps ({maps})"
         rows = _accuracy(parties, args.tasks, args.n)
         families = list(parties)
         progress(f"timing: {families[0]} -> {families[1]}")
@@ -266,7 +270,10 @@ def _render(report: dict[str, Any]) -> str:
         cells = " ".join(f"{r[f'{m}_exact']:>5.2f}/{r[f'{m}_char']:<6.2f}" for m in ("latent", "text", "none", "shuffled"))
         mark = "*" if r["cotrained"] else " "
         lines.append(f"{r['task']:8} {r['sender']:12} {r['receiver'] + mark:12} {cells}")
+    timed = report["timings"][0] if report["timings"] else {}
     lines += ["", "exact/per-character accuracy; * = encoder and decoder trained together", "",
+              f"one exchange {report['families'][0]} -> {report['families'][1]}, batch 1, median; the sender "
+              f"thinks {timed.get('latent_steps')} latent step(s), both answer {timed.get('answer_tokens')} tokens",
               f"{'length':>6} {'text ms':>9} {'latent ms':>10} {'speedup':>8} {'text tokens':>12}"]
     for t in report["timings"]:
         lines.append(f"{t['length']:>6} {t['text_s'] * 1e3:>9.1f} {t['latent_s'] * 1e3:>10.1f} "

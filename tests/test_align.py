@@ -179,3 +179,5 @@ def test_anchored_scheme_trains_a_new_family_into_a_frozen_codecs_space(tmp_path
     with pytest.raises(ConfigError, match="one shape"):
         align(AlignConfig(model="gemma3", steps=1, width=32, anchor_to=str(reference), out=str(tmp_path / "x"),
                           **small))
+    with pytest.raises(ConfigError, match="latent_noise"):
+        AlignConfig(model="gemma3", latent_noise=0.3, anchor_to=str(reference))

@@ -66,6 +66,20 @@ def test_untrained_gate_is_exactly_zero() -> None:
     assert torch.equal(out.gated, torch.zeros(4, k, H))
 
 
+def test_training_noise_perturbs_the_latent_reproducibly_and_scales_with_its_spread() -> None:
+    codec = make_codec()
+    steps = torch.randn(4, 5, H)
+    clean = codec(steps).embeddings
+    assert torch.equal(codec(steps, noise=0.0).embeddings, clean)
+    draw = lambda noise, seed: codec(steps, noise=noise, generator=torch.Generator().manual_seed(seed)).embeddings  # noqa: E731
+    assert torch.equal(draw(0.3, 1), draw(0.3, 1))  # the same generator state, the same noise
+    assert not torch.equal(draw(0.3, 1), draw(0.3, 2))
+    small, large = ((draw(n, 1) - clean).norm() for n in (0.05, 0.5))
+    assert 0 < small < large
+    # One latent has no spread over the batch to scale by: it passes untouched.
+    torch.testing.assert_close(codec(steps[:1], noise=0.5).embeddings, clean[:1], rtol=1e-5, atol=1e-6)
+
+
 # ----------------------------------------------------------------------------- padding mask
 
 def test_padded_steps_do_not_change_the_encoding() -> None:
@@ -176,6 +190,36 @@ def test_fit_hub_maps_recovers_a_known_affine_map() -> None:
         codec.fit_hub_maps(family, torch.randn(4 * K * D, K, 16))
 
 
+def test_residual_hub_maps_learn_what_an_affine_map_cannot() -> None:
+    k, d = 2, 16  # 32 values per latent: a residual MLP learns from 3000 anchors in a few hundred steps
+    family = torch.randn(3000, k, d, generator=torch.Generator().manual_seed(3))
+    reference = 0.5 * family ** 2  # no affine map fits it (from_hub has no inverse to find at all)
+
+    def fitted():
+        codec = make_codec(num_tokens=k, width=d, hub_hidden=128)
+        torch.testing.assert_close(codec.hub.to_hub(family[:3]), family[:3])  # identity until fitted
+        return codec, codec.fit_hub_maps(family, reference, ridge=1e-6, residual_steps=1000)
+
+    codec, fit = fitted()
+    for direction in ("to_hub", "from_hub"):
+        held = fit.heldout[direction]
+        assert held["map"] <= held["affine"]  # early stopping never keeps a worse map
+    assert fit.heldout["to_hub"]["map"] < 0.6 * fit.heldout["to_hub"]["affine"], fit.heldout
+    again, _ = fitted()
+    assert all(torch.equal(a, b) for a, b in zip(codec.state_dict().values(), again.state_dict().values()))
+    assert make_codec(num_tokens=k, width=d).num_parameters() < codec.num_parameters()  # affine: no MLP
+
+
+def test_residual_hub_maps_survive_save_and_load(tmp_path) -> None:
+    codec = make_codec(hub_hidden=64)
+    x = torch.randn(400, K, D)
+    codec.fit_hub_maps(x, torch.tanh(x) + 0.1 * torch.randn(400, K, D), residual_steps=50)
+    loaded = UniversalVisualCodec.from_pretrained(codec.save_pretrained(tmp_path / "codec"))
+    assert loaded.config.hub_hidden == 64
+    torch.testing.assert_close(loaded.hub.to_hub(x[:4]), codec.hub.to_hub(x[:4]))
+    torch.testing.assert_close(loaded.hub.from_hub(x[:4]), codec.hub.from_hub(x[:4]))
+
+
 def test_hub_maps_start_as_the_identity() -> None:
     codec = make_codec()
     tokens = torch.randn(3, K, D)
@@ -190,6 +234,7 @@ def test_hub_maps_start_as_the_identity() -> None:
     (dict(num_tokens=-1), "num_tokens"),
     (dict(num_heads=5), "num_heads"),           # 32 is not divisible by 5
     (dict(stat_tokens=3), "stat_tokens"),
+    (dict(hub_hidden=-1), "hub_hidden"),
     (dict(num_tokens=2, stat_tokens=2), "stat_tokens"),
     (dict(family=""), "family"),
     (dict(space="hub"), "space"),
@@ -314,16 +359,17 @@ def test_bad_config_json_is_a_checkpoint_error(tmp_path) -> None:
 def test_a_short_training_run_teaches_the_decoder_to_reproduce_its_input() -> None:
     # Reconstruction through the K-token bottleneck: the decoder's k gated embeddings must
     # reproduce a small fixed batch of the sender's k latent steps. The gate starts shut, so
-    # this also shows that training opens it. (Over seeds 0-3 the loss ends at 7-23 % of its start.)
+    # this also shows that training opens it. (Over seeds 0-3, with 1 or 2 threads, the loss ends
+    # below 0.2 % of its start after 300 steps; after 100 it was 47-63 %, too close to call.)
     codec = make_codec(hidden_size=16, image_slots=4).train()
     steps = torch.randn(8, 4, 16, generator=torch.Generator().manual_seed(10))
     optimizer = torch.optim.AdamW(codec.parameters(), lr=3e-3, weight_decay=0.0)
     losses = []
-    for _ in range(100):
+    for _ in range(300):
         loss = torch.nn.functional.mse_loss(codec(steps).gated, steps)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
         losses.append(loss.item())
-    assert losses[-1] < 0.5 * losses[0], losses[::10]
+    assert losses[-1] < 0.1 * losses[0], losses[::30]
     assert codec.decoder.gate.item() != 0.0

@@ -86,6 +86,27 @@ def test_adding_a_family_leaves_every_existing_file_byte_identical(tmp_path):
     assert [(r.family, r.status) for r in third] == [("gemma3", "kept"), ("smolvlm", "fitted")]
 
 
+def test_residual_hub_maps_are_fitted_recorded_and_kept(tmp_path):
+    anchors = write_anchors(tinyworld_anchors("secret", 80), tmp_path / "anchors.jsonl")
+    gemma, smol = (_codec_folder(tmp_path / "codecs", f, s) for f, s in (("gemma3", 0), ("smolvlm", 1)))
+    hub = tmp_path / "hub"
+    fit_hub_maps([gemma, smol], reference="gemma3", anchors=anchors, out=hub)
+    affine = _digests(hub)
+    first = fit_hub_maps([gemma, smol], reference="gemma3", anchors=anchors, out=hub, hidden=32, residual_steps=20)
+    assert [(r.family, r.status) for r in first] == [("gemma3", "kept"), ("smolvlm", "fitted")]
+    assert set(first[1].heldout) == {"to_hub", "from_hub"}
+    record = json.loads((hub / "smolvlm" / "hub_fit.json").read_text())
+    assert record["hub_hidden"] == 32 and record["heldout"]["to_hub"]["map"] <= record["heldout"]["to_hub"]["affine"]
+    codec = UniversalVisualCodec.from_pretrained(hub / "smolvlm")
+    assert codec.config.hub_hidden == 32 and codec.hub.to_hub.residual is not None
+    with_mlp = _digests(hub)
+    again = fit_hub_maps([gemma, smol], reference="gemma3", anchors=anchors, out=hub, hidden=32, residual_steps=20)
+    assert [r.status for r in again] == ["kept", "kept"] and _digests(hub) == with_mlp
+    # Back to affine maps: refitted to the very bytes of the first affine fit (deterministic).
+    fit_hub_maps([gemma, smol], reference="gemma3", anchors=anchors, out=hub)
+    assert _digests(hub) == affine
+
+
 def test_hub_maps_refuse_bad_settings(tmp_path):
     anchors = write_anchors(tinyworld_anchors("secret", 4), tmp_path / "anchors.jsonl")
     gemma = _codec_folder(tmp_path / "c", "gemma3", 0)
@@ -93,6 +114,8 @@ def test_hub_maps_refuse_bad_settings(tmp_path):
         fit_hub_maps([gemma], reference="llava", anchors=anchors, out=tmp_path / "hub")
     with pytest.raises(ConfigError, match="ridge must be > 0"):
         fit_hub_maps([gemma], reference="gemma3", anchors=anchors, out=tmp_path / "hub", ridge=0)
+    with pytest.raises(ConfigError, match="hidden must be >= 0"):
+        fit_hub_maps([gemma], reference="gemma3", anchors=anchors, out=tmp_path / "hub", hidden=-1)
     other = tmp_path / "d" / "smolvlm"
     UniversalVisualCodec(CodecConfig(family="smolvlm", hidden_size=128, image_slots=16, width=32,
                                      num_tokens=4)).save_pretrained(other)

@@ -84,6 +84,9 @@ class AlignConfig:
     ``max_seconds`` have passed); ``checkpoint_every`` steps a resumable checkpoint (0 = none);
     ``resume`` continues from the latest one in ``out``. ``mixed_precision``: ``no``, ``bf16``
     or ``fp16``. ``eval_every`` 0 = only the final eval, on ``eval_n`` held-out anchors.
+    ``latent_noise``: Gaussian noise on the latent between encoder and decoder while training, in
+    units of each latent entry's spread over the batch (`UniversalVisualCodec.forward`): a
+    decoder trained on exact latents reads the slightly-off latents that hub maps deliver badly.
     ``anchor_to``: the anchored scheme: a codec folder (``train codec`` output) of a family already
     in the hub, frozen; this family's encoder learns to speak to its decoder and this family's
     decoder learns to read its encoder, so the new codec lives in that codec's space.
@@ -113,6 +116,7 @@ class AlignConfig:
     scale_weight: float = 0.0
     picture_weight: float | None = None
     gate_init: float = 1.0
+    latent_noise: float = 0.0
     mixed_precision: str = "no"
     anchor_to: str | None = None
     seed: int = 0
@@ -136,9 +140,12 @@ class AlignConfig:
             if int(getattr(self, name)) < 1:
                 raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
         for name in ("kl_weight", "hidden_weight", "scale_weight", "picture_weight", "grad_clip",
-                     "checkpoint_every", "eval_every"):
+                     "checkpoint_every", "eval_every", "latent_noise"):
             if getattr(self, name) is not None and getattr(self, name) < 0:
                 raise ConfigError(f"{name} must be >= 0, got {getattr(self, name)}")
+        if self.latent_noise and self.anchor_to is not None:
+            raise ConfigError("latent_noise applies to self-distillation; the anchored scheme (anchor_to) "
+                              "trains without it")
         if self.mixed_precision not in ("no", "bf16", "fp16"):
             raise ConfigError(f"mixed_precision must be no, bf16 or fp16, got {self.mixed_precision!r}")
 
@@ -207,10 +214,12 @@ def _gather(x: Any, pos: Any) -> Any:
 # ---- the loss --------------------------------------------------------------------------------
 
 
-def _loss(party: Any, codec: Any, batch: _Batch, config: AlignConfig,
-          image_scale: float) -> tuple[Any, dict[str, float]]:
-    """Self-distillation loss of one family's codec (sender and receiver are ``party``)."""
-    return _receiver_loss(party, codec(*party.think(batch.sender)), batch, config, image_scale)
+def _loss(party: Any, codec: Any, batch: _Batch, config: AlignConfig, image_scale: float,
+          generator: Any = None) -> tuple[Any, dict[str, float]]:
+    """Self-distillation loss of one family's codec (sender and receiver are ``party``);
+    ``generator`` draws the latent noise."""
+    decoded = codec(*party.think(batch.sender), noise=config.latent_noise, generator=generator)
+    return _receiver_loss(party, decoded, batch, config, image_scale)
 
 
 def _receiver_loss(party: Any, decoded: Any, batch: _Batch, config: AlignConfig,
@@ -463,7 +472,8 @@ def align(config: AlignConfig) -> Path:
             batch = _make_batch(chosen, [replies[i] for i in picks], party, accelerator.device, pictures)
             with accelerator.autocast():
                 if ref is None:
-                    loss, parts = _loss(party, trained, batch, config, image_scale)
+                    noise = torch.Generator(accelerator.device).manual_seed(rng.randrange(2 ** 63))
+                    loss, parts = _loss(party, trained, batch, config, image_scale, noise)
                 else:
                     ref_batch = _make_batch(chosen, [ref_replies[i] for i in picks], ref, accelerator.device,
                                             pictures)

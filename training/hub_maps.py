@@ -1,7 +1,7 @@
 """``latentwire train hub-maps``: join separately aligned codecs through one reference space.
 
 Each family's codec is trained alone (``latentwire train codec``), in its own codec space. This
-job fits, per family, the two affine maps to and from the reference family's space (ridge
+job fits, per family, the two maps to and from the reference family's space (affine by ridge
 regression, closed form, `UniversalVisualCodec.fit_hub_maps`) on a shared anchor set: the family
 and the reference each think on every anchor's sender prompt, their codecs encode it, and the
 maps send one family's latent of an anchor onto the reference's latent of the same anchor. Any
@@ -18,6 +18,12 @@ anchors and source codec) is left alone, byte for byte; adding a family computes
 
 Each codec folder's ``align.json`` names the model it was trained with (``config.model``) and its
 ``latent_steps``; ``--model FAMILY=SPEC`` overrides the model.
+
+``--hidden N`` adds a residual MLP (N wide) to each affine map, trained on the anchors with the
+last tenth held out to pick the step kept (`agents.codec.hub_maps.fit_residual`); the printout and
+``hub_fit.json`` give the held-out error of the affine part alone and of the whole map. Two codecs
+trained apart are not affine functions of each other, so this needs many anchors (tens of
+thousands: they cost only a forward pass each) and pays: see docs/benchmarks.md.
 """
 
 from __future__ import annotations
@@ -48,17 +54,37 @@ class FitResult:
     status: str
     to_hub_mse: float | None = None
     from_hub_mse: float | None = None
+    heldout: dict[str, dict[str, float]] | None = None
 
 
 def _digest(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def _source(folder: Path, models: dict[str, str]) -> tuple[Any, str, int]:
-    """``(codec, model spec, latent_steps)`` of a codec folder made by ``train codec``."""
+def _with_hidden(codec: Any, hidden: int) -> Any:
+    """``codec`` with residual hub MLPs of width ``hidden`` (0: affine maps only); the encoder,
+    decoder and affine maps carry over, any old residual MLPs do not (they are refitted)."""
+    from dataclasses import replace
+
+    from latentwire.agents.codec import UniversalVisualCodec
+
+    if codec.config.hub_hidden == hidden:
+        return codec
+    rebuilt = UniversalVisualCodec(replace(codec.config, hub_hidden=hidden))
+    missing, unexpected = rebuilt.load_state_dict(
+        {k: v for k, v in codec.state_dict().items() if ".residual." not in k}, strict=False)
+    if unexpected or any(".residual." not in k for k in missing):  # pragma: no cover - a bug, not bad input
+        raise RuntimeError(f"rebuilding the codec changed more than its hub maps: {missing} {unexpected}")
+    return rebuilt
+
+
+def _source(folder: Path, models: dict[str, str], hidden: int) -> tuple[Any, str, int]:
+    """``(codec, model spec, latent_steps)`` of a codec folder made by ``train codec``, its hub
+    maps sized for ``hidden``."""
     from .pairs import codec_run
 
     codec, config = codec_run(folder)
+    codec = _with_hidden(codec, hidden)
     spec = models.get(codec.config.family) or config.get("model")
     if spec is None:
         raise ConfigError(f"{folder}: no align.json naming its model; pass --model "
@@ -75,9 +101,12 @@ def _write_atomically(folder: Path, codec: Any, fit: dict[str, Any]) -> None:
 
 def fit_hub_maps(codecs: list[str | os.PathLike[str]], *, reference: str, anchors: str | os.PathLike[str],
                  out: str | os.PathLike[str], ridge: float = 1e-3, models: dict[str, str] | None = None,
-                 batch_size: int = 64) -> list[FitResult]:
+                 batch_size: int = 64, hidden: int = 0, residual_steps: int = 3000) -> list[FitResult]:
     """Fit (or keep) the hub maps of every codec against ``reference`` (a family name among
-    them); write ``out/<family>/``. Returns what happened per family, reference first."""
+    them); write ``out/<family>/``. Returns what happened per family, reference first.
+
+    ``hidden`` > 0 adds a residual MLP of that width to each affine map, trained ``residual_steps``
+    steps on the anchors (the last tenth held out to pick the step kept)."""
     import torch
 
     from .anchors import read_anchors
@@ -85,12 +114,14 @@ def fit_hub_maps(codecs: list[str | os.PathLike[str]], *, reference: str, anchor
 
     if ridge <= 0:
         raise ConfigError(f"ridge must be > 0, got {ridge}")
+    if hidden < 0 or residual_steps < 1:
+        raise ConfigError(f"hidden must be >= 0 and residual_steps >= 1, got {hidden} and {residual_steps}")
     anchor_file = Path(anchors)
     anchor_set = read_anchors(anchor_file)
     anchors_digest = _digest(anchor_file)
     sources: dict[str, tuple[Path, Any, str, int]] = {}
     for folder in map(Path, codecs):
-        codec, spec, steps = _source(folder, models or {})
+        codec, spec, steps = _source(folder, models or {}, hidden)
         family = codec.config.family
         if family in sources:
             raise ConfigError(f"two codecs of family {family!r}: {sources[family][0]} and {folder}")
@@ -114,14 +145,19 @@ def fit_hub_maps(codecs: list[str | os.PathLike[str]], *, reference: str, anchor
                   "reference_codec_sha256": ref_source, "model": sources[family][2],
                   "latent_steps": sources[family][3],
                   "source_codec_sha256": _digest(sources[family][0] / "model.safetensors")}
-        return values if family == reference else {**values, "ridge": ridge}
+        if family == reference:
+            return values
+        # hub_hidden only when used, so affine hubs fitted before it existed stay up to date.
+        residual = {"hub_hidden": hidden, "residual_steps": residual_steps} if hidden else {}
+        return {**values, "ridge": ridge, **residual}
 
     def up_to_date(family: str) -> bool:
         fit_file = out / family / FIT_FILE
         if not fit_file.is_file():
             return False
         saved = json.loads(fit_file.read_text())
-        return all(saved.get(k) == v for k, v in record(family).items())
+        residual_matches = family == reference or saved.get("hub_hidden", 0) == hidden
+        return residual_matches and all(saved.get(k) == v for k, v in record(family).items())
 
     def tokens(family: str) -> Any:
         folder, codec, spec, steps = sources[family]
@@ -148,10 +184,10 @@ def fit_hub_maps(codecs: list[str | os.PathLike[str]], *, reference: str, anchor
             results.append(FitResult(family, "kept"))
             continue
         codec = sources[family][1]
-        fit = codec.fit_hub_maps(tokens(family), reference_tokens, ridge=ridge)
-        _write_atomically(out / family, codec, {**record(family), "role": "family",
+        fit = codec.fit_hub_maps(tokens(family), reference_tokens, ridge=ridge, residual_steps=residual_steps)
+        _write_atomically(out / family, codec, {**record(family), "role": "family", "heldout": fit.heldout,
                                                 "to_hub_mse": fit.to_hub_mse, "from_hub_mse": fit.from_hub_mse})
-        results.append(FitResult(family, "fitted", fit.to_hub_mse, fit.from_hub_mse))
+        results.append(FitResult(family, "fitted", fit.to_hub_mse, fit.from_hub_mse, fit.heldout))
     return results
 
 
@@ -163,6 +199,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--anchors", required=True, help="anchor file shared by every family (JSONL)")
     parser.add_argument("--out", required=True, help="output folder, one sub-folder per family")
     parser.add_argument("--ridge", type=float, default=1e-3, help="ridge regulariser (relative)")
+    parser.add_argument("--hidden", type=int, default=0,
+                        help="width of a residual MLP on each affine map (0: affine maps only)")
+    parser.add_argument("--residual-steps", type=int, default=3000, help="training steps of each residual MLP")
     parser.add_argument("--model", action="append", default=[], metavar="FAMILY=SPEC",
                         help="model to load for a family (default: its align.json)")
     args = parser.parse_args(argv)
@@ -173,7 +212,10 @@ def main(argv: list[str] | None = None) -> int:
             parser.error(f"--model takes FAMILY=SPEC, got {item!r}")
         models[family] = spec
     for r in fit_hub_maps(args.codec, reference=args.reference, anchors=args.anchors, out=args.out,
-                          ridge=args.ridge, models=models):
+                          ridge=args.ridge, models=models, hidden=args.hidden,
+                          residual_steps=args.residual_steps):
         errors = "" if r.to_hub_mse is None else f" (to-hub mse {r.to_hub_mse:.4g}, from-hub {r.from_hub_mse:.4g})"
-        print(f"{r.family}: {r.status}{errors}")
+        held = "".join(f"; held-out {name}: affine {h['affine']:.3g} -> with MLP {h['map']:.3g} (step {h['step']})"
+                       for name, h in (r.heldout or {}).items())
+        print(f"{r.family}: {r.status}{errors}{held}")
     return 0

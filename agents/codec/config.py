@@ -24,6 +24,7 @@ class CodecConfig:
     stat_tokens: int = 0     # of the K tokens, how many are pooled statistics: 0, 1 (mean), 2 (+ std)
     mlp_ratio: int = 4
     space: str = ""          # the family's codec space; "" means the family name
+    hub_hidden: int = 0      # width of the hub maps' residual MLP; 0 = affine maps only
 
     def __post_init__(self) -> None:
         if not isinstance(self.family, str) or not self.family:
@@ -37,6 +38,8 @@ class CodecConfig:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise CodecConfigError(name, value, "a positive integer")
+        if isinstance(self.hub_hidden, bool) or not isinstance(self.hub_hidden, int) or self.hub_hidden < 0:
+            raise CodecConfigError("hub_hidden", self.hub_hidden, "a non-negative integer (0 = affine hub maps)")
         if self.width % self.num_heads:
             raise CodecConfigError("num_heads", self.num_heads,
                                    f"must divide width={self.width} (each head gets width/num_heads)")

@@ -132,9 +132,20 @@ class UniversalVisualCodec(nn.Module):
                                     f"{tuple(tokens.shape[:2])}, the (B, N) of the tokens")
         return self.decoder(tokens, mask)
 
-    def forward(self, latent_steps: Tensor, mask: Tensor | None = None) -> DecoderOutput:
-        """Encode then decode in the family's own space (training a codec; the hub maps stay out)."""
-        return self.decoder(self.encode_tokens(latent_steps, mask, to_hub=False))
+    def forward(self, latent_steps: Tensor, mask: Tensor | None = None, *, noise: float = 0.0,
+                generator: torch.Generator | None = None) -> DecoderOutput:
+        """Encode then decode in the family's own space (training a codec; the hub maps stay out).
+
+        ``noise`` > 0 adds Gaussian noise to the tokens before decoding, ``noise`` times each
+        token entry's spread over the batch: the decoder learns to read latents that arrive a
+        little off (through lossy hub maps), the encoder to keep its message apart from others.
+        """
+        tokens = self.encode_tokens(latent_steps, mask, to_hub=False)  # (B, K, D)
+        if noise > 0 and tokens.shape[0] > 1:
+            spread = tokens.detach().std(dim=0, keepdim=True)  # (1, K, D)
+            draw = torch.randn(tokens.shape, generator=generator, device=tokens.device, dtype=tokens.dtype)
+            tokens = tokens + noise * spread * draw
+        return self.decoder(tokens)
 
     def _check_space(self, space: str | None, family: str | None) -> None:
         if space not in (HUB_SPACE, self.config.space):
@@ -163,8 +174,10 @@ class UniversalVisualCodec(nn.Module):
 
     # --- alignment
 
-    def fit_hub_maps(self, family_tokens: Tensor, reference_tokens: Tensor, ridge: float = 1e-3) -> HubFit:
-        """Fit the maps to and from the hub by ridge regression on paired anchor tokens.
+    def fit_hub_maps(self, family_tokens: Tensor, reference_tokens: Tensor, ridge: float = 1e-3, *,
+                     residual_steps: int = 3000, seed: int = 0) -> HubFit:
+        """Fit the maps to and from the hub on paired anchor tokens: ridge regression, then the
+        residual MLPs where ``config.hub_hidden`` > 0 (`hub_maps.fit_residual`).
 
         ``family_tokens``: this family's tokens (``encode_tokens(..., to_hub=False)``) on an
         anchor set; ``reference_tokens``: the reference family's tokens on the same anchors.
@@ -175,7 +188,8 @@ class UniversalVisualCodec(nn.Module):
         if x.shape != y.shape or tuple(x.shape[1:]) != (K, D):
             raise ShapeMismatch("family tokens vs reference tokens", tuple(x.shape),
                                 f"the reference tokens' shape {tuple(y.shape)}, both (N, {K}, {D})")
-        return self.hub.fit(x.to(self._param), y.to(self._param), ridge)
+        return self.hub.fit(x.to(self._param), y.to(self._param), ridge, residual_steps=residual_steps,
+                            seed=seed)
 
     # --- load / save
 
