@@ -60,7 +60,7 @@ def _loader(families: dict[str, str]) -> Any:
 
 async def run_vlm_demo(url: str | None = None, *, task: str = "secret", episodes: int = 8,
                        length: int = 8, families: tuple[str, str] = ("gemma3", "qwen2_5_vl"),
-                       latent_steps: int = 4) -> int:
+                       latent_steps: int | None = None) -> int:
     """Run the demo; print both modes' answers, accuracy and wall-clock. Returns the exit status."""
     if task not in TASKS:
         print(f"unknown task {task!r}; choose from {', '.join(TASKS)}")

@@ -108,7 +108,8 @@ class PipelineConfig:
     """Everything that defines a pipeline run; ``mode`` is the one latent/text switch.
 
     ``agents``: `AgentSpec`s or ``(name, family, role)`` tuples, the final agent last.
-    ``latent_steps``: m thinking steps per latent message. ``max_new_tokens``: the final answer's
+    ``latent_steps``: m thinking steps per latent message (None: each agent's codec's own, see
+    `VLMAgent`). ``max_new_tokens``: the final answer's
     budget (both modes). ``message_tokens``: a text-mode message's budget (default
     ``max_new_tokens``). ``episode_timeout``: seconds an episode may take. ``memory_size``:
     messages an agent remembers. ``topic_prefix``: topics are ``{prefix}/{run id}/msg/{agent}``
@@ -118,7 +119,7 @@ class PipelineConfig:
     agents: Sequence[AgentSpec | tuple[str, str, str]]
     mode: str = "latent"
     topology: str = "sequential"
-    latent_steps: int = 4
+    latent_steps: int | None = None
     max_new_tokens: int = 16
     message_tokens: int | None = None
     episode_timeout: float = 120.0
@@ -150,7 +151,8 @@ class PipelineConfig:
                 raise AgentConfigError(f"PipelineConfig.agents[{i}].family", spec.family, ", ".join(families))
             resolve_role(spec.role, self.roles, field=f"PipelineConfig.agents[{i}].role")
         for name in ("latent_steps", "max_new_tokens", "memory_size"):
-            _positive_int(f"PipelineConfig.{name}", getattr(self, name))
+            if name != "latent_steps" or self.latent_steps is not None:
+                _positive_int(f"PipelineConfig.{name}", getattr(self, name))
         if self.message_tokens is not None:
             _positive_int("PipelineConfig.message_tokens", self.message_tokens)
         timeout = self.episode_timeout

@@ -74,6 +74,8 @@ OBSERVE = "observe"
 ERROR = "error"
 #: How an agent speaks: a hub-space latent, or generated text.
 MODES: tuple[str, ...] = ("latent", "text")
+#: Latent steps of an agent whose codec does not record what it was trained with.
+DEFAULT_LATENT_STEPS = 4
 
 # The user turn of every role unless a role brings its own: what was received (text mode),
 # the agent's own observation, then the question (final agents). Empty parts leave no blank line.
@@ -203,7 +205,9 @@ class VLMAgent(Agent):
     - ``topics``: topic filters it listens on. ``wait_for``: senders it must hear from in an
       episode before it speaks. ``publish_to``: the topic it publishes what it says (or its answer).
     - ``final``: answer the episode's question in text instead of passing a message on.
-    - ``latent_steps``: m thinking steps per latent message. ``max_new_tokens``: answer budget.
+    - ``latent_steps``: m thinking steps per latent message; default: the m the codec was trained
+      with (its config's ``latent_steps``; a codec reads other m badly), else 4.
+      ``max_new_tokens``: answer budget.
       ``message_tokens``: budget of a text-mode message (default ``max_new_tokens``).
     - ``memory_size``: received messages (and episodes) remembered; older ones are forgotten.
     - ``executor``: where model calls run (default: asyncio's default thread pool).
@@ -223,7 +227,7 @@ class VLMAgent(Agent):
         wait_for: Sequence[str] = (),
         publish_to: str | None = None,
         final: bool = False,
-        latent_steps: int = 4,
+        latent_steps: int | None = None,
         max_new_tokens: int = 16,
         message_tokens: int | None = None,
         memory_size: int = 64,
@@ -233,6 +237,8 @@ class VLMAgent(Agent):
         super().__init__(name)
         if mode not in MODES:
             raise AgentConfigError("mode", mode, ", ".join(MODES))
+        if latent_steps is None:
+            latent_steps = (codec.config.latent_steps if codec is not None else 0) or DEFAULT_LATENT_STEPS
         self.role = resolve_role(role, roles)
         for field_name, value in (("latent_steps", latent_steps), ("max_new_tokens", max_new_tokens),
                                   ("memory_size", memory_size)):

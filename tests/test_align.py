@@ -40,6 +40,7 @@ def test_short_alignment_run_trains_the_codec_only(tmp_path):
     # the codec loads back with identical outputs
     codec = UniversalVisualCodec.from_pretrained(folder)
     again = UniversalVisualCodec.from_pretrained(folder)
+    assert codec.config.latent_steps == config.latent_steps  # agents default to the m it learned
     steps = torch.randn(2, config.latent_steps, codec.config.hidden_size)  # (B, m, H)
     with torch.no_grad():
         a, b = codec(steps), again(steps)

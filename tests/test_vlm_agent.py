@@ -250,3 +250,20 @@ async def test_bad_agent_settings_and_inputs_are_refused(models) -> None:
         build_agents(config, {"llava": models["llava"]})
     with pytest.raises(AgentConfigError, match=r"models\['planner'\]='llava' .* a gemma3 model"):
         build_agents(config, {"planner": AgentModel(*models["llava"]), **models})
+
+
+def test_an_agent_thinks_as_many_latent_steps_as_its_codec_was_trained_with(models) -> None:
+    from dataclasses import replace
+
+    from latentwire.agents.codec import UniversalVisualCodec
+
+    model, tok = models["llava"]
+    codec = default_codec(model)
+    assert VLMAgent("x", model, tok, codec=codec).latent_steps == 4  # not recorded: the default
+    trained = UniversalVisualCodec(replace(codec.config, latent_steps=1))
+    assert VLMAgent("x", model, tok, codec=trained).latent_steps == 1
+    assert VLMAgent("x", model, tok, codec=trained, latent_steps=3).latent_steps == 3  # explicit wins
+    with pytest.raises(AgentConfigError, match="latent_steps=0"):
+        VLMAgent("x", model, tok, codec=trained, latent_steps=0)
+    with pytest.raises(AgentConfigError, match="latent_steps"):
+        PipelineConfig(agents=SEQUENTIAL, latent_steps=0)

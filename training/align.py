@@ -416,7 +416,8 @@ def align(config: AlignConfig) -> Path:
                           "screens); set it to 0 for other models")
     codec = UniversalVisualCodec(CodecConfig(family=adapter.family, hidden_size=adapter.hidden_size(model),
                                              num_tokens=config.num_tokens, width=config.width,
-                                             num_layers=config.codec_layers, image_slots=config.image_slots))
+                                             num_layers=config.codec_layers, image_slots=config.image_slots,
+                                             latent_steps=config.latent_steps))
     with torch.no_grad():
         codec.decoder.gate.fill_(config.gate_init)
     # The hub maps stay identity here (fitted later, across families): out of the optimiser and

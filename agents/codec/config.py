@@ -25,6 +25,7 @@ class CodecConfig:
     mlp_ratio: int = 4
     space: str = ""          # the family's codec space; "" means the family name
     hub_hidden: int = 0      # width of the hub maps' residual MLP; 0 = affine maps only
+    latent_steps: int = 0    # m latent steps per message the encoder was trained on; 0 = not recorded
 
     def __post_init__(self) -> None:
         if not isinstance(self.family, str) or not self.family:
@@ -38,6 +39,8 @@ class CodecConfig:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise CodecConfigError(name, value, "a positive integer")
+        if isinstance(self.latent_steps, bool) or not isinstance(self.latent_steps, int) or self.latent_steps < 0:
+            raise CodecConfigError("latent_steps", self.latent_steps, "a non-negative integer (0 = not recorded)")
         if isinstance(self.hub_hidden, bool) or not isinstance(self.hub_hidden, int) or self.hub_hidden < 0:
             raise CodecConfigError("hub_hidden", self.hub_hidden, "a non-negative integer (0 = affine hub maps)")
         if self.width % self.num_heads:
