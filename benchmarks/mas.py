@@ -86,10 +86,15 @@ def _parties(folders: list[Path]) -> dict[str, Any]:
         codec, run = codec_run(folder)
         model, tokenizer = load_model(run["model"])
         party = Party(model, tokenizer, codec, latent_steps=int(run["latent_steps"]))
-        # Which family this codec was trained against (anchored scheme), None if trained alone.
+        # Whose decoder this encoder, and whose encoder this decoder, were trained against: a codec
+        # trained alone, its own; anchored, the anchor's; a hub decoder, the reference's encoder
+        # (and the encoder's own decoder is gone).
+        family = codec.config.family
         anchor = run.get("anchor_to")
-        party.anchored_to = anchor and UniversalVisualCodec.from_pretrained(anchor).config.family
-        parties[codec.config.family] = party
+        anchored = anchor and UniversalVisualCodec.from_pretrained(anchor).config.family
+        party.encoder_partner = None if run.get("decoder_anchored_to") else (anchored or family)
+        party.decoder_partner = run.get("decoder_anchored_to") or anchored or family
+        parties[family] = party
     if len(parties) < 2:
         from .bus import BenchError
 
@@ -99,11 +104,10 @@ def _parties(folders: list[Path]) -> dict[str, Any]:
 
 
 def _trained_together(parties: dict[str, Any], sender: str, receiver: str) -> bool:
-    """Whether this encoder and decoder were trained against each other: a codec trained alone
-    with itself; an anchored codec with the family it was anchored to (both directions)."""
-    if sender == receiver:
-        return parties[sender].anchored_to is None
-    return parties[sender].anchored_to == receiver or parties[receiver].anchored_to == sender
+    """Whether the sender's encoder and the receiver's decoder were trained against each other:
+    a codec trained alone with itself; an anchored codec with the family it was anchored to
+    (both directions); a hub decoder with the reference's encoder."""
+    return parties[sender].encoder_partner == receiver or parties[receiver].decoder_partner == sender
 
 
 def _accuracy(parties: dict[str, Any], tasks: list[str], n: int) -> list[dict[str, Any]]:
@@ -248,6 +252,8 @@ def _measure(args: argparse.Namespace, json_path: str | None) -> dict[str, Any]:
             hidden = max(p.codec.config.hub_hidden for p in parties.values())
             maps = f"affine + residual MLP ({hidden} wide)" if hidden else "affine, ridge"
             scheme = f"reference: each family aligned alone, joined by hub maps ({maps})"
+            if any(p.decoder_partner != f for f, p in parties.items()):
+                scheme += "; decoders anchored to the reference encoder"
         rows = _accuracy(parties, args.tasks, args.n)
         families = list(parties)
         progress(f"timing: {families[0]} -> {families[1]}")

@@ -28,3 +28,25 @@ def test_bench_mas_quick_writes_json_summary_and_png(tmp_path):
     timing = report["timings"][0]
     assert timing["text_tokens_generated"] == 8 and timing["latent_s"] > 0 and timing["text_s"] > 0
     assert (tmp_path / "mas.png").stat().st_size > 1000
+
+
+def test_pairs_trained_together_in_each_scheme():
+    from types import SimpleNamespace
+
+    from latentwire.benchmarks.mas import _trained_together
+
+    def party(encoder, decoder):
+        return SimpleNamespace(encoder_partner=encoder, decoder_partner=decoder)
+
+    def together(parties):
+        return {(s, r) for s in parties for r in parties if _trained_together(parties, s, r)}
+
+    # Reference scheme: each family only with itself.
+    alone = {f: party(f, f) for f in ("g", "l", "s")}
+    assert together(alone) == {("g", "g"), ("l", "l"), ("s", "s")}
+    # Anchored to g: l and s with g, both ways; never with themselves or each other.
+    anchored = {"g": party("g", "g"), "l": party("g", "g"), "s": party("g", "g")}
+    assert together(anchored) == {("g", "g"), ("l", "g"), ("g", "l"), ("s", "g"), ("g", "s")}
+    # Hub decoders anchored to g: only g's encoder was trained with them.
+    hub = {"g": party("g", "g"), "l": party(None, "g"), "s": party(None, "g")}
+    assert together(hub) == {("g", "g"), ("g", "l"), ("g", "s")}

@@ -122,3 +122,52 @@ def test_hub_maps_refuse_bad_settings(tmp_path):
     (other / "align.json").write_text(json.dumps({"config": {"model": "smolvlm"}}))
     with pytest.raises(ConfigError, match="the hub needs one shape"):
         fit_hub_maps([gemma, other], reference="gemma3", anchors=anchors, out=tmp_path / "hub")
+
+
+def _anchored_folder(root, family, seed, reference_folder, scheme=None):
+    folder = _codec_folder(root, family, seed)
+    digest = hashlib.sha256((reference_folder / "model.safetensors").read_bytes()).hexdigest()
+    (folder / "align.json").write_text(json.dumps({
+        "config": {"model": family, "latent_steps": 2}, "scheme": scheme or f"anchored to {reference_folder.name}",
+        "anchor_sha256": digest}))
+    return folder
+
+
+def test_a_family_can_read_the_hub_with_a_decoder_anchored_to_the_reference(tmp_path):
+    anchors = write_anchors(tinyworld_anchors("secret", 80), tmp_path / "anchors.jsonl")
+    gemma, smol = (_codec_folder(tmp_path / "codecs", f, s) for f, s in (("gemma3", 0), ("smolvlm", 1)))
+    anchored = _anchored_folder(tmp_path / "anchored", "smolvlm", 5, gemma)
+    hub = tmp_path / "hub"
+    result = fit_hub_maps([gemma, smol], reference="gemma3", anchors=anchors, out=hub,
+                          decoders={"smolvlm": anchored})
+    assert result[1].status == "fitted" and result[1].from_hub_mse is None
+    codec = UniversalVisualCodec.from_pretrained(hub / "smolvlm")
+    source, reader = (UniversalVisualCodec.from_pretrained(f) for f in (smol, anchored))
+    assert all(torch.equal(v, reader.decoder.state_dict()[k]) for k, v in codec.decoder.state_dict().items())
+    assert all(torch.equal(v, source.encoder.state_dict()[k]) for k, v in codec.encoder.state_dict().items())
+    assert torch.equal(codec.hub.from_hub.weight, torch.eye(64))  # the decoder reads the hub space as is
+    assert not torch.equal(codec.hub.to_hub.weight, torch.eye(64))
+    record = json.loads((hub / "smolvlm" / "hub_fit.json").read_text())
+    assert record["decoder_anchored_to"] == "gemma3" and "decoder_sha256" in record
+    assert [r.status for r in fit_hub_maps([gemma, smol], reference="gemma3", anchors=anchors, out=hub,
+                                           decoders={"smolvlm": anchored})] == ["kept", "kept"]
+    # Without it the family gets its own decoder back: refitted.
+    assert [r.status for r in fit_hub_maps([gemma, smol], reference="gemma3", anchors=anchors,
+                                           out=hub)] == ["kept", "fitted"]
+
+
+def test_hub_decoders_that_do_not_read_the_reference_are_refused(tmp_path):
+    anchors = write_anchors(tinyworld_anchors("secret", 8), tmp_path / "anchors.jsonl")
+    gemma, smol = (_codec_folder(tmp_path / "codecs", f, s) for f, s in (("gemma3", 0), ("smolvlm", 1)))
+    other_gemma = _codec_folder(tmp_path / "other", "gemma3", 7)
+    cases = [
+        ({"smolvlm": smol}, "must come from `train codec --anchor-to`"),  # trained alone
+        ({"smolvlm": _anchored_folder(tmp_path / "a", "smolvlm", 2, other_gemma)}, "another gemma3 codec"),
+        ({"gemma3": _anchored_folder(tmp_path / "b", "gemma3", 3, gemma)}, "other than the reference"),
+        ({"smolvlm": _anchored_folder(tmp_path / "c", "llava", 4, gemma)}, "is a codec of llava"),
+    ]
+    for decoders, message in cases:
+        with pytest.raises(ConfigError, match=message):
+            fit_hub_maps([gemma, smol], reference="gemma3", anchors=anchors, out=tmp_path / "hub",
+                         decoders=decoders)
+    assert not (tmp_path / "hub").exists()  # refused before anything was written

@@ -32,6 +32,13 @@ def replaced_folder(final: Path) -> Iterator[Path]:
         shutil.rmtree(scratch, ignore_errors=True)  # gone already when it was moved into place
 
 
+def file_sha256(path: str | os.PathLike[str]) -> str:
+    """Hex SHA-256 of a file's bytes (what a fitted artefact records of its sources)."""
+    import hashlib
+
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
 def warmup_cosine(step: int, steps: int, warmup_steps: int, min_lr_ratio: float) -> float:
     """Learning-rate factor: linear warm-up, then cosine decay to ``min_lr_ratio`` at ``steps``."""
     if step < warmup_steps:

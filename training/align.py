@@ -60,7 +60,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from ._jobs import config_parser, replaced_folder, warmup_cosine, write_jsonl
+from ._jobs import config_parser, file_sha256, replaced_folder, warmup_cosine, write_jsonl
 from .anchors import Anchor
 
 __all__ = ["AlignConfig", "align", "main"]
@@ -529,6 +529,7 @@ def align(config: AlignConfig) -> Path:
             raw.save_pretrained(out)  # anchored: identity maps, like the reference's (its space is the hub)
             meta = {"step": done, "skipped_steps": skipped, "config": asdict(config), "eval": last_eval,
                     "scheme": "self-distillation" if ref is None else f"anchored to {ref.family}",
+                    **({} if ref is None else {"anchor_sha256": file_sha256(Path(config.anchor_to) / "model.safetensors")}),
                     "eval_n": len(eval_anchors), "train_anchors": len(train_anchors),
                     "image_scale": image_scale, "gate": float(torch.tanh(raw.decoder.gate.detach())),
                     "train_seconds": round(train_seconds, 1), "processes": accelerator.num_processes}

@@ -24,12 +24,21 @@ last tenth held out to pick the step kept (`agents.codec.hub_maps.fit_residual`)
 ``hub_fit.json`` give the held-out error of the affine part alone and of the whole map. Two codecs
 trained apart are not affine functions of each other, so this needs many anchors (tens of
 thousands: they cost only a forward pass each) and pays: see docs/benchmarks.md.
+
+``--decoder FAMILY=DIR`` gives a family the decoder of a codec trained with ``train codec
+--anchor-to`` the reference codec (one more job per family, still O(N)): that decoder learned to
+read the reference encoder's latents, i.e. the hub space, so the family's map from the hub is
+the identity and only its encoder is mapped. Measured on tinyworld, this is the best way found
+to read the hub (docs/benchmarks.md):
+
+    latentwire train codec --model llava --anchor-to runs/codec/gemma3 --out runs/anchored/llava
+    latentwire train hub-maps --codec runs/codec/gemma3 runs/codec/llava --reference gemma3 \
+        --anchors anchors.jsonl --hidden 2048 --decoder llava=runs/anchored/llava --out runs/hub
 """
 
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import os
 from dataclasses import dataclass
@@ -38,7 +47,7 @@ from typing import Any
 
 from latentwire.errors import ConfigError
 
-from ._jobs import replaced_folder
+from ._jobs import file_sha256, replaced_folder
 
 __all__ = ["FitResult", "fit_hub_maps", "main"]
 
@@ -57,8 +66,28 @@ class FitResult:
     heldout: dict[str, dict[str, float]] | None = None
 
 
-def _digest(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
+#: Record keys present only when the feature is used, so hubs fitted without it stay up to date.
+OPTIONAL_KEYS = ("hub_hidden", "residual_steps", "decoder_sha256")
+
+
+def _hub_decoder(folder: Path, family: str, reference: str, reference_digest: str) -> Any:
+    """The codec of an anchored run whose decoder reads the hub space: trained by ``train codec
+    --anchor-to`` the reference codec (its ``align.json`` says so), for ``family``."""
+    from latentwire.agents.codec import UniversalVisualCodec
+
+    meta_file = folder / "align.json"
+    meta = json.loads(meta_file.read_text()) if meta_file.is_file() else {}
+    scheme = meta.get("scheme", "no align.json")
+    if scheme != f"anchored to {reference}":
+        raise ConfigError(f"--decoder {family}={folder}: a hub decoder must come from `train codec --anchor-to` "
+                          f"the reference ({reference}) codec; this run is {scheme!r}")
+    if meta.get("anchor_sha256", reference_digest) != reference_digest:
+        raise ConfigError(f"--decoder {family}={folder} was anchored to another {reference} codec than the "
+                          "reference codec given here")
+    codec = UniversalVisualCodec.from_pretrained(folder)
+    if codec.config.family != family:
+        raise ConfigError(f"--decoder {family}={folder} is a codec of {codec.config.family}")
+    return codec
 
 
 def _with_hidden(codec: Any, hidden: int) -> Any:
@@ -101,12 +130,17 @@ def _write_atomically(folder: Path, codec: Any, fit: dict[str, Any]) -> None:
 
 def fit_hub_maps(codecs: list[str | os.PathLike[str]], *, reference: str, anchors: str | os.PathLike[str],
                  out: str | os.PathLike[str], ridge: float = 1e-3, models: dict[str, str] | None = None,
-                 batch_size: int = 64, hidden: int = 0, residual_steps: int = 3000) -> list[FitResult]:
+                 batch_size: int = 64, hidden: int = 0, residual_steps: int = 3000,
+                 decoders: dict[str, str | os.PathLike[str]] | None = None) -> list[FitResult]:
     """Fit (or keep) the hub maps of every codec against ``reference`` (a family name among
     them); write ``out/<family>/``. Returns what happened per family, reference first.
 
     ``hidden`` > 0 adds a residual MLP of that width to each affine map, trained ``residual_steps``
-    steps on the anchors (the last tenth held out to pick the step kept)."""
+    steps on the anchors (the last tenth held out to pick the step kept).
+
+    ``decoders``: per family, an anchored codec folder (``train codec --anchor-to`` the reference
+    codec) whose decoder reads the hub space directly; that family keeps its own encoder (and map
+    to the hub) and takes this decoder with an identity map from the hub."""
     import torch
 
     from .anchors import read_anchors
@@ -118,7 +152,7 @@ def fit_hub_maps(codecs: list[str | os.PathLike[str]], *, reference: str, anchor
         raise ConfigError(f"hidden must be >= 0 and residual_steps >= 1, got {hidden} and {residual_steps}")
     anchor_file = Path(anchors)
     anchor_set = read_anchors(anchor_file)
-    anchors_digest = _digest(anchor_file)
+    anchors_digest = file_sha256(anchor_file)
     sources: dict[str, tuple[Path, Any, str, int]] = {}
     for folder in map(Path, codecs):
         codec, spec, steps = _source(folder, models or {}, hidden)
@@ -136,7 +170,13 @@ def fit_hub_maps(codecs: list[str | os.PathLike[str]], *, reference: str, anchor
                               f"{ref_codec.config.num_tokens} x {ref_codec.config.width}; the hub needs one shape")
 
     out = Path(out)
-    ref_source = _digest(sources[reference][0] / "model.safetensors")
+    ref_source = file_sha256(sources[reference][0] / "model.safetensors")
+    hub_decoders: dict[str, tuple[Path, Any]] = {}
+    for family, folder in (decoders or {}).items():
+        if family not in sources or family == reference:
+            raise ConfigError(f"--decoder {family}: a family among the codecs other than the reference "
+                              f"({', '.join(f for f in sources if f != reference) or 'none'})")
+        hub_decoders[family] = (Path(folder), _hub_decoder(Path(folder), family, reference, ref_source))
 
     def record(family: str) -> dict[str, Any]:
         # What a family's maps depend on; the reference's identity maps do not depend on the ridge.
@@ -144,20 +184,21 @@ def fit_hub_maps(codecs: list[str | os.PathLike[str]], *, reference: str, anchor
         values = {"reference": reference, "anchors_sha256": anchors_digest, "anchors": len(anchor_set),
                   "reference_codec_sha256": ref_source, "model": sources[family][2],
                   "latent_steps": sources[family][3],
-                  "source_codec_sha256": _digest(sources[family][0] / "model.safetensors")}
+                  "source_codec_sha256": file_sha256(sources[family][0] / "model.safetensors")}
         if family == reference:
             return values
         # hub_hidden only when used, so affine hubs fitted before it existed stay up to date.
         residual = {"hub_hidden": hidden, "residual_steps": residual_steps} if hidden else {}
-        return {**values, "ridge": ridge, **residual}
+        decoder = ({"decoder_sha256": file_sha256(hub_decoders[family][0] / "model.safetensors")}
+                   if family in hub_decoders else {})
+        return {**values, "ridge": ridge, **residual, **decoder}
 
     def up_to_date(family: str) -> bool:
         fit_file = out / family / FIT_FILE
         if not fit_file.is_file():
             return False
-        saved = json.loads(fit_file.read_text())
-        residual_matches = family == reference or saved.get("hub_hidden", 0) == hidden
-        return residual_matches and all(saved.get(k) == v for k, v in record(family).items())
+        saved, wanted = json.loads(fit_file.read_text()), record(family)
+        return all(saved.get(k) == wanted.get(k) for k in {*wanted, *OPTIONAL_KEYS})
 
     def tokens(family: str) -> Any:
         folder, codec, spec, steps = sources[family]
@@ -184,8 +225,18 @@ def fit_hub_maps(codecs: list[str | os.PathLike[str]], *, reference: str, anchor
             results.append(FitResult(family, "kept"))
             continue
         codec = sources[family][1]
-        fit = codec.fit_hub_maps(tokens(family), reference_tokens, ridge=ridge, residual_steps=residual_steps)
-        _write_atomically(out / family, codec, {**record(family), "role": "family", "heldout": fit.heldout,
+        extra = {}
+        if family in hub_decoders:
+            folder, anchored = hub_decoders[family]
+            try:
+                codec.decoder.load_state_dict(anchored.decoder.state_dict())
+            except RuntimeError as error:
+                raise ConfigError(f"--decoder {family}={folder}: its decoder does not fit the {family} codec "
+                                  f"({str(error).splitlines()[0]})") from None
+            extra = {"decoder": str(folder), "decoder_anchored_to": reference}
+        fit = codec.fit_hub_maps(tokens(family), reference_tokens, ridge=ridge, residual_steps=residual_steps,
+                                 from_hub=family not in hub_decoders)
+        _write_atomically(out / family, codec, {**record(family), **extra, "role": "family", "heldout": fit.heldout,
                                                 "to_hub_mse": fit.to_hub_mse, "from_hub_mse": fit.from_hub_mse})
         results.append(FitResult(family, "fitted", fit.to_hub_mse, fit.from_hub_mse, fit.heldout))
     return results
@@ -204,17 +255,25 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--residual-steps", type=int, default=3000, help="training steps of each residual MLP")
     parser.add_argument("--model", action="append", default=[], metavar="FAMILY=SPEC",
                         help="model to load for a family (default: its align.json)")
+    parser.add_argument("--decoder", action="append", default=[], metavar="FAMILY=DIR",
+                        help="take this family's decoder from a codec trained with --anchor-to the reference")
     args = parser.parse_args(argv)
-    models = {}
-    for item in args.model:
-        family, sep, spec = item.partition("=")
-        if not sep:
-            parser.error(f"--model takes FAMILY=SPEC, got {item!r}")
-        models[family] = spec
+
+    def pairs(flag: str, items: list[str]) -> dict[str, str]:
+        out = {}
+        for item in items:
+            family, sep, value = item.partition("=")
+            if not sep:
+                parser.error(f"--{flag} takes FAMILY=VALUE, got {item!r}")
+            out[family] = value
+        return out
+
+    models = pairs("model", args.model)
     for r in fit_hub_maps(args.codec, reference=args.reference, anchors=args.anchors, out=args.out,
                           ridge=args.ridge, models=models, hidden=args.hidden,
-                          residual_steps=args.residual_steps):
-        errors = "" if r.to_hub_mse is None else f" (to-hub mse {r.to_hub_mse:.4g}, from-hub {r.from_hub_mse:.4g})"
+                          residual_steps=args.residual_steps, decoders=pairs("decoder", args.decoder)):
+        from_hub = "anchored decoder" if r.from_hub_mse is None else f"from-hub {r.from_hub_mse:.4g}"
+        errors = "" if r.to_hub_mse is None else f" (to-hub mse {r.to_hub_mse:.4g}, {from_hub})"
         held = "".join(f"; held-out {name}: affine {h['affine']:.3g} -> with MLP {h['map']:.3g} (step {h['step']})"
                        for name, h in (r.heldout or {}).items())
         print(f"{r.family}: {r.status}{errors}{held}")

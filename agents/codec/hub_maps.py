@@ -31,7 +31,7 @@ class HubFit:
     """
 
     to_hub_mse: float
-    from_hub_mse: float
+    from_hub_mse: float | None  # None: not fitted (the identity; the decoder reads the hub space)
     num_samples: int
     heldout: dict[str, dict[str, float]] | None = None
 
@@ -81,6 +81,15 @@ class TokenMap(nn.Linear):
         super().__init__(num_tokens * width, num_tokens * width)
         self.block = (num_tokens, width)
         self.residual = ResidualMLP(num_tokens * width, hidden) if hidden else None
+
+    @torch.no_grad()
+    def reset_identity(self) -> None:
+        """The identity map (a residual MLP, if any, adds exactly 0)."""
+        self.weight.copy_(torch.eye(self.weight.size(0)))
+        self.bias.zero_()
+        if self.residual is not None:
+            nn.init.zeros_(self.residual.up.weight)
+            nn.init.zeros_(self.residual.up.bias)
 
     def forward(self, tokens: Tensor) -> Tensor:
         lead = tokens.shape[:-2]
@@ -159,22 +168,22 @@ class HubMaps(nn.Module):
 
     def reset_identity(self) -> None:
         """Make both maps the identity (a family that is its own reference)."""
-        with torch.no_grad():
-            for linear in (self.to_hub, self.from_hub):
-                linear.weight.copy_(torch.eye(linear.weight.size(0)))
-                linear.bias.zero_()
-                if linear.residual is not None:
-                    nn.init.zeros_(linear.residual.up.weight)
-                    nn.init.zeros_(linear.residual.up.bias)
+        self.to_hub.reset_identity()
+        self.from_hub.reset_identity()
 
     def fit(self, family_tokens: Tensor, reference_tokens: Tensor, ridge: float = 1e-3, *,
-            residual_steps: int = 3000, seed: int = 0) -> HubFit:
-        """Fit both maps on paired latents (N, K, D) (family latent i ~ reference latent i, the
+            residual_steps: int = 3000, seed: int = 0, from_hub: bool = True) -> HubFit:
+        """Fit the maps on paired latents (N, K, D) (family latent i ~ reference latent i, the
         same anchor): the affine part by ridge regression on all of them, then any residual MLP
-        (`fit_residual`, ``residual_steps`` steps, early-stopped on held-out anchors)."""
+        (`fit_residual`, ``residual_steps`` steps, early-stopped on held-out anchors).
+        ``from_hub=False`` fits only the map to the hub and makes the other the identity."""
         heldout = {}
-        for name, linear, x, y in (("to_hub", self.to_hub, family_tokens, reference_tokens),
-                                   ("from_hub", self.from_hub, reference_tokens, family_tokens)):
+        if not from_hub:
+            self.from_hub.reset_identity()
+        directions = [("to_hub", self.to_hub, family_tokens, reference_tokens)]
+        if from_hub:
+            directions.append(("from_hub", self.from_hub, reference_tokens, family_tokens))
+        for name, linear, x, y in directions:
             with torch.no_grad():
                 W, b = ridge_affine(x.flatten(1), y.flatten(1), ridge)
                 linear.weight.copy_(W.T)  # nn.Linear keeps (Dout, Din)
@@ -184,6 +193,6 @@ class HubMaps(nn.Module):
                                              seed=seed)
         with torch.no_grad():
             to_mse = F.mse_loss(self.to_hub(family_tokens), reference_tokens).item()
-            from_mse = F.mse_loss(self.from_hub(reference_tokens), family_tokens).item()
+            from_mse = F.mse_loss(self.from_hub(reference_tokens), family_tokens).item() if from_hub else None
         return HubFit(to_hub_mse=to_mse, from_hub_mse=from_mse, num_samples=family_tokens.size(0),
                       heldout=heldout or None)

@@ -175,13 +175,14 @@ class UniversalVisualCodec(nn.Module):
     # --- alignment
 
     def fit_hub_maps(self, family_tokens: Tensor, reference_tokens: Tensor, ridge: float = 1e-3, *,
-                     residual_steps: int = 3000, seed: int = 0) -> HubFit:
+                     residual_steps: int = 3000, seed: int = 0, from_hub: bool = True) -> HubFit:
         """Fit the maps to and from the hub on paired anchor tokens: ridge regression, then the
         residual MLPs where ``config.hub_hidden`` > 0 (`hub_maps.fit_residual`).
 
         ``family_tokens``: this family's tokens (``encode_tokens(..., to_hub=False)``) on an
         anchor set; ``reference_tokens``: the reference family's tokens on the same anchors.
         Both (N, K, D), the same shape; use more anchors than K * D values per latent.
+        ``from_hub=False``: only the map to the hub (this codec's decoder reads the hub space).
         """
         K, D = self.config.num_tokens, self.config.width
         x, y = torch.as_tensor(family_tokens), torch.as_tensor(reference_tokens)
@@ -189,7 +190,7 @@ class UniversalVisualCodec(nn.Module):
             raise ShapeMismatch("family tokens vs reference tokens", tuple(x.shape),
                                 f"the reference tokens' shape {tuple(y.shape)}, both (N, {K}, {D})")
         return self.hub.fit(x.to(self._param), y.to(self._param), ridge, residual_steps=residual_steps,
-                            seed=seed)
+                            seed=seed, from_hub=from_hub)
 
     # --- load / save
 
