@@ -78,7 +78,6 @@ def _quick_hub(folder: Path) -> Path:
 def _parties(folders: list[Path]) -> dict[str, Any]:
     """A party per codec folder: a hub-maps family folder (``hub_fit.json``) or a ``train codec``
     output (``align.json``), each naming the model and latent steps it runs with."""
-    from latentwire.agents.codec import UniversalVisualCodec
     from latentwire.training.pairs import Party, codec_run, load_model
 
     parties = {}
@@ -90,8 +89,8 @@ def _parties(folders: list[Path]) -> dict[str, Any]:
         # trained alone, its own; anchored, the anchor's; a hub decoder, the reference's encoder
         # (and the encoder's own decoder is gone).
         family = codec.config.family
-        anchor = run.get("anchor_to")
-        anchored = anchor and UniversalVisualCodec.from_pretrained(anchor).config.family
+        scheme = run.get("scheme", "")
+        anchored = scheme.removeprefix("anchored to ") if scheme.startswith("anchored to ") else None
         party.encoder_partner = None if run.get("decoder_anchored_to") else (anchored or family)
         party.decoder_partner = run.get("decoder_anchored_to") or anchored or family
         parties[family] = party
@@ -250,7 +249,7 @@ def _measure(args: argparse.Namespace, json_path: str | None) -> dict[str, Any]:
         parties = _parties(folders)
         if scheme is None:
             hidden = max(p.codec.config.hub_hidden for p in parties.values())
-            maps = f"affine + residual MLP ({hidden} wide)" if hidden else "affine, ridge"
+            maps = f"affine + {hidden}-wide residual MLP" if hidden else "affine, ridge"
             scheme = f"reference: each family aligned alone, joined by hub maps ({maps})"
             if any(p.decoder_partner != f for f, p in parties.items()):
                 scheme += "; decoders anchored to the reference encoder"

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
+import os
 
 import pytest
 
@@ -169,6 +171,8 @@ def test_anchored_scheme_trains_a_new_family_into_a_frozen_codecs_space(tmp_path
                                out=str(tmp_path / "gemma3"), **small))
     meta = json.loads((folder / "align.json").read_text())
     assert meta["scheme"] == "anchored to smolvlm" and meta["step"] == 3
+    assert os.path.isabs(meta["config"]["anchor_to"])  # readable from any working directory
+    assert meta["anchor_sha256"] == hashlib.sha256((reference / "model.safetensors").read_bytes()).hexdigest()
     assert {"latent", "text", "none", "shuffled", "to_new"} <= set(meta["eval"])  # both directions
     lines = [json.loads(line) for line in (folder / "metrics.jsonl").read_text().splitlines() if "loss" in line]
     assert {"kl", "enc_kl", "enc_picture"} <= set(lines[0])  # the encoder's loss goes through the reference

@@ -39,12 +39,13 @@ Without ``--anchors`` the job makes ``n_anchors`` tinyworld anchors of ``task`` 
 Evaluation holds out ``eval_n`` anchors (tinyworld: a separate episode stream; a file: its last
 lines) and scores the inference path (`pairs.evaluate_pair` with the family as both sides).
 
-Status, measured on tinyworld (secret task, 64 held-out episodes, 2-core CPU, see
-docs/benchmarks.md), with the defaults and ``--steps 4000`` (~32 min), the gemma3 codec carries the
-secret to gemma3 at 70 % exact match, 95 % of characters (text 100 %, no message 0 % / 7 %,
-another episode's latent 0 % / 3 %); llava 2 % / 66 % and smolvlm 0 % / 58 % after 4000 steps,
-still rising. The anchored scheme (``--anchor-to``) reached 73 % of characters from gemma3 to
-the frozen smolvlm codec after 2000 steps.
+Status, measured on tinyworld (secret task, 64 held-out episodes, 2-core CPU shared with other
+jobs, see docs/benchmarks.md), with the defaults and ``--steps 4000`` (9-15 min each): the
+gemma3 codec carries the secret to gemma3 at 92 % exact match, 98 % of characters (text 100 %,
+no message 0 % / 7 %, another episode's latent 0 % / 3 %); llava 0 % / 54 %, smolvlm 0 % / 61 %
+(these two models read even a picture of the secret worse: 72 % and 66 % exact). Anchored to
+that gemma3 codec (``--anchor-to``, 2000 steps), their decoders read gemma3's latents at 92 %
+and 94 % of characters.
 """
 
 from __future__ import annotations
@@ -145,6 +146,8 @@ class AlignConfig:
                      "checkpoint_every", "eval_every", "latent_noise"):
             if getattr(self, name) is not None and getattr(self, name) < 0:
                 raise ConfigError(f"{name} must be >= 0, got {getattr(self, name)}")
+        if self.anchor_to is not None:  # recorded in align.json: absolute, readable from anywhere
+            self.anchor_to = os.path.abspath(self.anchor_to)
         if self.latent_noise and self.anchor_to is not None:
             raise ConfigError("latent_noise applies to self-distillation; the anchored scheme (anchor_to) "
                               "trains without it")

@@ -57,7 +57,8 @@ def load_model(spec: str, *, device: Any = None) -> tuple[Any, Any]:
 def codec_run(folder: str | Path) -> tuple[Any, dict[str, Any]]:
     """A codec folder's codec and the record of how to run it: ``hub_fit.json`` of a hub-maps
     family folder, else the run config in ``align.json`` of a ``train codec`` output (``{}``
-    without either). Both name the ``model`` and its ``latent_steps``."""
+    without either; with its ``scheme``, e.g. ``"anchored to gemma3"``). Both name the ``model``
+    and its ``latent_steps``."""
     import json
 
     from latentwire.agents.codec import UniversalVisualCodec
@@ -67,7 +68,8 @@ def codec_run(folder: str | Path) -> tuple[Any, dict[str, Any]]:
     if (folder / "hub_fit.json").is_file():
         return codec, json.loads((folder / "hub_fit.json").read_text())
     if (folder / "align.json").is_file():
-        return codec, json.loads((folder / "align.json").read_text())["config"]
+        meta = json.loads((folder / "align.json").read_text())
+        return codec, {**meta["config"], **({"scheme": meta["scheme"]} if "scheme" in meta else {})}
     return codec, {}
 
 
