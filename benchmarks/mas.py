@@ -89,9 +89,10 @@ def _parties(folders: list[Path]) -> dict[str, Any]:
         # trained alone, its own; anchored, the anchor's; a hub decoder, the reference's encoder
         # (and the encoder's own decoder is gone).
         family = codec.config.family
-        scheme = run.get("scheme", "")
-        anchored = scheme.removeprefix("anchored to ") if scheme.startswith("anchored to ") else None
-        party.encoder_partner = None if run.get("decoder_anchored_to") else (anchored or family)
+        scheme = run.get("scheme", "")  # "anchored to X", "anchored to X (decoder only)"
+        anchored = scheme.split()[2] if scheme.startswith("anchored to ") else None
+        untrained_encoder = run.get("decoder_anchored_to") or run.get("decoder_only")
+        party.encoder_partner = None if untrained_encoder else (anchored or family)
         party.decoder_partner = run.get("decoder_anchored_to") or anchored or family
         parties[family] = party
     if len(parties) < 2:

@@ -186,3 +186,13 @@ def test_anchored_scheme_trains_a_new_family_into_a_frozen_codecs_space(tmp_path
                           **small))
     with pytest.raises(ConfigError, match="latent_noise"):
         AlignConfig(model="gemma3", latent_noise=0.3, anchor_to=str(reference))
+
+    # Decoder only: the reference encoder -> new decoder direction alone; the encoder stays put.
+    only = align(AlignConfig(model="llava", steps=2, anchor_to=str(reference), decoder_only=True, log_every=1,
+                             out=str(tmp_path / "llava"), **small))
+    meta = json.loads((only / "align.json").read_text())
+    assert meta["scheme"] == "anchored to smolvlm (decoder only)" and set(meta["eval"]) == {"to_new"}
+    lines = [json.loads(line) for line in (only / "metrics.jsonl").read_text().splitlines() if "loss" in line]
+    assert "kl" in lines[0] and "enc_kl" not in lines[0]
+    with pytest.raises(ConfigError, match="decoder_only .* needs anchor_to"):
+        AlignConfig(model="gemma3", decoder_only=True)

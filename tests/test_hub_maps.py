@@ -136,7 +136,7 @@ def _anchored_folder(root, family, seed, reference_folder, scheme=None):
 def test_a_family_can_read_the_hub_with_a_decoder_anchored_to_the_reference(tmp_path):
     anchors = write_anchors(tinyworld_anchors("secret", 80), tmp_path / "anchors.jsonl")
     gemma, smol = (_codec_folder(tmp_path / "codecs", f, s) for f, s in (("gemma3", 0), ("smolvlm", 1)))
-    anchored = _anchored_folder(tmp_path / "anchored", "smolvlm", 5, gemma)
+    anchored = _anchored_folder(tmp_path / "anchored", "smolvlm", 5, gemma, "anchored to gemma3 (decoder only)")
     hub = tmp_path / "hub"
     result = fit_hub_maps([gemma, smol], reference="gemma3", anchors=anchors, out=hub,
                           decoders={"smolvlm": anchored})

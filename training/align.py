@@ -93,6 +93,8 @@ class AlignConfig:
     ``anchor_to``: the anchored scheme: a codec folder (``train codec`` output) of a family already
     in the hub, frozen; this family's encoder learns to speak to its decoder and this family's
     decoder learns to read its encoder, so the new codec lives in that codec's space.
+    ``decoder_only`` (with ``anchor_to``): train only the decoder, about half the work per step;
+    the encoder stays as initialised. For ``train hub-maps --decoder``, which takes only it.
     """
 
     model: str = "gemma3"
@@ -122,6 +124,7 @@ class AlignConfig:
     latent_noise: float = 0.0
     mixed_precision: str = "no"
     anchor_to: str | None = None
+    decoder_only: bool = False
     seed: int = 0
     log_every: int = 10
     eval_every: int = 100
@@ -148,6 +151,8 @@ class AlignConfig:
                 raise ConfigError(f"{name} must be >= 0, got {getattr(self, name)}")
         if self.anchor_to is not None:  # recorded in align.json: absolute, readable from anywhere
             self.anchor_to = os.path.abspath(self.anchor_to)
+        if self.decoder_only and self.anchor_to is None:
+            raise ConfigError("decoder_only trains a decoder to read a frozen codec's encoder; it needs anchor_to")
         if self.latent_noise and self.anchor_to is not None:
             raise ConfigError("latent_noise applies to self-distillation; the anchored scheme (anchor_to) "
                               "trains without it")
@@ -302,9 +307,10 @@ def _reference_party(folder: str, device: Any, family: str, config: AlignConfig)
     return party
 
 
-def _anchored_pair(new: Any, reference: Any) -> Any:
+def _anchored_pair(new: Any, reference: Any, decoder_only: bool = False) -> Any:
     """One module (so DDP syncs its gradients) running both directions through the frozen
-    reference codec: new encoder -> reference decoder, reference encoder -> new decoder."""
+    reference codec: new encoder -> reference decoder (None when ``decoder_only``), reference
+    encoder -> new decoder."""
     from torch import nn
 
     class AnchoredPair(nn.Module):
@@ -313,7 +319,8 @@ def _anchored_pair(new: Any, reference: Any) -> Any:
             self.new, self.reference = new, reference
 
         def forward(self, new_steps: Any, new_mask: Any, ref_steps: Any, ref_mask: Any) -> tuple[Any, Any]:
-            to_reference = self.reference.decoder(self.new.encode_tokens(new_steps, new_mask, to_hub=False))
+            to_reference = None if decoder_only else self.reference.decoder(
+                self.new.encode_tokens(new_steps, new_mask, to_hub=False))
             to_new = self.new.decoder(self.reference.encode_tokens(ref_steps, ref_mask, to_hub=False))
             return to_reference, to_new
 
@@ -426,6 +433,8 @@ def align(config: AlignConfig) -> Path:
     # The hub maps stay identity here (fitted later, across families): out of the optimiser and
     # out of DDP's gradient bookkeeping (they take no part in the loss).
     codec.hub.requires_grad_(False)
+    if config.decoder_only:
+        codec.encoder.requires_grad_(False)  # untrained, unused: out of the optimiser and of DDP
     codec.train()
     party = Party(model, tokenizer, codec, latent_steps=config.latent_steps)
     image_scale = adapter.embedding_scale(model).image
@@ -440,16 +449,16 @@ def align(config: AlignConfig) -> Path:
     start, skipped = (0, 0)
     if config.resume:
         start, skipped = _load_checkpoint(out, codec, optimizer)
-    trained, optimizer = accelerator.prepare(codec if ref is None else _anchored_pair(codec, ref.codec),
-                                             optimizer)
+    trained, optimizer = accelerator.prepare(
+        codec if ref is None else _anchored_pair(codec, ref.codec, config.decoder_only), optimizer)
     raw = accelerator.unwrap_model(trained) if ref is None else accelerator.unwrap_model(trained).new
     party.codec = raw
 
     main = accelerator.is_main_process
     with torch.no_grad():
         replies = teacher_replies(party, train_anchors, max_new_tokens=config.continuation)
-        ref_replies = None if ref is None else teacher_replies(ref, train_anchors,
-                                                               max_new_tokens=config.continuation)
+        ref_replies = None if ref is None or config.decoder_only else teacher_replies(
+            ref, train_anchors, max_new_tokens=config.continuation)
     if main:
         out.mkdir(parents=True, exist_ok=True)
     metrics = (out / "metrics.jsonl").open("a" if config.resume else "w") if main else None
@@ -463,6 +472,8 @@ def align(config: AlignConfig) -> Path:
         if ref is None:
             return evaluate_pair(party, party, eval_anchors, space=raw.config.space, shuffled=True)
         # Anchored: both codecs live in the reference's space, which is the hub space (identity maps).
+        if config.decoder_only:  # the encoder is untrained: only reference -> new means anything
+            return {"to_new": evaluate_pair(ref, party, eval_anchors, shuffled=True)}
         return {**evaluate_pair(party, ref, eval_anchors, shuffled=True),
                 "to_new": evaluate_pair(ref, party, eval_anchors, shuffled=False)}
 
@@ -480,6 +491,9 @@ def align(config: AlignConfig) -> Path:
                 if ref is None:
                     noise = torch.Generator(accelerator.device).manual_seed(rng.randrange(2 ** 63))
                     loss, parts = _loss(party, trained, batch, config, image_scale, noise)
+                elif config.decoder_only:  # the reference encoder reads the same sender texts
+                    _, to_new = trained(None, None, *ref.think(batch.sender))
+                    loss, parts = _receiver_loss(party, to_new, batch, config, image_scale)
                 else:
                     ref_batch = _make_batch(chosen, [ref_replies[i] for i in picks], ref, accelerator.device,
                                             pictures)
@@ -531,7 +545,8 @@ def align(config: AlignConfig) -> Path:
                                   "elapsed_s": round(time.perf_counter() - began, 2)})
             raw.save_pretrained(out)  # anchored: identity maps, like the reference's (its space is the hub)
             meta = {"step": done, "skipped_steps": skipped, "config": asdict(config), "eval": last_eval,
-                    "scheme": "self-distillation" if ref is None else f"anchored to {ref.family}",
+                    "scheme": "self-distillation" if ref is None else f"anchored to {ref.family}"
+                              + (" (decoder only)" if config.decoder_only else ""),
                     **({} if ref is None else {"anchor_sha256": file_sha256(Path(config.anchor_to) / "model.safetensors")}),
                     "eval_n": len(eval_anchors), "train_anchors": len(train_anchors),
                     "image_scale": image_scale, "gate": float(torch.tanh(raw.decoder.gate.detach())),

@@ -78,7 +78,7 @@ def _hub_decoder(folder: Path, family: str, reference: str, reference_digest: st
     meta_file = folder / "align.json"
     meta = json.loads(meta_file.read_text()) if meta_file.is_file() else {}
     scheme = meta.get("scheme", "no align.json")
-    if scheme != f"anchored to {reference}":
+    if scheme not in (f"anchored to {reference}", f"anchored to {reference} (decoder only)"):
         raise ConfigError(f"--decoder {family}={folder}: a hub decoder must come from `train codec --anchor-to` "
                           f"the reference ({reference}) codec; this run is {scheme!r}")
     if meta.get("anchor_sha256", reference_digest) != reference_digest:
