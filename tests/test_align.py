@@ -189,7 +189,7 @@ def test_anchored_scheme_trains_a_new_family_into_a_frozen_codecs_space(tmp_path
 
     # Decoder only: the reference encoder -> new decoder direction alone; the encoder stays put.
     only = align(AlignConfig(model="llava", steps=2, anchor_to=str(reference), decoder_only=True, log_every=1,
-                             out=str(tmp_path / "llava"), **small))
+                             out=str(tmp_path / "llava"), **{**small, "eval_every": 1}))  # an eval mid-run
     meta = json.loads((only / "align.json").read_text())
     assert meta["scheme"] == "anchored to smolvlm (decoder only)" and set(meta["eval"]) == {"to_new"}
     lines = [json.loads(line) for line in (only / "metrics.jsonl").read_text().splitlines() if "loss" in line]

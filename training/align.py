@@ -532,7 +532,8 @@ def align(config: AlignConfig) -> Path:
             if main and config.eval_every and done % config.eval_every == 0 and done < config.steps \
                     and not out_of_time:
                 last_eval = run_eval()
-                bar.set_postfix(loss=f"{loss.item():.3f}", latent=last_eval["latent"]["exact"])
+                shown = last_eval["latent"] if "latent" in last_eval else last_eval["to_new"]["latent"]
+                bar.set_postfix(loss=f"{loss.item():.3f}", latent=shown["exact"])
                 write_jsonl(metrics, {"step": done, "eval": last_eval,
                                       "elapsed_s": round(time.perf_counter() - began, 2)})
             if out_of_time:
