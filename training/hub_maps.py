@@ -31,7 +31,7 @@ read the reference encoder's latents, i.e. the hub space, so the family's map fr
 the identity and only its encoder is mapped. Measured on tinyworld, this is the best way found
 to read the hub (docs/benchmarks.md):
 
-    latentwire train codec --model llava --anchor-to runs/codec/gemma3 --out runs/anchored/llava
+    latentwire train codec --model llava --anchor-to runs/codec/gemma3 --decoder-only --out runs/anchored/llava
     latentwire train hub-maps --codec runs/codec/gemma3 runs/codec/llava --reference gemma3 \
         --anchors anchors.jsonl --hidden 2048 --decoder llava=runs/anchored/llava --out runs/hub
 """
