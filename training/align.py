@@ -78,8 +78,9 @@ class AlignConfig:
     anchors of ``task`` at secret ``length``. ``out``: output folder (``{family}`` is filled in).
     ``latent_steps``: m (1: the prompt's states and no extra forward pass; on tinyworld that beat
     m = 8 for gemma3 and smolvlm, trains twice as fast and makes the exchange 3x faster than text
-    at 32 tokens: docs/benchmarks.md). ``image_slots``: k (16, a tinyworld screen). ``num_tokens`` / ``width``:
-    K universal tokens of width D; ``codec_layers`` resampler blocks each side.
+    at 32 tokens: docs/benchmarks.md). ``image_slots``: k (16, a tinyworld screen).
+    ``num_tokens`` / ``width``: K universal tokens of width D; ``codec_layers`` resampler blocks
+    each side.
     ``continuation``: teacher reply tokens distilled per anchor. Loss weights: ``kl_weight``,
     ``hidden_weight``, ``scale_weight``, ``picture_weight`` (None: 1 for tinyworld models, whose
     pictures of text exist, else 0); ``gate_init`` the gate's raw value at the start (tanh(0) = 0
@@ -89,12 +90,14 @@ class AlignConfig:
     or ``fp16``. ``eval_every`` 0 = only the final eval, on ``eval_n`` held-out anchors.
     ``latent_noise``: Gaussian noise on the latent between encoder and decoder while training, in
     units of each latent entry's spread over the batch (`UniversalVisualCodec.forward`): a
-    decoder trained on exact latents reads the slightly-off latents that hub maps deliver badly.
+    decoder trained on exact latents reads the slightly-off latents that hub maps deliver badly
+    (measured on tinyworld at 0.3: worse, not better; docs/benchmarks.md).
     ``anchor_to``: the anchored scheme: a codec folder (``train codec`` output) of a family already
     in the hub, frozen; this family's encoder learns to speak to its decoder and this family's
     decoder learns to read its encoder, so the new codec lives in that codec's space.
-    ``decoder_only`` (with ``anchor_to``): train only the decoder, about half the work per step;
-    the encoder stays as initialised. For ``train hub-maps --decoder``, which takes only it.
+    ``decoder_only`` (with ``anchor_to``): train only the decoder (no pass through the reference
+    model, no reference replies); the encoder stays as initialised. For ``train hub-maps
+    --decoder``, which takes only the decoder.
     """
 
     model: str = "gemma3"

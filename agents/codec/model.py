@@ -138,7 +138,8 @@ class UniversalVisualCodec(nn.Module):
 
         ``noise`` > 0 adds Gaussian noise to the tokens before decoding, ``noise`` times each
         token entry's spread over the batch: the decoder learns to read latents that arrive a
-        little off (through lossy hub maps), the encoder to keep its message apart from others.
+        little off (through lossy hub maps), the encoder to keep its message apart from others
+        (on tinyworld, at 0.3, it did not pay: docs/benchmarks.md).
         """
         tokens = self.encode_tokens(latent_steps, mask, to_hub=False)  # (B, K, D)
         if noise > 0 and tokens.shape[0] > 1:
