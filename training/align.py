@@ -492,7 +492,8 @@ def align(config: AlignConfig) -> Path:
             batch = _make_batch(chosen, [replies[i] for i in picks], party, accelerator.device, pictures)
             with accelerator.autocast():
                 if ref is None:
-                    noise = torch.Generator(accelerator.device).manual_seed(rng.randrange(2 ** 63))
+                    noise = (torch.Generator(accelerator.device).manual_seed(rng.randrange(2 ** 63))
+                             if config.latent_noise else None)  # a generator only where noise is drawn
                     loss, parts = _loss(party, trained, batch, config, image_scale, noise)
                 elif config.decoder_only:  # the reference encoder reads the same sender texts
                     _, to_new = trained(None, None, *ref.think(batch.sender))

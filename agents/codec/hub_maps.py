@@ -137,9 +137,12 @@ def fit_residual(token_map: TokenMap, x: Tensor, y: Tensor, *, steps: int = 3000
         with torch.no_grad():
             return _relative(affine[-n_held:] + mlp(held_x), y[-n_held:])
 
+    def snapshot() -> dict[str, Tensor]:
+        return {k: v.clone() for k, v in mlp.state_dict().items()}
+
     generator = torch.Generator(device="cpu").manual_seed(seed)
-    optimizer = torch.optim.AdamW([p for p in mlp.parameters()], lr=lr, weight_decay=weight_decay)
-    best = (held_error(), 0, {k: v.clone() for k, v in mlp.state_dict().items()})
+    optimizer = torch.optim.AdamW(mlp.parameters(), lr=lr, weight_decay=weight_decay)
+    best = (held_error(), 0, snapshot())
     affine_error = best[0]
     with torch.enable_grad():
         for step in range(1, steps + 1):
@@ -151,7 +154,7 @@ def fit_residual(token_map: TokenMap, x: Tensor, y: Tensor, *, steps: int = 3000
             if step % eval_every == 0 or step == steps:
                 error = held_error()
                 if error < best[0]:
-                    best = (error, step, {k: v.clone() for k, v in mlp.state_dict().items()})
+                    best = (error, step, snapshot())
     mlp.load_state_dict(best[2])
     return {"affine": round(affine_error, 5), "map": round(best[0], 5), "step": best[1]}
 
