@@ -68,7 +68,7 @@ from pydantic import (
 
 from .._message import message_size
 from .._proto import bus_pb2 as pb
-from .._topics import validate_filter
+from .._topics import AGENT_ID, validate_filter
 from ..errors import (
     ConfigError,
     InvalidTopic,
@@ -203,8 +203,6 @@ class AuthFile(BaseModel):
     @field_validator("agents")
     @classmethod
     def _agent_ids(cls, agents: dict[str, AgentRule]) -> dict[str, AgentRule]:
-        from .core import AGENT_ID
-
         if not agents:
             raise ValueError("lists no agents, so no one could connect")
         for name in agents:

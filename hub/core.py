@@ -22,7 +22,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import re
 import time
 import uuid
 from collections import deque
@@ -33,7 +32,7 @@ from .._codes import code_for
 from .._tracing import hub_span
 from .._message import check_envelope, is_expired, message_size
 from .._proto import bus_pb2 as pb
-from .._topics import validate_filter
+from .._topics import AGENT_ID, validate_filter
 from .._wire import Oversize, Payload
 from ..errors import (
     AuthError,
@@ -54,7 +53,6 @@ from .routing import TopicTree
 log = logging.getLogger("latentwire.hub")
 
 MiB = 1024 * 1024
-AGENT_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:@-]{0,127}")
 # Deliveries are sent in batches of about this many bytes, so one huge backlog does not
 # become one huge write.
 BATCH_BYTES = 4 * MiB

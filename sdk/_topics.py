@@ -6,9 +6,13 @@ exactly one level and ``#`` (last level only) for zero or more remaining levels.
 
 from __future__ import annotations
 
+import re
+
 from .errors import InvalidTopic
 
 MAX_TOPIC_LENGTH = 1024
+# What an agent id may be, on every transport and in the hub (a hub, a broker and the SDK must agree).
+AGENT_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:@-]{0,127}")
 
 
 def _check_common(topic: object) -> str:

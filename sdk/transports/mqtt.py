@@ -54,7 +54,7 @@ from paho.mqtt.subscribeoptions import SubscribeOptions
 from .._codes import code_for
 from .._message import check_envelope, is_expired
 from .._proto import bus_pb2 as pb
-from .._topics import validate_filter
+from .._topics import AGENT_ID, validate_filter
 from .._wire import Oversize
 from ..errors import (
     AlreadyConnected,
@@ -455,7 +455,6 @@ class _MqttConnection(Connection):
     async def _hello(self, hello: pb.Hello) -> None:
         # The hub's agent-id rule, so an id that works on one transport works on all (it is
         # also one MQTT topic level and part of the client id).
-        from ..hub.core import AGENT_ID
 
         if not AGENT_ID.fullmatch(hello.agent):
             self._push(pb.Frame(error=pb.Error(
