@@ -9,7 +9,7 @@
         topology="sequential",         # planner -> critic -> judger; "hierarchical": all -> judger
     )
     episode = Episode({"planner": "secret: 42"}, question="what was the secret?")
-    result = await run_pipeline(config, [episode], models=tinyworld_models())
+    result = await run_pipeline(config, [episode], models=tinyworld_models())  # latentwire.tinyworld.models
     result.answers, result.mean_seconds, result.message_bytes
 
 Topologies (the last agent is always the final one, which answers in text):
@@ -23,8 +23,8 @@ one after another (each waits for its answer), over one `latentwire.Runtime` on 
 
 Models come from ``models``: a mapping from agent name or family to ``(model, tokenizer)``,
 ``(model, tokenizer, codec)`` or `AgentModel`, or a loader called with each `AgentSpec`
-(`tinyworld_models` builds untrained tinyworld models; pass trained or ``from_pretrained`` ones
-the same way). Agents without a codec get a fresh (untrained, zero-gate) one.
+(`latentwire.tinyworld.models.tinyworld_models` builds untrained tinyworld models; pass trained
+or ``from_pretrained`` ones the same way). Agents without a codec get a fresh (untrained, zero-gate) one.
 """
 
 from __future__ import annotations
@@ -68,7 +68,6 @@ __all__ = [
     "build_agents",
     "default_codec",
     "run_pipeline",
-    "tinyworld_models",
 ]
 
 #: How agents are wired: a chain, or workers that all report to the last agent.
@@ -223,21 +222,6 @@ def default_codec(model: Any, adapter: FamilyAdapter | None = None, *, seed: int
         return UniversalVisualCodec(config).eval()
 
 
-def tinyworld_models(seed: int = 0) -> Callable[[AgentSpec], AgentModel]:
-    """A loader of untrained tinyworld models: one per family, shared by that family's agents."""
-    from latentwire.training.tinyworld.models import build_model
-    from latentwire.training.tinyworld.tokenizer import TinyTokenizer
-
-    cache: dict[str, AgentModel] = {}
-
-    def load(spec: AgentSpec) -> AgentModel:
-        if spec.family not in cache:
-            cache[spec.family] = AgentModel(build_model(spec.family, seed=seed), TinyTokenizer())
-        return cache[spec.family]
-
-    return load
-
-
 def _model_for(spec: AgentSpec, models: ModelSource) -> AgentModel:
     if callable(models) and not isinstance(models, Mapping):
         value = models(spec)
@@ -256,13 +240,12 @@ def _model_for(spec: AgentSpec, models: ModelSource) -> AgentModel:
                            "an AgentModel, (model, tokenizer) or (model, tokenizer, codec)")
 
 
-def build_agents(config: PipelineConfig, models: ModelSource | None = None, *,
+def build_agents(config: PipelineConfig, models: ModelSource, *,
                  prefix: str | None = None) -> list[VLMAgent]:
     """The pipeline's `VLMAgent`s, wired per the topology under topic ``prefix``.
 
     Blocking (models may load here); `run_pipeline` calls it in a worker thread.
     """
-    models = models if models is not None else tinyworld_models()
     prefix = prefix or config.topic_prefix
     codecs: dict[int, UniversalVisualCodec] = {}  # agents sharing a model share its default codec
     agents = []
@@ -394,13 +377,12 @@ class PipelineResult:
 
 
 async def run_pipeline(config: PipelineConfig, episodes: Episode | Sequence[Episode], *,
-                       models: ModelSource | None = None, url: str | None = None,
+                       models: ModelSource, url: str | None = None,
                        **connect_options: Any) -> PipelineResult:
     """Run ``episodes`` (one after another) through the pipeline on the bus at ``url``.
 
     ``url`` defaults to ``$LATENTWIRE_URL`` or ``inproc://``; ``connect_options`` go to every
-    connection (e.g. ``tls_ca`` for ``grpcs://``). ``models``: see the module docs (default:
-    `tinyworld_models`). Raises `PipelineError` when an agent fails and `PipelineTimeout` when
+    connection (e.g. ``tls_ca`` for ``grpcs://``). ``models``: see the module docs. Raises `PipelineError` when an agent fails and `PipelineTimeout` when
     an episode takes longer than ``config.episode_timeout``.
     """
     started = time.perf_counter()

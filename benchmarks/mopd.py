@@ -214,7 +214,7 @@ def run(json_path: str | None = None, quick: bool = False, argv: list[str] | Non
     import torch
     from latentwire.training.mopd.job import MopdConfig, compare
     from latentwire.training.mopd.student import SHIPPED_STUDENT, load_student
-    from latentwire.training.tinyworld.tasks import make_task
+    from latentwire.tinyworld.tasks import make_task
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()  # a bar per checkpoint load/save would bury the tables

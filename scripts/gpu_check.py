@@ -104,7 +104,7 @@ def main(argv: list[str] | None = None) -> int:
     from latentwire.agents.codec import CodecConfig, UniversalVisualCodec
     from latentwire.agents.families import adapter_for
     from latentwire.agents.latent_io import listen, speak
-    from latentwire.training.tinyworld.tokenizer import TinyTokenizer
+    from latentwire.tinyworld.tokenizer import TinyTokenizer
 
     dtype = torch.bfloat16 if args.device.startswith("cuda") else torch.float32
     tokenizer = TinyTokenizer()  # byte ids are valid in every real vocabulary; image ids come from the config

@@ -3,11 +3,11 @@
     python scripts/make_tinyworld_checkpoints.py                 # all six families
     python scripts/make_tinyworld_checkpoints.py gemma3 qwen2_5_vl
 
-Each family is pre-trained from scratch with `checkpoints.recipe` (the same recipe the
+Each family is pre-trained from scratch with `latentwire.training.pretrain.recipe` (the same recipe the
 train-on-first-use fallback of `load_pretrained` uses) into a scratch folder; the four files a
 checkpoint needs (config.json, model.safetensors, tinyworld_tokenizer.json, tinyworld.json, plus
 transformers' generation_config.json) are copied to
-``training/tinyworld/checkpoints/<family>/``. It prints, per family, the training time, the
+``tinyworld/checkpoints/<family>/``. It prints, per family, the training time, the
 text-mode eval at length 8 (recorded in tinyworld.json) and the folder size, then the total.
 
 Measured on 2 CPU cores (shared with other work): see the ``train_seconds`` in each tinyworld.json.
@@ -26,9 +26,9 @@ from pathlib import Path
 
 def main(argv: list[str] | None = None) -> int:
     """Train and install the checkpoints of the given families (default: all)."""
-    from latentwire.training.tinyworld.checkpoints import SHIPPED_DIR, load_checkpoint, recipe
-    from latentwire.training.tinyworld.models import FAMILIES
-    from latentwire.training.tinyworld.pretrain import pretrain
+    from latentwire.tinyworld.checkpoints import SHIPPED_DIR, load_checkpoint
+    from latentwire.tinyworld.models import FAMILIES
+    from latentwire.training.pretrain import pretrain, recipe
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("families", nargs="*", default=list(FAMILIES), choices=list(FAMILIES))

@@ -29,8 +29,10 @@ def _hash_token(args: argparse.Namespace) -> int:
 def _demo(args: argparse.Namespace) -> int:
     if not args.bus:
         try:
-            from .agents.demo import run_vlm_demo
-        except ImportError as exc:  # the models extra is not installed: the bus demo still runs
+            from .tinyworld.demo import run_vlm_demo
+        except ModuleNotFoundError as exc:  # the models extra is not installed: the bus demo still runs
+            if exc.name is None or exc.name.startswith("latentwire"):
+                raise  # our own module missing is a bug, not a missing extra
             print(f"(VLM demo needs `pip install latentwire[models]`: {exc}; running the bus demo)\n")
         else:
             return asyncio.run(run_vlm_demo(args.url, task=args.task, episodes=args.episodes))
@@ -57,7 +59,7 @@ TRAIN_JOBS = {
     "codec": "latentwire.training.align",
     "hub-maps": "latentwire.training.hub_maps",
     "mopd": "latentwire.training.mopd.job",
-    "tinyworld": "latentwire.training.tinyworld.pretrain",
+    "tinyworld": "latentwire.training.pretrain",
 }
 RCL_MODULE = "latentwire.agents.rcl.cli"
 

@@ -13,7 +13,7 @@ pytest.importorskip("accelerate")
 
 from latentwire.agents.codec import UniversalVisualCodec  # noqa: E402
 from latentwire.training.align import AlignConfig, align  # noqa: E402
-from latentwire.training.tinyworld.checkpoints import load_pretrained  # noqa: E402
+from latentwire.tinyworld.checkpoints import load_pretrained  # noqa: E402
 
 
 @pytest.mark.timeout(300)  # a real (short) training run: minutes on a busy 2-core machine

@@ -21,9 +21,9 @@ from latentwire.agents.families import (  # noqa: E402
 )
 from latentwire.agents.families.qwen import QwenAdapter  # noqa: E402
 from latentwire.errors import ConfigError  # noqa: E402
-from latentwire.training.tinyworld import tokenizer as tw  # noqa: E402
-from latentwire.training.tinyworld.models import FAMILIES, build_model, tiny_config  # noqa: E402
-from latentwire.training.tinyworld.processor import TinyProcessor  # noqa: E402
+from latentwire.tinyworld import tokenizer as tw  # noqa: E402
+from latentwire.tinyworld.models import FAMILIES, build_model, tiny_config  # noqa: E402
+from latentwire.tinyworld.processor import TinyProcessor  # noqa: E402
 
 CLASSES = {
     "qwen2_vl": "Qwen2VLForConditionalGeneration",
@@ -225,7 +225,7 @@ def test_unknown_family_is_refused_with_the_supported_list():
 
 
 def test_idefics3_uses_the_smolvlm_adapter():
-    from latentwire.training.tinyworld.models import _TINY
+    from latentwire.tinyworld.models import _TINY
 
     config = AutoConfig.for_model("idefics3", **_TINY["smolvlm"])  # same config fields as SmolVLM
     adapter = adapter_for(config)

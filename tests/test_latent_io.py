@@ -10,8 +10,8 @@ import latentwire  # noqa: E402
 from latentwire.agents.codec import CodecConfig, UniversalVisualCodec  # noqa: E402
 from latentwire.agents.families import adapter_for  # noqa: E402
 from latentwire.agents.latent_io import listen, speak, think  # noqa: E402
-from latentwire.training.tinyworld.models import FAMILIES, build_model  # noqa: E402
-from latentwire.training.tinyworld.tokenizer import EOS_ID, PAD_ID, TinyTokenizer  # noqa: E402
+from latentwire.tinyworld.models import FAMILIES, build_model  # noqa: E402
+from latentwire.tinyworld.tokenizer import EOS_ID, PAD_ID, TinyTokenizer  # noqa: E402
 
 from .conftest import HubEnv  # noqa: E402
 

@@ -118,7 +118,7 @@ def test_corrupt_checkpoint_is_refused(tmp_path: Path) -> None:
     {"method": "mopd", "context": "unrelated", "loss": "reverse_kl", "epochs_per_batch": 2},
     {"method": "sft"},
     {"method": "mopd", "context": "random_peer", "teacher": "separate", "teacher_path": str(SHIPPED_STUDENT)},
-    {"method": "grpo", "student": str(Path(__file__).parents[1] / "training/tinyworld/checkpoints/gemma3")},
+    {"method": "grpo", "student": str(Path(__file__).parents[1] / "tinyworld/checkpoints/gemma3")},
 ])
 def test_every_method_and_loss_trains(tmp_path: Path, overrides: dict) -> None:
     report = train(tiny(tmp_path, steps=1, save_every=0, **overrides))
@@ -164,7 +164,7 @@ def test_rollouts_keep_logprobs_that_match_a_fresh_forward() -> None:
 
 def test_rollouts_from_a_vlm_family_driven_by_text() -> None:
     from latentwire.training.mopd.rollouts import SamplingConfig, encode_prompt, sample_groups
-    from latentwire.training.tinyworld.checkpoints import load_pretrained
+    from latentwire.tinyworld.checkpoints import load_pretrained
 
     model, tokenizer = load_pretrained("qwen2_vl")
     prompts = [encode_prompt(tokenizer, "sender: qwerty\nsorted?"), encode_prompt(tokenizer, "hi?")]  # lengths differ
@@ -193,7 +193,7 @@ def test_ema_teacher_follows_the_student_at_its_rate() -> None:
 def test_shipped_student_uses_a_success_in_context() -> None:
     from latentwire.benchmarks.mopd import peer_check
     from latentwire.training.mopd.student import load_student
-    from latentwire.training.tinyworld.tasks import make_task
+    from latentwire.tinyworld.tasks import make_task
 
     model, tokenizer, meta = load_student()
     assert meta["task"] == "sort" and 0.2 <= meta["plain_success"] <= 0.6

@@ -144,7 +144,7 @@ async def test_transformers_backend_drives_the_loop(tmp_path) -> None:
     from transformers import LlamaConfig, LlamaForCausalLM
 
     from latentwire.agents.rcl.backends import TransformersBackend
-    from latentwire.training.tinyworld.tokenizer import EOS_ID, PAD_ID, VOCAB_SIZE, TinyTokenizer
+    from latentwire.tinyworld.tokenizer import EOS_ID, PAD_ID, VOCAB_SIZE, TinyTokenizer
 
     torch.manual_seed(0)
     model = LlamaForCausalLM(LlamaConfig(vocab_size=VOCAB_SIZE, hidden_size=32, intermediate_size=64,

@@ -11,16 +11,17 @@ import pytest
 torch = pytest.importorskip("torch")
 
 from latentwire.errors import ConfigError  # noqa: E402
-from latentwire.training.tinyworld import checkpoints as ckpt  # noqa: E402
-from latentwire.training.tinyworld.checkpoints import (  # noqa: E402
+from latentwire.tinyworld import checkpoints as ckpt  # noqa: E402
+from latentwire.tinyworld.checkpoints import (  # noqa: E402
     CheckpointError,
     load_checkpoint,
     load_pretrained,
     save_checkpoint,
 )
-from latentwire.training.tinyworld.evaluate import evaluate, run_text_episodes  # noqa: E402
-from latentwire.training.tinyworld.pretrain import PretrainConfig, pretrain  # noqa: E402
-from latentwire.training.tinyworld.tasks import TASKS, make_task, mean_score, score  # noqa: E402
+from latentwire.training.evaluate import evaluate, run_text_episodes  # noqa: E402
+from latentwire.training import pretrain as pretrain_job  # noqa: E402
+from latentwire.training.pretrain import PretrainConfig, pretrain  # noqa: E402
+from latentwire.tinyworld.tasks import TASKS, make_task, mean_score, score  # noqa: E402
 
 #: Families whose checkpoints must ship (the demo uses them).
 REQUIRED_SHIPPED = ("gemma3", "qwen2_5_vl")
@@ -183,13 +184,13 @@ def test_package_data_ships_the_checkpoints() -> None:
     import tomllib
 
     pyproject = tomllib.loads((Path(__file__).parents[1] / "pyproject.toml").read_text())
-    patterns = pyproject["tool"]["setuptools"]["package-data"]["latentwire.training.tinyworld"]
+    patterns = pyproject["tool"]["setuptools"]["package-data"]["latentwire.tinyworld"]
     assert "checkpoints/*/*.json" in patterns and "checkpoints/*/*.safetensors" in patterns
 
 
 @pytest.mark.parametrize("family", SHIPPED)
 def test_shipped_checkpoints_answer_the_secret_task_in_text_mode(family: str) -> None:
-    model, tokenizer = load_pretrained(family, train_if_missing=False)
+    model, tokenizer = load_pretrained(family)
     episodes = make_task("secret", 8).episodes(16, seed=12345)
     sent, answers = run_text_episodes(model, tokenizer, episodes)
     assert mean_score(answers, [ep.answer for ep in episodes]).exact >= MIN_SECRET_E2E, (sent, answers)
@@ -244,27 +245,26 @@ def test_load_pretrained_falls_back_to_the_cache_then_to_training(tmp_path: Path
     monkeypatch.setenv("LATENTWIRE_CACHE", str(tmp_path / "cache"))
     with pytest.raises(ConfigError, match="no family 'gpt2'; supported: qwen2_vl"):
         load_pretrained("gpt2")
-    with pytest.raises(CheckpointError, match="no shipped checkpoint for 'gemma3'"):
-        load_pretrained("gemma3", train_if_missing=False)
+    with pytest.raises(CheckpointError, match="no shipped checkpoint for 'gemma3'.*latentwire train tinyworld"):
+        load_pretrained("gemma3")
     # A tiny recipe, so the first-use training takes seconds here.
-    monkeypatch.setattr(ckpt, "_RECIPE", {"steps": 3, "hidden_size": 32, "batch_size": 4, "eval_every": 0,
-                                          "eval_n": 2, "tasks": ("secret",)})
-    model, _ = load_pretrained("smolvlm", progress=False)
+    monkeypatch.setattr(pretrain_job, "_RECIPE", {"steps": 3, "hidden_size": 32, "batch_size": 4, "eval_every": 0,
+                                              "eval_n": 2, "tasks": ("secret",)})
+    model, _ = pretrain_job.load_or_train("smolvlm", progress=False)
     cached = tmp_path / "cache" / "tinyworld" / "smolvlm"
     assert (cached / "tinyworld.json").is_file() and model.config.model_type == "smolvlm"
     assert [p.name for p in cached.parent.iterdir()] == ["smolvlm"]  # no scratch folder left behind
-    again, _ = load_pretrained("smolvlm", train_if_missing=False)  # now from the cache
+    again, _ = load_pretrained("smolvlm")  # now from the cache
     assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), again.state_dict().values()))
 
 
 def test_job_command_lines_have_one_flag_per_config_field() -> None:
     from latentwire.training import align
-    from latentwire.training.tinyworld import pretrain
 
-    args = vars(pretrain._parser().parse_args(
+    args = vars(pretrain_job._parser().parse_args(
         ["--family", "llava", "--tasks", "secret", "merge", "--model-overrides", '{"a": 1}',
          "--steps", "5", "--no-progress"]))
-    config = pretrain.PretrainConfig(**args)
+    config = pretrain_job.PretrainConfig(**args)
     assert (config.family, tuple(config.tasks), config.model_overrides, config.steps, config.progress) == (
         "llava", ("secret", "merge"), {"a": 1}, 5, False)
     config = align.AlignConfig(**vars(align._parser().parse_args(

@@ -26,8 +26,8 @@ from latentwire.agents.pipeline import (  # noqa: E402
     run_pipeline,
 )
 from latentwire.agents.vlm_agent import AgentConfigError, Role, VLMAgent  # noqa: E402
-from latentwire.training.tinyworld.models import build_model  # noqa: E402
-from latentwire.training.tinyworld.tokenizer import TinyTokenizer  # noqa: E402
+from latentwire.tinyworld.models import build_model  # noqa: E402
+from latentwire.tinyworld.tokenizer import TinyTokenizer  # noqa: E402
 
 pytestmark = pytest.mark.timeout(60)
 

@@ -1,6 +1,12 @@
 """Training jobs. Needs the ``models`` extra.
 
-`tinyworld` (tiny real-class VLMs, tokenizer, tasks, the text pre-training job and shipped
-checkpoints) and `align` (codec alignment for one family by self-distillation). MOPD (with OPD
-and GRPO baselines) and hub-map fitting across families are not built yet.
+- `pretrain`: teaches a tinyworld family to read and write the tasks as text
+  (``latentwire train tinyworld``); `evaluate`: its text-mode read / write / end-to-end accuracy.
+- `anchors`, `align` (``latentwire train codec``: a family's codec by self-distillation),
+  `hub_maps` (``latentwire train hub-maps``: the maps that join families in the shared space),
+  `pairs` (the inference path between any two families, for evaluation).
+- `mopd`: multi-rollout on-policy distillation with OPD, GRPO and SFT baselines.
+
+This floor imports the SDK, `latentwire.agents` and `latentwire.tinyworld`; nothing below
+imports it.
 """

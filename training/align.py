@@ -140,7 +140,7 @@ class AlignConfig:
     def __post_init__(self) -> None:
         from latentwire.errors import ConfigError
 
-        from .tinyworld.tasks import make_task
+        from latentwire.tinyworld.tasks import make_task
 
         if self.anchors is None:
             make_task(self.task, self.length)  # refuse unknown tasks and bad lengths now
@@ -194,7 +194,7 @@ def _make_batch(anchors: list[Anchor], replies: list[list[int]], party: Any, dev
                 pictures: bool) -> _Batch:
     import torch
 
-    from .tinyworld.screen import screen_ids
+    from latentwire.tinyworld.screen import screen_ids
 
     teacher = [p.input_ids for p in party.prompts([a.teacher for a in anchors])]
     student = [p.input_ids for p in party.prompts([a.student for a in anchors])]
@@ -265,7 +265,7 @@ def _receiver_loss(party: Any, decoded: Any, batch: _Batch, config: AlignConfig,
     picture = torch.zeros((), device=loss.device)
     rows = [i for i, ids in enumerate(batch.screens) if ids is not None]
     if config.picture_weight and rows:
-        from .tinyworld.screen import screen_embeddings
+        from latentwire.tinyworld.screen import screen_embeddings
 
         with torch.no_grad():
             target = screen_embeddings(model, [batch.screens[i] for i in rows]).float()  # (b, k, H)
@@ -417,7 +417,7 @@ def align(config: AlignConfig) -> Path:
     from latentwire.agents.families import adapter_for
 
     adapter = adapter_for(model)
-    from .tinyworld.tokenizer import TinyTokenizer
+    from latentwire.tinyworld.tokenizer import TinyTokenizer
 
     if config.picture_weight is None:
         config.picture_weight = 1.0 if isinstance(tokenizer, TinyTokenizer) else 0.0

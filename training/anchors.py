@@ -68,8 +68,8 @@ class Anchor:
 def tinyworld_anchors(task: str, n: int, *, length: int = 8, seed: int = 0, start: int = 0) -> list[Anchor]:
     """``n`` anchors from the tinyworld ``task`` (one-sender tasks), episodes ``start..start+n-1``
     of stream ``seed``."""
-    from .tinyworld.screen import screen_text
-    from .tinyworld.tasks import make_task
+    from latentwire.tinyworld.screen import screen_text
+    from latentwire.tinyworld.tasks import make_task
 
     if n < 1:
         raise AnchorError(f"n must be >= 1, got {n}")

@@ -31,12 +31,13 @@ def load_model(spec: str, *, device: Any = None) -> tuple[Any, Any]:
     """
     from latentwire.agents.errors import AgentConfigError, CheckpointError
     from latentwire.agents.families import adapter_for
+    from latentwire.tinyworld import checkpoints
+    from latentwire.tinyworld.models import FAMILIES
 
-    from .tinyworld import checkpoints
-    from .tinyworld.models import FAMILIES
+    from .pretrain import load_or_train
 
     if spec in FAMILIES:
-        return checkpoints.load_pretrained(spec, device=device)
+        return load_or_train(spec, device=device)
     if (Path(spec) / "tinyworld.json").is_file():
         return checkpoints.load_checkpoint(spec, device=device)
     from transformers import AutoConfig, AutoModelForImageTextToText, AutoTokenizer
@@ -173,7 +174,7 @@ def evaluate_pair(sender: Party, receiver: Party, anchors: Sequence[Anchor], *, 
     """
     import torch
 
-    from .tinyworld.tasks import mean_score
+    from latentwire.tinyworld.tasks import mean_score
 
     if any(a.answer is None for a in anchors):
         raise ValueError("evaluation anchors need reference answers")

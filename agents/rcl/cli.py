@@ -42,8 +42,6 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from latentwire.training._jobs import write_jsonl
-
 from .backends import LLMBackend, OpenAIBackend, TransformersBackend
 from .envs import Environment, load_appworld, load_rewardbench2
 from .errors import RCLConfigError
@@ -203,7 +201,8 @@ async def train(cfg: TrainConfig, out_dir: Path, *, resume: bool = False, progre
                 tqdm(total=opt_cfg.iterations, initial=opt.iteration, desc=f"rcl {env.label}",
                      disable=not progress) as bar:
             def on_step(record: dict[str, Any]) -> None:
-                write_jsonl(metrics, record)
+                metrics.write(json.dumps(record) + "\n")
+                metrics.flush()  # a run can be followed, and a crash keeps its history
                 tmp = ckpt.with_suffix(".tmp")
                 tmp.write_text(json.dumps(opt.checkpoint()))
                 tmp.replace(ckpt)  # a crash mid-write leaves the previous checkpoint

@@ -175,7 +175,7 @@ class MopdConfig:
         if self.data and not Path(self.data).is_file():
             raise ConfigError(f"data file {self.data!r} does not exist")
         if not self.data:
-            from ..tinyworld.tasks import make_task
+            from latentwire.tinyworld.tasks import make_task
 
             make_task(self.task, self.length)
 
@@ -225,7 +225,7 @@ class _Problems:
             self.eval = self._tinyworld(config.eval_n, seed=config.seed + 100_003, rng=None)
 
     def _tinyworld(self, n: int, seed: int, rng: random.Random | None) -> list[tuple[str, Any]]:
-        from ..tinyworld.tasks import make_task
+        from latentwire.tinyworld.tasks import make_task
 
         task = make_task(self.config.task, self.config.length)
         episodes = ([task.episode(seed=seed, index=rng.randrange(1 << 40)) for _ in range(n)] if rng

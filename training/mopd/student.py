@@ -74,7 +74,7 @@ def build_student(config: StudentConfig) -> Any:
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    from ..tinyworld.tokenizer import BOS_ID, EOS_ID, PAD_ID, VOCAB_SIZE
+    from latentwire.tinyworld.tokenizer import BOS_ID, EOS_ID, PAD_ID, VOCAB_SIZE
 
     torch.manual_seed(config.seed)
     cfg = LlamaConfig(vocab_size=VOCAB_SIZE, hidden_size=config.hidden_size,
@@ -99,7 +99,7 @@ def load_student(folder: str | Path = SHIPPED_STUDENT) -> tuple[Any, Any, dict[s
     except (OSError, ValueError, RuntimeError) as exc:
         raise CheckpointError(str(path), f"{type(exc).__name__}: {exc}", what="MOPD student") from exc
     if (path / "tinyworld_tokenizer.json").is_file():
-        from ..tinyworld.tokenizer import TinyTokenizer
+        from latentwire.tinyworld.tokenizer import TinyTokenizer
 
         tokenizer = TinyTokenizer.from_pretrained(path)
     else:
@@ -153,8 +153,8 @@ def pretrain_student(config: StudentConfig) -> Path:
     import torch
     from tqdm.auto import tqdm
 
-    from ..tinyworld.tasks import make_task
-    from ..tinyworld.tokenizer import EOS_ID, PAD_ID, TinyTokenizer
+    from latentwire.tinyworld.tasks import make_task
+    from latentwire.tinyworld.tokenizer import EOS_ID, PAD_ID, TinyTokenizer
     from .verifiers import TinyworldVerifier
 
     tokenizer = TinyTokenizer()

@@ -251,7 +251,7 @@ class TinyworldVerifier:
     name = "tinyworld"
 
     def __call__(self, completion: str, gold: Any) -> Verdict:
-        from ..tinyworld.tasks import score
+        from latentwire.tinyworld.tasks import score
 
         s = score(completion, str(gold))
         return Verdict(s.exact, "exact match" if s.exact else f"wrong; {s.char:.0%} of characters right")

@@ -1,6 +1,6 @@
 """Pre-trained tinyworld checkpoints: shipped in the package, or trained once and cached.
 
-    >>> from latentwire.training.tinyworld.checkpoints import load_pretrained
+    >>> from latentwire.tinyworld.checkpoints import load_pretrained
     >>> model, tokenizer = load_pretrained("gemma3")      # shipped: loads in well under a second
 
 A checkpoint is a folder: ``config.json`` + ``model.safetensors`` (transformers'
@@ -9,10 +9,10 @@ A checkpoint is a folder: ``config.json`` + ``model.safetensors`` (transformers'
 is written last, so a folder without it is an unfinished save.
 
 `load_pretrained` looks for the family in this order: the checkpoint shipped with the package
-(``training/tinyworld/checkpoints/<family>/``), the user cache (``$LATENTWIRE_CACHE/tinyworld/
-<family>``, default ``~/.cache/latentwire/tinyworld/<family>``), and else trains one with
-`recipe` (the same recipe `scripts/make_tinyworld_checkpoints.py` ships) and caches it.
-A shipped or cached checkpoint that is present but broken is an error, never retrained silently.
+(``tinyworld/checkpoints/<family>/``) and the user cache (``$LATENTWIRE_CACHE/tinyworld/
+<family>``, default ``~/.cache/latentwire/tinyworld/<family>``). Training one on first use is
+the training package's job (`latentwire.training.pretrain.load_or_train`), so this floor never
+imports training. A checkpoint that is present but broken is an error, never retrained silently.
 
 `load_checkpoint` checks everything a folder needs before returning a model: files present,
 format marker, family, a readable safetensors file, and every tensor the architecture expects
@@ -24,8 +24,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import shutil
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -43,7 +41,6 @@ __all__ = [
     "load_pretrained",
     "merge_overrides",
     "read_meta",
-    "recipe",
     "save_checkpoint",
     "shipped_path",
 ]
@@ -205,33 +202,13 @@ def load_checkpoint(folder: str | Path, *, family: str | None = None, dtype: Any
     return model.eval(), tokenizer
 
 
-def recipe(family: str, out_dir: str | Path) -> Any:
-    """The `PretrainConfig` the shipped checkpoint of ``family`` is trained with.
-
-    `scripts/make_tinyworld_checkpoints.py` and the train-on-first-use fallback both use it,
-    so a cached checkpoint is made the same way as a shipped one.
-    """
-    from .pretrain import PretrainConfig
-
-    return PretrainConfig(family=family, out_dir=str(out_dir), progress=False, **_RECIPE)
-
-
-# The shipped recipe: the PretrainConfig defaults (width 128, 2 layers, all five tasks at length
-# 8, 30 % of receiver examples shown their messages as a screen) for 2000 steps. The gemma3,
-# llava and smolvlm checkpoints were made with it on one H200 (52-86 s each; ~5 minutes per
-# family on 2 CPU cores); the three Qwen checkpoints are still the earlier 1000-step ones without
-# screens (their 2000 steps did not fit that GPU run), so they cannot read pictures yet.
-_RECIPE: dict[str, Any] = {"steps": 2000, "eval_every": 0}
-
-
-def load_pretrained(family: str, *, train_if_missing: bool = True, device: Any = None,
-                    progress: bool = True) -> tuple[Any, TinyTokenizer]:
+def load_pretrained(family: str, *, device: Any = None) -> tuple[Any, TinyTokenizer]:
     """``(model, tokenizer)`` of ``family``'s pre-trained tinyworld model, in eval mode.
 
-    The shipped checkpoint if the package has one, else the cached one, else (with
-    ``train_if_missing``) one trained now with `recipe` and cached under `cache_dir`
-    (a minute or two on a CPU). Raises `latentwire.errors.ConfigError` for an unknown family and
-    `CheckpointError` for a broken checkpoint or, without ``train_if_missing``, none at all.
+    The shipped checkpoint if the package has one, else the cached one (under `cache_dir`).
+    Raises `latentwire.errors.ConfigError` for an unknown family and `CheckpointError` for a
+    broken checkpoint or none at all (naming the command that trains and caches one;
+    `latentwire.training.pretrain.load_or_train` does it from code).
     """
     from latentwire.errors import ConfigError
 
@@ -243,24 +220,5 @@ def load_pretrained(family: str, *, train_if_missing: bool = True, device: Any =
     cached = cache_dir() / family
     if cached.is_dir():
         return load_checkpoint(cached, family=family, device=device)
-    if not train_if_missing:
-        raise CheckpointError(cached, f"no shipped checkpoint for {family!r} at {shipped} and none cached")
-    from .pretrain import pretrain
-
-    cached.parent.mkdir(parents=True, exist_ok=True)
-    # Train into a private folder and rename it into place: a concurrent loader never sees a
-    # half-written checkpoint, and if two processes race, the first rename wins.
-    work = Path(tempfile.mkdtemp(prefix=f".{family}-", dir=cached.parent))
-    try:
-        config = recipe(family, work)
-        config.progress = progress
-        pretrain(config)
-        (work / "metrics.jsonl").unlink(missing_ok=True)
-        try:
-            os.replace(work, cached)
-        except OSError:
-            if not cached.is_dir():
-                raise
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
-    return load_checkpoint(cached, family=family, device=device)
+    raise CheckpointError(cached, f"no shipped checkpoint for {family!r} at {shipped} and none cached; "
+                                  f"train one with: latentwire train tinyworld --family {family} --out-dir {cached}")

@@ -3,10 +3,10 @@
 Every family is the genuine ``*ForConditionalGeneration`` class at a tiny size (2 text layers,
 width 64, a one- or two-layer vision tower on 28-32 px images), random-initialised from a seed.
 They build in well under a second on a CPU, so tests and tinyworld training never download
-weights. The token ids come from `latentwire.training.tinyworld.tokenizer`, so the byte-level
+weights. The token ids come from `latentwire.tinyworld.tokenizer`, so the byte-level
 `TinyTokenizer` drives all of them.
 
-    >>> from latentwire.training.tinyworld.models import build_model
+    >>> from latentwire.tinyworld.models import build_model
     >>> model = build_model("gemma3", seed=0)
 
 Sizes are set through the config constructors (FACTS: gemma3 derives ``layer_types`` from the
@@ -21,7 +21,7 @@ from typing import Any
 
 from . import tokenizer as tok
 
-__all__ = ["FAMILIES", "build_model", "tiny_config"]
+__all__ = ["FAMILIES", "build_model", "tiny_config", "tinyworld_models"]
 
 #: The families tinyworld builds, by Hugging Face ``model_type``.
 FAMILIES: tuple[str, ...] = ("qwen2_vl", "qwen2_5_vl", "qwen3_vl", "gemma3", "llava", "smolvlm")
@@ -164,3 +164,20 @@ def _init_zero_projector(model) -> None:
         std = model.config.get_text_config().initializer_range
         with torch.no_grad():
             weight.normal_(0.0, std)
+
+
+def tinyworld_models(seed: int = 0) -> Any:
+    """A `latentwire.agents.pipeline` model source of untrained tinyworld models: one per family,
+    shared by that family's agents (``run_pipeline(config, episodes, models=tinyworld_models())``)."""
+    from latentwire.agents.pipeline import AgentModel
+
+    from .tokenizer import TinyTokenizer
+
+    cache: dict[str, Any] = {}
+
+    def load(spec: Any) -> Any:
+        if spec.family not in cache:
+            cache[spec.family] = AgentModel(build_model(spec.family, seed=seed), TinyTokenizer())
+        return cache[spec.family]
+
+    return load

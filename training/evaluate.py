@@ -24,9 +24,9 @@ from typing import Any
 
 import torch
 
-from .screen import SCREEN_SLOTS, screen_embeddings, screen_ids, screen_text
-from .tasks import Episode, make_task, mean_score
-from .tokenizer import EOS_ID, PAD_ID, TinyTokenizer
+from latentwire.tinyworld.screen import SCREEN_SLOTS, screen_embeddings, screen_ids, screen_text
+from latentwire.tinyworld.tasks import Episode, make_task, mean_score
+from latentwire.tinyworld.tokenizer import EOS_ID, PAD_ID, TinyTokenizer
 
 __all__ = ["EVAL_SEED", "evaluate", "generate", "read_screens", "run_text_episodes", "summary"]
 

@@ -6,11 +6,13 @@
   processor does.
 - `tasks`: synthetic tasks whose answer needs what only a sender saw (`make_task`, `TASKS`:
   secret, reverse, sort, merge, pipeline) and their scorer.
-- `pretrain`: the job that teaches a family to read and write the tasks as text
-  (`PretrainConfig`, `pretrain`; ``python -m latentwire.training.tinyworld.pretrain``).
-- `evaluate`: text-mode read / write / end-to-end accuracy through `listen`.
-- `checkpoints`: `load_pretrained(family)` (shipped, cached, or trained on first use) and
-  `load_checkpoint(folder)`, which refuses a broken folder with `CheckpointError`.
+- `screen`: messages shown as a picture at a receiver's image slots.
+- `checkpoints`: `load_pretrained(family)` (shipped or cached) and `load_checkpoint(folder)`,
+  which refuses a broken folder with `CheckpointError`.
+- `demo`: ``latentwire demo``, VLM agents of two families on a tinyworld task.
+
+Pre-training and evaluation are jobs, in `latentwire.training` (`pretrain`, `evaluate`); this
+floor imports the SDK and `latentwire.agents` (the family adapters), never training.
 
 Importing the package is light; `models` imports transformers (and torch) only when called.
 """

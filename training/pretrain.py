@@ -13,24 +13,24 @@ projector stay frozen (they only ever see the blank image here).
 Commands (the defaults, 1000 steps, take 2-3 minutes per family on 2 CPU cores)::
 
     # CPU
-    python -m latentwire.training.tinyworld.pretrain --family gemma3 --out-dir runs/tw/gemma3
+    python -m latentwire.training.pretrain --family gemma3 --out-dir runs/tw/gemma3
     # one GPU (accelerate picks it up; bf16 optional)
-    python -m latentwire.training.tinyworld.pretrain --family gemma3 --steps 3000 --batch-size 128
+    python -m latentwire.training.pretrain --family gemma3 --steps 3000 --batch-size 128
     # several GPUs / processes
-    accelerate launch -m latentwire.training.tinyworld.pretrain --family gemma3 --steps 3000
+    accelerate launch -m latentwire.training.pretrain --family gemma3 --steps 3000
     # resume: the architecture (and step) come from the checkpoint
-    python -m latentwire.training.tinyworld.pretrain --family gemma3 --resume-from runs/tw/gemma3 --steps 1200
+    python -m latentwire.training.pretrain --family gemma3 --resume-from runs/tw/gemma3 --steps 1200
 
 From Python::
 
-    from latentwire.training.tinyworld.pretrain import PretrainConfig, pretrain
+    from latentwire.training.pretrain import PretrainConfig, pretrain
     folder = pretrain(PretrainConfig(family="qwen2_5_vl", out_dir="runs/tw/qwen"))
 
 The output folder holds ``config.json`` + ``model.safetensors`` (``save_pretrained``),
 ``tinyworld_tokenizer.json``, ``tinyworld.json`` (the run config, step, task mix and the final
 text-mode eval) and ``metrics.jsonl`` (one line per log step: step, loss, lr, elapsed seconds;
 eval lines add the per-task eval and ``eval_exact``, the mean end-to-end exact match).
-Load it with `latentwire.training.tinyworld.checkpoints.load_checkpoint`.
+Load it with `latentwire.tinyworld.checkpoints.load_checkpoint`.
 """
 
 from __future__ import annotations
@@ -42,10 +42,11 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .._jobs import config_parser, warmup_cosine, write_jsonl
-from .screen import BLANK, SCREEN_SLOTS, screen_embeddings, screen_ids, screen_text
-from .tasks import TASKS, Task, make_task
-from .tokenizer import EOS_ID, PAD_ID, TinyTokenizer
+from latentwire.tinyworld.screen import BLANK, SCREEN_SLOTS, screen_embeddings, screen_ids, screen_text
+from latentwire.tinyworld.tasks import TASKS, Task, make_task
+from latentwire.tinyworld.tokenizer import EOS_ID, PAD_ID, TinyTokenizer
+
+from ._jobs import config_parser, warmup_cosine, write_jsonl
 
 __all__ = ["PretrainConfig", "main", "pretrain", "size_overrides"]
 
@@ -99,7 +100,7 @@ class PretrainConfig:
     def __post_init__(self) -> None:
         from latentwire.errors import ConfigError
 
-        from .models import FAMILIES
+        from latentwire.tinyworld.models import FAMILIES
 
         if self.family not in FAMILIES:
             raise ConfigError(f"tinyworld has no family {self.family!r}; supported: {', '.join(FAMILIES)}")
@@ -222,9 +223,9 @@ def pretrain(config: PretrainConfig) -> Path:
 
     from latentwire.agents.families import adapter_for
 
-    from . import checkpoints
+    from latentwire.tinyworld import checkpoints
     from .evaluate import evaluate, summary
-    from .models import build_model
+    from latentwire.tinyworld.models import build_model
 
     accelerator = Accelerator()
     torch.manual_seed(config.seed)
@@ -317,6 +318,57 @@ def pretrain(config: PretrainConfig) -> Path:
     return out
 
 
+# The shipped recipe: the PretrainConfig defaults (width 128, 2 layers, all five tasks at length
+# 8, part of the receiver examples shown their messages as a screen) for 2000 steps; where each
+# shipped checkpoint stands is in docs/benchmarks.md.
+_RECIPE: dict[str, Any] = {"steps": 2000, "eval_every": 0}
+
+
+def recipe(family: str, out_dir: str | Path) -> PretrainConfig:
+    """The `PretrainConfig` the shipped checkpoint of ``family`` is trained with.
+
+    `scripts/make_tinyworld_checkpoints.py` and `load_or_train` both use it, so a cached
+    checkpoint is made the same way as a shipped one.
+    """
+    return PretrainConfig(family=family, out_dir=str(out_dir), progress=False, **_RECIPE)
+
+
+def load_or_train(family: str, *, device: Any = None, progress: bool = True) -> tuple[Any, Any]:
+    """``(model, tokenizer)``: `latentwire.tinyworld.checkpoints.load_pretrained`, or, when the
+    family has neither a shipped nor a cached checkpoint, one trained now with `recipe` and
+    cached under `checkpoints.cache_dir` (a few minutes on a CPU). A present but broken
+    checkpoint is an error, never retrained silently."""
+    import os
+    import shutil
+    import tempfile
+
+    from latentwire.tinyworld import checkpoints
+
+    cached, shipped = checkpoints.cache_dir() / family, checkpoints.shipped_path(family)
+    try:
+        return checkpoints.load_pretrained(family, device=device)
+    except checkpoints.CheckpointError:
+        if cached.exists() or (shipped.is_dir() and any(shipped.iterdir())):
+            raise  # present but broken
+    cached.parent.mkdir(parents=True, exist_ok=True)
+    # Train into a private folder and rename it into place: a concurrent loader never sees a
+    # half-written checkpoint, and if two processes race, the first rename wins.
+    work = Path(tempfile.mkdtemp(prefix=f".{family}-", dir=cached.parent))
+    try:
+        config = recipe(family, work)
+        config.progress = progress
+        pretrain(config)
+        (work / "metrics.jsonl").unlink(missing_ok=True)
+        try:
+            os.replace(work, cached)
+        except OSError:
+            if not cached.is_dir():
+                raise
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    return checkpoints.load_checkpoint(cached, family=family, device=device)
+
+
 def _jsonable(value: Any) -> Any:
     if isinstance(value, tuple):
         return [_jsonable(v) for v in value]
@@ -327,7 +379,7 @@ def _jsonable(value: Any) -> Any:
 
 def _parser() -> argparse.ArgumentParser:
     """One ``--flag`` per `PretrainConfig` field."""
-    return config_parser(PretrainConfig, "python -m latentwire.training.tinyworld.pretrain", "Pre-train a tinyworld model on the text tasks.")
+    return config_parser(PretrainConfig, "python -m latentwire.training.pretrain", "Pre-train a tinyworld model on the text tasks.")
 
 
 def main(argv: list[str] | None = None) -> Path:

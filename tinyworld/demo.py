@@ -17,12 +17,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from latentwire.training.tinyworld.tasks import TASKS, make_task
+from latentwire.agents.pipeline import AgentModel, Episode, PipelineConfig, default_codec, run_pipeline
+from latentwire.agents.vlm_agent import Role
 
-from .pipeline import AgentModel, Episode, PipelineConfig, default_codec, run_pipeline
-from .vlm_agent import Role
+from .tasks import TASKS, make_task
 
-# The pre-training format (training/tinyworld/tasks.py): observation lines, then one
+# The pre-training format (tinyworld/tasks.py): observation lines, then one
 # "sender: message" line per message received, then the question; no system text.
 TINYWORLD_ROLE = Role("tinyworld", "", "{observation}\n{received}\n{question}")
 
@@ -44,7 +44,7 @@ def _episodes(task_name: str, n: int, length: int) -> tuple[list[Episode], list[
 
 
 def _loader(families: dict[str, str]) -> Any:
-    from latentwire.training.tinyworld.checkpoints import load_pretrained
+    from .checkpoints import load_pretrained
 
     cache: dict[str, AgentModel] = {}
 
