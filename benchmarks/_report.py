@@ -2,19 +2,56 @@
 
 from __future__ import annotations
 
+import argparse
 import importlib
 import json
+import os
+import platform
 import sys
 import time
 from collections.abc import Callable
+from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 
+class BenchError(RuntimeError):
+    """A benchmark party failed or did not answer in time (the message quotes its stderr)."""
+
+
+def machine_info() -> dict:
+    """What the figures were measured on."""
+    def version(dist: str) -> str | None:
+        try:
+            return metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            return None
+
+    return {
+        "cpu_count": os.cpu_count(),
+        "python": platform.python_version(),
+        "implementation": platform.python_implementation(),
+        "platform": platform.platform(),
+        "grpcio": version("grpcio"),
+        "protobuf": version("protobuf"),
+        "numpy": version("numpy"),
+        "latentwire": version("latentwire"),
+    }
+
+
+def bench_parser(name: str, description: str) -> argparse.ArgumentParser:
+    """The option parser of ``latentwire bench NAME``: the benchmark adds its own options; the
+    options every benchmark shares are listed too, so ``bench NAME --help`` shows them all
+    (``latentwire bench`` itself parses them before the benchmark runs)."""
+    parser = argparse.ArgumentParser(prog=f"latentwire bench {name}", description=description)
+    common = parser.add_argument_group("options of every benchmark")
+    common.add_argument("--json", metavar="FILE", help="also write the results as JSON (and a PNG beside it)")
+    common.add_argument("--quick", action="store_true", help="a short run of the same path (smoke test)")
+    return parser
+
+
 def report_header(name: str, started: float) -> dict[str, Any]:
     """The fields every JSON report starts with: benchmark name, start time, duration, machine."""
-    from .bus import machine_info
-
     return {
         "benchmark": name,
         "started_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started)),
@@ -41,8 +78,6 @@ def run_report(name: str, json_path: str | None, parse: Callable[[], Any], measu
     it passed, 1 when it failed or a party did not answer, 2 on bad options or a missing extra
     (``requires``: a module the benchmark needs).
     """
-    from .bus import BenchError
-
     if requires is not None:
         try:
             importlib.import_module(requires)

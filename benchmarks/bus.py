@@ -41,16 +41,16 @@ import asyncio
 import contextlib
 import json
 import os
-import platform
 import statistics
 import sys
 import tempfile
 import time
 import uuid
 from dataclasses import asdict, dataclass
-from importlib import metadata
 from pathlib import Path
 from typing import Any
+
+from ._report import BenchError, bench_parser, machine_info
 
 MiB = 1024 * 1024
 RELAY_SERVICE = "latentwire.bench.Relay"
@@ -441,10 +441,6 @@ def _child_main(argv: list[str]) -> int:
 
 
 # -- orchestration ------------------------------------------------------------------------------
-
-class BenchError(RuntimeError):
-    """A benchmark party failed or did not answer in time (the message quotes its stderr)."""
-
 
 class _Child:
     """A subprocess of this benchmark; stdout carries JSON lines (or the hub's banner)."""
@@ -840,26 +836,6 @@ async def _backpressure(cfg: BusBenchConfig, log: Any) -> dict:
     return result
 
 
-def machine_info() -> dict:
-    """What the figures were measured on."""
-    def version(dist: str) -> str | None:
-        try:
-            return metadata.version(dist)
-        except metadata.PackageNotFoundError:
-            return None
-
-    return {
-        "cpu_count": os.cpu_count(),
-        "python": platform.python_version(),
-        "implementation": platform.python_implementation(),
-        "platform": platform.platform(),
-        "grpcio": version("grpcio"),
-        "protobuf": version("protobuf"),
-        "numpy": version("numpy"),
-        "latentwire": version("latentwire"),
-    }
-
-
 def _ratio(a: float | None, b: float | None) -> float | None:
     return a / b if a and b else None
 
@@ -950,8 +926,7 @@ def render(report: dict) -> str:
 
 def _parse(argv: list[str], quick: bool) -> BusBenchConfig:
     cfg = BusBenchConfig.quick_run() if quick else BusBenchConfig()
-    parser = argparse.ArgumentParser(prog="latentwire bench bus",
-                                     description="hub vs raw gRPC relay vs inproc vs mqtt, and backpressure")
+    parser = bench_parser("bus", "hub vs raw gRPC relay vs inproc vs mqtt, and backpressure")
     parser.add_argument("--repeats", type=int, default=cfg.repeats, help="interleaved repeats (median)")
     parser.add_argument("--n-1mib", type=int, default=cfg.n_1mib, help="timed 1 MiB messages per run")
     parser.add_argument("--n-64b", type=int, default=cfg.n_64b, help="timed 64 B messages per run")

@@ -26,7 +26,6 @@ Run::
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import contextlib
 import random
@@ -39,8 +38,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from ._report import progress, report_header, run_report
-from .bus import BenchError, _Child, _start_hub
+from ._report import BenchError, bench_parser, progress, report_header, run_report
+from .bus import _Child, _start_hub
 
 TOPIC = "crash/stream"
 
@@ -227,8 +226,7 @@ def render(report: CrashReport) -> str:
 
 def _parse(argv: list[str], quick: bool) -> CrashConfig:
     cfg = CrashConfig(messages=500, quick=True) if quick else CrashConfig()
-    parser = argparse.ArgumentParser(prog="latentwire bench crash",
-                                     description="SIGKILL a journaled hub mid-stream; "
+    parser = bench_parser("crash", "SIGKILL a journaled hub mid-stream; "
                                                  "count lost and duplicates")
     parser.add_argument("--messages", type=int, default=cfg.messages, help="messages to publish")
     parser.add_argument("--kills", type=int, default=cfg.kills, help="SIGKILLs of the hub during the run")

@@ -16,7 +16,6 @@ Run::
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import tempfile
 import time
@@ -24,7 +23,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from ._report import progress, report_header, run_report
+from ._report import bench_parser, progress, report_header, run_report
 from .bus import Payload, _median, _start_hub, _three_process_run, _with_rates
 
 SYSTEMS = ("memory", "journal")
@@ -112,8 +111,7 @@ def render(report: dict) -> str:
 def _parse(argv: list[str], quick: bool) -> JournalBenchConfig:
     cfg = JournalBenchConfig(n_64b=1000, n_64kib=100, repeats=1, run_timeout=60.0, quick=True) \
         if quick else JournalBenchConfig()
-    parser = argparse.ArgumentParser(prog="latentwire bench journal",
-                                     description="hub throughput with and without --journal")
+    parser = bench_parser("journal", "hub throughput with and without --journal")
     parser.add_argument("--repeats", type=int, default=cfg.repeats, help="alternating repeats (median)")
     parser.add_argument("--n-64b", type=int, default=cfg.n_64b, help="timed 64 B messages per run")
     parser.add_argument("--n-64kib", type=int, default=cfg.n_64kib, help="timed 64 KiB messages per run")

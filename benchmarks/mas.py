@@ -34,13 +34,13 @@ import time
 from pathlib import Path
 from typing import Any
 
-from ._report import progress, report_header, run_report
+from ._report import bench_parser, progress, report_header, run_report
 
 ONE_SENDER_TASKS = ("secret", "reverse", "sort")
 
 
 def _parse(argv: list[str], quick: bool) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="latentwire bench mas", description=__doc__.splitlines()[0])
+    parser = bench_parser("mas", __doc__.splitlines()[0])
     source = parser.add_mutually_exclusive_group()
     source.add_argument("--hub", help="hub-maps output folder (one codec folder per family): the reference scheme")
     source.add_argument("--codecs", nargs="+", metavar="DIR",
@@ -96,7 +96,7 @@ def _parties(folders: list[Path]) -> dict[str, Any]:
         party.decoder_partner = run.get("decoder_anchored_to") or anchored or family
         parties[family] = party
     if len(parties) < 2:
-        from .bus import BenchError
+        from ._report import BenchError
 
         raise BenchError(f"{len(parties)} aligned families in {', '.join(map(str, folders)) or 'nothing'}; "
                          "the benchmark needs two or more")

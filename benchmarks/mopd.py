@@ -29,7 +29,6 @@ The JSON's ``summary`` has ``final_success`` (mean over seeds) per method (``grp
 
 from __future__ import annotations
 
-import argparse
 import json
 import platform
 import random
@@ -41,6 +40,8 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
+
+from ._report import bench_parser
 
 METHODS = ("grpo", "opd", "mopd_positive", "mopd_contrastive")
 SIGNAL_MODES = ("none", "positive", "contrastive", "random_peer", "unrelated")
@@ -72,8 +73,7 @@ class MopdBenchConfig:
 
 def _parse(argv: list[str], quick: bool) -> tuple[MopdBenchConfig, str | None]:
     cfg = MopdBenchConfig.quick_run() if quick else MopdBenchConfig()
-    parser = argparse.ArgumentParser(prog="latentwire bench mopd",
-                                     description="GRPO vs OPD vs MOPD on tinyworld sort")
+    parser = bench_parser("mopd", "GRPO vs OPD vs MOPD on tinyworld sort")
     for name, value in asdict(cfg).items():
         if name == "quick":
             continue

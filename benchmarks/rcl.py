@@ -37,6 +37,8 @@ from typing import Any
 from latentwire.agents.rcl.optimizer import Models, Optimizer, OptimizerConfig, ace_like, gepa_like
 from latentwire.agents.rcl.simulated import SimConfig, SimulatedEnvironment, SimulatedModel
 
+from ._report import bench_parser
+
 PRIMITIVES: dict[str, dict[str, Any]] = {
     "batch": {"signal_traces": 4},
     "grouped": {"group_size": 4},
@@ -208,7 +210,7 @@ SWEEP_DEFAULTS = {"noise": [0.05, 0.15, 0.3], "p_ignore": [0.0, 0.1, 0.3], "p_co
 
 
 def _parse(argv: list[str], quick: bool) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="latentwire bench rcl", description=__doc__.split("\n\n")[0])
+    parser = bench_parser("rcl", __doc__.split("\n\n")[0])
     parser.add_argument("--seeds", type=int, default=2 if quick else 10)
     parser.add_argument("--iterations", type=int, default=15 if quick else 40)
     parser.add_argument("--batch-size", type=int, default=8)

@@ -12,6 +12,7 @@ import logging
 import sys
 
 from ._version import __version__
+from .errors import ConfigError, LatentwireError
 
 
 def _hub(args: argparse.Namespace) -> int:
@@ -113,7 +114,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     demo = sub.add_parser("demo", help="VLM agents talking in latents and in text on an embedded hub")
     demo.add_argument("--url", default=None, help="bus URL (default: $LATENTWIRE_URL, else inproc://, no server needed)")
-    demo.add_argument("--task", default="secret", help="tinyworld task (secret, reverse, sort, merge, pipeline)")
+    from .tinyworld.tasks import TASKS  # light: stdlib only
+
+    demo.add_argument("--task", default="secret", choices=list(TASKS), help="tinyworld task (default: secret)")
     demo.add_argument("--episodes", type=int, default=8, help="episodes per mode")
     demo.add_argument("--bus", action="store_true", help="the bus-only demo (no models: text and raw latents)")
     demo.add_argument("--rounds", type=int, default=3, help="camera frames to send (--bus)")
@@ -155,6 +158,11 @@ def main(argv: list[str] | None = None) -> int:
         return args.func(args) or 0
     except KeyboardInterrupt:
         return 130
+    except LatentwireError as exc:
+        # One line naming the problem, never a traceback: a bad setting is a usage error (2),
+        # anything else (no hub reachable, a refused token) a failed run (1).
+        print(f"latentwire {args.command}: error: {exc}", file=sys.stderr)
+        return 2 if isinstance(exc, ConfigError) else 1
 
 
 if __name__ == "__main__":

@@ -233,3 +233,21 @@ async def test_message_above_receive_cap_is_dropped_not_fatal(make_env) -> None:
         await p.publish("t", "small")
         assert (await sub.receive(timeout=10)).text == "small"
         assert c.state is latentwire.BusState.OPEN
+
+
+def test_cli_errors_are_one_line_with_the_usage_status(tmp_path) -> None:
+    """A bad setting reaching a command ends in one line and exit 2, a failed run in exit 1;
+    never a traceback."""
+    import subprocess
+    import sys
+
+    def run(*argv: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "latentwire.cli", *argv], capture_output=True,
+                              text=True, timeout=120, cwd=tmp_path)
+
+    bad_task = run("demo", "--task", "nosuch")
+    assert bad_task.returncode == 2 and "invalid choice: 'nosuch'" in bad_task.stderr
+    assert "Traceback" not in bad_task.stderr
+    for name in ("bus", "mas", "mopd", "rcl", "crash", "journal"):
+        shown = run("bench", name, "--help")
+        assert shown.returncode == 0 and "--json FILE" in shown.stdout and "--quick" in shown.stdout, name

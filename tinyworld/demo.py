@@ -19,6 +19,7 @@ from typing import Any
 
 from latentwire.agents.pipeline import AgentModel, Episode, PipelineConfig, default_codec, run_pipeline
 from latentwire.agents.vlm_agent import Role
+from latentwire.errors import ConfigError
 
 from .tasks import TASKS, make_task
 
@@ -63,8 +64,7 @@ async def run_vlm_demo(url: str | None = None, *, task: str = "secret", episodes
                        latent_steps: int | None = None) -> int:
     """Run the demo; print both modes' answers, accuracy and wall-clock. Returns the exit status."""
     if task not in TASKS:
-        print(f"unknown task {task!r}; choose from {', '.join(TASKS)}")
-        return 2
+        raise ConfigError(f"unknown task {task!r}; choose from {', '.join(TASKS)}")
     batch, names = _episodes(task, episodes, length)
     senders, final = names[:-1], names[-1]
     # The first family speaks (every sender), the second answers.
