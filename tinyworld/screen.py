@@ -3,8 +3,7 @@
 Real VLMs read text in images (a screenshot, a sign, a page): their language model has learnt to
 take information from the image positions. A model pre-trained only on text with a blank image
 has not, and a frozen receiver like that cannot be steered through its slots however good the
-codec (measured: 0 % exact match for the self-distilled codecs of the first tinyworld
-checkpoints, ~7 % per character even with the secret's own embeddings at the slots). tinyworld
+codec (docs/benchmarks.md has what the first tinyworld checkpoints reached without it). tinyworld
 has no pictures, so its "picture" of a text is the text's own token embeddings laid over the
 blank image, one character per slot (`SCREEN_SLOTS` slots, the rest blank). Pre-training shows
 some receivers their messages this way (`PretrainConfig.screen_share`), as real VLMs saw
