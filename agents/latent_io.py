@@ -46,7 +46,7 @@ class Speech:
     latents: list[Latent]
 
 
-def _prompt_batch(prompts: Sequence[Prompt], pad_id: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+def prompt_batch(prompts: Sequence[Prompt], pad_id: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
     """Left-pad prompts into ``(B, T)`` ids and attention mask, so every row ends at T-1."""
     width = max(len(p.input_ids) for p in prompts)
     ids = torch.full((len(prompts), width), pad_id, dtype=torch.long, device=device)  # (B, T)
@@ -149,7 +149,7 @@ def speak(model: Any, adapter: FamilyAdapter, codec: UniversalVisualCodec, promp
           steps: int, *, pad_id: int = 0, received: Sequence[Sequence[Latent]] | None = None) -> Speech:
     """Turn prompts (and what each prompt's agent received) into hub-space latents, batched."""
     device = model.get_input_embeddings().weight.device
-    ids, attention = _prompt_batch(prompts, pad_id, device)
+    ids, attention = prompt_batch(prompts, pad_id, device)
     with torch.no_grad():
         inputs = _inject_received(model, adapter, codec, ids, attention, received)
         vectors, mask = reason(model, adapter, inputs, steps)  # (B, T + m, D)
@@ -171,7 +171,7 @@ def listen(model: Any, adapter: FamilyAdapter, codec: UniversalVisualCodec | Non
     decoded latents (what a picture would put there; tinyworld's screens, controls).
     """
     device = model.get_input_embeddings().weight.device
-    ids, attention = _prompt_batch(prompts, pad_id, device)
+    ids, attention = prompt_batch(prompts, pad_id, device)
     if visual_embeds is not None:
         if received:
             raise ValueError("pass received latents or visual_embeds, not both")

@@ -169,7 +169,7 @@ def _init_zero_projector(model) -> None:
 def tinyworld_models(seed: int = 0) -> Any:
     """A `latentwire.agents.pipeline` model source of untrained tinyworld models: one per family,
     shared by that family's agents (``run_pipeline(config, episodes, models=tinyworld_models())``)."""
-    from latentwire.agents.pipeline import AgentModel
+    from latentwire.agents.bundle import ModelBundle
 
     from .tokenizer import TinyTokenizer
 
@@ -177,7 +177,7 @@ def tinyworld_models(seed: int = 0) -> Any:
 
     def load(spec: Any) -> Any:
         if spec.family not in cache:
-            cache[spec.family] = AgentModel(build_model(spec.family, seed=seed), TinyTokenizer())
+            cache[spec.family] = ModelBundle(build_model(spec.family, seed=seed), TinyTokenizer())
         return cache[spec.family]
 
     return load
