@@ -46,8 +46,10 @@ class Speech:
     latents: list[Latent]
 
 
-def prompt_batch(prompts: Sequence[Prompt], pad_id: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-    """Left-pad prompts into ``(B, T)`` ids and attention mask, so every row ends at T-1."""
+def prompt_batch(prompts: Sequence[Prompt], pad_id: int,
+                 device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """Left-pad prompts into ``(B, T)`` ids and attention mask, so every row ends at T-1
+    (``pad_id``: `ModelBundle.pad_id`; the mask keeps padding out of attention)."""
     width = max(len(p.input_ids) for p in prompts)
     ids = torch.full((len(prompts), width), pad_id, dtype=torch.long, device=device)  # (B, T)
     mask = torch.zeros_like(ids)

@@ -6,9 +6,10 @@
     >>> inputs = adapter.inject(model, prompt.tensor(), vectors, gate=gate)   # vectors (1, 4, D)
     >>> logits = model(**inputs).logits
 
-A family module holds only facts (`base.FamilyAdapter` lists them); the prompt layout, the blank
-image, the merge and realignment are shared (`prompt`, `blank`, `merge`, `realign`). A family is
-one module plus one `register` line below.
+A family module holds only facts (`facts.FamilyFacts` lists them); the prompt layout, the blank
+image, the merge and realignment are shared (`prompt`, `blank`, `merge`, `realign`), and
+`base.FamilyAdapter` applies them to the facts. A family is one module plus one `register` line
+below.
 Supported ``model_type``s: qwen2_vl, qwen2_5_vl, qwen3_vl, gemma3, llava, smolvlm, idefics3.
 """
 
@@ -49,7 +50,8 @@ def register(adapter: type[FamilyAdapter]) -> type[FamilyAdapter]:
     """
     if not adapter.family or not adapter.model_types:
         raise ConfigError(f"{adapter.__name__} must set family and model_types before it is registered")
-    taken = {mt: ADAPTERS[mt].__name__ for mt in adapter.model_types if ADAPTERS.get(mt, adapter) is not adapter}
+    taken = {mt: ADAPTERS[mt].__name__ for mt in adapter.model_types
+             if ADAPTERS.get(mt, adapter) is not adapter}
     if taken:
         raise ConfigError(f"cannot register {adapter.__name__}: model_type(s) already served by "
                           + ", ".join(f"{mt!r} ({name})" for mt, name in taken.items()))

@@ -2,8 +2,8 @@
 
 In ``"add"`` mode the merge puts received vectors on top of a blank image's embeddings, so a zero
 gate reads exactly as a blank image. Those embeddings are computed once per model and slot layout
-(through the vision tower and projector, with the family's pixel layout from
-`FamilyAdapter.blank_pixel_inputs`) and cached (`latentwire.agents.families.cache`).
+(through the vision tower and projector, with the family's pixel layout and normalisation
+from `FamilyFacts.blank_pixel_inputs`) and cached (`latentwire.agents.families.cache`).
 """
 
 from __future__ import annotations
@@ -20,32 +20,9 @@ from .prompt import image_slots, images_in
 if TYPE_CHECKING:
     from transformers import PreTrainedModel
 
-    from .base import FamilyAdapter
+    from .facts import FamilyFacts
 
-__all__ = ["BLANK_PIXEL", "blank_channels", "blank_features", "blank_image_embeddings",
-           "blank_pixel_forward_inputs", "square_images"]
-
-# Raw pixel value of the blank image, before the family's normalisation: black, as a real
-# processor would produce from an all-black picture. (Not the normalised 0.0: SmolVLM treats an
-# all-zero pixel tensor as a padding image and drops it.)
-BLANK_PIXEL = 0.0
-
-
-def blank_channels(adapter: FamilyAdapter, device: torch.device | str | None,
-                   dtype: torch.dtype) -> torch.Tensor:
-    """The blank pixel per channel after the family's normalisation, ``(3,)``."""
-    mean = torch.tensor(adapter.image_mean, device=device, dtype=torch.float32)
-    std = torch.tensor(adapter.image_std, device=device, dtype=torch.float32)
-    return ((BLANK_PIXEL - mean) / std).to(dtype)
-
-
-def square_images(adapter: FamilyAdapter, n_images: int, device: torch.device | str | None,
-                  dtype: torch.dtype) -> torch.Tensor:
-    """``n_images`` blank square images at the vision tower's size, ``(N, 3, S, S)``."""
-    size = int(adapter.vision_config.image_size)
-    pixel = blank_channels(adapter, device, dtype).view(1, 3, 1, 1)  # (1, 3, 1, 1)
-    return pixel.expand(n_images, 3, size, size).contiguous()  # (N, 3, S, S)
-
+__all__ = ["blank_features", "blank_image_embeddings", "blank_pixel_forward_inputs"]
 
 def _flat_features(pooler_output: Any, hidden_size: int) -> torch.Tensor:
     """Projected image features as ``(N, D)``, whether a tensor or a per-image tuple/list."""
@@ -55,10 +32,10 @@ def _flat_features(pooler_output: Any, hidden_size: int) -> torch.Tensor:
 
 
 @torch.no_grad()
-def blank_features(adapter: FamilyAdapter, model: PreTrainedModel,
+def blank_features(adapter: FamilyFacts, model: PreTrainedModel,
                    slots: Sequence[int]) -> tuple[torch.Tensor, Any]:
     """Blank-image embeddings ``(sum(slots), D)`` for images of these slot counts, and the
-    family's extras (`FamilyAdapter.blank_extras`, e.g. Qwen3's deepstack features); cached."""
+    family's extras (`FamilyFacts.blank_extras`, e.g. Qwen3's deepstack features); cached."""
     cache = model_cache(model)
     key = ("blank", tuple(slots), str(model.device), model.dtype)
     if key not in cache:
@@ -78,13 +55,13 @@ def blank_features(adapter: FamilyAdapter, model: PreTrainedModel,
     return cache[key]
 
 
-def blank_image_embeddings(adapter: FamilyAdapter, model: PreTrainedModel, n_slots: int) -> torch.Tensor:
+def blank_image_embeddings(adapter: FamilyFacts, model: PreTrainedModel, n_slots: int) -> torch.Tensor:
     """Embeddings of a blank image with ``n_slots`` slots, ``(n_slots, D)``; a slot count that
     spans several images (fixed-size families) tiles whole images."""
     return blank_features(adapter, model, image_slots(adapter, n_slots))[0]
 
 
-def blank_pixel_forward_inputs(adapter: FamilyAdapter, model: PreTrainedModel,
+def blank_pixel_forward_inputs(adapter: FamilyFacts, model: PreTrainedModel,
                                input_ids: torch.Tensor) -> dict[str, Any]:
     """Kwargs for the real pixel path on ``input_ids``: blank images at every image block, plus
     the family's token types (what a zero gate must reproduce)."""

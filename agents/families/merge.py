@@ -8,14 +8,12 @@ number of vectors (quoting both), cast to the embeddings' device and dtype, scat
 gate reads exactly as a blank image.
 
 What differs per family is asked of its adapter: the positions an ``inputs_embeds`` forward
-needs (`FamilyAdapter.positions`, Qwen's M-RoPE) and the final kwargs
-(`FamilyAdapter.finish_kwargs`, Gemma 3's token types and masks, Qwen3-VL's deepstack).
+needs (`FamilyFacts.positions`, Qwen's M-RoPE) and the final kwargs
+(`FamilyFacts.finish_kwargs`, Gemma 3's token types and masks, Qwen3-VL's deepstack).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
 import torch
@@ -24,51 +22,18 @@ from latentwire.errors import ConfigError
 
 from ..errors import ImageSlotMismatch
 from .blank import blank_features
+from .inputs import InjectedInputs
 from .prompt import images_in
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel
 
-    from .base import FamilyAdapter
+    from .facts import FamilyFacts
 
-__all__ = ["InjectedInputs", "inject"]
-
-
-@dataclass
-class InjectedInputs(Mapping[str, Any]):
-    """What `inject` prepared; a mapping of forward kwargs, so ``model(**inputs)`` works.
-
-    Fields (B = batch, T = sequence length, D = hidden size):
-
-    - ``inputs_embeds`` ``(B, T, D)``: the language model's layer-0 input, with the visual
-      vectors at the image slots.
-    - ``attention_mask`` ``(B, T)``: ones where not given.
-    - ``image_mask`` ``(B, T)`` bool: the image-placeholder positions.
-    - ``position_ids``: Qwen's multimodal rope positions ``(3, B, T)``; None where the model
-      infers positions itself.
-    - ``rope_deltas`` ``(B, 1)``: Qwen only; continue with `FamilyAdapter.position_ids_after`.
-    - ``kwargs``: the exact forward kwargs (normally ``inputs_embeds``, ``attention_mask`` and
-      any positions / token types the family needs).
-    """
-
-    inputs_embeds: torch.Tensor
-    attention_mask: torch.Tensor
-    image_mask: torch.Tensor
-    kwargs: dict[str, Any]
-    position_ids: torch.Tensor | None = None
-    rope_deltas: torch.Tensor | None = None
-
-    def __getitem__(self, key: str) -> Any:
-        return self.kwargs[key]
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(self.kwargs)
-
-    def __len__(self) -> int:
-        return len(self.kwargs)
+__all__ = ["inject"]
 
 
-def _check_vectors(adapter: FamilyAdapter, visual_embeds: torch.Tensor, n_slots: int, width: int) -> None:
+def _check_vectors(adapter: FamilyFacts, visual_embeds: torch.Tensor, n_slots: int, width: int) -> None:
     """Refuse vectors that do not fill the slots one to one, quoting both numbers."""
     batched = visual_embeds.dim() == 3  # (B, n, D), else (N, D)
     n_vectors = visual_embeds.shape[0] * visual_embeds.shape[1] if batched else visual_embeds.shape[0]
@@ -81,7 +46,7 @@ def _check_vectors(adapter: FamilyAdapter, visual_embeds: torch.Tensor, n_slots:
                           f"the {adapter.family} model's hidden size is {width}")
 
 
-def inject(adapter: FamilyAdapter, model: PreTrainedModel, input_ids: torch.Tensor,
+def inject(adapter: FamilyFacts, model: PreTrainedModel, input_ids: torch.Tensor,
            visual_embeds: torch.Tensor | None = None, *, attention_mask: torch.Tensor | None = None,
            gate: float | torch.Tensor | None = None,
            mode: Literal["add", "replace"] = "add") -> InjectedInputs:

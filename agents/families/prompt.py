@@ -1,6 +1,6 @@
 """Prompt layout: where a family's image-placeholder slots go, written once for every family.
 
-A family states the facts (`FamilyAdapter.slots_per_image`, `FamilyAdapter.image_block`, the
+A family states the facts (`FamilyFacts.slots_per_image`, `FamilyFacts.image_block`, the
 placeholder id); this module turns them into token ids the way the family's real processor does:
 the chat turn rendered with the tokenizer's chat template where it has one, the image block(s)
 at the start (or end) of the turn's content. It also reads the layout back: the slots of each
@@ -20,7 +20,7 @@ from latentwire.errors import ConfigError
 from ..errors import ImageSlotMismatch
 
 if TYPE_CHECKING:
-    from .base import FamilyAdapter
+    from .facts import FamilyFacts
 
 __all__ = ["Prompt", "build_prompt", "encode_pieces", "image_slots", "images_in"]
 
@@ -46,7 +46,7 @@ class Prompt:
         return torch.tensor([self.input_ids], dtype=torch.long, device=device)  # (1, T)
 
 
-def image_slots(adapter: FamilyAdapter, n_slots: int) -> list[int]:
+def image_slots(adapter: FamilyFacts, n_slots: int) -> list[int]:
     """Split ``n_slots`` into images: slots per image block, in order.
 
     A fixed-size family needs a multiple of its `slots_per_image` (each image is a whole number of
@@ -63,7 +63,7 @@ def image_slots(adapter: FamilyAdapter, n_slots: int) -> list[int]:
     return [per_image] * (n_slots // per_image)
 
 
-def images_in(adapter: FamilyAdapter, input_ids: torch.Tensor) -> list[list[int]]:
+def images_in(adapter: FamilyFacts, input_ids: torch.Tensor) -> list[list[int]]:
     """Per row of ``input_ids (B, T)``: slots of each image, in order (for blank images, grids).
 
     A family with a fixed image size splits each run of placeholders into whole images; a
@@ -93,7 +93,7 @@ def encode_pieces(tokenizer: Any, pieces: Sequence[int | str]) -> list[int]:
     return ids
 
 
-def build_prompt(adapter: FamilyAdapter, tokenizer: Any, text: str, n_slots: int | None = None, *,
+def build_prompt(adapter: FamilyFacts, tokenizer: Any, text: str, n_slots: int | None = None, *,
                  role: str = "user", system: str | None = None, image_first: bool = True,
                  add_generation_prompt: bool = True) -> Prompt:
     """Token ids for ``text`` in one chat turn, with ``n_slots`` image placeholders laid out.

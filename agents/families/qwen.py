@@ -25,9 +25,9 @@ from typing import Any
 
 import torch
 
-from .base import IMAGENET_STANDARD_MEAN, IMAGENET_STANDARD_STD, FamilyAdapter
-from .blank import blank_channels
-from .merge import InjectedInputs
+from .base import FamilyAdapter
+from .facts import IMAGENET_STANDARD_MEAN, IMAGENET_STANDARD_STD
+from .inputs import InjectedInputs
 
 __all__ = ["Qwen2VLAdapter", "Qwen2_5_VLAdapter", "Qwen3VLAdapter"]
 
@@ -64,7 +64,7 @@ class QwenAdapter(FamilyAdapter):
         # The processor flattens each patch channel-major as (C, temporal, p, p); a blank image is
         # constant per channel, so every patch row is the same vector.
         per_patch = int(vc.temporal_patch_size) * int(vc.patch_size) ** 2
-        row = blank_channels(self, device, dtype).repeat_interleave(per_patch)  # (C * tp * p * p,)
+        row = self.blank_channels(device, dtype).repeat_interleave(per_patch)  # (C * tp * p * p,)
         return {"pixel_values": row.expand(n_patches, -1).contiguous(), "image_grid_thw": grids}
 
     def positions(self, model, input_ids, attention_mask, images):

@@ -22,7 +22,7 @@ from .cache import model_cache
 if TYPE_CHECKING:
     from transformers import PreTrainedModel
 
-    from .base import FamilyAdapter
+    from .facts import FamilyFacts
 
 __all__ = ["EmbeddingScale", "embedding_scale", "input_embedding_matrix", "realign", "realignment"]
 
@@ -53,7 +53,7 @@ def input_embedding_matrix(model: PreTrainedModel) -> torch.Tensor:
 
 
 @torch.no_grad()
-def embedding_scale(adapter: FamilyAdapter, model: PreTrainedModel) -> EmbeddingScale:
+def embedding_scale(adapter: FamilyFacts, model: PreTrainedModel) -> EmbeddingScale:
     """Typical norms of ``model``'s text and (blank) image input embeddings; cached."""
     cache = model_cache(model)
     if "scale" not in cache:
@@ -86,7 +86,7 @@ def realignment(model: PreTrainedModel, ridge: float = 1e-4) -> torch.Tensor:
     return cache[key]
 
 
-def realign(adapter: FamilyAdapter, model: PreTrainedModel, last_hidden: torch.Tensor) -> torch.Tensor:
+def realign(adapter: FamilyFacts, model: PreTrainedModel, last_hidden: torch.Tensor) -> torch.Tensor:
     """Map last-layer hidden states ``(..., D)`` into input-embedding space for a latent step.
 
     Applies `realignment`, then rescales each vector to the typical text-embedding norm, so a

@@ -19,8 +19,8 @@ from typing import Any
 
 import torch
 
-from .base import IMAGENET_STANDARD_MEAN, IMAGENET_STANDARD_STD, FamilyAdapter
-from .blank import square_images
+from .base import FamilyAdapter
+from .facts import IMAGENET_STANDARD_MEAN, IMAGENET_STANDARD_STD
 
 __all__ = ["SmolVLMAdapter"]
 
@@ -47,5 +47,5 @@ class SmolVLMAdapter(FamilyAdapter):
 
     def blank_pixel_inputs(self, image_slots: Sequence[int], device: torch.device | str | None = None,
                            dtype: torch.dtype = torch.float32) -> dict[str, torch.Tensor]:
-        images = square_images(self, len(image_slots), device, dtype)  # (I, 3, S, S)
+        images = self.square_images(len(image_slots), device, dtype)  # (I, 3, S, S)
         return {"pixel_values": images.unsqueeze(0)}  # (1, I, 3, S, S): one batch row holds every image
