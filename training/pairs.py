@@ -1,12 +1,13 @@
 """Sender and receiver sides of a latent exchange, and how well a pair communicates.
 
 Each side is a `latentwire.agents.bundle.ModelBundle` (a model of any family with its codec and
-latent steps). `evaluate_pair` runs the inference path itself on anchors: the sender reads its prompt and thinks ``latent_steps`` latent steps, its
-codec encodes them into the hub space, the receiver's codec decodes them at its image slots and
-the receiver answers greedily. Beside it, the same receiver with the message as TEXT, with no
-message (blank image), and with a shuffled latent (another anchor's), the control that shows
-the information really travels. The alignment job evaluates a family with itself
-(sender = receiver); ``latentwire bench mas`` evaluates every ordered pair of families.
+latent steps). `evaluate_pair` runs the inference path itself on anchors: the sender reads its
+prompt and thinks ``latent_steps`` latent steps, its codec encodes them into the hub space, the
+receiver's codec decodes them at its image slots and the receiver answers greedily. Beside it,
+the same receiver with the message as TEXT, with no message (blank image), and with a shuffled
+latent (another anchor's), the control that shows the information really travels. The alignment
+job evaluates a family with itself (sender = receiver); ``latentwire bench mas`` evaluates every
+ordered pair of families.
 """
 
 from __future__ import annotations
