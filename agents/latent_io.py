@@ -46,8 +46,10 @@ class Speech:
     latents: list[Latent]
 
 
-def _prompt_batch(prompts: Sequence[Prompt], pad_id: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-    """Left-pad prompts into ``(B, T)`` ids and attention mask, so every row ends at T-1."""
+def prompt_batch(prompts: Sequence[Prompt], pad_id: int,
+                 device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """Left-pad prompts into ``(B, T)`` ids and attention mask, so every row ends at T-1
+    (``pad_id``: `ModelBundle.pad_id`; the mask keeps padding out of attention)."""
     width = max(len(p.input_ids) for p in prompts)
     ids = torch.full((len(prompts), width), pad_id, dtype=torch.long, device=device)  # (B, T)
     mask = torch.zeros_like(ids)
@@ -149,7 +151,7 @@ def speak(model: Any, adapter: FamilyAdapter, codec: UniversalVisualCodec, promp
           steps: int, *, pad_id: int = 0, received: Sequence[Sequence[Latent]] | None = None) -> Speech:
     """Turn prompts (and what each prompt's agent received) into hub-space latents, batched."""
     device = model.get_input_embeddings().weight.device
-    ids, attention = _prompt_batch(prompts, pad_id, device)
+    ids, attention = prompt_batch(prompts, pad_id, device)
     with torch.no_grad():
         inputs = _inject_received(model, adapter, codec, ids, attention, received)
         vectors, mask = reason(model, adapter, inputs, steps)  # (B, T + m, D)
@@ -171,7 +173,7 @@ def listen(model: Any, adapter: FamilyAdapter, codec: UniversalVisualCodec | Non
     decoded latents (what a picture would put there; tinyworld's screens, controls).
     """
     device = model.get_input_embeddings().weight.device
-    ids, attention = _prompt_batch(prompts, pad_id, device)
+    ids, attention = prompt_batch(prompts, pad_id, device)
     if visual_embeds is not None:
         if received:
             raise ValueError("pass received latents or visual_embeds, not both")

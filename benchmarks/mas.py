@@ -78,13 +78,14 @@ def _quick_hub(folder: Path) -> Path:
 def _parties(folders: list[Path]) -> dict[str, Any]:
     """A party per codec folder: a hub-maps family folder (``hub_fit.json``) or a ``train codec``
     output (``align.json``), each naming the model and latent steps it runs with."""
-    from latentwire.training.pairs import Party, codec_run, load_model
+    from latentwire.agents.bundle import ModelBundle
+    from latentwire.training.pairs import codec_run, load_model
 
     parties = {}
     for folder in folders:
         codec, run = codec_run(folder)
         model, tokenizer = load_model(run["model"])
-        party = Party(model, tokenizer, codec, latent_steps=int(run["latent_steps"]))
+        party = ModelBundle(model, tokenizer, codec, latent_steps=int(run["latent_steps"]))
         # Whose decoder this encoder, and whose encoder this decoder, were trained against: a codec
         # trained alone, its own; anchored, the anchor's; a hub decoder, the reference's encoder
         # (and the encoder's own decoder is gone).

@@ -17,7 +17,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from latentwire.agents.pipeline import AgentModel, Episode, PipelineConfig, default_codec, run_pipeline
+from latentwire.agents.bundle import ModelBundle
+from latentwire.agents.pipeline import Episode, PipelineConfig, default_codec, run_pipeline
 from latentwire.agents.vlm_agent import Role
 from latentwire.errors import ConfigError
 
@@ -47,13 +48,13 @@ def _episodes(task_name: str, n: int, length: int) -> tuple[list[Episode], list[
 def _loader(families: dict[str, str]) -> Any:
     from .checkpoints import load_pretrained
 
-    cache: dict[str, AgentModel] = {}
+    cache: dict[str, ModelBundle] = {}
 
-    def load(spec: Any) -> AgentModel:
+    def load(spec: Any) -> ModelBundle:
         family = families[spec.name]
         if family not in cache:
             model, tokenizer = load_pretrained(family)
-            cache[family] = AgentModel(model, tokenizer, default_codec(model))
+            cache[family] = ModelBundle(model, tokenizer, default_codec(model))
         return cache[family]
 
     return load

@@ -287,9 +287,10 @@ def _reference_party(folder: str, device: Any, family: str, config: AlignConfig)
     """The frozen family a new codec is anchored to: its codec folder and the model it names."""
     import torch
 
+    from latentwire.agents.bundle import ModelBundle
     from latentwire.errors import ConfigError
 
-    from .pairs import Party, codec_run, load_model
+    from .pairs import codec_run, load_model
 
     codec, meta = codec_run(folder)
     if codec.config.family == family:
@@ -305,8 +306,8 @@ def _reference_party(folder: str, device: Any, family: str, config: AlignConfig)
     model, tokenizer = load_model(meta.get("model", codec.config.family))
     model.requires_grad_(False)
     codec.requires_grad_(False)
-    party = Party(model.to(device).eval(), tokenizer, codec.to(device).eval(),
-                  latent_steps=int(meta.get("latent_steps", config.latent_steps)))
+    party = ModelBundle(model.to(device).eval(), tokenizer, codec.to(device).eval(),
+                        latent_steps=int(meta.get("latent_steps", config.latent_steps)))
     return party
 
 
@@ -403,9 +404,10 @@ def align(config: AlignConfig) -> Path:
     from accelerate import Accelerator
     from tqdm.auto import tqdm
 
+    from latentwire.agents.bundle import ModelBundle
     from latentwire.agents.codec import CodecConfig, UniversalVisualCodec
 
-    from .pairs import Party, evaluate_pair, load_model, teacher_replies
+    from .pairs import evaluate_pair, load_model, teacher_replies
 
     train_anchors, eval_anchors = _anchor_sets(config)  # bad anchors fail before any model loads
     accelerator = Accelerator(mixed_precision=config.mixed_precision)
@@ -439,7 +441,7 @@ def align(config: AlignConfig) -> Path:
     if config.decoder_only:
         codec.encoder.requires_grad_(False)  # untrained, unused: out of the optimiser and of DDP
     codec.train()
-    party = Party(model, tokenizer, codec, latent_steps=config.latent_steps)
+    party = ModelBundle(model, tokenizer, codec, latent_steps=config.latent_steps)
     image_scale = adapter.embedding_scale(model).image
     ref = None if config.anchor_to is None else _reference_party(config.anchor_to, accelerator.device,
                                                                  adapter.family, config)

@@ -143,8 +143,10 @@ def fit_hub_maps(codecs: list[str | os.PathLike[str]], *, reference: str, anchor
     to the hub) and takes this decoder with an identity map from the hub."""
     import torch
 
+    from latentwire.agents.bundle import ModelBundle
+
     from .anchors import read_anchors
-    from .pairs import Party, load_model
+    from .pairs import load_model
 
     if ridge <= 0:
         raise ConfigError(f"ridge must be > 0, got {ridge}")
@@ -203,7 +205,7 @@ def fit_hub_maps(codecs: list[str | os.PathLike[str]], *, reference: str, anchor
     def tokens(family: str) -> Any:
         folder, codec, spec, steps = sources[family]
         model, tokenizer = load_model(spec)
-        party = Party(model, tokenizer, codec, latent_steps=steps)
+        party = ModelBundle(model, tokenizer, codec, latent_steps=steps)
         with torch.no_grad():
             return torch.cat([party.speak([a.sender for a in anchor_set[i:i + batch_size]], to_hub=False)
                               for i in range(0, len(anchor_set), batch_size)])  # (N, K, D)

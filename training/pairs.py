@@ -1,25 +1,28 @@
 """Sender and receiver sides of a latent exchange, and how well a pair communicates.
 
-A `Party` is one agent model with its codec (any family). `evaluate_pair` runs the inference
-path itself on anchors: the sender reads its prompt and thinks ``latent_steps`` latent steps, its
-codec encodes them into the hub space, the receiver's codec decodes them at its image slots and
-the receiver answers greedily. Beside it, the same receiver with the message as TEXT, with no
-message (blank image), and with a shuffled latent (another anchor's), the control that shows
-the information really travels. The alignment job evaluates a family with itself
-(sender = receiver); ``latentwire bench mas`` evaluates every ordered pair of families.
+Each side is a `latentwire.agents.bundle.ModelBundle` (a model of any family with its codec and
+latent steps). `evaluate_pair` runs the inference path itself on anchors: the sender reads its
+prompt and thinks ``latent_steps`` latent steps, its codec encodes them into the hub space, the
+receiver's codec decodes them at its image slots and the receiver answers greedily. Beside it,
+the same receiver with the message as TEXT, with no message (blank image), and with a shuffled
+latent (another anchor's), the control that shows the information really travels. The alignment
+job evaluates a family with itself (sender = receiver); ``latentwire bench mas`` evaluates every
+ordered pair of families.
 """
 
 from __future__ import annotations
 
 import random
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .anchors import Anchor
 
-__all__ = ["Party", "codec_run", "evaluate_pair", "load_model", "teacher_replies"]
+if TYPE_CHECKING:
+    from latentwire.agents.bundle import ModelBundle
+
+__all__ = ["codec_run", "evaluate_pair", "load_model", "teacher_replies"]
 
 
 def load_model(spec: str, *, device: Any = None) -> tuple[Any, Any]:
@@ -74,81 +77,7 @@ def codec_run(folder: str | Path) -> tuple[Any, dict[str, Any]]:
     return codec, {}
 
 
-@dataclass
-class Party:
-    """One side of an exchange: a frozen model, its tokenizer, its family adapter and its codec.
-
-    ``n_slots``: image slots the receiver reads latents at (the codec's ``image_slots``);
-    ``latent_steps``: m, how long the sender thinks before its codec encodes.
-    """
-
-    model: Any
-    tokenizer: Any
-    codec: Any
-    latent_steps: int = 8
-
-    def __post_init__(self) -> None:
-        from latentwire.agents.families import adapter_for
-
-        self.adapter = adapter_for(self.model)
-        self.n_slots = self.codec.config.image_slots
-
-    @property
-    def family(self) -> str:
-        """The model family (``gemma3``, ``qwen2_5_vl``, ...)."""
-        return self.adapter.family
-
-    @property
-    def pad_id(self) -> int:
-        """Padding id of the tokenizer (its eos where it has no pad)."""
-        pad = getattr(self.tokenizer, "pad_token_id", None)
-        return self.eos_id if pad is None else int(pad)
-
-    @property
-    def eos_id(self) -> int:
-        """End-of-sequence id of the tokenizer."""
-        return int(self.tokenizer.eos_token_id)
-
-    def prompts(self, texts: Sequence[str]) -> list[Any]:
-        """Chat prompts with this party's image slots laid out."""
-        return [self.adapter.build_prompt(self.tokenizer, t, self.n_slots) for t in texts]
-
-    def think(self, texts: Sequence[str]) -> tuple[Any, Any]:
-        """The reasoning after reading ``texts`` (`latent_io.reason`: prompt states and ``m``
-        latent steps, ``(B, T + m, H)``, and its mask), without gradient."""
-        import torch
-
-        from latentwire.agents.latent_io import _prompt_batch, reason
-
-        ids, attention = _prompt_batch(self.prompts(texts), self.pad_id, self.model.device)
-        with torch.no_grad():
-            inputs = self.adapter.inject(self.model, ids, attention_mask=attention)
-            vectors, mask = reason(self.model, self.adapter, inputs, self.latent_steps)
-            return vectors.float(), mask
-
-    def speak(self, texts: Sequence[str], *, to_hub: bool = True) -> Any:
-        """Universal tokens ``(B, K, D)`` of what the party thought on ``texts``."""
-        import torch
-
-        with torch.no_grad():
-            return self.codec.encode_tokens(*self.think(texts), to_hub=to_hub)
-
-    def answer(self, texts: Sequence[str], *, tokens: Any = None, space: str = "hub",
-               max_new_tokens: int = 16) -> list[str]:
-        """Greedy replies to ``texts``, reading ``tokens (B, K, D)`` (in ``space``) at the image
-        slots, or a blank image without them."""
-        from latentwire import Latent
-        from latentwire.agents.latent_io import listen
-
-        received = None
-        if tokens is not None:
-            received = [[Latent(t.detach().cpu(), space=space, family=self.family)] for t in tokens]
-        ids = listen(self.model, self.adapter, self.codec, self.prompts(texts), received=received,
-                     max_new_tokens=max_new_tokens, pad_id=self.pad_id, eos_id=self.eos_id)
-        return [self.tokenizer.decode(row, skip_special_tokens=True) for row in ids]
-
-
-def teacher_replies(party: Party, anchors: Sequence[Anchor], *, max_new_tokens: int,
+def teacher_replies(party: ModelBundle, anchors: Sequence[Anchor], *, max_new_tokens: int,
                     batch_size: int = 64) -> list[list[int]]:
     """The teacher's own greedy reply to each anchor's text-mode prompt, as token ids ending in
     eos when it stopped there: the label-free targets of self-distillation."""
@@ -163,8 +92,9 @@ def teacher_replies(party: Party, anchors: Sequence[Anchor], *, max_new_tokens: 
     return out
 
 
-def evaluate_pair(sender: Party, receiver: Party, anchors: Sequence[Anchor], *, batch_size: int = 64,
-                  shuffled: bool = True, space: str = "hub", seed: int = 0) -> dict[str, dict[str, float]]:
+def evaluate_pair(sender: ModelBundle, receiver: ModelBundle, anchors: Sequence[Anchor], *,
+                  batch_size: int = 64, shuffled: bool = True, space: str = "hub",
+                  seed: int = 0) -> dict[str, dict[str, float]]:
     """Receiver exact match and per-character accuracy against each anchor's ``answer``.
 
     ``latent``: the sender's latent through both codecs (in ``space``: ``"hub"``, or the
