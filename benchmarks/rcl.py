@@ -1,7 +1,8 @@
 """``latentwire bench rcl``: where each RCL primitive helps and hurts, on the SIMULATED environment.
 
 Configurations (all the same optimiser, `latentwire.agents.rcl.optimizer`): **no learning**
-(the empty playbook), **ACE-like**, **GEPA-like**, **RCL** (plain: batched reflection of one
+(the empty playbook), **ACE-like** (with and without its curator's refine step: pruning and
+de-dup), **GEPA-like**, **RCL** (plain: batched reflection of one
 signal trace, ADD/UPDATE/DELETE, counters, pruning), **RCL + one primitive** for each primitive,
 **RCL + two primitives** where one acts through the other (`PAIRS`), **RCL + all** and **all but
 one** (``--ablations``, on by default). Each runs in every **regime** of the simulated world
@@ -88,7 +89,8 @@ def configurations(ablations: bool = False) -> dict[str, OptimizerConfig]:
     """Name -> optimiser config of every benchmarked configuration (iterations/seed set per run);
     ``ablations`` adds "all but one primitive" for each primitive in "all" (curriculum is not)."""
     configs = {"no_learning": OptimizerConfig(max_ops=0, counters=False, prune_threshold=None),
-               "ace_like": ace_like(), "gepa_like": gepa_like(), "rcl": OptimizerConfig()}
+               "ace_like": ace_like(), "ace_like-refine": ace_like(dedup=False, prune_threshold=None),
+               "gepa_like": gepa_like(), "rcl": OptimizerConfig()}
     configs |= {f"rcl+{name}": OptimizerConfig(**opts) for name, opts in {**PRIMITIVES, **PAIRS}.items()}
     in_all = {name: opts for name, opts in PRIMITIVES.items() if name != "curriculum"}
     configs["rcl+all"] = OptimizerConfig(**{k: v for opts in in_all.values() for k, v in opts.items()})
@@ -187,6 +189,7 @@ def _main(args: argparse.Namespace) -> dict[str, Any]:
     # The second primitive's effect once the first is on ("aux given credit": credit+aux - credit).
     contrasts |= {f"{b} given {a}": (f"rcl+{a}+{b}", f"rcl+{a}") for a, b in (p.split("+") for p in PAIRS)}
     contrasts["all"] = ("rcl+all", "rcl")
+    contrasts["ACE refine"] = ("ace_like", "ace_like-refine")  # its curator's pruning and de-dup
     summary = {"metric": "best_test", "effects": effects("best_test", contrasts),
                "effects_final_test": effects("final_test", contrasts),
                "effects_final_val": effects("final_val", contrasts), "configurations": table}
@@ -303,7 +306,7 @@ def _sim_override(text: str) -> tuple[str, Any]:
 
 def _parse(argv: list[str], quick: bool) -> argparse.Namespace:
     parser = bench_parser("rcl", __doc__.split("\n\n")[0])
-    parser.add_argument("--seeds", type=int, default=3 if quick else 10)
+    parser.add_argument("--seeds", type=int, default=3 if quick else 20)
     parser.add_argument("--iterations", type=int, default=12 if quick else 40)
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--regimes", nargs="+", choices=list(REGIMES), default=None,

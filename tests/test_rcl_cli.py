@@ -78,7 +78,7 @@ def test_bench_quick_reports_every_configuration(tmp_path: Path, capsys) -> None
     assert bench_rcl.run(str(out), quick=True, argv=["--seeds", "2", "--iterations", "4"]) == 0
     report = json.loads(out.read_text())
     assert report["simulated"] is True and "simulated" in report["environment"]
-    expected = {"no_learning", "ace_like", "gepa_like", "rcl", "rcl+all",
+    expected = {"no_learning", "ace_like", "ace_like-refine", "gepa_like", "rcl", "rcl+all",
                 *(f"rcl+{p}" for p in [*bench_rcl.PRIMITIVES, *bench_rcl.PAIRS])}
     configs = report["summary"]["configurations"]
     assert set(configs) == expected
