@@ -175,7 +175,8 @@ def _main(args: argparse.Namespace) -> dict[str, Any]:
             entry["final_val_sd"] = statistics.pstdev(r["final_val"] for r in runs)
             entry["best_test_sd"] = statistics.pstdev(r["best_test"] for r in runs)
             table.setdefault(name, {})[regime] = dict(entry)
-            entry["mean_curve"] = [statistics.fmean(r["curve"][i] for r in runs) for i in range(args.iterations)]
+            entry["mean_curve"] = [statistics.fmean(r["curve"][i] for r in runs)
+                                   for i in range(args.iterations)]
             entry["per_seed"] = {k: [r[k] for r in runs] for k in ("final_val", "best_test", "final_test")}
             results.setdefault(name, {})[regime] = entry
 
@@ -195,12 +196,17 @@ def _main(args: argparse.Namespace) -> dict[str, Any]:
                "effects_final_val": effects("final_val", contrasts), "configurations": table}
     if args.ablations:  # what leaving each primitive out of "all" costs (all minus all-but-X)
         summary["effects_in_all"] = effects("best_test", {
-            name.removeprefix("rcl+all-"): ("rcl+all", name) for name in results if name.startswith("rcl+all-")})
+            name.removeprefix("rcl+all-"): ("rcl+all", name)
+            for name in results if name.startswith("rcl+all-")})
     return {"environment": LABEL, "simulated": True, "seeds": args.seeds, "iterations": args.iterations,
             "batch_size": args.batch_size, "workers": args.workers, "sim_defaults": asdict(sim),
             "regimes": {r: REGIMES[r] for r in args.regimes},
             "configs": {name: asdict(cfg) for name, cfg in configs.items()},
             "summary": summary, "results": results}
+
+
+def _settings(overrides: dict[str, Any], sep: str) -> str:
+    return sep.join(f"{k}={v}" for k, v in overrides.items()) or "defaults"
 
 
 def _cell(e: dict[str, Any]) -> str:
@@ -215,19 +221,19 @@ def render(report: dict[str, Any]) -> str:
     regimes = list(report["regimes"])
     s = report["summary"]
     first = regimes[0]
+    settings = "; ".join(f"{r} ({_settings(report['regimes'][r], ', ')})" for r in regimes)
     out = [f"RCL optimiser on the {report['environment']}",
-           f"{report['seeds']} seeds x {report['iterations']} iterations, batch {report['batch_size']}; "
-           "regimes: " + "; ".join(f"{r} ({', '.join(f'{k}={v}' for k, v in report['regimes'][r].items()) or 'defaults'})"
-                                   for r in regimes), "",
-           f"at {first}:",
-           f"{'configuration':<18}{'final val':>14}{'best val':>10}{'test(best)':>15}{'test(last)':>11}"
-           f"{'it->90%':>9}{'LLM calls':>11}{'vs none':>9}"]
+           (f"{report['seeds']} seeds x {report['iterations']} iterations, batch {report['batch_size']}; "
+            f"regimes: {settings}"), "", f"at {first}:",
+           (f"{'configuration':<18}{'final val':>14}{'best val':>10}{'test(best)':>15}{'test(last)':>11}"
+            f"{'it->90%':>9}{'LLM calls':>11}{'vs none':>9}")]
     none = s["configurations"]["no_learning"][first]["final_val"]
     for name, by_regime in s["configurations"].items():
         c = by_regime[first]
         ratio = f"{c['final_val'] / none:.2f}x" if none else "-"
         out.append(f"{name:<18}{c['final_val']:>8.3f}±{c['final_val_sd']:.2f}{c['best_val']:>10.3f}"
-                   f"{c['best_test']:>9.3f}±{c['best_test_sd']:.2f}{c['final_test']:>11.3f}{c['iters_to_90']:>9.1f}"
+                   f"{c['best_test']:>9.3f}±{c['best_test_sd']:.2f}{c['final_test']:>11.3f}"
+                   f"{c['iters_to_90']:>9.1f}"
                    f"{c['llm_calls']:>11.0f}{ratio:>9}")
     out += ["", "held-out test success of the best playbook (mean over seeds), by regime:",
             f"{'configuration':<18}" + "".join(f"{r:>18}" for r in regimes)]
@@ -236,9 +242,9 @@ def render(report: dict[str, Any]) -> str:
     titles = {"effects": "held-out test success of the best playbook",
               "effects_final_test": "held-out test success of the last playbook",
               "effects_in_all": "held-out test success of the best playbook, all minus all-but-X"}
-    out += ["", "Effects: mean of the per-seed differences (RCL+X minus RCL; same seed, same world) "
-                "[95 % t interval]; * = the interval excludes 0, otherwise the difference is inside "
-                "its interval."]
+    out += ["", ("Effects: mean of the per-seed differences (RCL+X minus RCL; same seed, same world) "
+                 "[95 % t interval]; * = the interval excludes 0, otherwise the difference is inside "
+                 "its interval.")]
     for key, title in titles.items():
         if key not in s:
             continue
@@ -279,8 +285,7 @@ def plot(report: dict[str, Any], path: Path) -> None:
             ax.set_ylim(len(names) - 0.5, -0.5)
             ax.set_yticks(range(len(names)), names if col == 0 else [""] * len(names), fontsize=8)
             if row == 0:
-                overrides = "\n".join(f"{k}={v}" for k, v in report["regimes"][regime].items()) or "(defaults)"
-                ax.set_title(f"{regime}\n{overrides}", fontsize=8)
+                ax.set_title(f"{regime}\n{_settings(report['regimes'][regime], chr(10))}", fontsize=8)
         axes[row][0].set_ylabel(what, fontsize=9)
     fig.supxlabel("effect on held-out test success of the best playbook (paired over seeds); "
                   "green/red: the 95 % interval excludes 0, grey: it does not", fontsize=9)

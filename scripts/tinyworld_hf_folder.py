@@ -69,7 +69,8 @@ def build_tokenizer():  # -> transformers.PreTrainedTokenizerFast
     core.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)
     core.decoder = decoders.ByteLevel()
     unused = [f"<unused{i}>" for i in range(N_BYTES + len(SPECIAL_TOKENS), VOCAB_SIZE)]
-    core.add_special_tokens([AddedToken(t, special=True, normalized=False) for t in (*SPECIAL_TOKENS, *unused)])
+    core.add_special_tokens([AddedToken(t, special=True, normalized=False)
+                             for t in (*SPECIAL_TOKENS, *unused)])
     tok = PreTrainedTokenizerFast(tokenizer_object=core, bos_token="<bos>", eos_token="<eos>",
                                   pad_token="<pad>", chat_template=CHAT_TEMPLATE)
     ids = tok.convert_tokens_to_ids(list(SPECIAL_TOKENS))

@@ -30,7 +30,8 @@ CHAT = '"POST /v1/chat/completions HTTP/1.1" 200'  # uvicorn's access-log line o
 
 
 def _serving_or_skip() -> None:
-    missing = [m for m in ("transformers", "fastapi", "uvicorn", "openai") if importlib.util.find_spec(m) is None]
+    missing = [m for m in ("transformers", "fastapi", "uvicorn", "openai")
+               if importlib.util.find_spec(m) is None]
     if missing:
         reason = f"transformers serve needs {', '.join(missing)}: pip install 'transformers[serving]'"
         if os.environ.get("CI") == "true":
@@ -39,7 +40,8 @@ def _serving_or_skip() -> None:
 
 
 def _folder_script():
-    spec = importlib.util.spec_from_file_location("tinyworld_hf_folder", ROOT / "scripts" / "tinyworld_hf_folder.py")
+    spec = importlib.util.spec_from_file_location("tinyworld_hf_folder",
+                                                  ROOT / "scripts" / "tinyworld_hf_folder.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module

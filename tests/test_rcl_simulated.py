@@ -134,7 +134,8 @@ async def test_a_redundant_add_is_merged_by_de_dup() -> None:
     model = SimulatedModel(env)
     ctx = {"book": book, "ledger": None, "add_only": True, "max_ops": 3, "key": "m",
            "reflections": [Reflection(insights=[rule_text(k, env.rules[k])])]}
-    (op,) = json.loads(await model.complete([{"role": "user", "content": ""}], role="mutator", context=ctx))["operations"]
+    answer = await model.complete([{"role": "user", "content": ""}], role="mutator", context=ctx)
+    (op,) = json.loads(answer)["operations"]
     assert op["op"] == "ADD" and op["content"] != rule_text(k, env.rules[k])
     assert rule_of(op["content"]) == (k, env.rules[k])  # the same rule in other words
     for dedup, kept in [(True, 1), (False, 2)]:
@@ -173,8 +174,8 @@ async def test_the_mutator_follows_the_momentum(support: float, expected: str | 
     ops = json.loads(await SimulatedModel(env).complete([{"role": "user", "content": ""}], role="mutator",
                                                         context=ctx))["operations"]
     assert [op["op"] for op in ops] == ([expected] if expected else [])
-    no_state = json.loads(await SimulatedModel(env).complete([{"role": "user", "content": ""}], role="mutator",
-                                                             context={**ctx, "ledger": None}))["operations"]
+    no_state = json.loads(await SimulatedModel(env).complete(
+        [{"role": "user", "content": ""}], role="mutator", context={**ctx, "ledger": None}))["operations"]
     assert [op["op"] for op in no_state] == ["UPDATE"]
 
 

@@ -7,9 +7,9 @@ contrastive ones first) -> reflect (batched or per trace; auxiliary fields requi
 update helpful/harmful counters, prune -> add the step's signal to the ledger's momentum ->
 mutate (ADD / UPDATE / DELETE, at most ``max_ops``; ADD-only mode) -> apply with validation ->
 de-dup (ACE's refine) -> (GEPA-style: accept only if the child beats its parent on the same
-mini-batch) -> update the ledger -> validate and keep the best playbook -> commit a version. `Optimizer.checkpoint` / `Optimizer.restore` hold the
-whole state; randomness is derived from ``(seed, iteration, task, run)``, so a resumed run is
-the run that was not interrupted.
+mini-batch) -> update the ledger -> validate and keep the best playbook -> commit a version.
+`Optimizer.checkpoint` / `Optimizer.restore` hold the whole state; randomness is derived from
+``(seed, iteration, task, run)``, so a resumed run is the run that was not interrupted.
 
 ACE-like and GEPA-like baselines are configurations of this code (`ace_like`, `gepa_like`).
 """

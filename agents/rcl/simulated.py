@@ -102,7 +102,7 @@ class SimConfig:
     p_contrast: float = 0.9  # the reflector reads an item of a contrastive group right
     p_diagnose: float = 0.6  # with auxiliary losses, the root-cause analysis finds the failed step
     p_redundant: float = 0.3  # in ADD-only mode, the mutator re-adds a rule the playbook states
-    state_margin: float = 2.0  # with the ledger, a rule is replaced when the replacement's momentum leads by this
+    state_margin: float = 2.0  # with the ledger: the momentum lead a replacement needs over the rule
     p_malformed: float = 0.05  # a reflector/mutator answer is malformed
     seed: int = 0
 
@@ -148,7 +148,8 @@ class SimulatedEnvironment(Environment):
             for k, action in sorted(self.rules.items()):
                 rng = random.Random(f"drift:{self.cfg.seed}:{self._at}:{k}")
                 if rng.random() < self.cfg.drift:
-                    self.rules[k] = rng.choice([f"a{j}" for j in range(self.cfg.n_actions) if f"a{j}" != action])
+                    self.rules[k] = rng.choice([f"a{j}" for j in range(self.cfg.n_actions)
+                                                if f"a{j}" != action])
         for task in self.tasks.values():  # the answers follow the rules
             task.answer.update({k: self.rules[k] for k in task.answer})
 
@@ -350,7 +351,7 @@ class SimulatedModel(LLMBackend):
                 seen.add(k)
                 entries = _entries_for(book, k)
                 stated = {rule_of(e.content)[1] for e in entries}
-                if support is not None:  # follow the momentum: the playbook's rule wins a tie, then the proposal
+                if support is not None:  # follow the momentum; a tie: the playbook's rule, then the proposal
                     candidates = stated | {action} | {a for t, a in support if t == k}
                     action = max(sorted(candidates), key=lambda a: (support.get((k, a), 0.0), a in stated,
                                                                     a == rule[1]))

@@ -5,10 +5,10 @@ It carries signal across steps: the mutator sees what was changed, how the batch
 afterwards, which contents were refuted (deleted, pruned or updated away as harmful), which
 hypotheses the reflector left open, and the **signal momentum**: every step the per-content
 votes (+1 for an insight proposing a content and for an entry judged helpful or cited by a
-passing run, -1 for an entry judged harmful or pruned) are added to an exponentially decayed sum, ``m <- beta * m + votes``, as momentum does for
-gradients. One noisy reflection moves it little, so a mutator that follows it is steadier under
-noisy signals, and slower when the right answer changes (old votes outweigh new evidence for a
-while).
+passing run, -1 for an entry judged harmful or pruned) are added to an exponentially decayed
+sum, ``m <- beta * m + votes``, as momentum does for gradients. One noisy reflection moves it
+little, so a mutator that follows it is steadier under noisy signals, and slower when the right
+answer changes (old votes outweigh new evidence for a while).
 """
 
 from __future__ import annotations
