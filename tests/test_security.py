@@ -24,6 +24,7 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from latentwire._grpc_stream import METHOD
 from latentwire._proto import bus_pb2 as pb
 from latentwire._topics import topic_matches
 from latentwire._wire import FrameDecoder, encode_batch
@@ -38,7 +39,6 @@ from latentwire.hub.auth import (
 )
 from latentwire.hub.auth import main as hash_token_main
 from latentwire.hub.server import serve
-from latentwire.transports.grpc import METHOD
 
 from .conftest import HubEnv
 
