@@ -29,6 +29,9 @@ Retention: ``max_age`` (seconds) and ``max_bytes`` (stored header + payload byte
 the journal keeps; the oldest messages go first, and a warning says how many messages and
 deliveries were dropped. Retention limits what survives a restart; a running hub still delivers
 what it holds in memory (bounded by the session limits).
+
+Without ``--journal`` the hub holds a `NullJournal`: the same calls, storing nothing, so the hub
+calls its journal unconditionally and acknowledges each publish as soon as it is routed.
 """
 
 from __future__ import annotations
