@@ -11,7 +11,8 @@ import asyncio
 import logging
 import signal
 
-from ..errors import ConfigError
+from latentwire.errors import ConfigError
+
 from .auth import reload_policy
 from .core import Hub
 from .journal import Journal, JournalError
@@ -61,7 +62,7 @@ async def _serve(args: argparse.Namespace, hub: Hub) -> int:
     if metrics is not None:
         port = await metrics.start(args.metrics_port, args.metrics_host)
         print(f"latentwire hub metrics on http://{args.metrics_host}:{port}/metrics", flush=True)
-    if hub.journal is None:
+    if not hub.journal.durable:
         log.warning("no --journal: messages live in memory only; what is queued or unacknowledged "
                     "is lost if the hub crashes or restarts")
     else:

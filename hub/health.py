@@ -11,7 +11,9 @@ from __future__ import annotations
 import grpc.aio
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
-SERVICES = ("", "latentwire.v1.Bus")
+from latentwire._grpc_stream import SERVICE
+
+SERVICES = ("", SERVICE)
 
 
 async def add_health(server: grpc.aio.Server) -> health.aio.HealthServicer:

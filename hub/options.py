@@ -8,7 +8,8 @@ from __future__ import annotations
 import argparse
 import os
 
-from ..errors import ConfigError
+from latentwire.errors import ConfigError
+
 from .auth import Limits, Policy
 from .core import MiB, HubConfig
 

@@ -1,7 +1,8 @@
 """The hub over gRPC: a thin servicer that hands each bidi stream to the `Hub` core.
 
 Stream messages are batches of wire frames with identity serializers (raw bytes), so the
-servicer parses only frame headers; payloads are forwarded as they arrived.
+servicer parses only frame headers; payloads are forwarded as they arrived. The stream
+plumbing is the SDK's (`latentwire._grpc_stream`), shared with the gRPC transport.
 """
 
 from __future__ import annotations
@@ -16,15 +17,15 @@ from typing import Any
 import grpc
 import grpc.aio
 
-from .._proto import bus_pb2 as pb
-from ..errors import ConfigError
-from ..transports.grpc import FramedStream, channel_options
+from latentwire._grpc_stream import RPC, SERVICE, FramedStream, channel_options
+from latentwire._proto import bus_pb2 as pb
+from latentwire.errors import ConfigError
+
 from .core import Hub, HubConfig
 from .health import add_health, mark_draining
 
 log = logging.getLogger("latentwire.hub")
 
-SERVICE = "latentwire.v1.Bus"
 # gRPC status for a refused hello, by wire code.
 _STATUS = {
     pb.UNAUTHENTICATED: grpc.StatusCode.UNAUTHENTICATED,
@@ -79,7 +80,7 @@ class BusServicer:
     def handler(self) -> grpc.GenericRpcHandler:
         """The generic handler to add to a grpc.aio server (identity serializers)."""
         return grpc.method_handlers_generic_handler(
-            SERVICE, {"Connect": grpc.stream_stream_rpc_method_handler(self.connect)}
+            SERVICE, {RPC: grpc.stream_stream_rpc_method_handler(self.connect)}
         )
 
 

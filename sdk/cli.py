@@ -22,7 +22,7 @@ def _hub(args: argparse.Namespace) -> int:
 
 
 def _hash_token(args: argparse.Namespace) -> int:
-    from .hub.auth import main
+    from .hub.tokens import main
 
     return main(args.extra + (["--help"] if args.help else []))
 

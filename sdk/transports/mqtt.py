@@ -784,6 +784,19 @@ class MqttTransport(Transport):
         # delivery of a lost connection never names a delivery of the new one.
         self.delivery_seq = 0
 
+    @classmethod
+    def from_url(cls, url: str, *, token: str | None = None, **options: Any) -> MqttTransport:
+        """``mqtt://host[:port][/namespace]`` or ``mqtts://`` (TLS); ``options`` are the
+        constructor's keywords. The token is not used here: it travels in the bus's hello,
+        which becomes the MQTT CONNECT's password."""
+        scheme = "mqtts" if url.lower().startswith("mqtts:") else "mqtt"
+        example = f"{scheme}://127.0.0.1:1883/{DEFAULT_NAMESPACE}"
+        parts = cls.split_url(url, example)
+        if not parts.hostname:
+            raise cls.url_error(url, f"{scheme}:// URL needs a host", example)
+        namespace = parts.path.strip("/") or DEFAULT_NAMESPACE
+        return cls(parts.hostname, parts.port, namespace=namespace, tls=scheme == "mqtts", **options)
+
     async def connect(self, timeout: float) -> Connection:
         if self.taken_over:
             # Connecting again would take the agent id back from the newer bus, and so on.
