@@ -137,26 +137,26 @@ async def test_deliveries_beyond_the_receive_window_pause_reading(
         url: str, monkeypatch: pytest.MonkeyPatch) -> None:
     """mosquitto 2.0 sends past the receive maximum: the transport keeps a bounded backlog and
     stops reading the socket when it is full (TCP holds the broker back); nothing is lost."""
-    from latentwire.transports import mqtt
+    from latentwire.transports.mqtt import client, connection
 
-    monkeypatch.setattr(mqtt, "BACKLOG_MIN", 4)
-    monkeypatch.setattr(mqtt, "BACKLOG_FACTOR", 1)
+    monkeypatch.setattr(connection, "BACKLOG_MIN", 4)
+    monkeypatch.setattr(connection, "BACKLOG_FACTOR", 1)
     pauses: list[bool] = []
-    original = mqtt._Client.pause_reading
+    original = client.MqttClient.pause_reading
 
-    def spy(self: mqtt._Client, paused: bool) -> None:
+    def spy(self: client.MqttClient, paused: bool) -> None:
         pauses.append(paused)
         original(self, paused)
 
-    monkeypatch.setattr(mqtt._Client, "pause_reading", spy)
+    monkeypatch.setattr(client.MqttClient, "pause_reading", spy)
     most = [0]
-    on_message = mqtt._MqttConnection._on_message
+    on_message = connection.MqttConnection._on_message
 
-    def watch(self: mqtt._MqttConnection, message: object) -> None:
+    def watch(self: connection.MqttConnection, message: object) -> None:
         on_message(self, message)
         most[0] = max(most[0], len(self._backlog))
 
-    monkeypatch.setattr(mqtt._MqttConnection, "_on_message", watch)
+    monkeypatch.setattr(connection.MqttConnection, "_on_message", watch)
     n = 300
     async with latentwire.connect(url, agent="p") as p, latentwire.connect(url, agent="c", receive_window=2) as c:
         sub = await c.subscribe("flood")
@@ -283,7 +283,7 @@ def test_urls_and_options(tls_files: dict[str, Path]) -> None:
 
 
 def test_wire_codes_cover_broker_refusals() -> None:
-    from latentwire.transports.mqtt import _wire_code
+    from latentwire.transports.mqtt.connection import _wire_code
 
     assert _wire_code(0x87) == pb.PERMISSION_DENIED and _wire_code(0x86) == pb.UNAUTHENTICATED
     assert _wire_code(0x97) == pb.RESOURCE_EXHAUSTED and _wire_code(0x80) == pb.INVALID_ARGUMENT
