@@ -183,7 +183,8 @@ class MqttClient:
             props = Properties(PacketTypes.DISCONNECT)
             props.SessionExpiryInterval = session_expiry
         try:
-            if not self.disconnected.done() and \
+            # Only once connect() handed paho over to the loop: before that its thread owns it.
+            if self._fd >= 0 and not self.disconnected.done() and \
                     self._client.disconnect(properties=props) == paho.MQTT_ERR_SUCCESS:
                 # paho closes the socket once DISCONNECT is written, and then reports it.
                 with contextlib.suppress(TimeoutError):
