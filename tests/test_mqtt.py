@@ -133,6 +133,15 @@ async def test_request_reply_through_response_topic_and_correlation_data(
             task.cancel()
 
 
+async def flood(p: latentwire.Bus, c: latentwire.Bus, n: int) -> list[int]:
+    """``p`` publishes 0..n-1 on "flood" without waiting; what ``c`` receives, in order."""
+    sub = await c.subscribe("flood")
+    for i in range(n):
+        await p.publish("flood", str(i), wait=False)
+    await p.flush()
+    return [int((await sub.receive(timeout=10)).text) for _ in range(n)]
+
+
 async def test_deliveries_beyond_the_receive_window_pause_reading(
         url: str, monkeypatch: pytest.MonkeyPatch) -> None:
     """mosquitto 2.0 sends past the receive maximum: the transport keeps a bounded backlog and
@@ -159,11 +168,7 @@ async def test_deliveries_beyond_the_receive_window_pause_reading(
     monkeypatch.setattr(connection.MqttConnection, "_on_message", watch)
     n = 300
     async with latentwire.connect(url, agent="p") as p, latentwire.connect(url, agent="c", receive_window=2) as c:
-        sub = await c.subscribe("flood")
-        for i in range(n):
-            await p.publish("flood", str(i), wait=False)
-        await p.flush()
-        got = [int((await sub.receive(timeout=10)).text) for _ in range(n)]
+        got = await flood(p, c, n)
     assert got == list(range(n))
     assert True in pauses and False in pauses  # the socket was paused and resumed
     assert most[0] <= 4  # and nothing more was read while it was paused
@@ -301,11 +306,7 @@ async def test_tls_deliveries_beyond_the_receive_window_arrive_in_order(
     n = 200
     async with latentwire.connect(url, agent="p", tls_ca=tls_files["cert"]) as p, \
             latentwire.connect(url, agent="c", tls_ca=tls_files["cert"], receive_window=2) as c:
-        sub = await c.subscribe("flood")
-        for i in range(n):
-            await p.publish("flood", str(i), wait=False)
-        await p.flush()
-        got = [int((await sub.receive(timeout=10)).text) for _ in range(n)]
+        got = await flood(p, c, n)
     assert got == list(range(n))
 
 
