@@ -57,9 +57,10 @@ def test_unknown_scheme_lists_the_known_ones() -> None:
 
 
 def test_a_missing_extra_is_named(monkeypatch: pytest.MonkeyPatch) -> None:
-    # As if aiomqtt were not installed: the mqtt transport's module cannot be imported.
-    monkeypatch.delitem(sys.modules, "latentwire.transports.mqtt", raising=False)
-    monkeypatch.setitem(sys.modules, "aiomqtt", None)
+    # As if paho-mqtt were not installed: the mqtt transport's modules cannot be imported.
+    for name in [m for m in sys.modules if m.startswith("latentwire.transports.mqtt")]:
+        monkeypatch.delitem(sys.modules, name)
+    monkeypatch.setitem(sys.modules, "paho.mqtt.client", None)
     with pytest.raises(latentwire.ConfigError, match=r"mqtts:// needs the 'mqtt' extra: "
                                                      r"pip install 'latentwire\[mqtt\]'"):
         latentwire.connect("mqtts://broker.local")

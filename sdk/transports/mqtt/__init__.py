@@ -8,19 +8,22 @@ hub's half of the frame protocol locally, so `latentwire.Bus` runs unchanged on 
   back; pure functions, no I/O.
 * `client`: the MQTT client plumbing, paho-mqtt's external-loop API driven by asyncio
   (connect, publish and its PUBACK, subscribe, manual acks, reading paused under load).
-* `connection`: `MqttConnection`, the `Connection` the bus drives, and `translate_errors`,
-  where MQTT failures become `latentwire.errors`.
-* `transport`: `MqttTransport`, the URL and options, and what outlives a connection.
+* `connection`: `MqttConnection`, the `Connection` the bus drives; `translate_errors`,
+  where MQTT failures become `latentwire.errors`; and `MqttTransport` (URL, options, what
+  outlives a connection), which opens the connections.
 """
 
 from .connection import (
     BACKLOG_BYTES,
     BACKLOG_FACTOR,
     BACKLOG_MIN,
+    DEFAULT_PORT,
+    DEFAULT_TLS_PORT,
     OWNER_WAIT,
     RC_NO_MATCHING_SUBSCRIBERS,
     RC_SESSION_TAKEN_OVER,
     TAKEOVER_GRACE,
+    MqttTransport,
 )
 from .format import (
     CONTENT_CONTROL,
@@ -33,7 +36,6 @@ from .format import (
     decode_message,
     encode_message,
 )
-from .transport import DEFAULT_PORT, DEFAULT_TLS_PORT, MqttTransport
 
 __all__ = [
     "BACKLOG_BYTES",
