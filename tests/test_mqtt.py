@@ -295,7 +295,8 @@ def test_wire_codes_cover_broker_refusals() -> None:
 
 
 async def test_tls_deliveries_beyond_the_receive_window_arrive_in_order(
-        mosquitto: Mosquitto, tls_files: dict[str, Path], namespace: str, monkeypatch: pytest.MonkeyPatch) -> None:
+        mosquitto: Mosquitto, tls_files: dict[str, Path], namespace: str,
+        monkeypatch: pytest.MonkeyPatch) -> None:
     """Reading paused and resumed under a flood works on TLS too (an SSL socket can hold
     decrypted bytes that the selector does not report; they are read on resume)."""
     from latentwire.transports.mqtt import connection
@@ -312,10 +313,11 @@ async def test_tls_deliveries_beyond_the_receive_window_arrive_in_order(
 
 def test_from_url_parses_host_port_namespace_and_tls(tls_files: dict[str, Path]) -> None:
     t = MqttTransport.from_url("mqtt://[::1]:1999/fleet/a", token="ignored", keepalive=5)
-    assert (t.host, t.port, t.address, t.topics.namespace, t.keepalive) == ("::1", 1999, "[::1]:1999", "fleet/a", 5)
+    assert (t.host, t.port, t.address) == ("::1", 1999, "[::1]:1999")
+    assert (t.topics.namespace, t.keepalive) == ("fleet/a", 5)
     t = MqttTransport.from_url("mqtts://broker.local", tls_ca=tls_files["cert"])
     assert (t.port, t.topics.namespace, t.tls_context is not None) == (8883, "latentwire", True)
-    with pytest.raises(latentwire.ConfigError, match="malformed URL .*got 'mqtt://h:x', use a URL like mqtt://"):
+    with pytest.raises(latentwire.ConfigError, match="malformed URL .*'mqtt://h:x', use a URL like mqtt://"):
         MqttTransport.from_url("mqtt://h:x")
     with pytest.raises(latentwire.ConfigError, match="takes mqtt:// or mqtts:// URLs"):
         MqttTransport.from_url("grpc://h:1")
@@ -341,7 +343,7 @@ def test_the_error_translator_maps_reason_codes_and_lost_connections() -> None:
         with pytest.raises(expected, match=match) as info, translate_errors("b:1", "'alice'"):
             raise raised
         assert info.value.__cause__ is raised
-    with pytest.raises(latentwire.ConnectError, match="no MQTT broker reachable at b:1 within 0.5 s: TimeoutError"):
+    with pytest.raises(latentwire.ConnectError, match="no MQTT broker reachable at b:1 within 0.5 s: Timeout"):
         with translate_errors("b:1", "'alice'", connect_timeout=0.5):
             raise TimeoutError
     with pytest.raises(latentwire.UnknownAgent):  # latentwire errors pass through

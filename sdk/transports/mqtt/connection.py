@@ -49,10 +49,24 @@ from ..._message import check_envelope, is_expired
 from ..._proto import bus_pb2 as pb
 from ..._topics import AGENT_ID, validate_filter
 from ..._wire import Oversize
-from ...errors import AlreadyConnected, ConfigError, ConnectError, InvalidMessage, LatentwireError, ProtocolError
+from ...errors import (
+    AlreadyConnected,
+    ConfigError,
+    ConnectError,
+    InvalidMessage,
+    LatentwireError,
+    ProtocolError,
+)
 from ..base import Connection, Transport, WireFrame
 from .client import BrokerRefused, ConnectionLost, MqttClient
-from .format import DEFAULT_NAMESPACE, MQTT_MAX_MESSAGE, PACKET_SLACK, TopicMap, decode_message, encode_message
+from .format import (
+    DEFAULT_NAMESPACE,
+    MQTT_MAX_MESSAGE,
+    PACKET_SLACK,
+    TopicMap,
+    decode_message,
+    encode_message,
+)
 
 __all__ = [
     "BACKLOG_BYTES",
@@ -123,7 +137,8 @@ def translate_errors(broker: str, what: str, *, connect_timeout: float | None = 
     except LatentwireError:
         raise  # already translated (ConnectError is an OSError too)
     except BrokerRefused as exc:
-        raise error_for(_wire_code(exc.reason_code), f"MQTT broker at {broker} refused {what}: {exc}") from exc
+        reason = f"MQTT broker at {broker} refused {what}: {exc}"
+        raise error_for(_wire_code(exc.reason_code), reason) from exc
     except (ConnectionLost, OSError) as exc:  # OSError: also TimeoutError and ssl.SSLError
         detail = str(exc) or type(exc).__name__
         if connect_timeout is not None:
@@ -160,7 +175,8 @@ class MqttConnection(Connection):
         self._backlog_bytes = 0
         self._owner: asyncio.Future[str] = asyncio.get_running_loop().create_future()
 
-    def _errors(self, what: str, *, connect_timeout: float | None = None) -> contextlib.AbstractContextManager[None]:
+    def _errors(self, what: str, *, connect_timeout: float | None = None
+                ) -> contextlib.AbstractContextManager[None]:
         return translate_errors(self._transport.address, what, connect_timeout=connect_timeout)
 
     # -- the Connection contract ---------------------------------------------------------------
@@ -251,7 +267,8 @@ class MqttConnection(Connection):
         broker_window = getattr(connack.properties, "ReceiveMaximum", None) or 65535
         publish_window = max(1, min(t.publish_window, broker_window))
         broker_max = getattr(connack.properties, "MaximumPacketSize", None)
-        self._max_message = min(t.max_message_bytes, broker_max - PACKET_SLACK if broker_max else MQTT_MAX_MESSAGE)
+        self._max_message = min(t.max_message_bytes,
+                                broker_max - PACKET_SLACK if broker_max else MQTT_MAX_MESSAGE)
         # Subscriptions survive in a present session; (re)subscribing is idempotent, and does it
         # when the broker lost the session. The owner claim at QoS 0, which the receive window
         # does not hold back behind queued messages.
