@@ -57,6 +57,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from latentwire.tinyworld.tasks import TASKS
+
 from ._jobs import file_sha256
 from .anchors import Anchor
 from .loop import LoopResult, TrainConfig, TrainJob, TrainLoop, config_parser, default
@@ -76,7 +78,8 @@ class AlignConfig(TrainConfig):
         "help": "tinyworld family, tinyworld checkpoint folder or Hugging Face VLM id"})
     anchors: str | None = field(default=None, metadata={
         "help": "anchor file (JSONL, `latentwire train anchors`); none: n_anchors tinyworld anchors of task"})
-    task: str = field(default="secret", metadata={"help": "tinyworld task of the anchors made without a file"})
+    task: str = field(default="secret", metadata={"help": "tinyworld task of the anchors made without a file",
+                                                   "choices": list(TASKS)})
     length: int = field(default=8, metadata={"help": "secret length of those anchors"})
     n_anchors: int = field(default=2000, metadata={"help": "how many anchors to make without a file"})
     latent_steps: int = field(default=1, metadata={

@@ -152,6 +152,8 @@ class TrainJob:
     keep_final_checkpoint: bool = False
     #: config fields besides `RESUME_FREE` that may change between a run and its resume
     resume_free: frozenset[str] = frozenset()
+    #: set by `evaluate` to end the run there, finished (a target reached)
+    stop: bool = False
 
     def param_groups(self) -> list[dict[str, Any]] | None:
         """AdamW parameter groups; None: the trainable parameters of ``module``, weight decay on
@@ -335,7 +337,6 @@ class TrainLoop:
         """Train ``job`` from ``start`` (or its checkpoint, with ``config.resume``) to
         ``config.steps``; files go to ``out`` (None: no files, no checkpoints). Returns the
         `LoopResult` on every process; the job's ``save`` has run on the main one."""
-        import torch
         from tqdm.auto import tqdm
 
         config, accelerator = self.config, self.accelerator
@@ -401,6 +402,8 @@ class TrainLoop:
                 if config.eval_every and done % config.eval_every == 0 and done < config.steps \
                         and not out_of_time:
                     evaluate(done)
+                    if self._stopped(job):
+                        break
                 if out is not None and config.checkpoint_every and done % config.checkpoint_every == 0 \
                         and done < config.steps:
                     save_checkpoint(out, done, accelerator, state(done))
@@ -428,6 +431,15 @@ class TrainLoop:
                 metrics.close()
         accelerator.wait_for_everyone()
         return result
+
+    def _stopped(self, job: TrainJob) -> bool:
+        """Whether the job asked to stop; the main process decides (it evaluates), all follow."""
+        flag = [bool(job.stop)]
+        if self.accelerator.num_processes > 1:
+            from accelerate.utils import broadcast_object_list
+
+            broadcast_object_list(flag)
+        return flag[0]
 
     def _updates(self, job: TrainJob, step: int, model: Any) -> Iterator[tuple[Any, dict[str, float]]]:
         """Each ``(loss, metrics)`` of ``job.step``, computed with gradients on and under

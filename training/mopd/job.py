@@ -54,6 +54,7 @@ from pathlib import Path
 from typing import Any, Literal, get_args
 
 from latentwire.errors import ConfigError
+from latentwire.tinyworld.tasks import TASKS
 
 from ..loop import LoopResult, TrainConfig, TrainJob, TrainLoop, config_parser, default
 from .losses import DIVERGENCES
@@ -113,7 +114,8 @@ class MopdConfig(TrainConfig):
     # dict | str | None: HfArgumentParser reads it as a string (JSON), __post_init__ parses it.
     verifier_options: dict[str, Any] | str | None = field(default_factory=dict, metadata={
         "help": "options of the verifier (a JSON object)"})
-    task: str = field(default="sort", metadata={"help": "tinyworld task of the problems (without data)"})
+    task: str = field(default="sort", metadata={"help": "tinyworld task of the problems (without data)",
+                                                "choices": list(TASKS)})
     length: int = field(default=6, metadata={"help": "secret length of those problems"})
     data: str = field(default="", metadata={"help": "problems file: JSONL of {\"prompt\", \"gold\"} per line"})
     eval_data: str = field(default="", metadata={
