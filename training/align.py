@@ -19,33 +19,30 @@ embeddings' mean norm to the norm of real (blank) image embeddings + ``picture_w
 distance of the gated embeddings to the message's picture (tinyworld models only: what the model
 sees when the message is shown as an image, `tinyworld.screen`; 0 turns it off).
 
-The job: `accelerate` (CPU, one GPU, ``accelerate launch`` for several), ``mixed_precision``
-(``bf16`` where supported), gradient clipping, non-finite steps skipped and counted, a checkpoint
-every ``checkpoint_every`` steps written atomically (``checkpoint-<step>/`` + ``latest``), and
-``resume`` to continue from it: batches are a pure function of (seed, process, step), so a
-resumed run ends where an uninterrupted one does. Progress bar; ``metrics.jsonl`` (one line per
-log step; eval lines add ``eval``); the codec as ``config.json`` + ``model.safetensors``;
-``align.json`` with the run config, step, skipped steps, final eval and wall time.
+The job runs on the training loop (`loop.TrainLoop`: accelerate, AdamW with warm-up and cosine
+decay, ``mixed_precision``, clipping, non-finite steps skipped and counted, progress,
+``metrics.jsonl``, a checkpoint every ``checkpoint_every`` steps and ``resume``); it supplies the
+loss, the evaluation, the codec's shape (a checkpoint of another architecture is refused) and its
+product: the codec as ``config.json`` + ``model.safetensors`` and ``align.json`` (run config,
+step, skipped steps, final eval, wall time). Batches are a pure function of (seed, process,
+step), so a resumed run ends where an uninterrupted one does.
 
 Commands::
 
     latentwire train anchors --tinyworld secret --n 2000 --out anchors.jsonl
+    # CPU
     latentwire train codec --model gemma3 --anchors anchors.jsonl --out runs/codec/gemma3
     latentwire train codec --model gemma3 --out runs/codec/gemma3 --resume      # after a crash
+    # one GPU: the same command (accelerate picks the device), bf16 where supported
+    latentwire train codec --model gemma3 --out runs/codec/gemma3 --mixed-precision bf16
+    # several GPUs or processes
     accelerate launch -m latentwire.training.align --model gemma3 --mixed-precision bf16
 
 ``--model`` takes a tinyworld family, a tinyworld checkpoint folder, or a Hugging Face VLM id.
 Without ``--anchors`` the job makes ``n_anchors`` tinyworld anchors of ``task`` itself.
 Evaluation holds out ``eval_n`` anchors (tinyworld: a separate episode stream; a file: its last
 lines) and scores the inference path (`pairs.evaluate_pair` with the family as both sides).
-
-Status, measured on tinyworld (secret task, 64 held-out episodes, 2-core CPU shared with other
-jobs, see docs/benchmarks.md), with the defaults and ``--steps 4000`` (9-15 min each): the
-gemma3 codec carries the secret to gemma3 at 92 % exact match, 98 % of characters (text 100 %,
-no message 0 % / 7 %, another episode's latent 0 % / 3 %); llava 0 % / 54 %, smolvlm 0 % / 61 %
-(these two models read even a picture of the secret worse: 72 % and 66 % exact). Anchored to
-that gemma3 codec (``--anchor-to``, 2000 steps), their decoders read gemma3's latents at 92 %
-and 94 % of characters.
+What the defaults reach on tinyworld is in docs/benchmarks.md.
 """
 
 from __future__ import annotations

@@ -10,7 +10,9 @@ later put latents there. The loss is teacher-forced cross-entropy on the reply
 tokens only (reply + ``<eos>``); AdamW with warm-up and cosine decay; the vision tower and
 projector stay frozen (they only ever see the blank image here).
 
-Commands (the defaults, 1000 steps, take 2-3 minutes per family on 2 CPU cores)::
+It runs on the training loop (`loop.TrainLoop`: accelerate, AdamW, schedule, progress,
+``metrics.jsonl``, checkpoints every ``checkpoint_every`` steps and ``resume``); the job supplies
+the loss, the text-mode evaluation and the saved checkpoint. Commands::
 
     # CPU
     python -m latentwire.training.pretrain --family gemma3 --out-dir runs/tw/gemma3
@@ -18,8 +20,10 @@ Commands (the defaults, 1000 steps, take 2-3 minutes per family on 2 CPU cores):
     python -m latentwire.training.pretrain --family gemma3 --steps 3000 --batch-size 128
     # several GPUs / processes
     accelerate launch -m latentwire.training.pretrain --family gemma3 --steps 3000
-    # resume: the architecture (and step) come from the checkpoint
-    python -m latentwire.training.pretrain --family gemma3 --resume-from runs/tw/gemma3 --steps 1200
+    # after a crash: the same command with --resume
+    python -m latentwire.training.pretrain --family gemma3 --out-dir runs/tw/gemma3 --resume
+    # go on from a finished run: the architecture (and step) come from its folder
+    python -m latentwire.training.pretrain --resume-from runs/tw/gemma3 --out-dir runs/tw/g2 --steps 1200
 
 From Python::
 
