@@ -44,7 +44,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 __all__ = ["CHECKPOINT_PREFIX", "LoopResult", "TrainConfig", "TrainJob", "TrainLoop", "config_parser",
-           "default", "latest_checkpoint", "save_checkpoint", "warmup_cosine", "write_jsonl"]
+           "default", "json_object", "latest_checkpoint", "save_checkpoint", "warmup_cosine", "write_jsonl"]
 
 CHECKPOINT_PREFIX = "checkpoint-"
 STATE_FILE = "loop_state.json"
@@ -104,6 +104,21 @@ def default(name: str, value: Any) -> Any:
     e.g. ``steps: int = default("steps", 1500)``."""
     base = {f.name: f for f in dataclasses.fields(TrainConfig)}[name]
     return field(default=value, metadata=base.metadata)
+
+
+def json_object(value: dict[str, Any] | str | None, name: str) -> dict[str, Any]:
+    """A dict field's value: as given, or parsed from the JSON text a ``--flag`` gives (such fields
+    are typed ``dict[str, Any] | str | None``, which `HfArgumentParser` reads as a string)."""
+    from latentwire.errors import ConfigError
+
+    if isinstance(value, str):
+        try:
+            value = json.loads(value) if value.strip() else {}
+        except ValueError:
+            value = None  # not JSON: refused below
+        if not isinstance(value, dict):
+            raise ConfigError(f"{name} must be a JSON object, e.g. '{{\"key\": 1}}'")
+    return dict(value or {})
 
 
 def warmup_cosine(step: int, steps: int, warmup_steps: int, min_lr_ratio: float) -> float:

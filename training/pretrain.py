@@ -39,7 +39,6 @@ Load it with `latentwire.tinyworld.checkpoints.load_checkpoint`.
 
 from __future__ import annotations
 
-import json
 import random
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -50,7 +49,7 @@ from latentwire.tinyworld.screen import BLANK, SCREEN_SLOTS, screen_embeddings, 
 from latentwire.tinyworld.tasks import TASKS, Task, make_task
 from latentwire.tinyworld.tokenizer import EOS_ID, PAD_ID, TinyTokenizer
 
-from .loop import LoopResult, TrainConfig, TrainJob, TrainLoop, config_parser, default
+from .loop import LoopResult, TrainConfig, TrainJob, TrainLoop, config_parser, default, json_object
 
 __all__ = ["PretrainConfig", "main", "pretrain", "size_overrides"]
 
@@ -107,12 +106,7 @@ class PretrainConfig(TrainConfig):
                 make_task(name, n, self.alphabet)  # refuse unknown tasks and bad lengths now
         if self.image_slots is not None:
             self.image_slots = [int(n) for n in self.image_slots]
-        if isinstance(self.model_overrides, str):
-            try:
-                self.model_overrides = json.loads(self.model_overrides)
-            except ValueError as exc:
-                raise ConfigError(f"model_overrides must be a JSON object, got {self.model_overrides!r}") from exc
-        self.model_overrides = dict(self.model_overrides or {})
+        self.model_overrides = json_object(self.model_overrides, "model_overrides")
         for name in ("receiver_share", "screen_share"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ConfigError(f"{name} must be in [0, 1], got {getattr(self, name)}")

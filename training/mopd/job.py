@@ -56,7 +56,7 @@ from typing import Any, Literal, get_args
 from latentwire.errors import ConfigError
 from latentwire.tinyworld.tasks import TASKS
 
-from ..loop import LoopResult, TrainConfig, TrainJob, TrainLoop, config_parser, default
+from ..loop import LoopResult, TrainConfig, TrainJob, TrainLoop, config_parser, default, json_object
 from .losses import DIVERGENCES
 from .peers import CONTEXT_MODES, PeerConfig, PeerTemplates
 from .teacher import TEACHER_KINDS
@@ -166,12 +166,7 @@ class MopdConfig(TrainConfig):
             raise ConfigError("teacher 'separate' needs teacher_path (a model folder)")
         if self.loss not in LOSSES:
             raise ConfigError(f"unknown loss {self.loss!r}; choose one of {', '.join(LOSSES)}")
-        if isinstance(self.verifier_options, str):
-            try:
-                self.verifier_options = json.loads(self.verifier_options)
-            except ValueError as exc:
-                raise ConfigError(f"verifier_options must be a JSON object, got {self.verifier_options!r}") from exc
-        self.verifier_options = dict(self.verifier_options or {})
+        self.verifier_options = json_object(self.verifier_options, "verifier_options")
         from .verifiers import make_verifier
 
         make_verifier(self.verifier, **self.verifier_options)  # missing / unknown verifier fails now
