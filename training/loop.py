@@ -265,6 +265,19 @@ def _remove_checkpoints(out: Path) -> None:
     (out / "latest").unlink(missing_ok=True)
 
 
+def _open_metrics(out: Path, start: int) -> Any:
+    """``out/metrics.jsonl`` to append to: a fresh run starts it empty, a resumed one keeps the
+    lines up to its ``start`` (what a crashed run logged after its checkpoint goes)."""
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / "metrics.jsonl"
+    kept = []
+    if start and path.is_file():
+        kept = [line for line in path.read_text().splitlines()
+                if line.strip() and json.loads(line).get("step", 0) <= start]
+    path.write_text("".join(line + "\n" for line in kept))
+    return path.open("a")
+
+
 def _jsonable(value: Any) -> Any:
     """Config values as JSON reads them back (tuples become lists)."""
     return json.loads(json.dumps(value, default=str))
@@ -367,15 +380,7 @@ class TrainLoop:
         if out is not None and config.resume:
             step, skipped, last_eval_step = self._resume(job, out)
             start = step if step >= 0 else start
-        metrics = None
-        if out is not None and main:
-            out.mkdir(parents=True, exist_ok=True)
-            kept = []
-            if start and (out / "metrics.jsonl").is_file():  # drop what a crashed run logged after its checkpoint
-                kept = [line for line in (out / "metrics.jsonl").read_text().splitlines()
-                        if line.strip() and json.loads(line).get("step", 0) <= start]
-            (out / "metrics.jsonl").write_text("".join(line + "\n" for line in kept))
-            metrics = (out / "metrics.jsonl").open("a")
+        metrics = _open_metrics(out, start) if out is not None and main else None
 
         began = time.perf_counter()
         last_eval: dict[str, Any] = {}
@@ -425,6 +430,8 @@ class TrainLoop:
                 if out_of_time:
                     finished = done >= config.steps
                     break
+            if rows:  # stopped early (a target, the time budget): log the open window too
+                self._log(rows, metrics, bar, job, done, skipped, optimizer, time.perf_counter() - began)
             accelerator.wait_for_everyone()
             train_seconds = time.perf_counter() - began
             if last_eval_step != done:

@@ -6,8 +6,7 @@ at once (K*D -> K*D): two codecs trained apart put the same content in different
 which a per-token map could not re-order. Each map is affine (ridge regression, closed form,
 fitted here), plus, where the codec's ``hub_hidden`` > 0, a residual MLP trained on what the affine
 part leaves (a training job: `latentwire.training.hub_maps.fit_maps`). Two codecs trained apart are
-not affine functions of each other: on tinyworld a 2048-wide MLP cut the held-out error of llava -> gemma3 latents from 0.41 of their variance to 0.18, and raised
-pairs of families never trained together from 0.45 to 0.61 of characters; docs/benchmarks.md).
+not affine functions of each other, so the MLP pays (measured on tinyworld: docs/benchmarks.md).
 """
 
 from __future__ import annotations
