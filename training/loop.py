@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import math
 import os
 import shutil
@@ -326,6 +327,8 @@ class TrainLoop:
 
         folder = latest_checkpoint(out)
         if folder is None:
+            if self.accelerator.is_main_process:
+                logging.getLogger(__name__).info("resume: no checkpoint in %s; starting afresh", out)
             return -1, 0, None
         try:
             state = json.loads((folder / STATE_FILE).read_text())
