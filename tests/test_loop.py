@@ -14,7 +14,6 @@ torch = pytest.importorskip("torch")
 pytest.importorskip("accelerate")
 
 from latentwire.errors import ConfigError  # noqa: E402
-from latentwire.training import loop as loop_module  # noqa: E402
 from latentwire.training.loop import TrainConfig, TrainJob, TrainLoop, config_parser, default  # noqa: E402
 
 
@@ -34,15 +33,18 @@ class ToyConfig(TrainConfig):
 class ToyJob(TrainJob):
     name = "toy"
 
-    def __init__(self, config: ToyConfig, nan_at: int | None = None, updates: int = 1) -> None:
+    def __init__(self, config: ToyConfig, nan_at: int | None = None, updates: int = 1,
+                 crash_at: int | None = None) -> None:
         torch.manual_seed(config.seed)
         self.module = torch.nn.Sequential(torch.nn.Linear(config.width, 8), torch.nn.Dropout(0.5),
                                           torch.nn.Linear(8, 1))
-        self.config, self.nan_at, self.updates = config, nan_at, updates
+        self.config, self.nan_at, self.updates, self.crash_at = config, nan_at, updates, crash_at
         self.modes: list[bool] = []
         self.evals = self.yielded = 0
 
     def step(self, step, model):
+        if step == self.crash_at:
+            raise KeyboardInterrupt("killed")
         g = torch.Generator().manual_seed(1000 * self.config.seed + step)
         x = torch.randn(16, self.config.width, generator=g)
         loss = ((model(x) - x.sum(1, keepdim=True)) ** 2).mean()
@@ -77,22 +79,13 @@ def _weights(out: Path) -> dict:
     return torch.load(out / "toy.pt", weights_only=True)
 
 
-def test_a_killed_run_resumes_to_the_same_weights_and_history(tmp_path, monkeypatch):
+def test_a_killed_run_resumes_to_the_same_weights_and_history(tmp_path):
     whole = TrainLoop(ToyConfig()).run(ToyJob(ToyConfig()), tmp_path / "whole")
     assert whole.step == 8 and whole.finished
     assert not list((tmp_path / "whole").glob("checkpoint-*"))  # finished: the product only
 
-    real_save = loop_module.save_checkpoint
-
-    def save_then_die(out, step, *args):
-        real_save(out, step, *args)
-        if step == 6:
-            raise KeyboardInterrupt("killed")
-
-    monkeypatch.setattr(loop_module, "save_checkpoint", save_then_die)
-    with pytest.raises(KeyboardInterrupt):
-        TrainLoop(ToyConfig()).run(ToyJob(ToyConfig()), tmp_path / "cut")
-    monkeypatch.setattr(loop_module, "save_checkpoint", real_save)
+    with pytest.raises(KeyboardInterrupt):  # killed in step 7, after the step-6 checkpoint
+        TrainLoop(ToyConfig()).run(ToyJob(ToyConfig(), crash_at=6), tmp_path / "cut")
     cut = tmp_path / "cut"
     assert (cut / "latest").read_text().strip() == "checkpoint-6" and not (cut / "checkpoint-3").exists()
     assert json.loads((cut / "checkpoint-6" / "loop_state.json").read_text())["step"] == 6
