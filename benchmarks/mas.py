@@ -69,7 +69,7 @@ def _quick_hub(folder: Path) -> Path:
         progress(f"quick: aligning {family} for 4 steps")
         codecs.append(align(AlignConfig(model=family, steps=4, batch_size=4, latent_steps=2, n_anchors=16,
                                         eval_every=0, eval_n=2, num_tokens=4, width=16, progress=False,
-                                        checkpoint_every=0, out=str(folder / "codec" / family))))
+                                        checkpoint_every=0, out_dir=str(folder / "codec" / family))))
     anchors = write_anchors(tinyworld_anchors("secret", 48, seed=7), folder / "anchors.jsonl")
     fit_hub_maps(codecs, reference="gemma3", anchors=anchors, out=folder / "hub")
     return folder / "hub"

@@ -228,7 +228,7 @@ def run(json_path: str | None = None, quick: bool = False, argv: list[str] | Non
     try:
         base = MopdConfig(task=task.name, length=meta.get("length", 6), steps=cfg.steps, group_size=cfg.group_size,
                           prompts_per_step=cfg.prompts_per_step, eval_n=cfg.eval_n, eval_every=cfg.eval_every,
-                          save_every=0, lr=cfg.lr, temperature=cfg.temperature, loss=cfg.loss, resume=False,
+                          checkpoint_every=0, lr=cfg.lr, temperature=cfg.temperature, loss=cfg.loss, resume=False,
                           progress=False, out_dir=str(folder / "{name}"))
         training = compare(base, METHODS, seeds=tuple(range(cfg.seeds)))
         png = folder / "compare" / "success.png"

@@ -15,6 +15,7 @@ from latentwire.agents.codec import CodecConfig, DecoderOutput, UniversalVisualC
 from latentwire.agents.errors import (  # noqa: E402
     CheckpointError, CodecConfigError, CodecError, ShapeMismatch, SpaceMismatch)
 from latentwire.errors import ConfigError, LatentwireError  # noqa: E402
+from latentwire.training.hub_maps import fit_maps  # noqa: E402
 
 H, K, D, k = 48, 8, 32, 6
 
@@ -198,7 +199,7 @@ def test_residual_hub_maps_learn_what_an_affine_map_cannot() -> None:
     def fitted():
         codec = make_codec(num_tokens=k, width=d, hub_hidden=128)
         torch.testing.assert_close(codec.hub.to_hub(family[:3]), family[:3])  # identity until fitted
-        return codec, codec.fit_hub_maps(family, reference, ridge=1e-6, residual_steps=1000)
+        return codec, fit_maps(codec, family, reference, ridge=1e-6, residual_steps=1000)
 
     codec, fit = fitted()
     for direction in ("to_hub", "from_hub"):
@@ -213,7 +214,7 @@ def test_residual_hub_maps_learn_what_an_affine_map_cannot() -> None:
 def test_residual_hub_maps_survive_save_and_load(tmp_path) -> None:
     codec = make_codec(hub_hidden=64)
     x = torch.randn(400, K, D)
-    codec.fit_hub_maps(x, torch.tanh(x) + 0.1 * torch.randn(400, K, D), residual_steps=50)
+    fit_maps(codec, x, torch.tanh(x) + 0.1 * torch.randn(400, K, D), residual_steps=50)
     loaded = UniversalVisualCodec.from_pretrained(codec.save_pretrained(tmp_path / "codec"))
     assert loaded.config.hub_hidden == 64
     torch.testing.assert_close(loaded.hub.to_hub(x[:4]), codec.hub.to_hub(x[:4]))

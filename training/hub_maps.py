@@ -20,7 +20,8 @@ Each codec folder's ``align.json`` names the model it was trained with (``config
 ``latent_steps``; ``--model FAMILY=SPEC`` overrides the model.
 
 ``--hidden N`` adds a residual MLP (N wide) to each affine map, trained on the anchors with the
-last tenth held out to pick the step kept (`agents.codec.hub_maps.fit_residual`); the printout and
+last tenth held out to pick the step kept (`fit_maps`, `fit_residual`: a small job on the training
+loop, `loop.TrainLoop`, without checkpoints: it takes seconds to minutes); the printout and
 ``hub_fit.json`` give the held-out error of the affine part alone and of the whole map. Two codecs
 trained apart are not affine functions of each other, so this needs many anchors (tens of
 thousands: they cost only a forward pass each) and pays: see docs/benchmarks.md.
@@ -41,15 +42,16 @@ from __future__ import annotations
 import argparse
 import json
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from latentwire.errors import ConfigError
 
 from ._jobs import file_sha256, replaced_folder
+from .loop import TrainConfig, TrainJob, TrainLoop, default
 
-__all__ = ["FitResult", "fit_hub_maps", "main"]
+__all__ = ["FitResult", "ResidualFitConfig", "fit_hub_maps", "fit_maps", "fit_residual", "main"]
 
 FIT_FILE = "hub_fit.json"
 
@@ -68,6 +70,133 @@ class FitResult:
 
 #: Record keys present only when the feature is used, so hubs fitted without it stay up to date.
 OPTIONAL_KEYS = ("hub_hidden", "residual_steps", "decoder_sha256")
+
+
+# ---- the residual MLPs: a small job on the training loop -------------------------------------
+
+
+@dataclass
+class ResidualFitConfig(TrainConfig):
+    """How `fit_residual` trains a map's residual MLP: constant ``lr``, plain AdamW, no clipping,
+    no files; evaluated on the held-out rows every ``eval_every`` steps and at the end."""
+
+    steps: int = default("steps", 3000)
+    lr: float = default("lr", 1e-3)
+    min_lr_ratio: float = default("min_lr_ratio", 1.0)
+    weight_decay: float = default("weight_decay", 1e-4)
+    adam_beta2: float = default("adam_beta2", 0.999)
+    grad_clip: float = default("grad_clip", 0.0)
+    checkpoint_every: int = default("checkpoint_every", 0)
+    progress: bool = default("progress", False)
+    batch_size: int = field(default=256, metadata={"help": "anchor rows per step"})
+    holdout: float = field(default=0.1, metadata={
+        "help": "share of the rows (the last ones) held out to pick the step kept"})
+
+
+def _relative(prediction: Any, target: Any) -> float:
+    """Squared error relative to the target's variance (0 = exact, 1 = as good as its mean)."""
+    return float(((prediction - target) ** 2).sum() / ((target - target.mean(0)) ** 2).sum().clamp_min(1e-12))
+
+
+class _ResidualJob(TrainJob):
+    """The residual MLP of a `TokenMap` fitted to what its affine part leaves; keeps the MLP of
+    the best held-out evaluation (step 0: the MLP adds nothing)."""
+
+    name = "residual map"
+
+    def __init__(self, token_map: Any, x: Any, y: Any, config: ResidualFitConfig) -> None:
+        import torch
+        import torch.nn.functional as F
+        from torch import nn
+
+        mlp = token_map.residual
+        if mlp is None:
+            raise ValueError("this map has no residual MLP (hub_hidden = 0)")
+        n_held = max(1, int(round(x.shape[0] * config.holdout)))
+        if x.shape[0] - n_held < 2:
+            raise ValueError(f"{x.shape[0]} anchors are too few to train and hold out a residual map")
+        self.module, self.config, self.y, self.n_held = mlp, config, y, n_held
+        with torch.no_grad():
+            self.affine = F.linear(x, token_map.weight, token_map.bias)  # (N, F)
+            residual = y - self.affine
+            self.train_x, self.held_x = x[:-n_held], x[-n_held:]
+            train_r = residual[:-n_held]
+            mlp.in_mean.copy_(self.train_x.mean(0))
+            mlp.in_scale.copy_(self.train_x.std(0).clamp_min(1e-6))
+            mlp.out_scale.copy_(train_r.std(0).clamp_min(1e-6))
+            self.target = train_r / mlp.out_scale  # (n, F), standardised
+            with torch.random.fork_rng(devices=[]):  # deterministic per seed, the caller's RNG untouched
+                torch.manual_seed(config.seed)
+                mlp.down.reset_parameters()
+            nn.init.zeros_(mlp.up.weight)
+            nn.init.zeros_(mlp.up.bias)
+        self.generator = torch.Generator(device="cpu").manual_seed(config.seed)
+        self.best = (self.held_error(), 0, self.snapshot())
+        self.affine_error = self.best[0]
+
+    def held_error(self) -> float:
+        """The whole map's relative error on the held-out rows."""
+        import torch
+
+        n = self.n_held
+        with torch.no_grad():
+            return _relative(self.affine[-n:] + self.module(self.held_x), self.y[-n:])
+
+    def snapshot(self) -> dict[str, Any]:
+        return {k: v.clone() for k, v in self.module.state_dict().items()}
+
+    def param_groups(self) -> list[dict[str, Any]]:
+        return [{"params": list(self.module.parameters())}]  # decay on every parameter
+
+    def step(self, step: int, model: Any) -> tuple[Any, dict[str, float]]:
+        import torch
+        import torch.nn.functional as F
+
+        rows = torch.randint(0, self.train_x.shape[0], (self.config.batch_size,),
+                             generator=self.generator).to(self.train_x.device)
+        return F.mse_loss(model.core(self.train_x[rows]), self.target[rows]), {}
+
+    def evaluate(self, step: int) -> dict[str, Any]:
+        error = self.held_error()
+        if error < self.best[0]:
+            self.best = (error, step, self.snapshot())
+        return {"heldout": error}
+
+
+def fit_residual(token_map: Any, x: Any, y: Any, config: ResidualFitConfig | None = None) -> dict[str, float]:
+    """Train ``token_map``'s residual MLP on what its (already fitted) affine part leaves of
+    ``y (N, F)`` from ``x (N, F)``; the last ``config.holdout`` share of rows is held out and the
+    MLP of the best held-out step is kept (early stopping; step 0 = the MLP adds nothing, so the
+    map is never worse than its affine part). Deterministic for ``config.seed``. Returns the
+    held-out relative errors (``affine``, ``map``) and the ``step`` kept."""
+    config = config or ResidualFitConfig()
+    job = _ResidualJob(token_map, x, y, config)
+    TrainLoop(config, device_placement=False).run(job, None)
+    job.module.load_state_dict(job.best[2])
+    return {"affine": round(job.affine_error, 5), "map": round(job.best[0], 5), "step": job.best[1]}
+
+
+def fit_maps(codec: Any, family_tokens: Any, reference_tokens: Any, ridge: float = 1e-3, *,
+             residual_steps: int = 3000, seed: int = 0, from_hub: bool = True) -> Any:
+    """Fit ``codec``'s hub maps on paired anchor tokens (N, K, D): the affine parts by ridge
+    regression (`UniversalVisualCodec.fit_hub_maps`), then, where ``config.hub_hidden`` > 0, each
+    map's residual MLP (`fit_residual`, ``residual_steps`` steps). Returns the `HubFit`, with the
+    held-out errors of the residual fits."""
+    import torch
+
+    fit = codec.fit_hub_maps(family_tokens, reference_tokens, ridge, from_hub=from_hub)
+    hub = codec.hub
+    if hub.to_hub.residual is None:
+        return fit
+    like = hub.to_hub.weight
+    x, y = torch.as_tensor(family_tokens).to(like), torch.as_tensor(reference_tokens).to(like)
+    config = ResidualFitConfig(steps=residual_steps, seed=seed)
+    directions = [("to_hub", hub.to_hub, x, y)] + ([("from_hub", hub.from_hub, y, x)] if from_hub else [])
+    heldout = {name: fit_residual(linear, a.flatten(1), b.flatten(1), config) for name, linear, a, b in directions}
+    return hub.measure(x, y, from_hub=from_hub, heldout=heldout)
+
+
+# ---- the job ---------------------------------------------------------------------------------
 
 
 def _hub_decoder(folder: Path, family: str, reference: str, reference_digest: str) -> Any:
@@ -236,8 +365,8 @@ def fit_hub_maps(codecs: list[str | os.PathLike[str]], *, reference: str, anchor
                 raise ConfigError(f"--decoder {family}={folder}: its decoder does not fit the {family} codec "
                                   f"({str(error).splitlines()[0]})") from None
             extra = {"decoder": str(folder), "decoder_anchored_to": reference}
-        fit = codec.fit_hub_maps(tokens(family), reference_tokens, ridge=ridge, residual_steps=residual_steps,
-                                 from_hub=family not in hub_decoders)
+        fit = fit_maps(codec, tokens(family), reference_tokens, ridge=ridge, residual_steps=residual_steps,
+                       from_hub=family not in hub_decoders)
         _write_atomically(out / family, codec, {**record(family), **extra, "role": "family", "heldout": fit.heldout,
                                                 "to_hub_mse": fit.to_hub_mse, "from_hub_mse": fit.from_hub_mse})
         results.append(FitResult(family, "fitted", fit.to_hub_mse, fit.from_hub_mse, fit.heldout))

@@ -3,11 +3,10 @@
 Each family is trained alone, then fitted once with two maps to and from a reference family's
 space on shared anchors: O(N) jobs, not O(N^2) pairs. A map acts on a whole latent, all K tokens
 at once (K*D -> K*D): two codecs trained apart put the same content in different token positions,
-which a per-token map could not re-order. Each map is affine (ridge regression, closed form),
-plus, where the codec's ``hub_hidden`` > 0, a residual MLP trained on what the affine part leaves
-(two codecs trained apart are not affine functions of each other: on tinyworld a 2048-wide MLP
-cut the held-out error of llava -> gemma3 latents from 0.41 of their variance to 0.18, and raised
-pairs of families never trained together from 0.45 to 0.61 of characters; docs/benchmarks.md).
+which a per-token map could not re-order. Each map is affine (ridge regression, closed form,
+fitted here), plus, where the codec's ``hub_hidden`` > 0, a residual MLP trained on what the affine
+part leaves (a training job: `latentwire.training.hub_maps.fit_maps`). Two codecs trained apart are
+not affine functions of each other, so the MLP pays (measured on tinyworld: docs/benchmarks.md).
 """
 
 from __future__ import annotations
@@ -100,65 +99,6 @@ class TokenMap(nn.Linear):
         return out.reshape(*lead, *self.block)
 
 
-def _relative(prediction: Tensor, target: Tensor) -> float:
-    """Squared error relative to the target's variance (0 = exact, 1 = as good as its mean)."""
-    return float(((prediction - target) ** 2).sum() / ((target - target.mean(0)) ** 2).sum().clamp_min(1e-12))
-
-
-def fit_residual(token_map: TokenMap, x: Tensor, y: Tensor, *, steps: int = 3000, lr: float = 1e-3,
-                 weight_decay: float = 1e-4, batch_size: int = 256, holdout: float = 0.1,
-                 eval_every: int = 100, seed: int = 0) -> dict[str, float]:
-    """Train ``token_map``'s residual MLP on what its (already fitted) affine part leaves of
-    ``y (N, F)`` from ``x (N, F)``; the last ``holdout`` share of rows is held out and the MLP of
-    the best held-out step is kept (early stopping; step 0 = the MLP adds nothing). Deterministic
-    for a ``seed``. Returns the held-out relative errors (``affine``, ``map``) and the ``step``."""
-    mlp = token_map.residual
-    if mlp is None:
-        raise ValueError("this map has no residual MLP (hub_hidden = 0)")
-    n_held = max(1, int(round(x.shape[0] * holdout)))
-    if x.shape[0] - n_held < 2:
-        raise ValueError(f"{x.shape[0]} anchors are too few to train and hold out a residual map")
-    with torch.no_grad():
-        affine = F.linear(x, token_map.weight, token_map.bias)  # (N, F)
-        residual = y - affine
-        train_x, held_x = x[:-n_held], x[-n_held:]
-        train_r = residual[:-n_held]
-        mlp.in_mean.copy_(train_x.mean(0))
-        mlp.in_scale.copy_(train_x.std(0).clamp_min(1e-6))
-        mlp.out_scale.copy_(train_r.std(0).clamp_min(1e-6))
-        target = train_r / mlp.out_scale  # (n, F), standardised
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)
-            mlp.down.reset_parameters()
-        nn.init.zeros_(mlp.up.weight)
-        nn.init.zeros_(mlp.up.bias)
-
-    def held_error() -> float:
-        with torch.no_grad():
-            return _relative(affine[-n_held:] + mlp(held_x), y[-n_held:])
-
-    def snapshot() -> dict[str, Tensor]:
-        return {k: v.clone() for k, v in mlp.state_dict().items()}
-
-    generator = torch.Generator(device="cpu").manual_seed(seed)
-    optimizer = torch.optim.AdamW(mlp.parameters(), lr=lr, weight_decay=weight_decay)
-    best = (held_error(), 0, snapshot())
-    affine_error = best[0]
-    with torch.enable_grad():
-        for step in range(1, steps + 1):
-            rows = torch.randint(0, train_x.shape[0], (batch_size,), generator=generator).to(x.device)
-            loss = F.mse_loss(mlp.core(train_x[rows]), target[rows])
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            if step % eval_every == 0 or step == steps:
-                error = held_error()
-                if error < best[0]:
-                    best = (error, step, snapshot())
-    mlp.load_state_dict(best[2])
-    return {"affine": round(affine_error, 5), "map": round(best[0], 5), "step": best[1]}
-
-
 class HubMaps(nn.Module):
     """Maps family codec space <-> hub space (K*D -> K*D), the identity until fitted: affine,
     plus a residual MLP each where ``config.hub_hidden`` > 0."""
@@ -175,25 +115,29 @@ class HubMaps(nn.Module):
         self.from_hub.reset_identity()
 
     def fit(self, family_tokens: Tensor, reference_tokens: Tensor, ridge: float = 1e-3, *,
-            residual_steps: int = 3000, seed: int = 0, from_hub: bool = True) -> HubFit:
-        """Fit the maps on paired latents (N, K, D) (family latent i ~ reference latent i, the
-        same anchor): the affine part by ridge regression on all of them, then any residual MLP
-        (`fit_residual`, ``residual_steps`` steps, early-stopped on held-out anchors).
+            from_hub: bool = True) -> HubFit:
+        """Fit the affine part of the maps on paired latents (N, K, D) (family latent i ~
+        reference latent i, the same anchor) by ridge regression; any residual MLP is reset to add
+        nothing (training it is a job: `latentwire.training.hub_maps.fit_maps`).
         ``from_hub=False`` fits only the map to the hub and makes the other the identity."""
-        heldout = {}
         if not from_hub:
             self.from_hub.reset_identity()
-        directions = [("to_hub", self.to_hub, family_tokens, reference_tokens)]
+        directions = [(self.to_hub, family_tokens, reference_tokens)]
         if from_hub:
-            directions.append(("from_hub", self.from_hub, reference_tokens, family_tokens))
-        for name, linear, x, y in directions:
-            with torch.no_grad():
+            directions.append((self.from_hub, reference_tokens, family_tokens))
+        with torch.no_grad():
+            for linear, x, y in directions:
                 W, b = ridge_affine(x.flatten(1), y.flatten(1), ridge)
                 linear.weight.copy_(W.T)  # nn.Linear keeps (Dout, Din)
                 linear.bias.copy_(b)
-            if linear.residual is not None:
-                heldout[name] = fit_residual(linear, x.flatten(1), y.flatten(1), steps=residual_steps,
-                                             seed=seed)
+                if linear.residual is not None:
+                    nn.init.zeros_(linear.residual.up.weight)
+                    nn.init.zeros_(linear.residual.up.bias)
+        return self.measure(family_tokens, reference_tokens, from_hub=from_hub)
+
+    def measure(self, family_tokens: Tensor, reference_tokens: Tensor, *, from_hub: bool = True,
+                heldout: dict[str, dict[str, float]] | None = None) -> HubFit:
+        """How well the maps reproduce paired latents (N, K, D): a `HubFit` (``heldout`` passed on)."""
         with torch.no_grad():
             to_mse = F.mse_loss(self.to_hub(family_tokens), reference_tokens).item()
             from_mse = F.mse_loss(self.from_hub(reference_tokens), family_tokens).item() if from_hub else None

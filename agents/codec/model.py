@@ -176,9 +176,10 @@ class UniversalVisualCodec(nn.Module):
     # --- alignment
 
     def fit_hub_maps(self, family_tokens: Tensor, reference_tokens: Tensor, ridge: float = 1e-3, *,
-                     residual_steps: int = 3000, seed: int = 0, from_hub: bool = True) -> HubFit:
-        """Fit the maps to and from the hub on paired anchor tokens: ridge regression, then the
-        residual MLPs where ``config.hub_hidden`` > 0 (`hub_maps.fit_residual`).
+                     from_hub: bool = True) -> HubFit:
+        """Fit the affine maps to and from the hub on paired anchor tokens by ridge regression
+        (residual MLPs, where ``config.hub_hidden`` > 0, are trained by the training job
+        `latentwire.training.hub_maps.fit_maps`, which calls this first).
 
         ``family_tokens``: this family's tokens (``encode_tokens(..., to_hub=False)``) on an
         anchor set; ``reference_tokens``: the reference family's tokens on the same anchors.
@@ -190,8 +191,7 @@ class UniversalVisualCodec(nn.Module):
         if x.shape != y.shape or tuple(x.shape[1:]) != (K, D):
             raise ShapeMismatch("family tokens vs reference tokens", tuple(x.shape),
                                 f"the reference tokens' shape {tuple(y.shape)}, both (N, {K}, {D})")
-        return self.hub.fit(x.to(self._param), y.to(self._param), ridge, residual_steps=residual_steps,
-                            seed=seed, from_hub=from_hub)
+        return self.hub.fit(x.to(self._param), y.to(self._param), ridge, from_hub=from_hub)
 
     # --- load / save
 
