@@ -14,7 +14,6 @@ import asyncio
 import weakref
 from collections.abc import Sequence
 from typing import Any
-from urllib.parse import urlsplit
 
 from latentwire.errors import ConfigError, ConnectError
 from latentwire.transports.base import Connection, Transport, WireFrame
