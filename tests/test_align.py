@@ -193,3 +193,22 @@ def test_anchored_scheme_trains_a_new_family_into_a_frozen_codecs_space(tmp_path
     assert "kl" in lines[0] and "enc_kl" not in lines[0]
     with pytest.raises(ConfigError, match="decoder_only .* needs anchor_to"):
         AlignConfig(model="gemma3", decoder_only=True)
+
+
+def test_job_outputs_are_created_with_the_users_umask(tmp_path: Path) -> None:
+    """Artefacts are written through private scratch files and folders; once in place they must
+    be as readable as anything else the user writes (not 0600/0700)."""
+    import os
+
+    from latentwire.training._jobs import replaced_folder
+    from latentwire.training.anchors import tinyworld_anchors, write_anchors
+
+    mask = os.umask(0o022)
+    try:
+        anchors = write_anchors(tinyworld_anchors("secret", 2), tmp_path / "a.jsonl")
+        with replaced_folder(tmp_path / "out") as scratch:
+            (scratch / "x").write_text("x")
+    finally:
+        os.umask(mask)
+    assert anchors.stat().st_mode & 0o777 == 0o644
+    assert (tmp_path / "out").stat().st_mode & 0o777 == 0o755

@@ -12,6 +12,15 @@ from collections.abc import Iterator
 from pathlib import Path
 
 
+def as_if_created(path: str | os.PathLike[str]) -> None:
+    """Give a scratch file or folder from `tempfile` (created 0600 / 0700, private) the
+    permissions a plain ``open``/``mkdir`` would have given it under the process umask, so an
+    artefact renamed into place is as readable as any other file the user writes."""
+    mask = os.umask(0)
+    os.umask(mask)
+    os.chmod(path, (0o777 if os.path.isdir(path) else 0o666) & ~mask)
+
+
 @contextlib.contextmanager
 def replaced_folder(final: Path) -> Iterator[Path]:
     """Yield a scratch folder beside ``final`` to write into; when the block ends normally it
@@ -19,6 +28,7 @@ def replaced_folder(final: Path) -> Iterator[Path]:
     sees a half-written ``final``."""
     final.parent.mkdir(parents=True, exist_ok=True)
     scratch = Path(tempfile.mkdtemp(dir=final.parent, prefix=f".{final.name}."))
+    as_if_created(scratch)
     try:
         yield scratch
         if final.exists():

@@ -49,6 +49,7 @@ from latentwire.tinyworld.screen import BLANK, SCREEN_SLOTS, screen_embeddings, 
 from latentwire.tinyworld.tasks import TASKS, Task, make_task
 from latentwire.tinyworld.tokenizer import EOS_ID, PAD_ID, TinyTokenizer
 
+from ._jobs import as_if_created
 from .loop import LoopResult, TrainConfig, TrainJob, TrainLoop, config_parser, default, json_object
 
 __all__ = ["PretrainConfig", "main", "pretrain", "size_overrides"]
@@ -311,6 +312,7 @@ def load_or_train(family: str, *, device: Any = None, progress: bool = True) -> 
     # Train into a private folder and rename it into place: a concurrent loader never sees a
     # half-written checkpoint, and if two processes race, the first rename wins.
     work = Path(tempfile.mkdtemp(prefix=f".{family}-", dir=cached.parent))
+    as_if_created(work)
     try:
         config = recipe(family, work)
         config.progress = progress
