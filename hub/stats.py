@@ -13,12 +13,15 @@ from its delivery sequence numbers, so deliveries cost nothing here.
 Everything is bounded: ``MAX_TOPICS`` topics have their own counters (the rest share
 ``OTHER``; topics idle for ``TOPIC_IDLE`` s are forgotten), ``RECENT`` headers are kept, and
 latent payloads are kept only for watched topics, as at most ``LATENTS_PER_WATCH`` heatmaps of
-at most 64 x 64 cells each, captured at most ``CAPTURES_PER_SECOND`` times a second per watch.
-All of it runs on the hub's event loop.
+at most 64 x 64 cells each, captured at most ``CAPTURES_PER_SECOND`` times a second per watch
+and one at a time, in a worker thread (a heatmap reads the whole latent). Everything else runs
+on the hub's event loop.
 """
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import math
 import time
 from collections import deque
@@ -30,10 +33,12 @@ from latentwire._peek import heatmap, latent_norm, quantize
 from latentwire._proto import bus_pb2 as pb
 from latentwire._topics import topic_matches, validate_filter
 from latentwire._wire import Payload
-from latentwire.errors import InvalidTensor, LimitExceeded
+from latentwire.errors import LimitExceeded
 
 if TYPE_CHECKING:
     from .core import Hub, Session
+
+log = logging.getLogger("latentwire.hub")
 
 TAU = 5.0  # seconds: the time constant of every rate
 MIN_INTERVAL = 0.5  # reads closer together than this return the last rate unchanged
@@ -206,6 +211,7 @@ class TrafficStats:
         self._recent: deque[tuple[pb.Envelope, int]] = deque(maxlen=RECENT)
         self._watches: dict[str, Watch] = {}
         self._seq = 0
+        self._capturing = False  # a heatmap is being made in a worker thread
         self._pruned_at = now
 
     @classmethod
@@ -260,26 +266,35 @@ class TrafficStats:
 
     def _capture(self, env: pb.Envelope, payload: Payload) -> None:
         now = time.monotonic()
+        if self._capturing:
+            return  # one heatmap at a time: a flood of big latents never queues work
         due = [w for w in self._watches.values()
                if now - w.last_capture >= 1 / CAPTURES_PER_SECOND and topic_matches(w.filter, env.topic)]
         if not due:
             return
-        t = env.tensor
-        try:
-            latent = Latent.frombuffer(payload, t.dtype, list(t.shape))
-        except InvalidTensor:  # the core checked it already; never let a preview break routing
-            return
-        array = latent.numpy()
-        cells = heatmap(array)
-        data, lo, hi = quantize(cells)
-        norm = latent_norm(array)
-        self._seq += 1
-        view = LatentView(self._seq, env.id, env.topic, env.sender, env.created_at_ns, t.dtype,
-                          list(t.shape), t.space, t.family, norm if math.isfinite(norm) else None,
-                          cells.shape[0], cells.shape[1], data, lo, hi)
         for watch in due:
             watch.last_capture = now
-            watch.latents.append(view)
+        self._capturing = True
+        t = env.tensor
+        header = (env.id, env.topic, env.sender, env.created_at_ns, t.dtype, list(t.shape), t.space, t.family)
+        # The norm and the heatmap read the whole latent (a 16 MiB one takes ~0.1 s): in a worker
+        # thread, on the payload bytes, which nothing changes once received.
+        work = asyncio.get_running_loop().run_in_executor(None, _render, t.dtype, header[5], payload)
+        work.add_done_callback(lambda done: self._captured(done, header, due))
+
+    def _captured(self, done: asyncio.Future, header: tuple, due: list[Watch]) -> None:
+        self._capturing = False
+        if done.cancelled() or done.exception() is not None:
+            log.debug("latent preview failed: %r", None if done.cancelled() else done.exception())
+            return
+        cells, data, lo, hi, norm = done.result()
+        self._seq += 1
+        msg_id, topic, sender, created_at_ns, dtype, shape, space, family = header
+        view = LatentView(self._seq, msg_id, topic, sender, created_at_ns, dtype, shape, space, family,
+                          norm if math.isfinite(norm) else None, cells.shape[0], cells.shape[1], data, lo, hi)
+        for watch in due:
+            if self._watches.get(watch.filter) is watch:  # still watched
+                watch.latents.append(view)
 
     # -- watches (dashboard) ---------------------------------------------------------------------
 
@@ -388,3 +403,11 @@ def _header_view(env: pb.Envelope, size: int) -> HeaderView:
     elif kind == "control":
         view.control_kind = env.control.kind
     return view
+
+
+def _render(dtype: str, shape: list[int], payload: Payload) -> tuple:
+    """Heatmap cells, their bytes and range, and the norm of a latent's payload (any thread)."""
+    array = Latent.frombuffer(payload, dtype, shape).numpy()
+    cells = heatmap(array)
+    data, lo, hi = quantize(cells)
+    return cells, data, lo, hi, latent_norm(array)

@@ -201,9 +201,13 @@ async def test_a_watched_topic_keeps_small_heatmaps_of_its_latents() -> None:
     async with latentwire.connect(url, agent="p") as p:
         big = np.add.outer(np.sin(np.arange(300) / 7), np.cos(np.arange(500) / 11)).astype(np.float32)
         for i in range(stats_module.LATENTS_PER_WATCH + 4):
-            await p.publish("cam/a", latent=big)
             watch.last_capture = -1e9  # let every one through the capture rate limit
+            await p.publish("cam/a", latent=big)
+            async with asyncio.timeout(10):
+                while stats._capturing:  # the heatmap is made in a worker thread
+                    await asyncio.sleep(0.01)
         await p.publish("other", latent=big)
+        await asyncio.sleep(0.1)
     kept = watch.since(0)
     assert len(kept) == stats_module.LATENTS_PER_WATCH
     last = kept[-1]
