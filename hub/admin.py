@@ -113,7 +113,7 @@ class AdminInterceptor(grpc.aio.ServerInterceptor):
         try:
             await self.gate.check(bearer(metadata.get("authorization")))
         except AuthError as exc:
-            code, reason = _STATUS[type(exc)], str(exc)
+            code, reason = _STATUS.get(type(exc), grpc.StatusCode.PERMISSION_DENIED), str(exc)
 
             async def refuse(request: bytes, context: grpc.aio.ServicerContext) -> None:
                 await context.abort(code, reason)
