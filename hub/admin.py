@@ -5,14 +5,13 @@ server reflection.
 Who may ask: anyone when the hub has no auth file; with one, only the holder of the token of
 an agent whose entry says ``admin = true``. `AdminGate` decides (the dashboard asks it too);
 `AdminInterceptor` applies it to every admin call before the servicer runs, so a refused
-caller learns nothing but the refusal. The servicer is thin: it turns `TrafficStats` views
-into protobuf messages.
+caller learns nothing but the refusal. The servicer is thin: `TrafficStats` answers in the API's
+own messages.
 """
 
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import hashlib
 import time
 from collections import OrderedDict
@@ -129,29 +128,20 @@ class AdminServicer:
         self.stats = TrafficStats.attach(hub)
 
     async def get_stats(self, request: apb.GetStatsRequest, context: Any) -> apb.HubInfo:
-        view = dataclasses.asdict(self.stats.hub_view())
-        view["started_at_ns"] = int(view.pop("started_at") * 1e9)
-        return apb.HubInfo(**view)
+        return self.stats.hub_view()
 
     async def list_sessions(self, request: apb.ListSessionsRequest, context: Any) -> apb.ListSessionsResponse:
-        sessions = []
-        for view in self.stats.sessions():
-            fields = dataclasses.asdict(view)
-            fields["connected_at_ns"] = int(fields.pop("connected_at") * 1e9)
-            sessions.append(apb.SessionInfo(**fields))
-        return apb.ListSessionsResponse(sessions=sessions)
+        return apb.ListSessionsResponse(sessions=self.stats.sessions())
 
     async def list_topics(self, request: apb.ListTopicsRequest, context: Any) -> apb.ListTopicsResponse:
-        topics = [apb.TopicInfo(**dataclasses.asdict(v)) for v in self.stats.topics(request.limit)]
-        return apb.ListTopicsResponse(topics=topics)
+        return apb.ListTopicsResponse(topics=self.stats.topics(request.limit))
 
     async def recent_messages(self, request: apb.RecentMessagesRequest,
                               context: grpc.aio.ServicerContext) -> apb.RecentMessagesResponse:
         try:
-            views = self.stats.recent(request.filter or "#", request.limit)
+            return apb.RecentMessagesResponse(messages=self.stats.recent(request.filter or "#", request.limit))
         except InvalidTopic as exc:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"filter: {exc}")
-        return apb.RecentMessagesResponse(messages=[apb.MessageHeader(**dataclasses.asdict(v)) for v in views])
 
     def handler(self) -> grpc.GenericRpcHandler:
         """The generic handler to add to a grpc.aio server."""

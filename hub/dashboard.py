@@ -28,11 +28,14 @@ import logging
 import secrets
 import time
 from collections import OrderedDict
+from collections.abc import Mapping
 from http import HTTPStatus
 from http.cookies import CookieError, SimpleCookie
 from importlib import resources
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs, urlencode, urlsplit
+
+from google.protobuf.message import Message as ProtoMessage
 
 from latentwire.errors import AuthError, InvalidTopic, LimitExceeded
 
@@ -187,7 +190,7 @@ class Dashboard:
                 views = self.stats.recent(request.query.get("filter", "#"), limit)
             except (ValueError, InvalidTopic) as exc:
                 raise _Refused(HTTPStatus.BAD_REQUEST, f"filter/limit: {exc}") from None
-            await self._send_json(writer, [dataclasses.asdict(v) for v in views], request.method == "HEAD")
+            await self._send_json(writer, [_plain(v) for v in views], request.method == "HEAD")
         elif request.path == "/events":
             await self._events(writer, request.query.get("topic", ""), policy)
         else:
@@ -231,10 +234,10 @@ class Dashboard:
     # -- data ----------------------------------------------------------------------------------
 
     def state(self) -> dict[str, Any]:
-        """Hub totals, sessions and the busiest topics, JSON-ready."""
-        return {"hub": dataclasses.asdict(self.stats.hub_view()),
-                "sessions": [dataclasses.asdict(v) for v in self.stats.sessions()],
-                "topics": [dataclasses.asdict(v) for v in self.stats.topics(TOPICS_SHOWN)],
+        """Hub totals, sessions and the busiest topics, JSON-ready (the admin API's fields)."""
+        return {"hub": _plain(self.stats.hub_view()),
+                "sessions": [_plain(v) for v in self.stats.sessions()],
+                "topics": [_plain(v) for v in self.stats.topics(TOPICS_SHOWN)],
                 "now": time.time()}
 
     async def _events(self, writer: asyncio.StreamWriter, topic: str, policy: Policy) -> None:
@@ -286,6 +289,16 @@ def _head(status: HTTPStatus, content_type: str, headers: dict[str, str]) -> byt
 
 def _event(name: str, data: Any) -> bytes:
     return f"event: {name}\ndata: {json.dumps(data)}\n\n".encode()
+
+
+def _plain(message: ProtoMessage) -> dict[str, Any]:
+    """A flat admin API message as JSON values; numbers stay numbers (protobuf's own JSON
+    mapping writes 64-bit integers as strings)."""
+    out: dict[str, Any] = {}
+    for field in message.DESCRIPTOR.fields:
+        value = getattr(message, field.name)
+        out[field.name] = dict(value) if isinstance(value, Mapping) else list(value) if field.is_repeated else value
+    return out
 
 
 def _latent_json(view: LatentView) -> dict[str, Any]:

@@ -8,7 +8,9 @@ header (payloads are never kept there). Rates are computed only when someone rea
 `Meter` keeps running totals, and each read folds the totals since the previous read into an
 exponentially weighted moving average over ``TAU`` seconds, whatever the time between reads.
 Queue depths are read from the sessions at that moment, and a session's delivery rate comes
-from its delivery sequence numbers, so deliveries cost nothing here.
+from its delivery sequence numbers, so deliveries cost nothing here. Reads answer with the
+admin API's own messages (``latentwire.v1.Admin``: `HubInfo`, `SessionInfo`, `TopicInfo`,
+`MessageHeader`), so the API and the dashboard share one schema.
 
 Everything is bounded: ``MAX_TOPICS`` topics have their own counters (the rest share
 ``OTHER``; topics idle for ``TOPIC_IDLE`` s are forgotten), ``RECENT`` headers are kept, and
@@ -25,11 +27,12 @@ import logging
 import math
 import time
 from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from latentwire._latent import Latent
 from latentwire._peek import heatmap, latent_norm, quantize
+from latentwire._proto import admin_pb2 as apb
 from latentwire._proto import bus_pb2 as pb
 from latentwire._topics import topic_matches, validate_filter
 from latentwire._wire import Payload
@@ -87,78 +90,6 @@ class Meter:
         self.byte_rate = keep * self.byte_rate + (1 - keep) * db / dt
         self._t, self._count, self._nbytes, self._primed = now, self.count, self.nbytes, True
         return self
-
-
-@dataclass
-class HubView:
-    """The hub as a whole (`TrafficStats.hub_view`)."""
-
-    hub_id: str
-    name: str
-    started_at: float  # Unix time the counters started
-    sessions_connected: int
-    sessions_detached: int
-    connections: int
-    published: int
-    delivered: int
-    rejected: int
-    expired: int
-    malformed: int
-    publish_rate: float
-    publish_byte_rate: float
-    delivery_rate: float
-    draining: bool
-    authenticates: bool
-    topics_tracked: int
-
-
-@dataclass
-class SessionView:
-    """One session (`TrafficStats.sessions`)."""
-
-    agent: str
-    session_id: str
-    connected: bool
-    connected_at: float  # Unix time of the current (or last) connection's hello; 0 if unknown
-    subscriptions: list[str]
-    queued_messages: int
-    queued_bytes: int
-    unacked_messages: int
-    unacked_bytes: int
-    receive_window: int
-    published: int
-    publish_rate: float
-    publish_byte_rate: float
-    delivery_rate: float
-
-
-@dataclass
-class TopicView:
-    """One topic's traffic (`TrafficStats.topics`)."""
-
-    topic: str
-    messages: int
-    bytes: int
-    message_rate: float
-    byte_rate: float
-
-
-@dataclass
-class HeaderView:
-    """One published message's header (`TrafficStats.recent`)."""
-
-    id: str
-    topic: str
-    sender: str
-    created_at_ns: int
-    size: int
-    kind: str  # text, tensor or control
-    dtype: str = ""
-    shape: list[int] = field(default_factory=list)
-    space: str = ""
-    family: str = ""
-    control_kind: str = ""
-    headers: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass
@@ -319,7 +250,7 @@ class TrafficStats:
 
     # -- reads -----------------------------------------------------------------------------------
 
-    def hub_view(self) -> HubView:
+    def hub_view(self) -> apb.HubInfo:
         """Totals and rates of the whole hub now."""
         hub, now = self.hub, time.monotonic()
         s = hub.stats
@@ -327,8 +258,8 @@ class TrafficStats:
         self._delivered.count = s.delivered
         self._delivered.update(now)
         connected = sum(1 for x in hub.sessions.values() if x.conn is not None)
-        return HubView(
-            hub_id=hub.id, name=hub.name, started_at=self.started_at,
+        return apb.HubInfo(
+            hub_id=hub.id, name=hub.name, started_at_ns=int(self.started_at * 1e9),
             sessions_connected=connected, sessions_detached=len(hub.sessions) - connected,
             connections=s.connections, published=s.published, delivered=s.delivered,
             rejected=s.rejected, expired=s.expired, malformed=s.malformed,
@@ -336,7 +267,7 @@ class TrafficStats:
             delivery_rate=self._delivered.rate, draining=hub.draining,
             authenticates=hub.policy.authenticates, topics_tracked=len(self._topics))
 
-    def sessions(self) -> list[SessionView]:
+    def sessions(self) -> list[apb.SessionInfo]:
         """Every session, by agent id."""
         now = time.monotonic()
         views = []
@@ -346,7 +277,7 @@ class TrafficStats:
         self._deliveries = {a: v for a, v in self._deliveries.items() if a in live}
         return views
 
-    def _session_view(self, session: Session, now: float) -> SessionView:
+    def _session_view(self, session: Session, now: float) -> apb.SessionInfo:
         kept = self._deliveries.get(session.agent)
         if kept is None or kept[0] is not session:  # a new session numbers from 1 again
             # Counted from the connection's hello, so the first read is that connection's average.
@@ -360,9 +291,9 @@ class TrafficStats:
         if published is not None:
             published.update(now)
         unacked_bytes = sum(d.size for d in session.inflight.values())
-        return SessionView(
+        return apb.SessionInfo(
             agent=session.agent, session_id=session.id, connected=session.conn is not None,
-            connected_at=session.connected_at, subscriptions=sorted(session.filters),
+            connected_at_ns=int(session.connected_at * 1e9), subscriptions=sorted(session.filters),
             queued_messages=len(session.queue), queued_bytes=max(0, session.held_bytes - unacked_bytes),
             unacked_messages=len(session.inflight), unacked_bytes=unacked_bytes,
             receive_window=session.window,
@@ -371,16 +302,16 @@ class TrafficStats:
             publish_byte_rate=published.byte_rate if published else 0.0,
             delivery_rate=delivered.rate)
 
-    def topics(self, limit: int = 0) -> list[TopicView]:
+    def topics(self, limit: int = 0) -> list[apb.TopicInfo]:
         """Tracked topics, busiest first (by rate, then total); ``limit`` 0 returns all."""
         now = time.monotonic()
         self._prune_topics(now)
-        views = [TopicView(name, m.count, m.nbytes, m.rate, m.byte_rate)
-                 for name, m in self._topics.items()]
+        views = [apb.TopicInfo(topic=name, messages=m.count, bytes=m.nbytes, message_rate=m.rate,
+                               byte_rate=m.byte_rate) for name, m in self._topics.items()]
         views.sort(key=lambda v: (-v.message_rate, -v.messages, v.topic))
         return views[:limit] if limit else views
 
-    def recent(self, flt: str = "#", limit: int = 0) -> list[HeaderView]:
+    def recent(self, flt: str = "#", limit: int = 0) -> list[apb.MessageHeader]:
         """Headers of the last published messages on ``flt``, newest first (raises
         `InvalidTopic` for a bad filter)."""
         flt = validate_filter(flt or "#")
@@ -393,13 +324,14 @@ class TrafficStats:
         return out
 
 
-def _header_view(env: pb.Envelope, size: int) -> HeaderView:
+def _header_view(env: pb.Envelope, size: int) -> apb.MessageHeader:
     kind = env.WhichOneof("body") or ""
-    view = HeaderView(env.id, env.topic, env.sender, env.created_at_ns, size, kind,
-                      headers=dict(env.headers))
+    view = apb.MessageHeader(id=env.id, topic=env.topic, sender=env.sender, created_at_ns=env.created_at_ns,
+                             size=size, kind=kind, headers=env.headers)
     if kind == "tensor":
         t = env.tensor
-        view.dtype, view.shape, view.space, view.family = t.dtype, list(t.shape), t.space, t.family
+        view.dtype, view.space, view.family = t.dtype, t.space, t.family
+        view.shape.extend(t.shape)
     elif kind == "control":
         view.control_kind = env.control.kind
     return view
