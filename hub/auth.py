@@ -15,6 +15,7 @@ start with an error naming the field. Example (``docs/security.md`` has the full
     publish = ["robots/+/camera"]                   # topic patterns, same wildcards as topics
     subscribe = ["control/#"]                       # a filter must lie inside one of these
     send = ["planner", "worker-*"]                  # direct messages: agent ids (fnmatch globs)
+    admin = false                                   # true: may use the admin API and dashboard
 
 Tokens are stored only as scrypt hashes (`latentwire.hub.tokens`) and a token is never
 logged. Checking a token runs in a worker thread, so the event loop never waits for scrypt.
@@ -56,6 +57,7 @@ from pydantic import (
     Field,
     PositiveFloat,
     PositiveInt,
+    StrictBool,
     ValidationError,
     field_validator,
 )
@@ -108,6 +110,7 @@ class AgentRule(BaseModel):
     subscribe: list[str] = Field(default_factory=list)  # patterns its filters must lie within
     send: list[str] = Field(default_factory=list)  # agent ids (fnmatch globs) it may message
     limits: Limits = Field(default_factory=Limits)
+    admin: StrictBool = False  # its token opens the admin API and the dashboard (hub/admin.py)
 
     @field_validator("token_hash")
     @classmethod
@@ -345,6 +348,16 @@ class Policy:
         rule = self.auth.agents.get(agent)
         before = previous.auth.agents.get(agent) if previous.auth else None
         return rule is not None and (before is None or before.token_hash == rule.token_hash)
+
+    def find_admin(self, token: str) -> str | None:
+        """The agent with ``admin = true`` whose token this is, or None (scrypt per admin agent:
+        call it off the event loop). Only meaningful with an auth file."""
+        if self.auth is None or not token:
+            return None
+        for agent, rule in self.auth.agents.items():
+            if rule.admin and verify_token(token, rule.token_hash):
+                return agent
+        return None
 
     def renew(self, guard: Guard) -> Guard:
         """``guard`` under this policy's rule and limits for its agent, keeping its open reply

@@ -108,6 +108,14 @@ class NullMetrics:
         """Frames are about to go to a client."""
 
 
+class NullTraffic:
+    """The hub's operator counters while none are attached (``TrafficStats.attach(hub)``,
+    hub/stats.py, replaces it): the one call the core makes, doing nothing."""
+
+    def on_route(self, env: pb.Envelope, payload: Payload, size: int) -> None:
+        """A publish of ``size`` bytes is being routed."""
+
+
 @dataclass(slots=True)
 class _Delivery:
     envelope: pb.Envelope
@@ -141,6 +149,7 @@ class Session:
     space: asyncio.Event = field(default_factory=asyncio.Event)
     guard: Guard | None = None  # what this agent may do (hub/auth.py); set at hello
     ingress: _Ingress | None = None  # the attached connection's unacked publishes (for metrics)
+    connected_at: float = 0.0  # Unix time of the current (or last) connection's hello
 
     @property
     def held_messages(self) -> int:
@@ -271,6 +280,7 @@ class Hub:
         self.config = config or HubConfig()
         self.policy = policy or Policy()  # tokens, ACLs, per-session limits (hub/auth.py)
         self.metrics: Any = NullMetrics()  # a HubMetrics once attached (hub/metrics.py)
+        self.traffic: Any = NullTraffic()  # a TrafficStats once attached (hub/stats.py: admin, dashboard)
         self.name = name
         self.id = uuid.uuid4().hex[:12]
         self.stats = HubStats()
@@ -379,6 +389,7 @@ class Hub:
         session.filters = set(filters)
         self.journal.save_session(session.id, session.agent, session.filters)
         session.conn = conn
+        session.connected_at = time.time()
         session.window = min(hello.receive_window or 64, self.config.max_receive_window)
         session.control, session.acks, session.rejections = [], [], []
         session.wake = asyncio.Event()
@@ -494,6 +505,7 @@ class Hub:
             targets = [target]
         else:
             targets = list(self._tree.match(env.topic))
+        self.traffic.on_route(env, payload, size)
         stored = self.journal.add_message(env, payload, size)
         for target in targets:
             queued = await target.enqueue(env, payload, size)

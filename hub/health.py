@@ -14,6 +14,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from latentwire._grpc_stream import SERVICE
 
 SERVICES = ("", SERVICE)
+SERVICE_NAME = health.SERVICE_NAME  # "grpc.health.v1.Health", for reflection
 
 
 async def add_health(server: grpc.aio.Server) -> health.aio.HealthServicer:

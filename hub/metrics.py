@@ -20,7 +20,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from prometheus_client import CollectorRegistry, Counter, start_http_server
+from prometheus_client import CollectorRegistry, Counter, ProcessCollector, start_http_server
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
@@ -164,6 +164,8 @@ class HubMetrics:
         self.rejections = Counter("latentwire_hub_rejections", "Publishes refused, by error code",
                                   ["code"], registry=r)
         r.register(_LevelCollector(self))
+        if registry is None:  # the process's memory, open files and CPU (process_*), once per registry
+            ProcessCollector(registry=r)
         hub.metrics = self
 
     # -- counters (event loop) -----------------------------------------------------------------

@@ -21,8 +21,9 @@ from latentwire._grpc_stream import RPC, SERVICE, FramedStream, channel_options
 from latentwire._proto import bus_pb2 as pb
 from latentwire.errors import ConfigError
 
+from .admin import AdminGate, AdminInterceptor, add_admin
 from .core import Hub, HubConfig
-from .health import add_health, mark_draining
+from .health import SERVICE_NAME as HEALTH, add_health, mark_draining
 
 log = logging.getLogger("latentwire.hub")
 
@@ -126,8 +127,10 @@ async def serve(
     """Start a hub on ``host:port`` (port 0 picks a free one) and return it running."""
     hub = hub or Hub()
     config = hub.config
-    server = grpc.aio.server(options=channel_options(config.max_frame_bytes, config.max_frame_bytes))
+    server = grpc.aio.server(options=channel_options(config.max_frame_bytes, config.max_frame_bytes),
+                             interceptors=[AdminInterceptor(AdminGate(hub))])
     server.add_generic_rpc_handlers((BusServicer(hub).handler(),))
+    add_admin(server, hub, [SERVICE, HEALTH])  # the admin API (hub/admin.py) and gRPC reflection
     address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
     tls = tls_cert is not None or tls_key is not None
     if tls:

@@ -1,4 +1,5 @@
-"""The ``latentwire`` command: ``hub``, ``demo``, ``bench``, ``train`` and ``rcl``.
+"""The ``latentwire`` command: ``hub``, ``demo``, ``bench``, ``train``, ``rcl``, and ``sub``,
+``pub`` and ``top`` for operators (`latentwire._ops_cli`).
 
 The CLI composes the layers, so it imports the hub and benchmarks inside their subcommands
 (the SDK itself never imports them at import time).
@@ -140,6 +141,10 @@ def build_parser() -> argparse.ArgumentParser:
     rcl = sub.add_parser("rcl", add_help=False, help="reflective context learning (`latentwire rcl train --config FILE`)")
     rcl.add_argument("-h", "--help", action="store_true", help="the RCL command's options")
     rcl.set_defaults(func=_rcl, parser=rcl)
+
+    from ._ops_cli import add_commands  # sub, pub, top (light: their imports happen when run)
+
+    add_commands(sub)
     return parser
 
 

@@ -316,6 +316,8 @@ AUTH_FILES = {
         "token_hash": GOOD_HASH}}}), "defaults.limits.max_rate: Extra inputs are not permitted"),
     "empty-send-pattern": ("a.json", json.dumps({"agents": {"a": {"token_hash": GOOD_HASH, "send": [""]}}}),
                            "agents.a.send: agent patterns must not be empty"),
+    "admin-as-string": ("a.toml", f'[agents.a]\ntoken_hash = "{GOOD_HASH}"\nadmin = "yes"\n',
+                        "agents.a.admin: Input should be a valid boolean"),
     "missing-file": (None, None, "cannot read auth file"),
 }
 

@@ -103,6 +103,11 @@ class GrpcTransport(Transport):
             self._stub = self._channel.stream_stream(METHOD)  # identity (de)serializers: raw bytes
         return self._channel
 
+    def channel(self) -> grpc.aio.Channel:
+        """The channel to the hub (opened on first use, in the running loop), for the other
+        services on its port (health, admin); `aclose` closes it."""
+        return self._open_channel()
+
     async def connect(self, timeout: float) -> Connection:
         channel = self._open_channel()
         try:
