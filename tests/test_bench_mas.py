@@ -1,4 +1,4 @@
-"""`latentwire bench mas --quick`: the whole path (align, hub maps, pairs, timings, PNG) runs."""
+"""`latentwire bench mas --quick`: the whole path (align, shared-space maps, pairs, timings, PNG) runs."""
 
 from __future__ import annotations
 

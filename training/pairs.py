@@ -2,7 +2,7 @@
 
 Each side is a `latentwire.agents.bundle.ModelBundle` (a model of any family with its codec and
 latent steps). `evaluate_pair` runs the inference path itself on anchors: the sender reads its
-prompt and thinks ``latent_steps`` latent steps, its codec encodes them into the hub space, the
+prompt and thinks ``latent_steps`` latent steps, its codec encodes them into the shared space, the
 receiver's codec decodes them at its image slots and the receiver answers greedily. Beside it,
 the same receiver with the message as TEXT, with no message (blank image), and with a shuffled
 latent (another anchor's), the control that shows the information really travels. The alignment
@@ -59,8 +59,8 @@ def load_model(spec: str, *, device: Any = None) -> tuple[Any, Any]:
 
 
 def codec_run(folder: str | Path) -> tuple[Any, dict[str, Any]]:
-    """A codec folder's codec and the record of how to run it: ``hub_fit.json`` of a hub-maps
-    family folder, else the run config in ``align.json`` of a ``train codec`` output (``{}``
+    """A codec folder's codec and the record of how to run it: the fit record of a space-maps
+    family folder (`shared_space.read_fit_record`), else the run config in ``align.json`` of a ``train codec`` output (``{}``
     without either; with its ``scheme``, e.g. ``"anchored to gemma3"``). Both name the ``model``
     and its ``latent_steps``."""
     import json
@@ -69,8 +69,10 @@ def codec_run(folder: str | Path) -> tuple[Any, dict[str, Any]]:
 
     folder = Path(folder)
     codec = UniversalVisualCodec.from_pretrained(folder)
-    if (folder / "hub_fit.json").is_file():
-        return codec, json.loads((folder / "hub_fit.json").read_text())
+    from .shared_space import read_fit_record  # a job module: imported only when a folder is read
+
+    if (record := read_fit_record(folder)) is not None:
+        return codec, record
     if (folder / "align.json").is_file():
         meta = json.loads((folder / "align.json").read_text())
         return codec, {**meta["config"], **({"scheme": meta["scheme"]} if "scheme" in meta else {})}
@@ -93,19 +95,21 @@ def teacher_replies(party: ModelBundle, anchors: Sequence[Anchor], *, max_new_to
 
 
 def evaluate_pair(sender: ModelBundle, receiver: ModelBundle, anchors: Sequence[Anchor], *,
-                  batch_size: int = 64, shuffled: bool = True, space: str = "hub",
+                  batch_size: int = 64, shuffled: bool = True, space: str | None = None,
                   seed: int = 0) -> dict[str, dict[str, float]]:
     """Receiver exact match and per-character accuracy against each anchor's ``answer``.
 
-    ``latent``: the sender's latent through both codecs (in ``space``: ``"hub"``, or the
+    ``latent``: the sender's latent through both codecs (in ``space``: the shared space, the default, or the
     family's own codec space when sender and receiver share a codec); ``text``: the message in
     the receiver's prompt; ``none``: no message (blank image); ``shuffled``: another anchor's
     latent (a fixed derangement), which must score near ``none``.
     """
     import torch
 
+    from latentwire.agents.codec import SHARED_SPACE  # here, not at the top: it imports torch
     from latentwire.tinyworld.tasks import mean_score
 
+    space = SHARED_SPACE if space is None else space
     if any(a.answer is None for a in anchors):
         raise ValueError("evaluation anchors need reference answers")
     answers: dict[str, list[str]] = {"latent": [], "text": [], "none": []}
@@ -118,7 +122,7 @@ def evaluate_pair(sender: ModelBundle, receiver: ModelBundle, anchors: Sequence[
         for start in range(0, len(anchors), batch_size):
             chunk = anchors[start:start + batch_size]
             limit = max(len(receiver.tokenizer.encode(a.answer, add_special_tokens=False)) for a in chunk) + 4
-            tokens = sender.speak([a.sender for a in chunk], to_hub=space == "hub")  # (B, K, D)
+            tokens = sender.speak([a.sender for a in chunk], to_shared=space == SHARED_SPACE)  # (B, K, D)
             student = [a.student for a in chunk]
             answers["latent"] += receiver.answer(student, tokens=tokens, space=space, max_new_tokens=limit)
             answers["text"] += receiver.answer([a.teacher for a in chunk], max_new_tokens=limit)
