@@ -88,8 +88,9 @@ def _quick_space(folder: Path) -> Path:
 
 
 def _parties(folders: list[Path]) -> dict[str, Any]:
-    """A party per codec folder: a space-maps family folder (``shared_fit.json``, or ``hub_fit.json`` from before the rename) or a ``train codec``
-    output (``align.json``), each naming the model and latent steps it runs with."""
+    """A party per codec folder: a space-maps family folder (``shared_fit.json``, or ``hub_fit.json``
+    from before the rename) or a ``train codec`` output (``align.json``), each naming the model and
+    latent steps it runs with."""
     from latentwire.agents.bundle import ModelBundle
     from latentwire.training.pairs import codec_run, load_model
 

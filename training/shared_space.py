@@ -57,7 +57,8 @@ __all__ = ["FitResult", "ResidualFitConfig", "fit_maps", "fit_residual", "fit_sh
 FIT_FILE = "shared_fit.json"
 # Folders fitted before the shared space was renamed from "hub" hold this file, with these keys.
 LEGACY_FIT_FILE = "hub_fit.json"
-LEGACY_FIT_KEYS = {"hub_hidden": "shared_hidden", "to_hub_mse": "to_shared_mse", "from_hub_mse": "from_shared_mse"}
+LEGACY_FIT_KEYS = {"hub_hidden": "shared_hidden", "to_hub_mse": "to_shared_mse",
+                   "from_hub_mse": "from_shared_mse"}
 
 
 @dataclass
@@ -72,7 +73,7 @@ class FitResult:
     heldout: dict[str, dict[str, float]] | None = None
 
 
-#: Record keys present only when the feature is used, so hubs fitted without it stay up to date.
+#: Record keys present only when the feature is used, so space folders fitted without it stay up to date.
 OPTIONAL_KEYS = ("shared_hidden", "residual_steps", "decoder_sha256")
 
 
@@ -334,7 +335,7 @@ def fit_shared_maps(codecs: list[str | os.PathLike[str]], *, reference: str, anc
                   "source_codec_sha256": file_sha256(sources[family][0] / "model.safetensors")}
         if family == reference:
             return values
-        # shared_hidden only when used, so affine hubs fitted before it existed stay up to date.
+        # shared_hidden only when used, so affine space folders fitted before it existed stay up to date.
         residual = {"shared_hidden": hidden, "residual_steps": residual_steps} if hidden else {}
         decoder = ({"decoder_sha256": file_sha256(shared_decoders[family][0] / "model.safetensors")}
                    if family in shared_decoders else {})

@@ -123,7 +123,7 @@ class SharedSpaceMaps(nn.Module):
         """Fit the affine part of the maps on paired latents (N, K, D) (family latent i ~
         reference latent i, the same anchor) by ridge regression; any residual MLP is reset to add
         nothing (training it is a job: `latentwire.training.shared_space.fit_maps`).
-        ``from_shared=False`` fits only the map to the hub and makes the other the identity."""
+        ``from_shared=False`` fits only the map to the shared space and makes the other the identity."""
         if not from_shared:
             self.from_shared.reset_identity()
         directions = [(self.to_shared, family_tokens, reference_tokens)]
