@@ -6,8 +6,8 @@ state, realigned into input-embedding space (`FamilyAdapter.realign`), is fed ba
 input embedding through the KV cache. The message is the sender's reasoning (`reason`): the
 realigned last-layer states of its prompt (what it read, padding masked out) followed by those
 ``m`` steps (what it thought); the sender's codec encodes them into K universal tokens in the shared
-space: a `Latent`. (The steps alone carry little: a tiny model's fed-back steps drift after the
-first token or two, measured on tinyworld.)
+space: a `Latent`. (The steps alone carry little, which is why the prompt's states go too:
+docs/architecture.md, "Speaking and listening".)
 
 **Listening** (`listen`): the receiver's codec decodes every received latent together into k
 visual embeddings and a gate; they are added onto a blank image's embeddings at the prompt's

@@ -99,7 +99,7 @@ class AlignConfig(TrainConfig):
         "help": "the gate's raw value at the start (tanh(0) = 0 would give the embeddings no gradient)"})
     latent_noise: float = field(default=0.0, metadata={
         "help": "Gaussian noise on the latent between encoder and decoder while training, in units of each "
-                "entry's spread over the batch (measured on tinyworld at 0.3: worse; docs/benchmarks.md)"})
+                "entry's spread over the batch (how it fared: docs/benchmarks.md, bench mas)"})
     anchor_to: str | None = field(default=None, metadata={
         "help": "the anchored scheme: a frozen codec folder of a family already in the shared space; this family's "
                 "encoder learns to speak to its decoder and its decoder to read its encoder"})

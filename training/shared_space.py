@@ -21,19 +21,19 @@ Each codec folder's ``align.json`` names the model it was trained with (``config
 
 ``--hidden N`` adds a residual MLP (N wide) to each affine map, trained on the anchors with the
 last tenth held out to pick the step kept (`fit_maps`, `fit_residual`: a small job on the training
-loop, `loop.TrainLoop`, without checkpoints: it takes seconds to minutes); the printout and
+loop, `loop.TrainLoop`, without checkpoints); the printout and
 ``shared_fit.json`` give the held-out error of the affine part alone and of the whole map. Two codecs
 trained apart are not affine functions of each other, so this needs many anchors (tens of
 thousands: they cost only a forward pass each) and pays: see docs/benchmarks.md.
 
 ``--decoder FAMILY=DIR`` gives a family the decoder of a codec trained with ``train codec
 --anchor-to`` the reference codec (one more job per family, still O(N)): that decoder learned to
-read the reference encoder's latents, i.e. the shared space, so the family's map from the shared space is
-the identity and only its encoder is mapped. Measured on tinyworld, this is the best way found
-to read the shared space (docs/benchmarks.md):
+read the reference encoder's latents, i.e. the shared space, so the family's map from the shared
+space is the identity and only its encoder is mapped. This is the default recipe; why, and how it
+compares with the others, is in docs/benchmarks.md:
 
     latentwire train codec --model llava --anchor-to runs/codec/gemma3 --decoder-only --out runs/anchored/llava
-    latentwire train space-maps --codec runs/codec/gemma3 runs/codec/llava --reference gemma3 \
+    latentwire train space-maps --codec runs/codec/gemma3 runs/codec/llava --reference gemma3 \\
         --anchors anchors.jsonl --hidden 2048 --decoder llava=runs/anchored/llava --out runs/space
 """
 

@@ -18,7 +18,7 @@ class CodecConfig:
 
     family: str              # model family, e.g. "gemma3"; stamped on every Latent it encodes
     hidden_size: int         # H: width of the family's latent steps and of its visual embeddings
-    num_tokens: int = 8      # K universal tokens per latent (FACTS: K=8 carried 8 characters, K=4 not)
+    num_tokens: int = 8      # K universal tokens per latent (why 8: docs/architecture.md, the codec)
     width: int = 64          # D: width of a universal token
     image_slots: int = 16    # k visual embeddings one decode produces (the family's slots per message)
     num_heads: int = 4
