@@ -258,7 +258,7 @@ def _measure(args: argparse.Namespace, json_path: str | None) -> dict[str, Any]:
         if args.codecs:
             folders, scheme = [Path(c) for c in args.codecs], "anchored: codecs trained against frozen ones in the shared space"
         else:
-            from latentwire.training.shared_space import read_fit_record
+            from latentwire.training.pairs import read_fit_record
 
             space = Path(args.space) if args.space else _quick_space(Path(scratch))
             folders = sorted(p for p in space.iterdir() if read_fit_record(p) is not None)

@@ -176,7 +176,7 @@ def test_shared_space_decoders_that_do_not_read_the_reference_are_refused(tmp_pa
 def test_a_space_folder_fitted_before_the_rename_is_read_and_kept(tmp_path):
     # Folders fitted before the shared space was renamed hold hub_fit.json with hub_* keys.
     from latentwire.training.pairs import codec_run
-    from latentwire.training.shared_space import read_fit_record
+    from latentwire.training.pairs import read_fit_record
 
     anchors = write_anchors(tinyworld_anchors("secret", 80), tmp_path / "anchors.jsonl")
     codecs = tmp_path / "codecs"

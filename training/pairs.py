@@ -12,6 +12,8 @@ ordered pair of families.
 
 from __future__ import annotations
 
+import json
+import os
 import random
 from collections.abc import Sequence
 from pathlib import Path
@@ -22,7 +24,14 @@ from .anchors import Anchor
 if TYPE_CHECKING:
     from latentwire.agents.bundle import ModelBundle
 
-__all__ = ["codec_run", "evaluate_pair", "load_model", "teacher_replies"]
+__all__ = ["codec_run", "evaluate_pair", "load_model", "read_fit_record", "teacher_replies"]
+
+# The record `train space-maps` writes beside each family's codec (`shared_space`).
+FIT_FILE = "shared_fit.json"
+# Folders fitted before the shared space was renamed from "hub" hold this file, with these keys.
+LEGACY_FIT_FILE = "hub_fit.json"
+LEGACY_FIT_KEYS = {"hub_hidden": "shared_hidden", "to_hub_mse": "to_shared_mse",
+                   "from_hub_mse": "from_shared_mse"}
 
 
 def load_model(spec: str, *, device: Any = None) -> tuple[Any, Any]:
@@ -58,19 +67,28 @@ def load_model(spec: str, *, device: Any = None) -> tuple[Any, Any]:
     return (model.to(device) if device is not None else model).eval(), tokenizer
 
 
+def read_fit_record(folder: str | os.PathLike[str]) -> dict[str, Any] | None:
+    """The fit record `shared_space.fit_shared_maps` wrote in a space-maps family folder
+    (``shared_fit.json``, or ``hub_fit.json`` written before the rename, its keys mapped to
+    today's), or None if the folder has neither."""
+    folder = Path(folder)
+    if (folder / FIT_FILE).is_file():
+        return json.loads((folder / FIT_FILE).read_text())
+    if not (folder / LEGACY_FIT_FILE).is_file():
+        return None
+    record = json.loads((folder / LEGACY_FIT_FILE).read_text())
+    return {LEGACY_FIT_KEYS.get(key, key): value for key, value in record.items()}
+
+
 def codec_run(folder: str | Path) -> tuple[Any, dict[str, Any]]:
     """A codec folder's codec and the record of how to run it: the fit record of a space-maps
-    family folder (`shared_space.read_fit_record`), else the run config in ``align.json`` of a ``train codec`` output (``{}``
-    without either; with its ``scheme``, e.g. ``"anchored to gemma3"``). Both name the ``model``
-    and its ``latent_steps``."""
-    import json
-
+    family folder (`read_fit_record`), else the run config in ``align.json`` of a ``train codec``
+    output (``{}`` without either; with its ``scheme``, e.g. ``"anchored to gemma3"``). Both name
+    the ``model`` and its ``latent_steps``."""
     from latentwire.agents.codec import UniversalVisualCodec
 
     folder = Path(folder)
     codec = UniversalVisualCodec.from_pretrained(folder)
-    from .shared_space import read_fit_record  # a job module: imported only when a folder is read
-
     if (record := read_fit_record(folder)) is not None:
         return codec, record
     if (folder / "align.json").is_file():

@@ -50,15 +50,10 @@ from latentwire.errors import ConfigError
 
 from ._jobs import file_sha256, replaced_folder
 from .loop import TrainConfig, TrainJob, TrainLoop, default
+from .pairs import FIT_FILE, read_fit_record
 
-__all__ = ["FitResult", "ResidualFitConfig", "fit_maps", "fit_residual", "fit_shared_maps", "main",
-           "read_fit_record"]
+__all__ = ["FitResult", "ResidualFitConfig", "fit_maps", "fit_residual", "fit_shared_maps", "main"]
 
-FIT_FILE = "shared_fit.json"
-# Folders fitted before the shared space was renamed from "hub" hold this file, with these keys.
-LEGACY_FIT_FILE = "hub_fit.json"
-LEGACY_FIT_KEYS = {"hub_hidden": "shared_hidden", "to_hub_mse": "to_shared_mse",
-                   "from_hub_mse": "from_shared_mse"}
 
 
 @dataclass
@@ -75,18 +70,6 @@ class FitResult:
 
 #: Record keys present only when the feature is used, so space folders fitted without it stay up to date.
 OPTIONAL_KEYS = ("shared_hidden", "residual_steps", "decoder_sha256")
-
-
-def read_fit_record(folder: str | os.PathLike[str]) -> dict[str, Any] | None:
-    """The fit record of a space-maps family folder (``shared_fit.json``, or ``hub_fit.json``
-    written before the rename, its keys mapped to today's), or None if the folder has neither."""
-    folder = Path(folder)
-    if (folder / FIT_FILE).is_file():
-        return json.loads((folder / FIT_FILE).read_text())
-    if not (folder / LEGACY_FIT_FILE).is_file():
-        return None
-    record = json.loads((folder / LEGACY_FIT_FILE).read_text())
-    return {LEGACY_FIT_KEYS.get(key, key): value for key, value in record.items()}
 
 
 # ---- the residual MLPs: a small job on the training loop -------------------------------------

@@ -23,9 +23,9 @@ Needs the ``models`` extra (torch, safetensors).
 """
 
 from .config import SHARED_SPACE, CodecConfig
-from .shared_space import SharedSpaceFit, SharedSpaceMaps, ridge_affine
 from .layers import DecoderOutput, FamilyDecoder, FamilyEncoder
 from .model import UniversalVisualCodec
+from .shared_space import SharedSpaceFit, SharedSpaceMaps, ridge_affine
 
 __all__ = [
     "SHARED_SPACE",

@@ -14,8 +14,8 @@ from latentwire import Latent
 from ..errors import CodecError, ShapeMismatch, SpaceMismatch
 from . import checkpoint
 from .config import SHARED_SPACE, CodecConfig
-from .shared_space import SharedSpaceFit, SharedSpaceMaps
 from .layers import DecoderOutput, FamilyDecoder, FamilyEncoder
+from .shared_space import SharedSpaceFit, SharedSpaceMaps
 
 
 class UniversalVisualCodec(nn.Module):
