@@ -99,12 +99,12 @@ class AlignConfig(TrainConfig):
         "help": "the gate's raw value at the start (tanh(0) = 0 would give the embeddings no gradient)"})
     latent_noise: float = field(default=0.0, metadata={
         "help": "Gaussian noise on the latent between encoder and decoder while training, in units of each "
-                "entry's spread over the batch (measured on tinyworld at 0.3: worse; docs/benchmarks.md)"})
+                "entry's spread over the batch (how it fared: docs/benchmarks.md, bench mas)"})
     anchor_to: str | None = field(default=None, metadata={
-        "help": "the anchored scheme: a frozen codec folder of a family already in the hub; this family's "
+        "help": "the anchored scheme: a frozen codec folder of a family already in the shared space; this family's "
                 "encoder learns to speak to its decoder and its decoder to read its encoder"})
     decoder_only: bool = field(default=False, metadata={
-        "help": "with anchor_to: train only the decoder (for `train hub-maps --decoder`)"})
+        "help": "with anchor_to: train only the decoder (for `train space-maps --decoder`)"})
     eval_n: int = field(default=64, metadata={"help": "held-out anchors of each evaluation"})
 
     def __post_init__(self) -> None:
@@ -265,12 +265,12 @@ def _reference_party(folder: str, device: Any, family: str, config: AlignConfig)
         raise ConfigError(f"anchor_to {folder} is a codec of {family} itself; anchor to another family")
     if (codec.config.num_tokens, codec.config.width) != (config.num_tokens, config.width):
         raise ConfigError(f"anchor_to {folder} has latents of {codec.config.num_tokens} x {codec.config.width}; "
-                          f"this run makes {config.num_tokens} x {config.width}: the hub needs one shape")
-    hub = codec.hub
-    identity = torch.eye(hub.to_hub.weight.shape[0])
-    if not (torch.equal(hub.to_hub.weight, identity) and torch.equal(hub.from_hub.weight, identity)):
-        raise ConfigError(f"anchor_to {folder} has fitted hub maps; anchor to a codec whose space is the "
-                          "hub space (a `train codec` output or the hub's reference family)")
+                          f"this run makes {config.num_tokens} x {config.width}: the shared space needs one shape")
+    maps = codec.shared
+    identity = torch.eye(maps.to_shared.weight.shape[0])
+    if not (torch.equal(maps.to_shared.weight, identity) and torch.equal(maps.from_shared.weight, identity)):
+        raise ConfigError(f"anchor_to {folder} has fitted shared-space maps; anchor to a codec whose space is the "
+                          "shared space (a `train codec` output or the shared space's reference family)")
     model, tokenizer = load_model(meta.get("model", codec.config.family))
     model.requires_grad_(False)
     codec.requires_grad_(False)
@@ -292,8 +292,8 @@ def _anchored_pair(new: Any, reference: Any, decoder_only: bool = False) -> Any:
 
         def forward(self, new_steps: Any, new_mask: Any, ref_steps: Any, ref_mask: Any) -> tuple[Any, Any]:
             to_reference = None if decoder_only else self.reference.decoder(
-                self.new.encode_tokens(new_steps, new_mask, to_hub=False))
-            to_new = self.new.decoder(self.reference.encode_tokens(ref_steps, ref_mask, to_hub=False))
+                self.new.encode_tokens(new_steps, new_mask, to_shared=False))
+            to_new = self.new.decoder(self.reference.encode_tokens(ref_steps, ref_mask, to_shared=False))
             return to_reference, to_new
 
     return AnchoredPair()
@@ -371,7 +371,7 @@ class _AlignJob(TrainJob):
         party, ref, anchors = self.party, self.ref, self.eval_anchors
         if ref is None:
             return {"eval": evaluate_pair(party, party, anchors, space=self.codec.config.space, shuffled=True)}
-        # Anchored: both codecs live in the reference's space, which is the hub space (identity maps).
+        # Anchored: both codecs live in the reference's space, which is the shared space (identity maps).
         if self.config.decoder_only:  # the encoder is untrained: only reference -> new means anything
             return {"eval": {"to_new": evaluate_pair(ref, party, anchors, shuffled=True)}}
         return {"eval": {**evaluate_pair(party, ref, anchors, shuffled=True),
@@ -393,7 +393,7 @@ class _AlignJob(TrainJob):
         import torch
 
         config, ref, codec = self.config, self.ref, self.codec
-        codec.save_pretrained(out)  # anchored: identity maps, like the reference's (its space is the hub)
+        codec.save_pretrained(out)  # anchored: identity maps, like the reference's (its space is the shared space)
         meta = {"step": result.step, "skipped_steps": result.skipped_steps, "config": asdict(config),
                 "eval": result.eval.get("eval", {}),
                 "scheme": "self-distillation" if ref is None else f"anchored to {ref.family}"
@@ -442,9 +442,9 @@ def align(config: AlignConfig) -> Path:
                                              latent_steps=config.latent_steps))
     with torch.no_grad():
         codec.decoder.gate.fill_(config.gate_init)
-    # The hub maps stay identity here (fitted later, across families): out of the optimiser and
+    # The shared-space maps stay identity here (fitted later, across families): out of the optimiser and
     # out of DDP's gradient bookkeeping (they take no part in the loss).
-    codec.hub.requires_grad_(False)
+    codec.shared.requires_grad_(False)
     if config.decoder_only:
         codec.encoder.requires_grad_(False)  # untrained, unused: out of the optimiser and of DDP
     codec.train().to(accelerator.device)

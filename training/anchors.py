@@ -1,4 +1,4 @@
-"""Anchor sets: the texts a codec is aligned on and hub maps are fitted on.
+"""Anchor sets: the texts a codec is aligned on and shared-space maps are fitted on.
 
 An anchor is one message and the three prompts around it:
 

@@ -1,12 +1,16 @@
-"""Hub maps: maps between a family's codec space and the shared hub space.
+"""Shared-space maps: maps between a family's codec space and the shared space.
+
+The shared space is the one latent space every aligned family maps into (the reference family's
+codec space); latents on the bus live in it. On the wire it is still called ``"hub"``
+(`SHARED_SPACE`), the value agents already send.
 
 Each family is trained alone, then fitted once with two maps to and from a reference family's
 space on shared anchors: O(N) jobs, not O(N^2) pairs. A map acts on a whole latent, all K tokens
 at once (K*D -> K*D): two codecs trained apart put the same content in different token positions,
 which a per-token map could not re-order. Each map is affine (ridge regression, closed form,
-fitted here), plus, where the codec's ``hub_hidden`` > 0, a residual MLP trained on what the affine
-part leaves (a training job: `latentwire.training.hub_maps.fit_maps`). Two codecs trained apart are
-not affine functions of each other, so the MLP pays (measured on tinyworld: docs/benchmarks.md).
+fitted here), plus, where the codec's ``shared_hidden`` > 0, a residual MLP trained on what the affine
+part leaves (a training job: `latentwire.training.shared_space.fit_maps`). Two codecs trained apart are
+not affine functions of each other, so the MLP pays (docs/benchmarks.md, "Codec alignment").
 """
 
 from __future__ import annotations
@@ -21,16 +25,16 @@ from .config import CodecConfig
 
 
 @dataclass
-class HubFit:
-    """How well the fitted hub maps reproduce their targets (mean squared error per value).
+class SharedSpaceFit:
+    """How well the fitted shared-space maps reproduce their targets (mean squared error per value).
 
-    With residual MLPs, ``heldout`` has per direction (``to_hub``, ``from_hub``) the error on the
+    With residual MLPs, ``heldout`` has per direction (``to_shared``, ``from_shared``) the error on the
     held-out anchors relative to the targets' variance, of the affine part alone (``affine``) and
     of the whole map (``map``), and the training step kept (``step``).
     """
 
-    to_hub_mse: float
-    from_hub_mse: float | None  # None: not fitted (the identity; the decoder reads the hub space)
+    to_shared_mse: float
+    from_shared_mse: float | None  # None: not fitted (the identity; the decoder reads the shared space)
     num_samples: int
     heldout: dict[str, dict[str, float]] | None = None
 
@@ -99,32 +103,32 @@ class TokenMap(nn.Linear):
         return out.reshape(*lead, *self.block)
 
 
-class HubMaps(nn.Module):
-    """Maps family codec space <-> hub space (K*D -> K*D), the identity until fitted: affine,
-    plus a residual MLP each where ``config.hub_hidden`` > 0."""
+class SharedSpaceMaps(nn.Module):
+    """Maps family codec space <-> shared space (K*D -> K*D), the identity until fitted: affine,
+    plus a residual MLP each where ``config.shared_hidden`` > 0."""
 
     def __init__(self, config: CodecConfig) -> None:
         super().__init__()
-        self.to_hub = TokenMap(config.num_tokens, config.width, config.hub_hidden)
-        self.from_hub = TokenMap(config.num_tokens, config.width, config.hub_hidden)
+        self.to_shared = TokenMap(config.num_tokens, config.width, config.shared_hidden)
+        self.from_shared = TokenMap(config.num_tokens, config.width, config.shared_hidden)
         self.reset_identity()
 
     def reset_identity(self) -> None:
         """Make both maps the identity (a family that is its own reference)."""
-        self.to_hub.reset_identity()
-        self.from_hub.reset_identity()
+        self.to_shared.reset_identity()
+        self.from_shared.reset_identity()
 
     def fit(self, family_tokens: Tensor, reference_tokens: Tensor, ridge: float = 1e-3, *,
-            from_hub: bool = True) -> HubFit:
+            from_shared: bool = True) -> SharedSpaceFit:
         """Fit the affine part of the maps on paired latents (N, K, D) (family latent i ~
         reference latent i, the same anchor) by ridge regression; any residual MLP is reset to add
-        nothing (training it is a job: `latentwire.training.hub_maps.fit_maps`).
-        ``from_hub=False`` fits only the map to the hub and makes the other the identity."""
-        if not from_hub:
-            self.from_hub.reset_identity()
-        directions = [(self.to_hub, family_tokens, reference_tokens)]
-        if from_hub:
-            directions.append((self.from_hub, reference_tokens, family_tokens))
+        nothing (training it is a job: `latentwire.training.shared_space.fit_maps`).
+        ``from_shared=False`` fits only the map to the shared space and makes the other the identity."""
+        if not from_shared:
+            self.from_shared.reset_identity()
+        directions = [(self.to_shared, family_tokens, reference_tokens)]
+        if from_shared:
+            directions.append((self.from_shared, reference_tokens, family_tokens))
         with torch.no_grad():
             for linear, x, y in directions:
                 W, b = ridge_affine(x.flatten(1), y.flatten(1), ridge)
@@ -133,13 +137,13 @@ class HubMaps(nn.Module):
                 if linear.residual is not None:
                     nn.init.zeros_(linear.residual.up.weight)
                     nn.init.zeros_(linear.residual.up.bias)
-        return self.measure(family_tokens, reference_tokens, from_hub=from_hub)
+        return self.measure(family_tokens, reference_tokens, from_shared=from_shared)
 
-    def measure(self, family_tokens: Tensor, reference_tokens: Tensor, *, from_hub: bool = True,
-                heldout: dict[str, dict[str, float]] | None = None) -> HubFit:
-        """How well the maps reproduce paired latents (N, K, D): a `HubFit` (``heldout`` passed on)."""
+    def measure(self, family_tokens: Tensor, reference_tokens: Tensor, *, from_shared: bool = True,
+                heldout: dict[str, dict[str, float]] | None = None) -> SharedSpaceFit:
+        """How well the maps reproduce paired latents (N, K, D): a `SharedSpaceFit` (``heldout`` passed on)."""
         with torch.no_grad():
-            to_mse = F.mse_loss(self.to_hub(family_tokens), reference_tokens).item()
-            from_mse = F.mse_loss(self.from_hub(reference_tokens), family_tokens).item() if from_hub else None
-        return HubFit(to_hub_mse=to_mse, from_hub_mse=from_mse, num_samples=family_tokens.size(0),
+            to_mse = F.mse_loss(self.to_shared(family_tokens), reference_tokens).item()
+            from_mse = F.mse_loss(self.from_shared(reference_tokens), family_tokens).item() if from_shared else None
+        return SharedSpaceFit(to_shared_mse=to_mse, from_shared_mse=from_mse, num_samples=family_tokens.size(0),
                       heldout=heldout or None)

@@ -1,40 +1,40 @@
-"""``latentwire train hub-maps``: join separately aligned codecs through one reference space.
+"""``latentwire train space-maps``: join separately aligned codecs through one reference space.
 
 Each family's codec is trained alone (``latentwire train codec``), in its own codec space. This
 job fits, per family, the two maps to and from the reference family's space (affine by ridge
-regression, closed form, `UniversalVisualCodec.fit_hub_maps`) on a shared anchor set: the family
+regression, closed form, `UniversalVisualCodec.fit_shared_maps`) on a shared anchor set: the family
 and the reference each think on every anchor's sender prompt, their codecs encode it, and the
 maps send one family's latent of an anchor onto the reference's latent of the same anchor. Any
-two fitted families then talk through the hub space without ever having been trained together:
+two fitted families then talk through the shared space without ever having been trained together:
 N jobs for N families, not N^2 pairs.
 
 It is incremental: the output folder holds one sub-folder per family (the codec with its maps,
-``config.json`` + ``model.safetensors``, and ``hub_fit.json``: reference, ridge, the model and
+``config.json`` + ``model.safetensors``, and ``shared_fit.json``: reference, ridge, the model and
 latent steps to run it with, anchor-set and source-codec digests, fit errors). A family whose folder already matches (same reference, ridge,
 anchors and source codec) is left alone, byte for byte; adding a family computes only its maps.
 
-    latentwire train hub-maps --codec runs/codec/gemma3 runs/codec/qwen2_5_vl runs/codec/llava \\
-        --reference gemma3 --anchors anchors.jsonl --out runs/hub
+    latentwire train space-maps --codec runs/codec/gemma3 runs/codec/qwen2_5_vl runs/codec/llava \\
+        --reference gemma3 --anchors anchors.jsonl --out runs/space
 
 Each codec folder's ``align.json`` names the model it was trained with (``config.model``) and its
 ``latent_steps``; ``--model FAMILY=SPEC`` overrides the model.
 
 ``--hidden N`` adds a residual MLP (N wide) to each affine map, trained on the anchors with the
 last tenth held out to pick the step kept (`fit_maps`, `fit_residual`: a small job on the training
-loop, `loop.TrainLoop`, without checkpoints: it takes seconds to minutes); the printout and
-``hub_fit.json`` give the held-out error of the affine part alone and of the whole map. Two codecs
+loop, `loop.TrainLoop`, without checkpoints); the printout and
+``shared_fit.json`` give the held-out error of the affine part alone and of the whole map. Two codecs
 trained apart are not affine functions of each other, so this needs many anchors (tens of
 thousands: they cost only a forward pass each) and pays: see docs/benchmarks.md.
 
 ``--decoder FAMILY=DIR`` gives a family the decoder of a codec trained with ``train codec
 --anchor-to`` the reference codec (one more job per family, still O(N)): that decoder learned to
-read the reference encoder's latents, i.e. the hub space, so the family's map from the hub is
-the identity and only its encoder is mapped. Measured on tinyworld, this is the best way found
-to read the hub (docs/benchmarks.md):
+read the reference encoder's latents, i.e. the shared space, so the family's map from the shared
+space is the identity and only its encoder is mapped. This is the default recipe; why, and how it
+compares with the others, is in docs/benchmarks.md:
 
     latentwire train codec --model llava --anchor-to runs/codec/gemma3 --decoder-only --out runs/anchored/llava
-    latentwire train hub-maps --codec runs/codec/gemma3 runs/codec/llava --reference gemma3 \
-        --anchors anchors.jsonl --hidden 2048 --decoder llava=runs/anchored/llava --out runs/hub
+    latentwire train space-maps --codec runs/codec/gemma3 runs/codec/llava --reference gemma3 \\
+        --anchors anchors.jsonl --hidden 2048 --decoder llava=runs/anchored/llava --out runs/space
 """
 
 from __future__ import annotations
@@ -50,10 +50,10 @@ from latentwire.errors import ConfigError
 
 from ._jobs import file_sha256, replaced_folder
 from .loop import TrainConfig, TrainJob, TrainLoop, default
+from .pairs import FIT_FILE, read_fit_record
 
-__all__ = ["FitResult", "ResidualFitConfig", "fit_hub_maps", "fit_maps", "fit_residual", "main"]
+__all__ = ["FitResult", "ResidualFitConfig", "fit_maps", "fit_residual", "fit_shared_maps", "main"]
 
-FIT_FILE = "hub_fit.json"
 
 
 @dataclass
@@ -63,13 +63,13 @@ class FitResult:
 
     family: str
     status: str
-    to_hub_mse: float | None = None
-    from_hub_mse: float | None = None
+    to_shared_mse: float | None = None
+    from_shared_mse: float | None = None
     heldout: dict[str, dict[str, float]] | None = None
 
 
-#: Record keys present only when the feature is used, so hubs fitted without it stay up to date.
-OPTIONAL_KEYS = ("hub_hidden", "residual_steps", "decoder_sha256")
+#: Record keys present only when the feature is used, so space folders fitted without it stay up to date.
+OPTIONAL_KEYS = ("shared_hidden", "residual_steps", "decoder_sha256")
 
 
 # ---- the residual MLPs: a small job on the training loop -------------------------------------
@@ -111,7 +111,7 @@ class _ResidualJob(TrainJob):
 
         mlp = token_map.residual
         if mlp is None:
-            raise ValueError("this map has no residual MLP (hub_hidden = 0)")
+            raise ValueError("this map has no residual MLP (shared_hidden = 0)")
         n_held = max(1, int(round(x.shape[0] * config.holdout)))
         if x.shape[0] - n_held < 2:
             raise ValueError(f"{x.shape[0]} anchors are too few to train and hold out a residual map")
@@ -177,30 +177,30 @@ def fit_residual(token_map: Any, x: Any, y: Any, config: ResidualFitConfig | Non
 
 
 def fit_maps(codec: Any, family_tokens: Any, reference_tokens: Any, ridge: float = 1e-3, *,
-             residual_steps: int = 3000, seed: int = 0, from_hub: bool = True) -> Any:
-    """Fit ``codec``'s hub maps on paired anchor tokens (N, K, D): the affine parts by ridge
-    regression (`UniversalVisualCodec.fit_hub_maps`), then, where ``config.hub_hidden`` > 0, each
-    map's residual MLP (`fit_residual`, ``residual_steps`` steps). Returns the `HubFit`, with the
+             residual_steps: int = 3000, seed: int = 0, from_shared: bool = True) -> Any:
+    """Fit ``codec``'s shared-space maps on paired anchor tokens (N, K, D): the affine parts by ridge
+    regression (`UniversalVisualCodec.fit_shared_maps`), then, where ``config.shared_hidden`` > 0, each
+    map's residual MLP (`fit_residual`, ``residual_steps`` steps). Returns the `SharedSpaceFit`, with the
     held-out errors of the residual fits."""
     import torch
 
-    fit = codec.fit_hub_maps(family_tokens, reference_tokens, ridge, from_hub=from_hub)
-    hub = codec.hub
-    if hub.to_hub.residual is None:
+    fit = codec.fit_shared_maps(family_tokens, reference_tokens, ridge, from_shared=from_shared)
+    maps = codec.shared
+    if maps.to_shared.residual is None:
         return fit
-    like = hub.to_hub.weight
+    like = maps.to_shared.weight
     x, y = torch.as_tensor(family_tokens).to(like), torch.as_tensor(reference_tokens).to(like)
     config = ResidualFitConfig(steps=residual_steps, seed=seed)
-    directions = [("to_hub", hub.to_hub, x, y)] + ([("from_hub", hub.from_hub, y, x)] if from_hub else [])
+    directions = [("to_shared", maps.to_shared, x, y)] + ([("from_shared", maps.from_shared, y, x)] if from_shared else [])
     heldout = {name: fit_residual(linear, a.flatten(1), b.flatten(1), config) for name, linear, a, b in directions}
-    return hub.measure(x, y, from_hub=from_hub, heldout=heldout)
+    return maps.measure(x, y, from_shared=from_shared, heldout=heldout)
 
 
 # ---- the job ---------------------------------------------------------------------------------
 
 
-def _hub_decoder(folder: Path, family: str, reference: str, reference_digest: str) -> Any:
-    """The codec of an anchored run whose decoder reads the hub space: trained by ``train codec
+def _shared_decoder(folder: Path, family: str, reference: str, reference_digest: str) -> Any:
+    """The codec of an anchored run whose decoder reads the shared space: trained by ``train codec
     --anchor-to`` the reference codec (its ``align.json`` says so), for ``family``."""
     from latentwire.agents.codec import UniversalVisualCodec
 
@@ -208,7 +208,7 @@ def _hub_decoder(folder: Path, family: str, reference: str, reference_digest: st
     meta = json.loads(meta_file.read_text()) if meta_file.is_file() else {}
     scheme = meta.get("scheme", "no align.json")
     if scheme not in (f"anchored to {reference}", f"anchored to {reference} (decoder only)"):
-        raise ConfigError(f"--decoder {family}={folder}: a hub decoder must come from `train codec --anchor-to` "
+        raise ConfigError(f"--decoder {family}={folder}: a shared-space decoder must come from `train codec --anchor-to` "
                           f"the reference ({reference}) codec; this run is {scheme!r}")
     if meta.get("anchor_sha256", reference_digest) != reference_digest:
         raise ConfigError(f"--decoder {family}={folder} was anchored to another {reference} codec than the "
@@ -220,24 +220,24 @@ def _hub_decoder(folder: Path, family: str, reference: str, reference_digest: st
 
 
 def _with_hidden(codec: Any, hidden: int) -> Any:
-    """``codec`` with residual hub MLPs of width ``hidden`` (0: affine maps only); the encoder,
+    """``codec`` with residual shared-space MLPs of width ``hidden`` (0: affine maps only); the encoder,
     decoder and affine maps carry over, any old residual MLPs do not (they are refitted)."""
     from dataclasses import replace
 
     from latentwire.agents.codec import UniversalVisualCodec
 
-    if codec.config.hub_hidden == hidden:
+    if codec.config.shared_hidden == hidden:
         return codec
-    rebuilt = UniversalVisualCodec(replace(codec.config, hub_hidden=hidden))
+    rebuilt = UniversalVisualCodec(replace(codec.config, shared_hidden=hidden))
     missing, unexpected = rebuilt.load_state_dict(
         {k: v for k, v in codec.state_dict().items() if ".residual." not in k}, strict=False)
     if unexpected or any(".residual." not in k for k in missing):  # pragma: no cover - a bug, not bad input
-        raise RuntimeError(f"rebuilding the codec changed more than its hub maps: {missing} {unexpected}")
+        raise RuntimeError(f"rebuilding the codec changed more than its shared-space maps: {missing} {unexpected}")
     return rebuilt
 
 
 def _source(folder: Path, models: dict[str, str], hidden: int) -> tuple[Any, str, int]:
-    """``(codec, model spec, latent_steps)`` of a codec folder made by ``train codec``, its hub
+    """``(codec, model spec, latent_steps)`` of a codec folder made by ``train codec``, its shared-space
     maps sized for ``hidden``."""
     from .pairs import codec_run
 
@@ -257,19 +257,19 @@ def _write_atomically(folder: Path, codec: Any, fit: dict[str, Any]) -> None:
         (scratch / FIT_FILE).write_text(json.dumps(fit, indent=2, sort_keys=True) + "\n")
 
 
-def fit_hub_maps(codecs: list[str | os.PathLike[str]], *, reference: str, anchors: str | os.PathLike[str],
+def fit_shared_maps(codecs: list[str | os.PathLike[str]], *, reference: str, anchors: str | os.PathLike[str],
                  out: str | os.PathLike[str], ridge: float = 1e-3, models: dict[str, str] | None = None,
                  batch_size: int = 64, hidden: int = 0, residual_steps: int = 3000,
                  decoders: dict[str, str | os.PathLike[str]] | None = None) -> list[FitResult]:
-    """Fit (or keep) the hub maps of every codec against ``reference`` (a family name among
+    """Fit (or keep) the shared-space maps of every codec against ``reference`` (a family name among
     them); write ``out/<family>/``. Returns what happened per family, reference first.
 
     ``hidden`` > 0 adds a residual MLP of that width to each affine map, trained ``residual_steps``
     steps on the anchors (the last tenth held out to pick the step kept).
 
     ``decoders``: per family, an anchored codec folder (``train codec --anchor-to`` the reference
-    codec) whose decoder reads the hub space directly; that family keeps its own encoder (and map
-    to the hub) and takes this decoder with an identity map from the hub."""
+    codec) whose decoder reads the shared space directly; that family keeps its own encoder (and map
+    to the shared space) and takes this decoder with an identity map from the shared space."""
     import torch
 
     from latentwire.agents.bundle import ModelBundle
@@ -298,37 +298,36 @@ def fit_hub_maps(codecs: list[str | os.PathLike[str]], *, reference: str, anchor
         shape = (codec.config.num_tokens, codec.config.width)
         if shape != (ref_codec.config.num_tokens, ref_codec.config.width):
             raise ConfigError(f"{folder}: latents of {shape[0]} x {shape[1]}, the reference {reference!r} has "
-                              f"{ref_codec.config.num_tokens} x {ref_codec.config.width}; the hub needs one shape")
+                              f"{ref_codec.config.num_tokens} x {ref_codec.config.width}; the shared space needs one shape")
 
     out = Path(out)
     ref_source = file_sha256(sources[reference][0] / "model.safetensors")
-    hub_decoders: dict[str, tuple[Path, Any]] = {}
+    shared_decoders: dict[str, tuple[Path, Any]] = {}
     for family, folder in (decoders or {}).items():
         if family not in sources or family == reference:
             raise ConfigError(f"--decoder {family}: a family among the codecs other than the reference "
                               f"({', '.join(f for f in sources if f != reference) or 'none'})")
-        hub_decoders[family] = (Path(folder), _hub_decoder(Path(folder), family, reference, ref_source))
+        shared_decoders[family] = (Path(folder), _shared_decoder(Path(folder), family, reference, ref_source))
 
     def record(family: str) -> dict[str, Any]:
         # What a family's maps depend on; the reference's identity maps do not depend on the ridge.
-        # model and latent_steps travel along, so a hub folder alone is enough to run the family.
+        # model and latent_steps travel along, so a space-maps folder alone is enough to run the family.
         values = {"reference": reference, "anchors_sha256": anchors_digest, "anchors": len(anchor_set),
                   "reference_codec_sha256": ref_source, "model": sources[family][2],
                   "latent_steps": sources[family][3],
                   "source_codec_sha256": file_sha256(sources[family][0] / "model.safetensors")}
         if family == reference:
             return values
-        # hub_hidden only when used, so affine hubs fitted before it existed stay up to date.
-        residual = {"hub_hidden": hidden, "residual_steps": residual_steps} if hidden else {}
-        decoder = ({"decoder_sha256": file_sha256(hub_decoders[family][0] / "model.safetensors")}
-                   if family in hub_decoders else {})
+        # shared_hidden only when used, so affine space folders fitted before it existed stay up to date.
+        residual = {"shared_hidden": hidden, "residual_steps": residual_steps} if hidden else {}
+        decoder = ({"decoder_sha256": file_sha256(shared_decoders[family][0] / "model.safetensors")}
+                   if family in shared_decoders else {})
         return {**values, "ridge": ridge, **residual, **decoder}
 
     def up_to_date(family: str) -> bool:
-        fit_file = out / family / FIT_FILE
-        if not fit_file.is_file():
+        saved, wanted = read_fit_record(out / family), record(family)
+        if saved is None:
             return False
-        saved, wanted = json.loads(fit_file.read_text()), record(family)
         return all(saved.get(k) == wanted.get(k) for k in {*wanted, *OPTIONAL_KEYS})
 
     def tokens(family: str) -> Any:
@@ -336,13 +335,13 @@ def fit_hub_maps(codecs: list[str | os.PathLike[str]], *, reference: str, anchor
         model, tokenizer = load_model(spec)
         party = ModelBundle(model, tokenizer, codec, latent_steps=steps)
         with torch.no_grad():
-            return torch.cat([party.speak([a.sender for a in anchor_set[i:i + batch_size]], to_hub=False)
+            return torch.cat([party.speak([a.sender for a in anchor_set[i:i + batch_size]], to_shared=False)
                               for i in range(0, len(anchor_set), batch_size)])  # (N, K, D)
 
     results: list[FitResult] = []
     todo = [f for f in sources if not up_to_date(f)]
     if reference in todo:
-        ref_codec.hub.reset_identity()
+        ref_codec.shared.reset_identity()
         _write_atomically(out / reference, ref_codec, {**record(reference), "role": "reference"})
         results.append(FitResult(reference, "reference"))
     else:
@@ -357,8 +356,8 @@ def fit_hub_maps(codecs: list[str | os.PathLike[str]], *, reference: str, anchor
             continue
         codec = sources[family][1]
         extra = {}
-        if family in hub_decoders:
-            folder, anchored = hub_decoders[family]
+        if family in shared_decoders:
+            folder, anchored = shared_decoders[family]
             try:
                 codec.decoder.load_state_dict(anchored.decoder.state_dict())
             except RuntimeError as error:
@@ -366,18 +365,18 @@ def fit_hub_maps(codecs: list[str | os.PathLike[str]], *, reference: str, anchor
                                   f"({str(error).splitlines()[0]})") from None
             extra = {"decoder": str(folder), "decoder_anchored_to": reference}
         fit = fit_maps(codec, tokens(family), reference_tokens, ridge=ridge, residual_steps=residual_steps,
-                       from_hub=family not in hub_decoders)
+                       from_shared=family not in shared_decoders)
         _write_atomically(out / family, codec, {**record(family), **extra, "role": "family", "heldout": fit.heldout,
-                                                "to_hub_mse": fit.to_hub_mse, "from_hub_mse": fit.from_hub_mse})
-        results.append(FitResult(family, "fitted", fit.to_hub_mse, fit.from_hub_mse, fit.heldout))
+                                                "to_shared_mse": fit.to_shared_mse, "from_shared_mse": fit.from_shared_mse})
+        results.append(FitResult(family, "fitted", fit.to_shared_mse, fit.from_shared_mse, fit.heldout))
     return results
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``latentwire train hub-maps``: see the module docstring."""
-    parser = argparse.ArgumentParser(prog="latentwire train hub-maps", description=__doc__.splitlines()[0])
+    """``latentwire train space-maps``: see the module docstring."""
+    parser = argparse.ArgumentParser(prog="latentwire train space-maps", description=__doc__.splitlines()[0])
     parser.add_argument("--codec", nargs="+", required=True, metavar="DIR", help="codec folders (train codec)")
-    parser.add_argument("--reference", required=True, help="the family whose codec space is the hub space")
+    parser.add_argument("--reference", required=True, help="the family whose codec space is the shared space")
     parser.add_argument("--anchors", required=True, help="anchor file shared by every family (JSONL)")
     parser.add_argument("--out", required=True, help="output folder, one sub-folder per family")
     parser.add_argument("--ridge", type=float, default=1e-3, help="ridge regulariser (relative)")
@@ -400,11 +399,11 @@ def main(argv: list[str] | None = None) -> int:
         return out
 
     models = pairs("model", args.model)
-    for r in fit_hub_maps(args.codec, reference=args.reference, anchors=args.anchors, out=args.out,
+    for r in fit_shared_maps(args.codec, reference=args.reference, anchors=args.anchors, out=args.out,
                           ridge=args.ridge, models=models, hidden=args.hidden,
                           residual_steps=args.residual_steps, decoders=pairs("decoder", args.decoder)):
-        from_hub = "anchored decoder" if r.from_hub_mse is None else f"from-hub {r.from_hub_mse:.4g}"
-        errors = "" if r.to_hub_mse is None else f" (to-hub mse {r.to_hub_mse:.4g}, {from_hub})"
+        from_shared = "anchored decoder" if r.from_shared_mse is None else f"from-shared {r.from_shared_mse:.4g}"
+        errors = "" if r.to_shared_mse is None else f" (to-shared mse {r.to_shared_mse:.4g}, {from_shared})"
         held = "".join(f"; held-out {name}: affine {h['affine']:.3g} -> with MLP {h['map']:.3g} (step {h['step']})"
                        for name, h in (r.heldout or {}).items())
         print(f"{r.family}: {r.status}{errors}{held}")
