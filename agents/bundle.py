@@ -6,7 +6,7 @@ many latent steps it thinks, its padding and end-of-sequence ids, and the image 
 latents at. This is the one place they are put together and derived.
 
     >>> bundle = ModelBundle(model, tokenizer, codec)      # adapter, pad/eos ids, slots derived
-    >>> tokens = bundle.speak(["saw: 4721\\nmessage?"])      # (B, K, D) hub-space tokens
+    >>> tokens = bundle.speak(["saw: 4721\\nmessage?"])      # (B, K, D) shared-space tokens
     >>> bundle.answer(["secret?"], tokens=tokens)           # greedy replies reading them
 
 **Padding** (one rule): the tokenizer's ``pad_token_id``, else its ``eos_token_id`` (what
@@ -27,7 +27,7 @@ import torch
 
 from latentwire import Latent
 
-from .codec import UniversalVisualCodec
+from .codec import SHARED_SPACE, UniversalVisualCodec
 from .errors import AgentConfigError
 from .families import FamilyAdapter, Prompt, adapter_for
 from .latent_io import listen, prompt_batch, reason
@@ -107,13 +107,13 @@ class ModelBundle:
             vectors, mask = reason(self.model, self.adapter, inputs, self.latent_steps)
             return vectors.float(), mask
 
-    def speak(self, texts: Sequence[str], *, to_hub: bool = True) -> Any:
-        """Universal tokens ``(B, K, D)`` of what the model thought on ``texts`` (hub space, or the
-        codec's own with ``to_hub=False``)."""
+    def speak(self, texts: Sequence[str], *, to_shared: bool = True) -> Any:
+        """Universal tokens ``(B, K, D)`` of what the model thought on ``texts`` (shared space, or the
+        codec's own with ``to_shared=False``)."""
         with torch.no_grad():
-            return self.codec.encode_tokens(*self.think(texts), to_hub=to_hub)
+            return self.codec.encode_tokens(*self.think(texts), to_shared=to_shared)
 
-    def answer(self, texts: Sequence[str], *, tokens: Any = None, space: str = "hub",
+    def answer(self, texts: Sequence[str], *, tokens: Any = None, space: str = SHARED_SPACE,
                max_new_tokens: int = 16) -> list[str]:
         """Greedy replies to ``texts``, reading ``tokens (B, K, D)`` (in ``space``) at the image
         slots, or a blank image without them."""

@@ -5,7 +5,7 @@ and a tokenizer.
 It plays a `Role` (planner, critic, refiner, judger, solver: a system text and a prompt template,
 data not code) and speaks in one of two `MODES`:
 
-- ``"latent"``: it runs `latent_io.speak` and publishes a hub-space `Latent`;
+- ``"latent"``: it runs `latent_io.speak` and publishes a shared-space `Latent`;
 - ``"text"``: it generates text with `latent_io.listen` and publishes the text (text MAS).
 
 Whatever it *receives* it reads the same way in both modes: received texts are placed in its
@@ -74,7 +74,7 @@ EPISODE_HEADER = "lw-episode"
 OBSERVE = "observe"
 #: Control kind an agent publishes when it failed to speak (args: agent, episode, error).
 ERROR = "error"
-#: How an agent speaks: a hub-space latent, or generated text.
+#: How an agent speaks: a shared-space latent, or generated text.
 MODES: tuple[str, ...] = ("latent", "text")
 
 # The user turn of every role unless a role brings its own: what was received (text mode),
@@ -337,7 +337,7 @@ class VLMAgent(Agent):
                       received: Sequence[Received] = ()) -> Latent | str:
         """What the agent says after reading ``observation``, ``question`` and ``received``.
 
-        A final agent returns its text answer; otherwise a hub-space `Latent` (latent mode) or
+        A final agent returns its text answer; otherwise a shared-space `Latent` (latent mode) or
         generated text (text mode). Runs the model in a worker thread; the event loop stays free.
         """
         utterance = await self._respond("", observation, question, received)

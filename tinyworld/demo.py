@@ -6,7 +6,7 @@ answer with it. Both are tinyworld models pre-trained to write and read these me
 ``PipelineConfig.mode``:
 
 * **text**: the sender generates its message as text, the receiver reads it in its prompt;
-* **latent**: the sender's latent thinking steps are encoded by its codec into a hub-space
+* **latent**: the sender's latent thinking steps are encoded by its codec into a shared-space
   `Latent`, the receiver's codec decodes it into its image slots.
 
 The codecs here are untrained (their gate is exactly zero, so a latent reads as a blank image)

@@ -10,9 +10,9 @@ The facts and quirks:
   shared code always calls ``get_input_embeddings()`` rather than reading its weight.
 - SigLIP normalisation (mean = std = 0.5).
 - Prompt masks are built here when the prompt fits the sliding window: transformers builds the
-  sliding layers' mask (sliding AND (causal OR image block)) through ``torch.vmap``, ~20 ms per
-  prompt on CPU, while inside the window it equals the full layers' mask (measured on a busy
-  CPU: a tinyworld prompt forward 34 ms -> 13 ms, the same logits).
+  sliding layers' mask (sliding AND (causal OR image block)) through ``torch.vmap``, which is
+  slow on CPU, while inside the window it equals the full layers' mask (same logits; what it
+  saves: docs/benchmarks.md, `latentwire bench mas`, "Wall-clock").
 """
 
 from __future__ import annotations
