@@ -22,8 +22,8 @@ run, on the simulated world (hidden rules, simulated actor/reflector/mutator), a
 
 Run::
 
-    latentwire bench rcl --json bench-results/rcl.json --workers 2    # full (see docs/rcl.md)
-    latentwire bench rcl --quick                                      # under a minute
+    latentwire bench rcl --json bench-results/rcl.json --workers 2    # full (figures: docs/rcl.md)
+    latentwire bench rcl --quick                                      # smoke run
     latentwire bench rcl --regimes base drift --seeds 20 --set n_test=100
 """
 
@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import math
 import statistics
 import sys
@@ -44,7 +43,7 @@ from typing import Any
 from latentwire.agents.rcl.optimizer import Models, Optimizer, OptimizerConfig, ace_like, gepa_like
 from latentwire.agents.rcl.simulated import SimConfig, SimulatedEnvironment, SimulatedModel
 
-from ._report import bench_parser
+from ._report import bench_parser, write_report
 
 PRIMITIVES: dict[str, dict[str, Any]] = {
     "batch": {"signal_traces": 4},
@@ -343,11 +342,7 @@ def run(json_path: str | None = None, quick: bool = False, argv: list[str] | Non
     report["wall_s"] = time.perf_counter() - start
     print(render(report))
     png = Path(args.png) if args.png else (Path(json_path).with_suffix(".png") if json_path else None)
-    if json_path:
-        path = Path(json_path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(report, indent=1) + "\n")
-        print(f"\nwrote {path}")
+    write_report(json_path, report)
     if png:
         try:
             plot(report, png)

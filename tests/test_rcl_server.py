@@ -98,7 +98,7 @@ def test_the_folder_tokenizer_is_tinyworlds() -> None:
             == tiny.apply_chat_template(chat, tokenize=False, add_generation_prompt=True))
 
 
-@pytest.mark.slow  # starting the server (torch, transformers, fastapi) alone takes 10-50 s here
+@pytest.mark.slow  # starting the server imports torch, transformers and fastapi (timings: docs/rcl.md)
 @pytest.mark.timeout(300)
 async def test_rcl_loop_against_transformers_serve(served: tuple[str, str, Path]) -> None:
     base_url, model, log = served
