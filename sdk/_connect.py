@@ -46,6 +46,13 @@ def transport_for_url(url: str, *, token: str | None = None, **options: Any) -> 
         namespace = parts.path.strip("/") or DEFAULT_NAMESPACE
         return MqttTransport(parts.hostname or "", parts.port, namespace=namespace,
                              tls=scheme == "mqtts", **options)
+    if scheme in ("nats", "tls", "nats+tls"):
+        try:
+            from .transports.nats import NatsTransport
+        except ImportError as exc:
+            raise ConfigError(f"{scheme}:// needs nats-py: pip install 'latentwire[nats]' ({exc})") from exc
+
+        return NatsTransport.from_url(url, token=token, **options)
     raise ConfigError(f"unsupported URL scheme {scheme!r} in {url!r}; use one of: "
                       + ", ".join(f"{s}://" for s in SCHEMES))
 
