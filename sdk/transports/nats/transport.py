@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import ssl
 import uuid
 from pathlib import Path
@@ -109,6 +110,8 @@ class NatsTransport(Transport):
         for name, value in (("nkey_seed", nkey_seed), ("creds", creds)):
             if value is not None and not Path(value).is_file():
                 raise ConfigError(f"{name} file {str(value)!r} does not exist")
+            if value is not None and importlib.util.find_spec("nkeys") is None:
+                raise ConfigError(f"{name} needs the nkeys package: pip install 'nats-py[nkeys]'")
         self.servers = servers
         self.address = ",".join(f"[{h}]:{p}" if ":" in h else f"{h}:{p}" for h, p in servers)
         self.subjects = SubjectMap(namespace, stream)
@@ -163,8 +166,6 @@ class NatsTransport(Transport):
                 options.setdefault("password", unquote(secret))
             elif token is None:
                 token = unquote(name)
-        if "user" in options and token is not None:
-            token = None  # user/password in the URL win over the bus's token
         path = parts.path.strip("/")
         return cls(_split_hosts(hosts, url), namespace=path or DEFAULT_NAMESPACE, token=token,
                    tls=parts.scheme in TLS_SCHEMES, **options)
