@@ -47,7 +47,6 @@ from ..._wire import Oversize
 from ...errors import (
     AlreadyConnected,
     BusError,
-    ConfigError,
     ConnectError,
     InvalidMessage,
     LatentwireError,
@@ -96,24 +95,26 @@ def nats_errors(what: str) -> Iterator[None]:
         yield
     except LatentwireError:
         raise
-    except nats.js.errors.NotFoundError as exc:
-        raise UnknownAgent("", f"{what}: not found ({exc.description or 'no such stream or consumer'})") from exc
-    except nats.js.errors.ServiceUnavailableError as exc:
-        if exc.err_code is None:  # no responders: nothing serves the JetStream API in this account
+    except nats.js.errors.NoStreamResponseError as exc:
+        raise Unavailable(f"{what}: no JetStream stream answered (a stream leader is being elected, "
+                          "or the stream was deleted)") from exc
+    except nats.js.errors.APIError as exc:
+        text = f"{what}: {exc.description} (JetStream error {exc.err_code})"
+        if isinstance(exc, nats.js.errors.ServiceUnavailableError) and exc.err_code is None:
+            # No responders: nothing serves the JetStream API for this account.
             raise ConnectError(f"{what}: the NATS server has no JetStream; start it with -js (or a "
                                "jetstream {} block in its config) or enable JetStream for this "
                                "account") from exc
-        raise Unavailable(f"{what}: JetStream is unavailable ({exc.description})") from exc
-    except nats.js.errors.NoStreamResponseError as exc:
-        raise Unavailable(f"{what}: no JetStream stream answered") from exc
-    except nats.js.errors.APIError as exc:
-        text = f"{what}: {exc.description} (JetStream error {exc.err_code})"
-        if exc.code == 413 or exc.err_code in (10054,):  # message size exceeds maximum allowed
+        if exc.err_code == 10054:  # message size exceeds maximum allowed
             raise MessageTooLarge(0, 0, text) from exc
+        if exc.err_code in (10023, 10027, 10047) or (
+                exc.err_code == 10077 and "exceeded" in (exc.description or "")):
+            # insufficient resources, too many streams, no storage; a full stream (discard new)
+            raise LimitExceeded(text) from exc
         if exc.code == 403:
             raise PermissionDenied(text) from exc
-        if exc.err_code in (10023, 10047, 10077, 10027):  # resources, bytes, messages, storage
-            raise LimitExceeded(text) from exc
+        if exc.code == 404:
+            raise BusError(text) from exc
         if exc.code == 503:
             raise Unavailable(text) from exc
         raise BusError(text) from exc
@@ -461,6 +462,7 @@ class NatsConnection(Connection):
         self._outstanding = max(0, self._outstanding - 1)
         meta = msg.metadata
         headers = msg.headers or {}
+        self._chunks.max_payload = self.max_payload  # the bus sets it from the welcome
         redelivered = meta.num_delivered > 1
         chunk = headers.get(HDR_CHUNK)
         try:
