@@ -126,19 +126,20 @@ def test_chunks_reassemble_bit_exact_in_any_order() -> None:
 
 
 def test_urls_and_options(tls_files: dict[str, Path]) -> None:
-    t = latentwire.connect("nats://n1:4222,n2,[::1]:4223/fleet-a")._transport
-    assert isinstance(t, NatsTransport)
+    transport = latentwire.connect("nats://n1:4222,n2,[::1]:4223/fleet-a")._transport
+    assert isinstance(transport, NatsTransport)
+    t = transport.settings
     assert t.servers == [("n1", 4222), ("n2", 4222), ("::1", 4223)]
     assert (t.subjects.namespace, t.subjects.stream, t.tls_context) == ("fleet-a", "LW_fleet-a", None)
     options = t.connect_options("agent", "")
     assert options["servers"] == ["nats://n1:4222", "nats://n2:4222", "nats://[::1]:4223"]
-    t = latentwire.connect("tls://alice:s%40cret@n1/ns", tls_ca=tls_files["cert"], replicas=3)._transport
+    t = latentwire.connect("tls://alice:s%40cret@n1/ns", tls_ca=tls_files["cert"], replicas=3)._transport.settings
     options = t.connect_options("agent", "")
     assert (options["user"], options["password"], options["servers"]) == ("alice", "s@cret", ["tls://n1:4222"])
     assert t.tls_context is not None and t.replicas == 3
-    assert latentwire.connect("nats+tls://n1")._transport.tls
-    assert latentwire.connect("nats://t0ken@n1")._transport.connect_options("a", "")["token"] == "t0ken"
-    assert latentwire.connect("nats://n1", token="tk")._transport.connect_options("a", "")["token"] == "tk"
+    assert latentwire.connect("nats+tls://n1")._transport.settings.tls
+    assert latentwire.connect("nats://t0ken@n1")._transport.settings.connect_options("a", "")["token"] == "t0ken"
+    assert latentwire.connect("nats://n1", token="tk")._transport.settings.connect_options("a", "")["token"] == "tk"
     with pytest.raises(latentwire.ConfigError, match="use tls://"):
         latentwire.connect("nats://n1", tls_ca=tls_files["cert"])
     with pytest.raises(latentwire.ConfigError, match="needs a host"):
@@ -312,7 +313,7 @@ def test_nkey_and_creds_need_the_nkeys_package(tmp_path: Path) -> None:
         with pytest.raises(latentwire.ConfigError, match=r"pip install 'nats-py\[nkeys\]'"):
             latentwire.connect("nats://n1", nkey_seed=seed)
     else:
-        assert latentwire.connect("nats://n1", nkey_seed=seed)._transport.connect_options("a", "")["nkeys_seed"]
+        assert latentwire.connect("nats://n1", nkey_seed=seed)._transport.settings.connect_options("a", "")["nkeys_seed"]
 
 
 # -- a three-node JetStream cluster -------------------------------------------------------------------

@@ -30,8 +30,9 @@ import logging
 import math
 import uuid
 from collections import deque
+from dataclasses import dataclass, field
 from collections.abc import Iterator, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import nats.errors
 import nats.js.errors
@@ -61,9 +62,8 @@ from ...errors import (
 from ..base import Connection, WireFrame
 from .chunks import HDR_CHUNK, Arrived, Reassembler, split
 from .format import decode_message, encode_message
+from .settings import NatsSettings
 
-if TYPE_CHECKING:
-    from .transport import NatsTransport
 
 log = logging.getLogger("latentwire.nats")
 
@@ -145,18 +145,33 @@ def _retrieve(task: asyncio.Task) -> None:
         task.exception()
 
 
+@dataclass
+class SessionState:
+    """What one bus's connections share, kept by its transport across reconnects."""
+
+    #: Names this bus when it answers for its agent id (a reconnect must not refuse itself).
+    nonce: str = field(default_factory=lambda: uuid.uuid4().hex)
+    #: Deliveries handed to the bus and not yet acknowledged, by delivery seq (the stream
+    #: sequence of their first NATS message) -> ack subjects. The bus may ack a delivery of the
+    #: previous connection, and JetStream takes that ack on the next one.
+    unacked: dict[int, list[str]] = field(default_factory=dict)
+    #: Deliveries dropped because their ttl had passed.
+    expired: int = 0
+
+
 class NatsConnection(Connection):
     """One NATS connection that speaks the bus's frames to the `Bus` above it."""
 
     max_frame_bytes = None  # large messages are chunked here, onto separate stream messages
 
-    def __init__(self, transport: NatsTransport, timeout: float) -> None:
-        self._t = transport
+    def __init__(self, settings: NatsSettings, state: SessionState, timeout: float) -> None:
+        self._s = settings
+        self._state = state
         self._timeout = timeout
         self._nc: NATS | None = None
         self._agent = ""
         self._consumer = ""
-        self.max_payload: int | None = transport.max_receive_bytes
+        self.max_payload: int | None = settings.max_receive_bytes
         self._ready: list[WireFrame] = []
         self._wake = asyncio.Event()
         self._failure: BaseException | None = None
@@ -165,7 +180,7 @@ class NatsConnection(Connection):
         self._filters: set[str] = set()
         self._window = 1
         self._chunk_room = 0
-        self._chunks = Reassembler(transport.max_receive_bytes)
+        self._chunks = Reassembler(settings.max_receive_bytes)
         self._js: Any = None  # nats-py's JetStreamContext, after the hello
         self._session = ""
         # Whole messages beyond the receive window (the server may send more when chunks of a
@@ -240,7 +255,7 @@ class NatsConnection(Connection):
     # -- handshake -------------------------------------------------------------------------------
 
     async def _hello(self, hello: pb.Hello) -> None:
-        t = self._t
+        t = self._s
         # The hub's agent-id rule, so an id that works on one transport works on all.
         if not AGENT_ID.fullmatch(hello.agent):
             raise InvalidMessage(f"invalid agent id {hello.agent!r}: use 1-128 of A-Z a-z 0-9 . _ : @ -, "
@@ -292,24 +307,24 @@ class NatsConnection(Connection):
 
     async def _check_presence(self, nc: NATS) -> None:
         """Refuse the agent id if another live bus answers for it (as the hub refuses it)."""
-        t = self._t
+        t = self._s
         try:
             reply = await nc.request(t.subjects.presence(self._agent), b"", timeout=PRESENCE_WAIT)
         except nats.errors.NoRespondersError:
             return
         except nats.errors.TimeoutError:
             return  # a subscription of a connection the server has not yet noticed is gone
-        if reply.data.decode(errors="replace") != t.nonce:
+        if reply.data.decode(errors="replace") != self._state.nonce:
             raise AlreadyConnected(f"agent {self._agent!r} is already connected to the NATS cluster "
                                    f"at {t.address} (namespace {t.subjects.namespace!r})")
 
     async def _answer_presence(self, msg: Msg) -> None:
         if msg.reply:
             with contextlib.suppress(nats.errors.Error):
-                await msg.respond(self._t.nonce.encode())
+                await msg.respond(self._state.nonce.encode())
 
     async def _ensure_stream(self) -> None:
-        t = self._t
+        t = self._s
         try:
             await self._js.stream_info(t.subjects.stream)
         except nats.js.errors.NotFoundError:
@@ -324,7 +339,7 @@ class NatsConnection(Connection):
                 description=f"latentwire namespace {t.subjects.namespace}"))
 
     def _consumer_config(self, filters: set[str]) -> api.ConsumerConfig:
-        t = self._t
+        t = self._s
         largest = math.ceil(t.max_message_bytes / self._chunk_room) + 1
         return api.ConsumerConfig(
             name=self._consumer, durable_name=self._consumer,
@@ -336,7 +351,7 @@ class NatsConnection(Connection):
 
     async def _open_session(self, hello: pb.Hello) -> tuple[str, bool]:
         """Create the agent's consumer, or take up the one it left; (session id, resumed)."""
-        t = self._t
+        t = self._s
         self._consumer = t.subjects.consumer(self._agent)
         try:
             info = await self._js.consumer_info(t.subjects.stream, self._consumer)
@@ -345,7 +360,7 @@ class NatsConnection(Connection):
         if info is None:
             self._session = uuid.uuid4().hex
             await self._js.add_consumer(t.subjects.stream, self._consumer_config(self._filters))
-            t.unacked.clear()  # deliveries of a session that is gone
+            self._state.unacked.clear()  # deliveries of a session that is gone
             return self._session, False
         self._session = (info.config.metadata or {}).get(SESSION_KEY) or uuid.uuid4().hex
         # The client is the source of truth for its subscriptions (as on the hub).
@@ -361,7 +376,7 @@ class NatsConnection(Connection):
 
     async def _publish(self, publish: pb.Publish, payload: Any) -> None:
         env, seq = publish.envelope, publish.seq
-        t = self._t
+        t = self._s
         futures = []
         try:
             check_envelope(env, len(payload), t.max_message_bytes)  # what a hub would refuse
@@ -380,7 +395,7 @@ class NatsConnection(Connection):
 
     async def _check_recipient(self, agent: str) -> None:
         """Raise `UnknownAgent` unless ``agent`` has a session (its consumer exists)."""
-        subjects = self._t.subjects
+        subjects = self._s.subjects
         try:
             await self._js.consumer_info(subjects.stream, subjects.consumer(agent))
         except nats.js.errors.NotFoundError:
@@ -389,7 +404,7 @@ class NatsConnection(Connection):
 
     async def _await_pubacks(self, seq: int, subject: str, futures: list[asyncio.Future]) -> None:
         try:
-            async with asyncio.timeout(self._t.puback_timeout):
+            async with asyncio.timeout(self._s.puback_timeout):
                 with nats_errors(f"publishing to {subject!r}"):
                     await asyncio.gather(*futures)
         except (TimeoutError, ConnectError, Unavailable) as exc:
@@ -398,7 +413,7 @@ class NatsConnection(Connection):
             # Whether the stream has it is unknown: the bus resends it on the next connection
             # and JetStream drops the copy it already has (same Nats-Msg-Id).
             self._fail(ConnectError(f"no JetStream PubAck for a publish to {subject!r} within "
-                                    f"{self._t.puback_timeout:g} s: {exc or 'timed out'}"))
+                                    f"{self._s.puback_timeout:g} s: {exc or 'timed out'}"))
             return
         except LatentwireError as exc:
             self._push_rejection(seq, code_for(exc), str(exc))
@@ -417,7 +432,7 @@ class NatsConnection(Connection):
             filters = {validate_filter(f) for f in request.filters}
             wanted = self._filters | filters if kind == "subscribe" else self._filters - filters
             with nats_errors(f"updating the consumer of {self._agent!r}"):
-                await self._js.add_consumer(self._t.subjects.stream, self._consumer_config(wanted))
+                await self._js.add_consumer(self._s.subjects.stream, self._consumer_config(wanted))
             self._filters = wanted
         except InvalidMessage as exc:
             ack.code, ack.reason = code_for(exc), str(exc)
@@ -433,15 +448,15 @@ class NatsConnection(Connection):
         with contextlib.suppress(LatentwireError, TimeoutError):
             async with asyncio.timeout(self._timeout):
                 with nats_errors(f"deleting the consumer of {self._agent!r}"):
-                    await self._js.delete_consumer(self._t.subjects.stream, self._consumer)
-        self._t.unacked.clear()
+                    await self._js.delete_consumer(self._s.subjects.stream, self._consumer)
+        self._state.unacked.clear()
         self._fail(ConnectError("left NATS (bye)"))
 
     # -- deliveries ------------------------------------------------------------------------------
 
     async def _pull(self) -> None:
         """Ask the consumer for as many messages as the bus has room for (credits)."""
-        room = max(self._window - len(self._t.unacked) - len(self._backlog), self._chunks.missing)
+        room = max(self._window - len(self._state.unacked) - len(self._backlog), self._chunks.missing)
         want = room - self._outstanding
         # Small grants wait until they add up, so few pull requests are open at once.
         if want <= 0 or (self._outstanding and want < max(1, self._window // 4)):
@@ -494,9 +509,9 @@ class NatsConnection(Connection):
         await self._pull()
 
     async def _arrived(self, subject: str, arrived: Arrived) -> None:
-        t = self._t
-        if arrived.seq in t.unacked:  # a copy of a message the bus holds: only its acks are new
-            t.unacked[arrived.seq] = arrived.acks
+        t = self._s
+        if arrived.seq in self._state.unacked:  # a copy of a message the bus holds: only its acks are new
+            self._state.unacked[arrived.seq] = arrived.acks
             return
         env = decode_message(subject, arrived.headers, arrived.payload if isinstance(arrived.payload, bytes)
                              else b"", t.subjects)
@@ -505,25 +520,25 @@ class NatsConnection(Connection):
             payload = Oversize(len(payload), self.max_payload)
         arrived.payload = payload
         frame = pb.Frame(deliver=pb.Deliver(seq=arrived.seq, envelope=env, redelivered=arrived.redelivered))
-        if len(t.unacked) < self._window and not self._backlog:
+        if len(self._state.unacked) < self._window and not self._backlog:
             await self._hand_over(frame, arrived)
         else:
             self._backlog.append((frame, arrived))
 
     async def _hand_over(self, frame: pb.Frame, arrived: Arrived) -> None:
         if is_expired(frame.deliver.envelope):
-            self._t.expired += 1
+            self._state.expired += 1
             await self._ack(arrived.acks)
             return
-        self._t.unacked[arrived.seq] = arrived.acks
+        self._state.unacked[arrived.seq] = arrived.acks
         self._push(frame, arrived.payload)
 
     async def _acked(self, seqs: Sequence[int]) -> None:
         for seq in seqs:
-            acks = self._t.unacked.pop(seq, None)
+            acks = self._state.unacked.pop(seq, None)
             if acks is not None:  # else already acked: a copy from before a reconnect
                 await self._ack(acks)
-        while self._backlog and len(self._t.unacked) < self._window:
+        while self._backlog and len(self._state.unacked) < self._window:
             await self._hand_over(*self._backlog.popleft())
         await self._pull()
 
@@ -540,7 +555,7 @@ class NatsConnection(Connection):
         while self._failure is None and not self._closed:  # not only cancellation: see _isolated
             await asyncio.sleep(PULL_HEARTBEAT)
             if self._nc is not None and not self._nc.is_connected:
-                self._fail(ConnectError(f"lost NATS at {self._t.address}: {self._nc.last_error or 'disconnected'}"))
+                self._fail(ConnectError(f"lost NATS at {self._s.address}: {self._nc.last_error or 'disconnected'}"))
                 return
             if self._outstanding and loop.time() - self._last_heard > 2.5 * PULL_HEARTBEAT:
                 log.debug("%s: no heartbeat from the consumer; pulling again", self._agent)
@@ -568,7 +583,7 @@ class NatsConnection(Connection):
         self._last_error = exc
         if self._open and isinstance(exc, _CONNECTION_LOST):
             # nats-py reports a dead socket here first; its closed callback may never come.
-            self._fail(ConnectError(f"lost NATS at {self._t.address}: {exc or type(exc).__name__}"))
+            self._fail(ConnectError(f"lost NATS at {self._s.address}: {exc or type(exc).__name__}"))
         elif isinstance(exc, nats.errors.SlowConsumerError):
             log.warning("%s: nats-py dropped messages of a slow subscription: %s", self._agent, exc)
         else:
@@ -576,7 +591,7 @@ class NatsConnection(Connection):
 
     async def _on_closed(self) -> None:
         detail = self._nc.last_error if self._nc is not None else None
-        self._fail(ConnectError(f"lost NATS at {self._t.address}: {detail or 'connection closed'}"))
+        self._fail(ConnectError(f"lost NATS at {self._s.address}: {detail or 'connection closed'}"))
 
     def _fail(self, exc: BaseException) -> None:
         if self._failure is None:
