@@ -10,6 +10,7 @@ from typing import Any
 from urllib.parse import unquote, urlsplit
 
 from ...errors import ConfigError
+from ..base import Transport
 from .format import DEFAULT_NAMESPACE, SubjectMap
 
 DEFAULT_PORT = 4222
@@ -18,7 +19,7 @@ SCHEMES = ("nats", *TLS_SCHEMES)
 MiB = 1024 * 1024
 
 
-def _split_hosts(netloc: str, url: str) -> list[tuple[str, int]]:
+def _split_hosts(netloc: str, url: str, example: str) -> list[tuple[str, int]]:
     """``host[:port][,host[:port]...]`` (IPv6 hosts in brackets) -> [(host, port)]."""
     hosts = []
     for item in netloc.split(","):
@@ -28,9 +29,8 @@ def _split_hosts(netloc: str, url: str) -> list[tuple[str, int]]:
             port = rest.removeprefix(":")
         elif ":" in item:
             host, _, port = item.rpartition(":")
-        if not host or (port and not port.isdigit()):
-            raise ConfigError(f"bad NATS server {item!r} in {url!r}: use host:port, like "
-                              "nats://127.0.0.1:4222,127.0.0.1:4223/namespace")
+        if not host or (port and not (port.isdigit() and int(port) <= 65535)):
+            raise Transport.url_error(url, f"bad NATS server {item!r} (use host:port)", example)
         hosts.append((host, int(port) if port else DEFAULT_PORT))
     return hosts
 
@@ -141,12 +141,21 @@ class NatsSettings:
         """The settings of ``nats://[user:password@|token@]host[:port][,host[:port]...][/namespace]``;
         ``tls://`` and ``nats+tls://`` are the same over TLS. ``token`` is the bus's token;
         other keyword options are the constructor's."""
-        parts = urlsplit(url)
+        scheme = url.partition(":")[0].lower()
+        scheme = scheme if scheme in SCHEMES else "nats"
+        example = f"{scheme}://127.0.0.1:4222,127.0.0.1:4223/{DEFAULT_NAMESPACE}"
+        try:
+            parts = urlsplit(url)  # no port check here: the netloc may list several servers
+        except ValueError as exc:
+            raise Transport.url_error(url, f"malformed URL ({exc})", example) from None
         if parts.scheme not in SCHEMES:
-            raise ConfigError(f"not a NATS URL: {url!r}; use nats://, tls:// or nats+tls://")
+            raise Transport.url_error(url, "NatsTransport takes nats://, tls:// or nats+tls:// URLs", example)
+        for name in ("namespace", "tls"):
+            if name in options:
+                raise ConfigError(f"{name!r} comes from the URL ({example}); do not pass it as an option")
         userinfo, _, hosts = parts.netloc.rpartition("@")
         if not hosts:
-            raise ConfigError(f"{parts.scheme}:// URL needs a host, like {parts.scheme}://127.0.0.1:4222")
+            raise Transport.url_error(url, f"{parts.scheme}:// URL needs a host", example)
         if userinfo:
             name, colon, secret = userinfo.partition(":")
             if colon:
@@ -155,7 +164,7 @@ class NatsSettings:
             elif token is None:
                 token = unquote(name)
         path = parts.path.strip("/")
-        return cls(_split_hosts(hosts, url), namespace=path or DEFAULT_NAMESPACE, token=token,
+        return cls(_split_hosts(hosts, url, example), namespace=path or DEFAULT_NAMESPACE, token=token,
                    tls=parts.scheme in TLS_SCHEMES, **options)
 
     def connect_options(self, agent: str, hello_token: str) -> dict[str, Any]:
