@@ -229,9 +229,10 @@ async def test_a_session_outlives_its_connection_until_bye(url: str) -> None:
 # -- bad input at connect time ------------------------------------------------------------------------
 
 async def test_unreachable_cluster() -> None:
-    with pytest.raises(latentwire.ConnectError, match="no NATS server reachable at 127.0.0.1:9,127.0.0.1:8"):
+    with pytest.raises(latentwire.ConnectError, match="no NATS server reachable at 127.0.0.1:9,127.0.0.1:8") as info:
         async with latentwire.connect("nats://127.0.0.1:9,127.0.0.1:8", connect_timeout=2):
             pass
+    assert str(info.value).endswith("check the URL's host:port list and that nats-server runs there")
 
 
 async def test_a_silent_server_is_not_waited_on_forever() -> None:
@@ -265,12 +266,17 @@ async def test_credentials_token_and_user_password(tmp_path: Path) -> None:
               'authorization { users: [ {user: alice, password: s3cret}, {user: bob, password: hunter2} ] }\n')
     (tmp_path / "a").mkdir()
     with run_nats_server(tmp_path / "a", config, port):
-        with pytest.raises(latentwire.Unauthenticated, match="refused the credentials"):
+        with pytest.raises(latentwire.Unauthenticated, match="refused the credentials") as info:
             async with latentwire.connect(f"nats://alice:wrong@127.0.0.1:{port}/ns", agent="alice"):
                 pass
-        with pytest.raises(latentwire.Unauthenticated, match="Authorization Violation"):
+        # One line: what was presented (never the secret) and what to give instead.
+        assert "as 'alice' with user 'alice' and a password: the NATS server refused" in str(info.value)
+        assert "wrong" not in str(info.value) and "\n" not in str(info.value)
+        assert str(info.value).endswith("or token=, user= and password=, nkey_seed= or creds=")
+        with pytest.raises(latentwire.Unauthenticated, match="Authorization Violation") as info:
             async with latentwire.connect(f"nats://127.0.0.1:{port}/ns", agent="nobody"):
                 pass
+        assert "as 'nobody' with no credentials: " in str(info.value)
         async with latentwire.connect(f"nats://alice:s3cret@127.0.0.1:{port}/ns", agent="alice") as a, \
                 latentwire.connect(f"nats://127.0.0.1:{port}/ns", agent="bob", user="bob", password="hunter2") as b:
             sub = await b.subscribe("hello")
@@ -281,9 +287,11 @@ async def test_credentials_token_and_user_password(tmp_path: Path) -> None:
     config = (f'listen: "127.0.0.1:{tport}"\njetstream {{ store_dir: "{tmp_path / "tstore"}" }}\n'
               'authorization { token: "t0ken" }\n')
     with run_nats_server(tmp_path / "t", config, tport):
-        with pytest.raises(latentwire.Unauthenticated):
+        with pytest.raises(latentwire.Unauthenticated, match="with a token: the NATS server refused the "
+                                                             "credentials") as info:
             async with latentwire.connect(f"nats://127.0.0.1:{tport}/ns", agent="a", token="wrong"):
                 pass
+        assert "wrong" not in str(info.value)
         async with latentwire.connect(f"nats://127.0.0.1:{tport}/ns", agent="a", token="t0ken") as bus:
             await bus.publish("x", "in")
 

@@ -120,11 +120,12 @@ def nats_errors(what: str) -> Iterator[None]:
         raise BusError(text) from exc
     except nats.errors.AuthorizationError as exc:
         raise Unauthenticated(f"{what}: the NATS server refused the credentials "
-                              "(Authorization Violation)") from exc
+                              f"(Authorization Violation); {_FIX_CREDENTIALS}") from exc
     except nats.errors.Error as exc:
         text = str(exc)
         if "authorization violation" in text.lower() or "authentication" in text.lower():
-            raise Unauthenticated(f"{what}: the NATS server refused the credentials ({text})") from exc
+            raise Unauthenticated(f"{what}: the NATS server refused the credentials ({text}); "
+                                  f"{_FIX_CREDENTIALS}") from exc
         if "permissions violation" in text.lower():
             raise PermissionDenied(f"{what}: {text}") from exc
         if isinstance(exc, (nats.errors.BadSubjectError, nats.errors.BadHeaderError, nats.errors.MaxPayloadError)):
@@ -133,6 +134,10 @@ def nats_errors(what: str) -> Iterator[None]:
     except (OSError, TimeoutError) as exc:
         raise ConnectError(f"{what}: {exc or type(exc).__name__}") from exc
 
+
+_FIX_CREDENTIALS = ("give the ones its authorization block expects: user:password@ or token@ in the URL, "
+                    "or token=, user= and password=, nkey_seed= or creds=")
+_FIX_UNREACHABLE = "check the URL's host:port list and that nats-server runs there"
 
 # Errors nats-py reports (to error_cb) when an established connection is gone.
 _CONNECTION_LOST = (nats.errors.StaleConnectionError, nats.errors.ConnectionClosedError,
@@ -268,18 +273,19 @@ class NatsConnection(Connection):
         where = f"NATS at {t.address}"
         try:
             async with asyncio.timeout(self._timeout):
-                with nats_errors(f"connecting to {where} as {hello.agent!r}"):
+                with nats_errors(f"connecting to {where} as {hello.agent!r} with "
+                                 f"{t.credentials_named(hello.token)}"):
                     try:
                         await nc.connect(**t.connect_options(hello.agent, hello.token),
                                          connect_timeout=self._timeout,
                                          error_cb=self._on_error, closed_cb=self._on_closed)
                     except nats.errors.NoServersError as exc:  # every server tried; say why
                         raise ConnectError(f"no NATS server reachable at {t.address}: "
-                                           f"{self._last_error or exc}") from exc
+                                           f"{self._last_error or exc}; {_FIX_UNREACHABLE}") from exc
         except TimeoutError as exc:
             detail = f" ({self._last_error})" if self._last_error else ""
             raise ConnectError(f"no NATS server reachable at {t.address} within "
-                               f"{self._timeout:.3g} s{detail}") from exc
+                               f"{self._timeout:.3g} s{detail}; {_FIX_UNREACHABLE}") from exc
         with nats_errors(f"{where}, agent {hello.agent!r}"):
             await self._check_presence(nc)
             self._js = nc.jetstream(timeout=self._timeout)

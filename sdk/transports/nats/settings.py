@@ -183,8 +183,25 @@ class NatsSettings:
             "tls": self.tls_context,
             "tls_hostname": self.tls_server_name,
         }
+        options.update(self._credentials_for(hello_token))
+        return options
+
+    def _credentials_for(self, hello_token: str) -> dict[str, str]:
+        # The bus's token (connect(token=...)) is the NATS token unless other credentials are set.
         credentials = {k: v for k, v in self._credentials.items() if v is not None}
         if not credentials and hello_token:
             credentials["token"] = hello_token
-        options.update(credentials)
-        return options
+        return credentials
+
+    def credentials_named(self, hello_token: str) -> str:
+        """Which credentials a connection presents, for errors (never the secrets themselves)."""
+        c = self._credentials_for(hello_token)
+        if "user" in c:
+            return f"user {c['user']!r} and a password"
+        if "token" in c:
+            return "a token"
+        if "nkeys_seed" in c:
+            return f"the NKey seed {c['nkeys_seed']!r}"
+        if "user_credentials" in c:
+            return f"the credentials file {c['user_credentials']!r}"
+        return "no credentials"
