@@ -738,7 +738,8 @@ async def _throughput(cfg: BusBenchConfig, log: Any) -> dict:
                     elif system == "mqtt":
                         r = await _three_process_run("mqtt", broker, ["--url", mqtt_url], p, cfg.run_timeout)
                     elif system == "nats":
-                        r = await _three_process_run("nats", nats_server, ["--url", nats_url], p, cfg.run_timeout)
+                        r = await _three_process_run("nats", nats_server, ["--url", nats_url], p,
+                                                     cfg.run_timeout)
                     else:
                         r = await _inproc_run(p, cfg.run_timeout)
                     r = _with_rates(r, p)
@@ -947,9 +948,8 @@ def render(report: dict) -> str:
             mb = "".join(f"{_fmt(None if v is None else v / 1e6):>14}"
                          for v in (case[x]["median_bytes_per_s"] for x in SYSTEMS))
             lines.append(f"{label + '  MB/s':<22}{mb}")
-        cpu = "".join(f"{'':>14}" if x == "inproc" else
-                      f"{_fmt(_median([run.get('server_cpu_us_per_msg') for run in case[x]['runs']]), ',.1f'):>14}"
-                      for x in SYSTEMS)
+        cpus = {x: _median([run.get("server_cpu_us_per_msg") for run in case[x]["runs"]]) for x in SYSTEMS}
+        cpu = "".join(f"{'':>14}" if x == "inproc" else f"{_fmt(cpus[x], ',.1f'):>14}" for x in SYSTEMS)
         lines.append(f"{label + '  server CPU us/msg':<22}{cpu}")
         lines.append(f"{'':<22}(N={case['count']:,} timed after {case['warmup']:,} warm-up messages)")
     for broker in ("mqtt", "nats"):

@@ -34,6 +34,14 @@ from latentwire.transports.nats.format import without_overlaps  # noqa: E402
 pytestmark = pytest.mark.timeout(120)
 
 
+TRACEPARENT = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+
+
+def connect_options(url: str, **options: object) -> dict:
+    """The nats-py connect arguments an unopened bus on ``url`` would use for agent 'a'."""
+    return latentwire.connect(url, **options)._transport.settings.connect_options("a", "")
+
+
 @pytest.fixture
 def namespace() -> str:
     return f"t-{uuid.uuid4().hex[:8]}"
@@ -50,7 +58,8 @@ def test_envelope_round_trips_through_subject_and_headers() -> None:
     subjects = SubjectMap("ns")
     x = np.arange(6, dtype=np.float16).reshape(2, 3)
     env, payload = to_envelope(topic="chat/dm", recipient="bob", latent=x, ttl=2.5, correlation_id="c-1",
-                               reply_to="alice", headers={"traceparent": "00-ab-cd-01", "odd name": " padded "})
+                               reply_to="alice",
+                               headers={"traceparent": "00-ab-cd-01", "odd name": " padded "})
     env.tensor.space, env.tensor.family = "hub", "gemma3"
     subject, headers, data = encode_message(env, payload, "alice", subjects)
     assert subject == "ns.inbox.bob" and bytes(data) == x.tobytes()
@@ -83,7 +92,8 @@ def test_topics_with_characters_nats_reads_differently_are_escaped() -> None:
 def test_consumer_filters_never_overlap() -> None:
     """A JetStream consumer refuses a filter that another one covers; one delivery per message."""
     assert without_overlaps(["a.b", "a.>", "a.*", "b.*.c", "b.x.*", "a.>"]) == ["a.>", "b.*.c", "b.x.*"]
-    assert SubjectMap("ns").consumer_filters("c", {"t/#", "t/+"}) == ["ns.inbox.c", "ns.topic.t", "ns.topic.t.>"]
+    filters = SubjectMap("ns").consumer_filters("c", {"t/#", "t/+"})
+    assert filters == ["ns.inbox.c", "ns.topic.t", "ns.topic.t.>"]
 
 
 @pytest.mark.parametrize(("headers", "match"), [
@@ -133,13 +143,14 @@ def test_urls_and_options(tls_files: dict[str, Path]) -> None:
     assert (t.subjects.namespace, t.subjects.stream, t.tls_context) == ("fleet-a", "LW_fleet-a", None)
     options = t.connect_options("agent", "")
     assert options["servers"] == ["nats://n1:4222", "nats://n2:4222", "nats://[::1]:4223"]
-    t = latentwire.connect("tls://alice:s%40cret@n1/ns", tls_ca=tls_files["cert"], replicas=3)._transport.settings
+    bus = latentwire.connect("tls://alice:s%40cret@n1/ns", tls_ca=tls_files["cert"], replicas=3)
+    t = bus._transport.settings
     options = t.connect_options("agent", "")
     assert (options["user"], options["password"], options["servers"]) == ("alice", "s@cret", ["tls://n1:4222"])
     assert t.tls_context is not None and t.replicas == 3
     assert latentwire.connect("nats+tls://n1")._transport.settings.tls
-    assert latentwire.connect("nats://t0ken@n1")._transport.settings.connect_options("a", "")["token"] == "t0ken"
-    assert latentwire.connect("nats://n1", token="tk")._transport.settings.connect_options("a", "")["token"] == "tk"
+    assert connect_options("nats://t0ken@n1")["token"] == "t0ken"
+    assert connect_options("nats://n1", token="tk")["token"] == "tk"
     with pytest.raises(latentwire.ConfigError, match="use tls://"):
         latentwire.connect("nats://n1", tls_ca=tls_files["cert"])
     with pytest.raises(latentwire.ConfigError, match="needs a host"):
@@ -170,7 +181,7 @@ async def test_a_plain_nats_client_reads_a_latent(nats_server: NatsServer, url: 
         sub = await plain.subscribe(f"{namespace}.topic.>")
         async with latentwire.connect(url, agent="speaker") as bus:
             await bus.publish("robots/arm", latent=latentwire.Latent(x, space="hub"),
-                              headers={"traceparent": "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"})
+                              headers={"traceparent": TRACEPARENT})
             msg = await sub.next_msg(timeout=5)
     finally:
         await plain.close()
@@ -181,7 +192,8 @@ async def test_a_plain_nats_client_reads_a_latent(nats_server: NatsServer, url: 
     assert msg.headers["traceparent"].startswith("00-4bf92f35")
 
 
-async def test_a_plain_jetstream_publish_arrives_as_text(nats_server: NatsServer, url: str, namespace: str) -> None:
+async def test_a_plain_jetstream_publish_arrives_as_text(nats_server: NatsServer, url: str,
+                                                         namespace: str) -> None:
     plain = await nats.connect(nats_server.url)
     try:
         async with latentwire.connect(url, agent="listener") as bus:
@@ -196,7 +208,8 @@ async def test_a_plain_jetstream_publish_arrives_as_text(nats_server: NatsServer
 
 async def test_a_latent_above_max_payload_travels_chunked_bit_exact(url: str) -> None:
     big = np.random.default_rng(1).integers(0, 2**31, size=(3, 200_000), dtype=np.int32)  # 2.3 MiB
-    async with latentwire.connect(url, agent="p") as p, latentwire.connect(url, agent="c", receive_window=1) as c:
+    async with latentwire.connect(url, agent="p") as p, \
+            latentwire.connect(url, agent="c", receive_window=1) as c:
         sub = await c.subscribe("big/#")
         await p.publish("big/1", latent=big)
         await p.publish("big/2", "after it")
@@ -229,7 +242,8 @@ async def test_a_session_outlives_its_connection_until_bye(url: str) -> None:
 # -- bad input at connect time ------------------------------------------------------------------------
 
 async def test_unreachable_cluster() -> None:
-    with pytest.raises(latentwire.ConnectError, match="no NATS server reachable at 127.0.0.1:9,127.0.0.1:8") as info:
+    with pytest.raises(latentwire.ConnectError,
+                       match="no NATS server reachable at 127.0.0.1:9,127.0.0.1:8") as info:
         async with latentwire.connect("nats://127.0.0.1:9,127.0.0.1:8", connect_timeout=2):
             pass
     assert str(info.value).endswith("check the URL's host:port list and that nats-server runs there")
@@ -255,7 +269,8 @@ async def test_a_silent_server_is_not_waited_on_forever() -> None:
 async def test_a_server_without_jetstream(tmp_path: Path) -> None:
     port = free_port()
     with run_nats_server(tmp_path, f'listen: "127.0.0.1:{port}"\n', port):
-        with pytest.raises(latentwire.ConnectError, match="the NATS server has no JetStream; start it with -js"):
+        with pytest.raises(latentwire.ConnectError,
+                           match="the NATS server has no JetStream; start it with -js"):
             async with latentwire.connect(f"nats://127.0.0.1:{port}/ns", agent="a", connect_timeout=5):
                 pass
 
@@ -263,7 +278,8 @@ async def test_a_server_without_jetstream(tmp_path: Path) -> None:
 async def test_credentials_token_and_user_password(tmp_path: Path) -> None:
     port, store = free_port(), tmp_path / "store"
     config = (f'listen: "127.0.0.1:{port}"\njetstream {{ store_dir: "{store}" }}\n'
-              'authorization { users: [ {user: alice, password: s3cret}, {user: bob, password: hunter2} ] }\n')
+              'authorization { users: [ {user: alice, password: s3cret}, '
+              '{user: bob, password: hunter2} ] }\n')
     (tmp_path / "a").mkdir()
     with run_nats_server(tmp_path / "a", config, port):
         with pytest.raises(latentwire.Unauthenticated, match="refused the credentials") as info:
@@ -278,7 +294,8 @@ async def test_credentials_token_and_user_password(tmp_path: Path) -> None:
                 pass
         assert "as 'nobody' with no credentials: " in str(info.value)
         async with latentwire.connect(f"nats://alice:s3cret@127.0.0.1:{port}/ns", agent="alice") as a, \
-                latentwire.connect(f"nats://127.0.0.1:{port}/ns", agent="bob", user="bob", password="hunter2") as b:
+                latentwire.connect(f"nats://127.0.0.1:{port}/ns", agent="bob", user="bob",
+                                   password="hunter2") as b:
             sub = await b.subscribe("hello")
             await a.publish("hello", "from alice")
             assert (await sub.receive(timeout=5)).text == "from alice"
@@ -321,7 +338,7 @@ def test_nkey_and_creds_need_the_nkeys_package(tmp_path: Path) -> None:
         with pytest.raises(latentwire.ConfigError, match=r"pip install 'nats-py\[nkeys\]'"):
             latentwire.connect("nats://n1", nkey_seed=seed)
     else:
-        assert latentwire.connect("nats://n1", nkey_seed=seed)._transport.settings.connect_options("a", "")["nkeys_seed"]
+        assert connect_options("nats://n1", nkey_seed=seed)["nkeys_seed"]
 
 
 # -- a three-node JetStream cluster -------------------------------------------------------------------

@@ -128,7 +128,8 @@ def nats_errors(what: str) -> Iterator[None]:
                                   f"{_FIX_CREDENTIALS}") from exc
         if "permissions violation" in text.lower():
             raise PermissionDenied(f"{what}: {text}") from exc
-        if isinstance(exc, (nats.errors.BadSubjectError, nats.errors.BadHeaderError, nats.errors.MaxPayloadError)):
+        if isinstance(exc, (nats.errors.BadSubjectError, nats.errors.BadHeaderError,
+                            nats.errors.MaxPayloadError)):
             raise InvalidMessage(f"{what}: {text}") from exc
         raise ConnectError(f"{what}: {text or type(exc).__name__}") from exc
     except (OSError, TimeoutError) as exc:
@@ -470,7 +471,8 @@ class NatsConnection(Connection):
         if self._nc is None or self._failure is not None:
             return
         self._outstanding += want
-        request = {"batch": want, "expires": int(PULL_EXPIRES * 1e9), "idle_heartbeat": int(PULL_HEARTBEAT * 1e9)}
+        request = {"batch": want, "expires": int(PULL_EXPIRES * 1e9),
+                   "idle_heartbeat": int(PULL_HEARTBEAT * 1e9)}
         with contextlib.suppress(nats.errors.Error):  # a lost connection is noticed by closed_cb
             await self._nc.publish(self._pull_subject, json.dumps(request).encode(), reply=self._pull_inbox)
 
@@ -488,9 +490,11 @@ class NatsConnection(Connection):
         chunk = headers.get(HDR_CHUNK)
         try:
             if chunk is None:
-                arrived: Arrived | None = Arrived(meta.sequence.stream, headers, msg.data, [msg.reply], redelivered)
+                arrived: Arrived | None = Arrived(meta.sequence.stream, headers, msg.data, [msg.reply],
+                                                  redelivered)
             else:
-                arrived = self._chunks.add(chunk, headers, msg.data, meta.sequence.stream, msg.reply, redelivered)
+                arrived = self._chunks.add(chunk, headers, msg.data, meta.sequence.stream, msg.reply,
+                                           redelivered)
             if arrived is not None:
                 await self._arrived(msg.subject, arrived)
         except InvalidMessage as exc:
@@ -522,7 +526,8 @@ class NatsConnection(Connection):
         env = decode_message(subject, arrived.headers, arrived.payload if isinstance(arrived.payload, bytes)
                              else b"", t.subjects)
         payload: Any = arrived.payload
-        if self.max_payload is not None and not isinstance(payload, Oversize) and len(payload) > self.max_payload:
+        if (self.max_payload is not None and not isinstance(payload, Oversize)
+                and len(payload) > self.max_payload):
             payload = Oversize(len(payload), self.max_payload)
         arrived.payload = payload
         frame = pb.Frame(deliver=pb.Deliver(seq=arrived.seq, envelope=env, redelivered=arrived.redelivered))
@@ -561,7 +566,8 @@ class NatsConnection(Connection):
         while self._failure is None and not self._closed:  # not only cancellation: see _isolated
             await asyncio.sleep(PULL_HEARTBEAT)
             if self._nc is not None and not self._nc.is_connected:
-                self._fail(ConnectError(f"lost NATS at {self._s.address}: {self._nc.last_error or 'disconnected'}"))
+                why = self._nc.last_error or "disconnected"
+                self._fail(ConnectError(f"lost NATS at {self._s.address}: {why}"))
                 return
             if self._outstanding and loop.time() - self._last_heard > 2.5 * PULL_HEARTBEAT:
                 log.debug("%s: no heartbeat from the consumer; pulling again", self._agent)

@@ -157,7 +157,8 @@ def _compact(fields: dict[str, Any]) -> str:
 
 
 def _verbatim(name: str, value: str) -> bool:
-    return bool(_HEADER_NAME.fullmatch(name)) and value == value.strip() and "\r" not in value and "\n" not in value
+    return (bool(_HEADER_NAME.fullmatch(name)) and value == value.strip()
+            and "\r" not in value and "\n" not in value)
 
 
 def encode_message(env: pb.Envelope, payload: Any, sender: str, subjects: SubjectMap

@@ -96,7 +96,8 @@ class NatsSettings:
             raise ConfigError("user and password must be given together")
         for name, value in (("replicas", replicas), ("session_expiry", session_expiry),
                             ("ack_wait", ack_wait), ("keepalive", keepalive),
-                            ("publish_window", publish_window), ("publish_window_bytes", publish_window_bytes),
+                            ("publish_window", publish_window),
+                            ("publish_window_bytes", publish_window_bytes),
                             ("puback_timeout", puback_timeout), ("max_message_bytes", max_message_bytes),
                             ("duplicate_window", duplicate_window)):
             if not value > 0:
@@ -171,7 +172,8 @@ class NatsSettings:
         """nats-py ``connect()`` keyword arguments for one connection of ``agent``."""
         scheme = "tls" if self.tls else "nats"
         options: dict[str, Any] = {
-            "servers": [f"{scheme}://[{h}]:{p}" if ":" in h else f"{scheme}://{h}:{p}" for h, p in self.servers],
+            "servers": [f"{scheme}://[{h}]:{p}" if ":" in h else f"{scheme}://{h}:{p}"
+                        for h, p in self.servers],
             "name": f"latentwire:{agent}",
             # The bus reconnects (and resumes the session) itself; nats-py tries each server at
             # most twice, without waiting between, and reports a lost connection at once.
