@@ -116,15 +116,9 @@ class NatsSettings:
         self._credentials = {"token": token, "user": user, "password": password,
                              "nkeys_seed": str(nkey_seed) if nkey_seed else None,
                              "user_credentials": str(creds) if creds else None}
-        self.tls_context: ssl.SSLContext | None = None
+        self.tls_context: ssl.SSLContext | None = (
+            Transport.tls_client_context(tls_ca, tls_cert, tls_key) if tls else None)
         self.tls_server_name = tls_server_name
-        if tls:
-            try:
-                self.tls_context = ssl.create_default_context(cafile=tls_ca)
-                if tls_cert is not None:
-                    self.tls_context.load_cert_chain(tls_cert, tls_key)
-            except (OSError, ssl.SSLError) as exc:
-                raise ConfigError(f"cannot read TLS file: {exc}") from exc
         self.replicas = replicas
         self.session_expiry = session_expiry
         self.ack_wait = ack_wait
