@@ -58,24 +58,20 @@ def test_unknown_scheme_lists_the_known_ones() -> None:
     assert schemes()[5:8] == ["nats", "tls", "nats+tls"]
 
 
-def test_a_missing_extra_is_named(monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize("package, library, url, message", [
     # As if paho-mqtt were not installed: the mqtt transport's modules cannot be imported.
-    for name in [m for m in sys.modules if m.startswith("latentwire.transports.mqtt")]:
+    ("mqtt", "paho.mqtt.client", "mqtts://broker.local",
+     r"mqtts:// needs the 'mqtt' extra: pip install 'latentwire\[mqtt\]'"),
+    # As if nats-py were not installed.
+    ("nats", "nats", "tls://n1:4222", r"tls:// needs the 'nats' extra: pip install 'latentwire\[nats\]'"),
+])
+def test_a_missing_extra_is_named(monkeypatch: pytest.MonkeyPatch, package: str, library: str, url: str,
+                                  message: str) -> None:
+    for name in [m for m in sys.modules if m.startswith(f"latentwire.transports.{package}")]:
         monkeypatch.delitem(sys.modules, name)
-    monkeypatch.setitem(sys.modules, "paho.mqtt.client", None)
-    with pytest.raises(latentwire.ConfigError, match=r"mqtts:// needs the 'mqtt' extra: "
-                                                     r"pip install 'latentwire\[mqtt\]'"):
-        latentwire.connect("mqtts://broker.local")
-
-
-def test_a_missing_nats_extra_is_named(monkeypatch: pytest.MonkeyPatch) -> None:
-    # As if nats-py were not installed: the nats transport's modules cannot be imported.
-    for name in [m for m in sys.modules if m.startswith("latentwire.transports.nats")]:
-        monkeypatch.delitem(sys.modules, name)
-    monkeypatch.setitem(sys.modules, "nats", None)
-    with pytest.raises(latentwire.ConfigError, match=r"tls:// needs the 'nats' extra: "
-                                                     r"pip install 'latentwire\[nats\]'"):
-        latentwire.connect("tls://n1:4222")
+    monkeypatch.setitem(sys.modules, library, None)
+    with pytest.raises(latentwire.ConfigError, match=message):
+        latentwire.connect(url)
 
 
 @pytest.mark.parametrize("scheme, target, reason", [
