@@ -34,7 +34,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from ._report import bench_parser, progress, report_header, run_report
+from ._report import bench_parser, existing_folder, progress, report_header, run_report
 
 ONE_SENDER_TASKS = ("secret", "reverse", "sort")
 
@@ -51,10 +51,12 @@ class _Deprecated(argparse.Action):
 def _parse(argv: list[str], quick: bool) -> argparse.Namespace:
     parser = bench_parser("mas", __doc__.splitlines()[0])
     source = parser.add_mutually_exclusive_group()
-    source.add_argument("--space", metavar="DIR",
+    # A missing folder is refused now, before any model loads.
+    space = existing_folder("the --out folder of `latentwire train space-maps`")
+    source.add_argument("--space", metavar="DIR", type=space,
                         help="space-maps output folder (one codec folder per family): the reference scheme")
     # The old name of --space, kept working for scripts written before the rename; not in --help.
-    source.add_argument("--hub", dest="space", action=_Deprecated, help=argparse.SUPPRESS)
+    source.add_argument("--hub", dest="space", type=space, action=_Deprecated, help=argparse.SUPPRESS)
     source.add_argument("--codecs", nargs="+", metavar="DIR",
                         help="codec folders already in one space (train codec --anchor-to): the anchored scheme")
     parser.add_argument("--tasks", nargs="+", default=list(ONE_SENDER_TASKS), choices=ONE_SENDER_TASKS)
