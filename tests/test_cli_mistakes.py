@@ -79,10 +79,14 @@ def test_bench_mas_with_a_missing_folder(capsys, tmp_path, flag) -> None:
     missing = tmp_path / "no" / "such" / "folder"
     status, out, err = cli(capsys, "bench", "mas", flag, str(missing))
     assert status == 2 and out == ""
+    if flag == "--hub":  # the old name says so first, on its own line
+        warning, err = err.split("\n", 1)
+        assert warning == "--hub is deprecated, use --space"
     line = error_line(err, "latentwire bench")  # checked by tinyworld.space before any model loads
     assert f"no shared-space folder {missing}" in line and "latentwire train ship --out DIR" in line
     (tmp_path / "file").write_text("")
     status, _, err = cli(capsys, "bench", "mas", flag, str(tmp_path / "file"))
+    err = err.split("\n", 1)[1] if flag == "--hub" else err
     assert status == 2 and "no shared-space folder" in error_line(err, "latentwire bench")
 
 
