@@ -60,12 +60,12 @@ RECIPE: dict[str, Any] = {
     # "length_per_batch": True}); None: the base models ship (docs/benchmarks.md says why).
     "long": None,
     "anchors": {"task": "secret", "lengths": [8], "codec_n": 20000, "codec_seed": 100,
-                "maps_n": 20000, "maps_seed": 200},
+                "maps_n": 60000, "maps_seed": 200},
     # The reference codec trains longer: its decoder and space are what every family is read through.
     "codec": {"steps": 2000, "reference_steps": 3000, "seed": 0, "latent_steps": 1, "image_slots": 16, "num_tokens": 8, "width": 64,
               "continuation": 20, "eval_n": 64},
     "decoder": {"steps": 1000, "seed": 0},
-    "maps": {"ridge": 1e-4, "hidden": 512, "residual_steps": 3000},
+    "maps": {"ridge": 1e-4, "hidden": 1024, "residual_steps": 6000},
     "ship_dtype": "float16",
 }
 
