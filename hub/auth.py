@@ -413,6 +413,8 @@ async def reload_policy(hub: Hub, path: str | Path, limits: Limits | None = None
             hub.disconnect(agent)
         elif session.guard is not None:
             session.guard = session.guard.renewed(rule, rule.limits.over(policy.limits))
+            if session.conn is not None:  # its decoder takes the new size limit too
+                session.conn.max_payload = session.payload_cap()
     log.warning("auth file %s reloaded: %d agents; disconnected %s", path, len(policy.auth.agents),
                 ", ".join(repr(a) for a in cut) or "none")
     return True

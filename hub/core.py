@@ -56,6 +56,10 @@ MiB = 1024 * 1024
 # Deliveries are sent in batches of about this many bytes, so one huge backlog does not
 # become one huge write.
 BATCH_BYTES = 4 * MiB
+# Payload bytes a connection's decoder may reassemble before its hello is accepted. A hello
+# carries none, so a chunked frame from a client nobody admitted yet is refused from its
+# header: nothing is buffered for it.
+HELLO_MAX_PAYLOAD = 0
 
 
 @dataclass
@@ -130,6 +134,12 @@ class Session:
     @property
     def held_messages(self) -> int:
         return len(self.queue) + len(self.inflight)
+
+    def payload_cap(self) -> int:
+        """The largest payload its connection reassembles: the hub's message cap, or the
+        agent's own limit when lower (a larger payload is refused from its header, unstored)."""
+        own = self.guard.limits.max_message_bytes if self.guard is not None else None
+        return min(self.config.max_message_bytes, own) if own else self.config.max_message_bytes
 
     def _has_room(self, size: int) -> bool:
         if self.held_messages == 0:
@@ -224,7 +234,8 @@ class _Ingress:
     def check_credit(self, size: int) -> None:
         if self.messages and (self.messages >= self.config.publish_window
                               or self.nbytes + size > self.config.publish_window_bytes):
-            raise InvalidMessage(
+            # RESOURCE_EXHAUSTED on the wire: the protocol's code for a limit, not a bad message.
+            raise LimitExceeded(
                 f"publish window exceeded: {self.messages} publishes ({self.nbytes} bytes) unacked, "
                 f"window is {self.config.publish_window} ({self.config.publish_window_bytes} bytes); "
                 "wait for acks")
@@ -309,10 +320,18 @@ class Hub:
             await conn.aclose()
 
     async def _handshake(self, conn: Connection) -> tuple[Session | None, list]:
-        batch = await asyncio.wait_for(conn.receive(), self.config.hello_timeout)
-        frame, _ = batch[0]
+        try:
+            batch = await asyncio.wait_for(conn.receive(), self.config.hello_timeout)
+        except ProtocolError as exc:
+            self.stats.malformed += 1
+            await self._refuse(conn, pb.MALFORMED, f"first frame must be hello: {exc}")
+            return None, []
+        frame, payload = batch[0]
         if frame.WhichOneof("kind") != "hello":
             await self._refuse(conn, pb.MALFORMED, f"first frame must be hello, got {frame.WhichOneof('kind')}")
+            return None, []
+        if isinstance(payload, Oversize):
+            await self._refuse(conn, pb.MALFORMED, "a hello carries no payload")
             return None, []
         hello = frame.hello
         if self.draining or self.closed:
@@ -365,6 +384,7 @@ class Hub:
         if self.journal is not None:
             self.journal.save_session(session.id, session.agent, session.filters)
         session.conn = conn
+        conn.max_payload = session.payload_cap()  # admitted: its own size limit, not the hello's
         session.window = min(hello.receive_window or 64, self.config.max_receive_window)
         session.control, session.acks, session.rejections = [], [], []
         session.wake = asyncio.Event()
@@ -450,7 +470,7 @@ class Hub:
         env = publish.envelope
         try:
             if isinstance(payload, Oversize):
-                raise MessageTooLarge(payload.size, self.config.max_message_bytes)
+                raise MessageTooLarge(payload.size, payload.limit)
             check_envelope(env, len(payload), self.config.max_message_bytes)
             ingress.check_credit(len(payload))
             session.guard.check_publish(env, len(payload))

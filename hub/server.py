@@ -19,7 +19,7 @@ import grpc.aio
 from .._proto import bus_pb2 as pb
 from ..errors import ConfigError
 from ..transports.grpc import FramedStream, channel_options
-from .core import Hub, HubConfig
+from .core import HELLO_MAX_PAYLOAD, Hub, HubConfig
 from .health import add_health, mark_draining
 
 log = logging.getLogger("latentwire.hub")
@@ -30,6 +30,11 @@ _STATUS = {
     pb.UNAUTHENTICATED: grpc.StatusCode.UNAUTHENTICATED,
     pb.PERMISSION_DENIED: grpc.StatusCode.PERMISSION_DENIED,
     pb.RESOURCE_EXHAUSTED: grpc.StatusCode.RESOURCE_EXHAUSTED,
+    pb.MALFORMED: grpc.StatusCode.INVALID_ARGUMENT,
+    pb.INVALID_ARGUMENT: grpc.StatusCode.INVALID_ARGUMENT,
+    pb.INVALID_TOPIC: grpc.StatusCode.INVALID_ARGUMENT,
+    pb.ALREADY_EXISTS: grpc.StatusCode.ALREADY_EXISTS,
+    pb.UNAVAILABLE: grpc.StatusCode.UNAVAILABLE,
 }
 
 
@@ -37,9 +42,11 @@ class _StreamConnection(FramedStream):
     """The hub's end of one client stream."""
 
     def __init__(self, context: grpc.aio.ServicerContext, config: HubConfig) -> None:
-        # A payload above the message cap is skipped (and refused), never buffered.
+        # Until the hub accepts its hello, a client may not make the decoder buffer anything;
+        # then the session's own cap applies (`Session.payload_cap`). A payload above the cap
+        # is refused from its header and skipped, never buffered.
         super().__init__(context, f"client {context.peer()}", config.max_frame_bytes,
-                         config.max_message_bytes)
+                         HELLO_MAX_PAYLOAD)
         self._task = asyncio.current_task()
         self.closed_by_hub = False
         self.refusal: tuple[int, str] | None = None

@@ -1,0 +1,205 @@
+"""The hub faults outside testers found (issue 18), each as a user or an attacker meets it.
+
+Memory before authentication (nothing is buffered for a client before its hello is accepted,
+buffers grow with the bytes received, an agent's own size limit caps its decoder), failed
+logins that must not starve good ones, and the gRPC status of every refused call.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import tracemalloc
+from pathlib import Path
+
+import grpc
+import latentwire
+import pytest
+from latentwire._proto import bus_pb2 as pb
+from latentwire._wire import PREFIX, FrameDecoder, encode_batch
+from latentwire.hub import Hub
+from latentwire.hub.auth import AuthFile, Policy, hash_token
+from latentwire.hub.server import serve
+from latentwire.transports.grpc import METHOD
+
+pytestmark = pytest.mark.timeout(60)
+
+MiB = 1024 * 1024
+DECLARED = 250 * MiB  # what the testers' streams declared: just under --max-message-bytes
+TOKENS = {"alice": "alice-secret-token", "carol": "carol-secret-token"}
+HASHES = {agent: hash_token(token, n=1024) for agent, token in TOKENS.items()}
+
+
+def _auth_policy() -> Policy:
+    return Policy(AuthFile.model_validate({"agents": {
+        "alice": {"token_hash": HASHES["alice"], "publish": ["#"], "subscribe": ["#"]},
+        "carol": {"token_hash": HASHES["carol"], "publish": ["#"], "subscribe": ["#"],
+                  "limits": {"max_message_bytes": 2048}},
+    }}))
+
+
+def _frame_bytes(frame: pb.Frame, payload: bytes = b"") -> bytes:
+    header = frame.SerializeToString()
+    return PREFIX.pack(len(header), len(payload)) + header + payload
+
+
+def _big_publish_start(declared: int = DECLARED) -> bytes:
+    """The first chunk of a publish whose header declares ``declared`` payload bytes."""
+    envelope = pb.Envelope(id="big", topic="t")
+    envelope.tensor.dtype = "uint8"
+    envelope.tensor.shape.append(declared)
+    return _frame_bytes(pb.Frame(payload_size=declared, publish=pb.Publish(seq=1, envelope=envelope)),
+                        b"\0" * 1024)
+
+
+class _Raw:
+    """One raw gRPC call to a hub, speaking wire bytes."""
+
+    def __init__(self, url: str) -> None:
+        self.channel = grpc.aio.insecure_channel(url.split("://", 1)[1])
+        self.call = self.channel.stream_stream(METHOD)()
+        self.decoder = FrameDecoder()
+
+    async def next_frame(self, timeout: float = 5) -> pb.Frame | None:
+        """The hub's next frame, or None when it sent nothing within ``timeout`` s."""
+        try:
+            message = await asyncio.wait_for(self.call.read(), timeout)
+        except TimeoutError:
+            return None
+        assert message is not grpc.aio.EOF, "the hub ended the call without a frame"
+        return self.decoder.feed(message)[0][0]
+
+    async def aclose(self) -> None:
+        self.call.cancel()
+        await self.channel.close()
+
+
+@pytest.fixture
+def traced():
+    """Python allocations of this process (the hub runs in it) during the test."""
+    tracemalloc.start()
+    yield
+    tracemalloc.stop()
+
+
+def _peak_mib() -> float:
+    return tracemalloc.get_traced_memory()[1] / MiB
+
+
+# -- 1. memory before authentication -------------------------------------------------------------
+
+
+async def test_a_prehello_chunked_publish_is_refused_without_buffering(traced) -> None:
+    server = await serve(Hub(), port=0)
+    raw = _Raw(server.url)
+    try:
+        tracemalloc.reset_peak()
+        await raw.call.write(_big_publish_start())
+        answer = await raw.next_frame()
+        assert _peak_mib() < 16, f"the hub allocated {_peak_mib():.0f} MiB for a client without a hello"
+        assert answer is not None and answer.error.code == pb.MALFORMED
+        assert "first frame must be hello, got publish" in answer.error.reason
+        assert await asyncio.wait_for(raw.call.code(), 5) == grpc.StatusCode.INVALID_ARGUMENT
+    finally:
+        await raw.aclose()
+        await server.stop(grace=0.5)
+
+
+async def test_a_declared_size_is_not_allocated_before_its_bytes_arrive(traced) -> None:
+    server = await serve(Hub(), port=0)  # no auth file: the 256 MiB hub cap applies
+    raw = _Raw(server.url)
+    try:
+        await raw.call.write(_frame_bytes(pb.Frame(hello=pb.Hello(agent="big", receive_window=4))))
+        assert (await raw.next_frame()).HasField("welcome")
+        tracemalloc.reset_peak()
+        await raw.call.write(_big_publish_start())
+        assert await raw.next_frame(timeout=0.5) is None  # the rest of the payload is awaited ...
+        assert _peak_mib() < 16, f"the hub allocated {_peak_mib():.0f} MiB for 1 KiB received"
+    finally:
+        await raw.aclose()
+        await server.stop(grace=0.5)
+
+
+async def test_an_agent_above_its_own_size_limit_is_refused_from_the_header(traced) -> None:
+    hub = Hub(policy=_auth_policy())
+    server = await serve(hub, port=0)
+    raw = _Raw(server.url)
+    try:
+        hello = pb.Hello(agent="carol", token=TOKENS["carol"], receive_window=4)
+        await raw.call.write(_frame_bytes(pb.Frame(hello=hello)))
+        assert (await raw.next_frame()).HasField("welcome")
+        tracemalloc.reset_peak()
+        await raw.call.write(_big_publish_start())
+        ack = (await raw.next_frame()).publish_ack
+        assert _peak_mib() < 16, f"the hub allocated {_peak_mib():.0f} MiB beyond carol's 2048-byte limit"
+        [rejection] = ack.rejections
+        assert (rejection.code, rejection.limit) == (pb.PAYLOAD_TOO_LARGE, 2048)
+    finally:
+        await raw.aclose()
+        await server.stop(grace=0.5)
+
+
+# -- 6. every refused call ends with an error frame and a matching gRPC status -------------------
+
+
+@pytest.mark.parametrize("first, code, status, reason", [
+    (b"\x01\x02\x03", pb.MALFORMED, grpc.StatusCode.INVALID_ARGUMENT, "truncated frame prefix"),
+    (_frame_bytes(pb.Frame(bye=pb.Bye())), pb.MALFORMED, grpc.StatusCode.INVALID_ARGUMENT,
+     "first frame must be hello, got bye"),
+    (_frame_bytes(pb.Frame(hello=pb.Hello(agent="a b"))), pb.INVALID_ARGUMENT,
+     grpc.StatusCode.INVALID_ARGUMENT, "invalid agent id 'a b'"),
+    (_frame_bytes(pb.Frame(hello=pb.Hello(agent="ok", subscriptions=["a/#/b"]))), pb.INVALID_TOPIC,
+     grpc.StatusCode.INVALID_ARGUMENT, "'#' must be a whole level"),
+], ids=["garbage", "not-hello", "bad-agent", "bad-filter"])
+async def test_a_refused_first_frame_gets_an_error_frame_and_a_status(
+        first: bytes, code: int, status: grpc.StatusCode, reason: str) -> None:
+    server = await serve(Hub(), port=0)
+    raw = _Raw(server.url)
+    try:
+        await raw.call.write(first)
+        answer = await raw.next_frame()
+        assert answer is not None and answer.error.code == code and reason in answer.error.reason, answer
+        assert await asyncio.wait_for(raw.call.code(), 5) == status
+        assert reason in await raw.call.details()
+    finally:
+        await raw.aclose()
+        await server.stop(grace=0.5)
+
+
+async def test_an_agent_id_in_use_and_a_draining_hub_end_with_their_status() -> None:
+    server = await serve(Hub(), port=0)
+    raw = _Raw(server.url)
+    try:
+        async with latentwire.connect(server.url, agent="taken"):
+            await raw.call.write(_frame_bytes(pb.Frame(hello=pb.Hello(agent="taken"))))
+            assert (await raw.next_frame()).error.code == pb.ALREADY_EXISTS
+            assert await asyncio.wait_for(raw.call.code(), 5) == grpc.StatusCode.ALREADY_EXISTS
+        server.hub.draining = True
+        late = _Raw(server.url)
+        try:
+            await late.call.write(_frame_bytes(pb.Frame(hello=pb.Hello(agent="late"))))
+            assert (await late.next_frame()).error.code == pb.UNAVAILABLE
+            assert await asyncio.wait_for(late.call.code(), 5) == grpc.StatusCode.UNAVAILABLE
+        finally:
+            await late.aclose()
+    finally:
+        await raw.aclose()
+        await server.stop(grace=0.5)
+
+
+async def test_a_publish_window_overrun_is_resource_exhausted(make_env) -> None:
+    from .test_bad_input import RawClient, tensor_envelope
+
+    env = await make_env(session_max_messages=1, publish_window=2)
+    if env.kind == "mqtt":
+        pytest.skip("the publish window is the hub's")
+    async with env.connect("c", receive_window=1) as c, RawClient(env, "greedy") as raw:
+        await c.subscribe("t")
+        frames = [(pb.Frame(publish=pb.Publish(seq=seq, envelope=tensor_envelope("uint8", [1]))), b"x")
+                  for seq in range(1, 5)]
+        await raw.conn.send(frames)
+        rejected: list[pb.Rejection] = []
+        async with asyncio.timeout(5):
+            while not rejected:
+                for frame, _ in await raw.conn.receive():
+                    rejected += frame.publish_ack.rejections
+        assert rejected[0].code == pb.RESOURCE_EXHAUSTED and "publish window exceeded" in rejected[0].reason
