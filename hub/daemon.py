@@ -41,6 +41,13 @@ async def _serve(args: argparse.Namespace, hub: Hub) -> int:
     metrics = HubMetrics(hub, topic_patterns=args.metrics_topic) if args.metrics_port is not None else None
     server = await serve(hub, host=args.host, port=args.port, tls_cert=args.tls_cert,
                          tls_key=args.tls_key, tls_client_ca=args.tls_client_ca)
+    metrics_port = None
+    if metrics is not None:
+        try:  # before the banner: a metrics port in use stops the start, like a bus port in use
+            metrics_port = await metrics.start(args.metrics_port, args.metrics_host)
+        except ConfigError:
+            await server.stop(grace=0)
+            raise
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -59,8 +66,7 @@ async def _serve(args: argparse.Namespace, hub: Hub) -> int:
     else:
         log.info("auth file %s: %d agents", args.auth_file, len(hub.policy.auth.agents))
     if metrics is not None:
-        port = await metrics.start(args.metrics_port, args.metrics_host)
-        print(f"latentwire hub metrics on http://{args.metrics_host}:{port}/metrics", flush=True)
+        print(f"latentwire hub metrics on http://{args.metrics_host}:{metrics_port}/metrics", flush=True)
     if hub.journal is None:
         log.warning("no --journal: messages live in memory only; what is queued or unacknowledged "
                     "is lost if the hub crashes or restarts")

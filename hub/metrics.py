@@ -242,7 +242,11 @@ class HubMetrics:
     async def start(self, port: int, host: str = "127.0.0.1") -> int:
         """Serve ``/metrics`` on ``host:port`` (0 picks a free port); returns the bound port."""
         self._loop = asyncio.get_running_loop()
-        server, _thread = await asyncio.to_thread(start_http_server, port, host, self.registry)
+        try:
+            server, _thread = await asyncio.to_thread(start_http_server, port, host, self.registry)
+        except OSError as exc:  # e.g. the port is in use
+            raise ConfigError(f"--metrics-port {port}: cannot serve metrics on {host}:{port}: "
+                              f"{exc.strerror or exc}") from exc
         self._server = server
         bound = server.server_address[1]
         log.info("metrics on http://%s:%d/metrics", host, bound)

@@ -94,7 +94,12 @@ def policy_from_args(args: argparse.Namespace) -> Policy:
 
 
 def config_from_args(args: argparse.Namespace) -> HubConfig:
-    """The `HubConfig` the flags describe; raises `ConfigError` naming a bad one."""
+    """The `HubConfig` the flags describe; raises `ConfigError` naming a bad one (ports too,
+    which gRPC would wrap into another port, so nothing starts on a wrong one)."""
+    for flag in ("port", "metrics_port"):
+        value = getattr(args, flag)
+        if value is not None and not 0 <= value <= 65535:
+            raise ConfigError(f"--{flag.replace('_', '-')} must be a port number from 0 to 65535, got {value}")
     return HubConfig(
         max_message_bytes=args.max_message_bytes,
         max_frame_bytes=args.max_frame_bytes,

@@ -132,7 +132,9 @@ async def serve(
     """Start a hub on ``host:port`` (port 0 picks a free one) and return it running."""
     hub = hub or Hub()
     config = hub.config
-    server = grpc.aio.server(options=channel_options(config.max_frame_bytes, config.max_frame_bytes))
+    # No SO_REUSEPORT: with it a second hub on a port in use would start and share its traffic.
+    server = grpc.aio.server(options=[*channel_options(config.max_frame_bytes, config.max_frame_bytes),
+                                      ("grpc.so_reuseport", 0)])
     server.add_generic_rpc_handlers((BusServicer(hub).handler(),))
     address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
     tls = tls_cert is not None or tls_key is not None
@@ -146,13 +148,20 @@ async def serve(
             raise ConfigError(f"cannot read TLS file: {exc}") from exc
         creds = grpc.ssl_server_credentials([(key, cert)], root_certificates=client_ca,
                                             require_client_auth=client_ca is not None)
-        bound = server.add_secure_port(address, creds)
+        add_port = lambda: server.add_secure_port(address, creds)  # noqa: E731
     else:
         if tls_client_ca:
             raise ConfigError("--tls-client-ca needs --tls-cert and --tls-key")
-        bound = server.add_insecure_port(address)
+        add_port = lambda: server.add_insecure_port(address)  # noqa: E731
+    if not 0 <= port <= 65535:  # gRPC would wrap it into another port
+        raise ConfigError(f"--port must be a port number from 0 to 65535, got {port}")
+    try:
+        bound = add_port()
+    except RuntimeError:  # gRPC's "Failed to bind to address"
+        bound = 0
     if not bound:
-        raise ConfigError(f"cannot bind {address}")
+        raise ConfigError(f"cannot listen on {host}:{port}: the port is in use, or {host} is not an "
+                          "address of this machine; is another hub running? pick another --port")
     health = await add_health(server)
     await server.start()
     log.info("hub %s listening on %s:%d", hub.id, host, bound)

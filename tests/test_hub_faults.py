@@ -8,8 +8,10 @@ logins that must not starve good ones, and the gRPC status of every refused call
 from __future__ import annotations
 
 import asyncio
+import os
+import subprocess
+import sys
 import tracemalloc
-from pathlib import Path
 
 import grpc
 import latentwire
@@ -203,3 +205,46 @@ async def test_a_publish_window_overrun_is_resource_exhausted(make_env) -> None:
                 for frame, _ in await raw.conn.receive():
                     rejected += frame.publish_ack.rejections
         assert rejected[0].code == pb.RESOURCE_EXHAUSTED and "publish window exceeded" in rejected[0].reason
+
+
+# -- 5. ports ------------------------------------------------------------------------------------
+
+
+def _hub_command(*flags: str, timeout: float = 30) -> subprocess.CompletedProcess:
+    """``latentwire hub FLAGS`` that is expected to stop by itself (a refused setting)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LATENTWIRE_")}
+    return subprocess.run([sys.executable, "-m", "latentwire.cli", "hub", *flags],
+                          capture_output=True, text=True, timeout=timeout, env=env)
+
+
+@pytest.mark.parametrize("flag, value", [("--port", "99999"), ("--port", "-5"),
+                                         ("--metrics-port", "65536"), ("--metrics-port", "-1")])
+def test_an_out_of_range_port_exits_2_naming_the_setting(flag: str, value: str) -> None:
+    proc = _hub_command("--port", "0", flag, value) if flag != "--port" else _hub_command(flag, value)
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert proc.stdout.splitlines() == [f"latentwire hub: {flag} must be a port number from 0 to 65535, "
+                                        f"got {value}"]
+
+
+async def test_a_port_in_use_is_refused() -> None:
+    server = await serve(Hub(), port=0)
+    try:
+        with pytest.raises(latentwire.ConfigError, match=f"cannot listen on 127.0.0.1:{server.port}"):
+            await serve(Hub(), port=server.port)
+        proc = await asyncio.to_thread(_hub_command, "--port", str(server.port))
+        assert proc.returncode != 0 and "Traceback" not in proc.stderr
+        [line] = proc.stdout.splitlines()  # (gRPC's own log may add lines to stderr)
+        assert f"cannot listen on 127.0.0.1:{server.port}" in line and "in use" in line
+    finally:
+        await server.stop(grace=0.5)
+
+
+async def test_a_metrics_port_in_use_is_refused() -> None:
+    server = await serve(Hub(), port=0)  # its gRPC port is taken for the metrics server
+    try:
+        proc = await asyncio.to_thread(_hub_command, "--port", "0", "--metrics-port", str(server.port))
+        assert proc.returncode != 0 and "Traceback" not in proc.stderr
+        [line] = proc.stdout.splitlines()
+        assert f"--metrics-port {server.port}: cannot serve metrics on 127.0.0.1:{server.port}" in line
+    finally:
+        await server.stop(grace=0.5)
