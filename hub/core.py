@@ -46,7 +46,7 @@ from ..errors import (
     UnknownAgent,
 )
 from ..transports.base import Connection
-from .auth import Guard, Policy
+from .auth import Guard, LoginThrottle, Policy
 from .journal import Journal, JournalError, SavedSession
 from .routing import TopicTree
 
@@ -266,6 +266,7 @@ class Hub:
         the hub then starts with the sessions it kept, so create it in the event loop."""
         self.config = config or HubConfig()
         self.policy = policy or Policy()  # tokens, ACLs, per-session limits (hub/auth.py)
+        self.logins = LoginThrottle()  # token checks in turn, per peer address; outlives reloads
         self.metrics: Any = None  # a HubMetrics once attached (hub/metrics.py)
         self.name = name
         self.id = uuid.uuid4().hex[:12]
@@ -350,7 +351,8 @@ class Hub:
                 await self._refuse(conn, pb.INVALID_TOPIC, str(exc))
                 return None, []
         try:
-            guard = await self.policy.admit(hello.agent, hello.token)
+            guard = await self.policy.admit(hello.agent, hello.token, logins=self.logins,
+                                            peer=conn.peer_address)
             guard.check_subscribe(filters, set())
         except (AuthError, LimitExceeded) as exc:
             log.warning("refused agent %r: %s", hello.agent, exc)

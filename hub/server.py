@@ -47,6 +47,9 @@ class _StreamConnection(FramedStream):
         # is refused from its header and skipped, never buffered.
         super().__init__(context, f"client {context.peer()}", config.max_frame_bytes,
                          HELLO_MAX_PAYLOAD)
+        # "ipv4:1.2.3.4:5678" -> "ipv4:1.2.3.4": failed logins are paced per address, not per port.
+        peer = context.peer() or ""
+        self.peer_address = peer.rsplit(":", 1)[0] if peer.startswith(("ipv4:", "ipv6:")) else peer or None
         self._task = asyncio.current_task()
         self.closed_by_hub = False
         self.refusal: tuple[int, str] | None = None

@@ -248,3 +248,108 @@ async def test_a_metrics_port_in_use_is_refused() -> None:
         assert f"--metrics-port {server.port}: cannot serve metrics on 127.0.0.1:{server.port}" in line
     finally:
         await server.stop(grace=0.5)
+
+
+# -- 4. failed logins do not starve good ones ------------------------------------------------------
+
+
+async def _hello(hub: Hub, agent: str, token: str, peer: str | None) -> pb.Frame:
+    """One hello over an in-process connection from ``peer`` (an address); the hub's answer."""
+    from latentwire.transports.inproc import connection_pair
+
+    client, server = connection_pair()
+    server.peer_address = peer
+    hub.spawn_connection(server)
+    try:
+        await client.send([(pb.Frame(hello=pb.Hello(agent=agent, token=token, receive_window=4)), b"")])
+        return (await client.receive())[0][0]
+    finally:
+        await client.aclose()
+
+
+async def test_bad_logins_from_one_address_do_not_starve_a_good_one(monkeypatch: pytest.MonkeyPatch) -> None:
+    from latentwire.hub import auth
+
+    events: list[str] = []  # "bad" or "good" as each token check starts, "good-done" at the end
+    real = auth.verify_token
+
+    def counted(token: str, stored: str) -> bool:
+        good = token == TOKENS["alice"]
+        events.append("good" if good else "bad")
+        try:
+            return real(token, stored)
+        finally:
+            if good:
+                events.append("good-done")
+
+    monkeypatch.setattr(auth, "verify_token", counted)
+    policy = _auth_policy()
+    hub = Hub(policy=policy)
+    waiting = 0
+    admit = policy.admit
+
+    async def counting_admit(*args, **kwargs):
+        nonlocal waiting
+        waiting += 1
+        return await admit(*args, **kwargs)
+
+    policy.admit = counting_admit
+    try:
+        bad = [asyncio.create_task(_hello(hub, "carol", f"wrong-{i}", "ipv4:203.0.113.9")) for i in range(40)]
+        async with asyncio.timeout(10):
+            while waiting < 40:  # every bad hello is in line before the good one comes
+                await asyncio.sleep(0.001)
+            welcome = await _hello(hub, "alice", TOKENS["alice"], "ipv4:198.51.100.1")
+        assert welcome.HasField("welcome"), welcome
+        before_good = events[:events.index("good-done")].count("bad")
+        assert before_good <= 2, f"{before_good} bad token checks ran before the good login finished"
+        assert not all(task.done() for task in bad)  # the bad ones are still paced
+    finally:
+        for task in bad:
+            task.cancel()
+        await asyncio.gather(*bad, return_exceptions=True)
+        await hub.aclose()
+
+
+async def test_failed_logins_back_off_per_address_and_the_table_is_bounded() -> None:
+    from latentwire.errors import LimitExceeded
+    from latentwire.hub.auth import LoginThrottle
+
+    throttle = LoginThrottle(backoff=0.01, backoff_max=0.02, max_peers=3, wait=5)
+    for _ in range(3):
+        assert not await throttle.check("ipv4:203.0.113.9", lambda: False)
+    assert throttle.failures("ipv4:203.0.113.9") == 3
+    assert await throttle.check("ipv4:198.51.100.1", lambda: True)  # another address: no backoff
+    assert await throttle.check("ipv4:203.0.113.9", lambda: True)
+    assert throttle.failures("ipv4:203.0.113.9") == 0  # a success resets it
+    for i in range(20):
+        await throttle.check(f"ipv4:192.0.2.{i}", lambda: False)
+    assert len(throttle) == 3
+
+    # A hello that waits too long for its turn is refused, and the address stays usable.
+    import threading
+
+    release = threading.Event()
+    slow = LoginThrottle(wait=0.2)
+    first = asyncio.create_task(slow.check("ipv4:203.0.113.9", lambda: release.wait(5)))
+    await asyncio.sleep(0.05)
+    with pytest.raises(LimitExceeded, match="too many logins waiting from ipv4:203.0.113.9; retry later"):
+        await slow.check("ipv4:203.0.113.9", lambda: True)
+    release.set()
+    assert await first
+    assert await slow.check("ipv4:203.0.113.9", lambda: True)
+
+
+async def test_the_grpc_hub_paces_failed_logins_by_address() -> None:
+    hub = Hub(policy=_auth_policy())
+    server = await serve(hub, port=0)
+    try:
+        with pytest.raises(latentwire.Unauthenticated, match="invalid token"):
+            async with latentwire.connect(server.url, agent="alice", token="wrong-token-here"):
+                pass
+        assert hub.logins.failures("ipv4:127.0.0.1") == 1  # by address: the client's port varies
+        async with latentwire.connect(server.url, agent="alice", token=TOKENS["alice"]):
+            pass
+        assert hub.logins.failures("ipv4:127.0.0.1") == 0
+    finally:
+        await server.stop(grace=0.5)
