@@ -29,7 +29,7 @@ async def _main(args: argparse.Namespace) -> int:
     journal = None
     if args.journal:
         journal = await Journal.open(args.journal, max_age=args.journal_max_age,
-                                     max_bytes=args.journal_max_bytes)
+                                     max_bytes=args.journal_max_bytes, recover=args.journal_recover)
     try:
         return await _serve(args, Hub(config, name="daemon", journal=journal, policy=policy))
     finally:
