@@ -119,6 +119,8 @@ class HubServer:
             await mark_draining(self.health)  # probes see NOT_SERVING while it drains
         drained = await self.hub.drain(grace)
         await self.hub.aclose()
+        if self.health is not None:
+            self.health.end_watches()  # ended by us, not cut by the server's stop
         await self.server.stop(grace=1.0)
         return drained
 

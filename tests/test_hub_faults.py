@@ -12,6 +12,7 @@ import os
 import subprocess
 import sys
 import tracemalloc
+from pathlib import Path
 
 import grpc
 import latentwire
@@ -353,3 +354,152 @@ async def test_the_grpc_hub_paces_failed_logins_by_address() -> None:
         assert hub.logins.failures("ipv4:127.0.0.1") == 0
     finally:
         await server.stop(grace=0.5)
+
+
+# -- 2. the journal is more than one file ------------------------------------------------------------
+
+_CRASHING_WRITER = """
+import asyncio, os, sys, time
+from latentwire._proto import bus_pb2 as pb
+from latentwire.hub import journal as journal_module
+from latentwire.hub.journal import Journal
+
+path, count, interval, linger = sys.argv[1], int(sys.argv[2]), float(sys.argv[3]), float(sys.argv[4])
+journal_module.CHECKPOINT_INTERVAL = interval
+
+async def main():
+    journal = await Journal.open(path)
+    journal.save_session("s1", "consumer", ["t"])
+    for seq in range(1, count + 1):
+        journal.add_message(pb.Envelope(id=f"m{seq}", topic="t"), b"x" * 100, 120).delivered("s1", seq)
+        await journal.sync()  # acknowledged: on disk
+    time.sleep(linger)  # the writer thread may checkpoint meanwhile
+    os._exit(0)  # killed: no close, no final checkpoint
+
+asyncio.run(main())
+"""
+
+
+def _crash_image(folder: Path, count: int = 20, checkpoint_interval: float = 3600.0,
+                 linger: float = 0.0) -> Path:
+    """A journal whose hub acknowledged ``count`` messages and was killed; its path."""
+    path = folder / "journal.db"
+    subprocess.run([sys.executable, "-c", _CRASHING_WRITER, str(path), str(count), str(checkpoint_interval),
+                    str(linger)], check=True, timeout=60)
+    return path
+
+
+async def _restored(path: Path, **options) -> int:
+    from latentwire.hub import Journal
+
+    journal = await Journal.open(path, **options)
+    try:
+        return journal.stats.restored_deliveries
+    finally:
+        await journal.aclose()
+
+
+async def test_a_journal_killed_with_its_wal_restores_everything(tmp_path: Path, caplog) -> None:
+    path = _crash_image(tmp_path)
+    assert Path(f"{path}-wal").stat().st_size > 0  # the acknowledged messages are only there
+    assert await _restored(path) == 20
+    assert "the hub did not stop cleanly; recovering" in caplog.text
+    assert not Path(f"{path}-wal").exists()  # a clean close folds the WAL back into the file
+    caplog.clear()
+    assert await _restored(path) == 20 and "did not stop cleanly" not in caplog.text
+
+
+async def test_a_missing_wal_after_a_crash_is_refused_and_named(tmp_path: Path, caplog) -> None:
+    from latentwire.hub import JournalError
+
+    path = _crash_image(tmp_path)
+    Path(f"{path}-wal").unlink()  # e.g. only journal.db was copied or backed up
+    for _ in range(2):  # refusing changes nothing: the second start is refused the same way
+        with pytest.raises(JournalError) as info:
+            await _restored(path)
+        assert str(info.value) == (
+            f"journal {path}: the hub did not stop cleanly and journal.db-wal is missing: the main "
+            "file holds the journal up to commit 0, and what was acknowledged after that was only in "
+            "journal.db-wal. Put back the "
+            "journal.db-wal that belongs with this file (same disk or backup), or start with "
+            "--journal-recover to accept losing those messages")
+    assert await _restored(path, recover=True) == 0  # accepted loss, said out loud:
+    assert "journal.db-wal is missing" in caplog.text and "--journal-recover: starting" in caplog.text
+
+
+async def test_a_damaged_wal_is_refused_and_named(tmp_path: Path) -> None:
+    from latentwire.hub import JournalError
+
+    path = _crash_image(tmp_path)
+    wal = Path(f"{path}-wal")
+    data = bytearray(wal.read_bytes())
+    data[32 + 24 + 100] ^= 0xFF  # a flipped bit in the first frame's page
+    wal.write_bytes(data)
+    with pytest.raises(JournalError, match=r"journal.db-wal is damaged: frame 1 fails its checks, and \d+ "
+                                           r"committed transactions after it would be dropped\. Put back"):
+        await _restored(path)
+    assert wal.read_bytes() == data  # the evidence is left as it was
+    assert await _restored(path, recover=True) == 0
+
+
+async def test_the_wal_is_checkpointed_while_the_hub_runs(tmp_path: Path) -> None:
+    path = _crash_image(tmp_path, checkpoint_interval=0.1, linger=1.5)
+    Path(f"{path}-wal").unlink()
+    assert await _restored(path, recover=True) == 20  # the main file alone had them
+
+
+def test_hub_journal_recover_flag_reads_its_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    import argparse
+
+    from latentwire.hub.options import add_arguments
+
+    monkeypatch.setenv("LATENTWIRE_HUB_JOURNAL_RECOVER", "true")
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    assert parser.parse_args([]).journal_recover is True
+    monkeypatch.delenv("LATENTWIRE_HUB_JOURNAL_RECOVER")
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    assert parser.parse_args([]).journal_recover is False
+    assert parser.parse_args(["--journal-recover"]).journal_recover is True
+
+
+def test_the_daemon_refuses_a_journal_without_its_wal(tmp_path: Path) -> None:
+    path = _crash_image(tmp_path)
+    Path(f"{path}-wal").unlink()
+    proc = _hub_command("--port", "0", "--journal", str(path))
+    assert proc.returncode == 2
+    [line] = proc.stdout.splitlines()
+    assert line.startswith(f"latentwire hub: journal {path}: the hub did not stop cleanly and "
+                           "journal.db-wal is missing")
+
+
+# -- 6. a health Watch open at shutdown ends cleanly --------------------------------------------------
+
+
+async def test_an_open_health_watch_ends_cleanly_when_the_daemon_stops() -> None:
+    import signal
+
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LATENTWIRE_")}
+    proc = subprocess.Popen([sys.executable, "-m", "latentwire.cli", "hub", "--port", "0", "--drain-timeout", "1"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    try:
+        line = await asyncio.to_thread(proc.stdout.readline)
+        assert line.startswith("latentwire hub listening on grpc://"), line
+        async with grpc.aio.insecure_channel(line.rsplit("://", 1)[1].strip()) as channel:
+            watch = health_pb2_grpc.HealthStub(channel).Watch(
+                health_pb2.HealthCheckRequest(service="latentwire.v1.Bus"))
+            seen = [(await asyncio.wait_for(watch.read(), 5)).status]
+            proc.send_signal(signal.SIGTERM)
+            async with asyncio.timeout(20):
+                while (response := await watch.read()) is not grpc.aio.EOF:
+                    seen.append(response.status)
+            assert seen == [health_pb2.HealthCheckResponse.SERVING, health_pb2.HealthCheckResponse.NOT_SERVING]
+            assert await watch.code() == grpc.StatusCode.OK  # the stream ended, it was not cut
+        _, err = await asyncio.to_thread(proc.communicate, timeout=30)
+        assert proc.returncode == 0
+        assert "Traceback" not in err and "CancelledError" not in err, err
+    finally:
+        proc.kill()
