@@ -20,7 +20,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from prometheus_client import CollectorRegistry, Counter, start_http_server
+from prometheus_client import CollectorRegistry, Counter, disable_created_metrics, start_http_server
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
@@ -107,7 +107,7 @@ class _LevelCollector(Collector):
                 "(receive window minus unacked)", value=snap.receive_credits)
         yield g("latentwire_hub_publishes_unacked", "Publishes accepted from connected clients, not yet "
                 "acked (publish credits in use)", value=snap.publishes_unacked)
-        yield g("latentwire_hub_publish_bytes_unacked", "Payload bytes of those publishes",
+        yield g("latentwire_hub_publishes_unacked_bytes", "Payload bytes of those publishes",
                 value=snap.publish_bytes_unacked)
         yield g("latentwire_hub_max_session_messages", "Most messages held by one session",
                 value=snap.max_session_messages)
@@ -149,14 +149,18 @@ class HubMetrics:
         self._first_levels: set[str] = set()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._server: Any = None
+        # No `_created` series per counter and label: they double what a scrape carries and no
+        # dashboard of ours reads them. (prometheus_client's switch is process-wide.)
+        disable_created_metrics()
         r = self.registry
+        # Names end in their unit (`..._bytes_total`), as Prometheus' naming rules ask.
         self.messages_in = Counter("latentwire_hub_messages_in", "Messages accepted and routed",
                                    ["topic"], registry=r)
-        self.bytes_in = Counter("latentwire_hub_bytes_in", "Bytes (header + payload) accepted",
+        self.bytes_in = Counter("latentwire_hub_messages_in_bytes", "Bytes (header + payload) accepted",
                                 ["topic"], registry=r)
         self.messages_out = Counter("latentwire_hub_messages_out", "Deliveries sent to clients",
                                     ["topic"], registry=r)
-        self.bytes_out = Counter("latentwire_hub_bytes_out", "Payload bytes of deliveries sent",
+        self.bytes_out = Counter("latentwire_hub_messages_out_bytes", "Payload bytes of deliveries sent",
                                  ["topic"], registry=r)
         self.redeliveries = Counter("latentwire_hub_redeliveries", "Deliveries sent again after a "
                                     "reconnect or restart", registry=r)

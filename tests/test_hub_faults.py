@@ -503,3 +503,31 @@ async def test_an_open_health_watch_ends_cleanly_when_the_daemon_stops() -> None
         assert "Traceback" not in err and "CancelledError" not in err, err
     finally:
         proc.kill()
+
+
+async def test_metric_names_end_in_their_unit_and_have_no_created_series() -> None:
+    import urllib.request
+
+    from latentwire.hub.metrics import HubMetrics
+
+    hub = Hub()
+    metrics = HubMetrics(hub)
+    port = await metrics.start(0)
+    try:
+        envelope = pb.Envelope(id="m", topic="robots/cam")
+        metrics.on_publish(envelope, 100)
+        metrics.on_send([(pb.Frame(deliver=pb.Deliver(seq=1, envelope=envelope, redelivered=True)), b"x" * 64)])
+        metrics.on_reject(pb.NOT_FOUND)
+
+        def get() -> str:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
+                return response.read().decode()
+
+        names = {line.split("{")[0].split(" ")[0] for line in (await asyncio.to_thread(get)).splitlines()
+                 if line.startswith("latentwire_")}
+    finally:
+        await metrics.stop()
+    assert not [n for n in names if n.endswith("_created")]
+    assert {"latentwire_hub_messages_in_bytes_total", "latentwire_hub_messages_out_bytes_total",
+            "latentwire_hub_publishes_unacked_bytes", "latentwire_hub_held_bytes"} <= names
+    assert [n for n in names if "bytes" in n and not n.endswith(("_bytes", "_bytes_total"))] == []
