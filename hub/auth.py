@@ -97,6 +97,8 @@ MAX_CONCURRENT_CHECKS = 4
 LOGIN_BACKOFF, LOGIN_BACKOFF_MAX = 0.05, 2.0
 MAX_LOGIN_PEERS = 4096
 LOGIN_WAIT = 10.0
+# Shortest token `latentwire hash-token` accepts: a short token is guessable, however well hashed.
+MIN_TOKEN_CHARS = 16
 
 
 # -- token hashes ------------------------------------------------------------------------
@@ -534,6 +536,10 @@ def main(argv: list[str] | None = None) -> int:
         token = getpass.getpass("token: ")
     else:
         token = sys.stdin.readline().rstrip("\r\n")
+    if len(token) < MIN_TOKEN_CHARS:
+        print(f"latentwire hash-token: the token has {len(token)} characters; use at least "
+              f"{MIN_TOKEN_CHARS} (`latentwire hash-token --new` makes a random one)", file=sys.stderr)
+        return 2
     try:
         print(hash_token(token) if not args.new else f"token_hash: {hash_token(token)}")
     except ConfigError as exc:

@@ -531,3 +531,12 @@ async def test_metric_names_end_in_their_unit_and_have_no_created_series() -> No
     assert {"latentwire_hub_messages_in_bytes_total", "latentwire_hub_messages_out_bytes_total",
             "latentwire_hub_publishes_unacked_bytes", "latentwire_hub_held_bytes"} <= names
     assert [n for n in names if "bytes" in n and not n.endswith(("_bytes", "_bytes_total"))] == []
+
+
+@pytest.mark.parametrize("token", ["7-chars", "fifteen-chars!!", ""])
+def test_hash_token_refuses_a_short_token(token: str) -> None:
+    proc = subprocess.run([sys.executable, "-m", "latentwire.cli", "hash-token"], input=f"{token}\n",
+                          capture_output=True, text=True, timeout=30)
+    assert proc.returncode == 2 and proc.stdout == ""
+    assert proc.stderr.strip() == (f"latentwire hash-token: the token has {len(token)} characters; use at "
+                                   "least 16 (`latentwire hash-token --new` makes a random one)")

@@ -408,9 +408,9 @@ def test_hash_token_command(tmp_path: Path, capsys: pytest.CaptureFixture) -> No
     token_line, hash_line = capsys.readouterr().out.splitlines()
     token, stored = token_line.removeprefix("token: "), hash_line.removeprefix("token_hash: ")
     assert verify_token(token, stored)
-    out = subprocess.run([sys.executable, "-m", "latentwire.cli", "hash-token"], input="typed-token\n",
+    out = subprocess.run([sys.executable, "-m", "latentwire.cli", "hash-token"], input="typed-token-0123\n",
                          capture_output=True, text=True, check=True).stdout.strip()
-    assert verify_token("typed-token", out)
+    assert verify_token("typed-token-0123", out)
 
 
 async def test_daemon_loads_an_auth_file_and_enforces_it(tmp_path: Path) -> None:
