@@ -49,9 +49,9 @@ async def _streams(url: str, count: int, declared: int, hold_s: float, hub_pid: 
     import grpc
     import grpc.aio
 
-    from .._proto import bus_pb2 as pb
-    from .._wire import PREFIX
-    from ..transports.grpc import METHOD
+    from latentwire._proto import bus_pb2 as pb
+    from latentwire._wire import PREFIX
+    from latentwire.transports.grpc import METHOD
 
     envelope = pb.Envelope(id="big", topic="t")
     envelope.tensor.dtype = "uint8"
