@@ -153,15 +153,14 @@ async def serve(
             raise ConfigError(f"cannot read TLS file: {exc}") from exc
         creds = grpc.ssl_server_credentials([(key, cert)], root_certificates=client_ca,
                                             require_client_auth=client_ca is not None)
-        add_port = lambda: server.add_secure_port(address, creds)  # noqa: E731
     else:
         if tls_client_ca:
             raise ConfigError("--tls-client-ca needs --tls-cert and --tls-key")
-        add_port = lambda: server.add_insecure_port(address)  # noqa: E731
+        creds = None
     if not 0 <= port <= 65535:  # gRPC would wrap it into another port
         raise ConfigError(f"--port must be a port number from 0 to 65535, got {port}")
     try:
-        bound = add_port()
+        bound = server.add_secure_port(address, creds) if creds else server.add_insecure_port(address)
     except RuntimeError:  # gRPC's "Failed to bind to address"
         bound = 0
     if not bound:
