@@ -102,7 +102,8 @@ def render(report: dict) -> str:
              f"(held {report['config']['hold_s']:g} s):",
              f"  {'streams':>7} {'hub RSS before':>15} {'peak':>9} {'growth':>9} {'refused':>8}"]
     for r in report["results"]:
-        lines.append(f"  {r['streams']:>7} {r['hub_rss_before_mib']:>11.0f} MiB {r['hub_rss_peak_mib']:>5.0f} MiB "
+        lines.append(f"  {r['streams']:>7} {r['hub_rss_before_mib']:>11.0f} MiB "
+                     f"{r['hub_rss_peak_mib']:>5.0f} MiB "
                      f"{r['hub_rss_growth_mib']:>5.0f} MiB {r['calls_refused']:>4}/{r['streams']}")
     lines.append("  result: " + ("PASS" if report["summary"]["ok"] else "FAIL"))
     return "\n".join(lines)

@@ -435,7 +435,8 @@ class LoginThrottle:
         if state is None:
             state = self._peers[peer] = _Peer()
             if len(self._peers) > self.max_peers:
-                idle = next((k for k, v in self._peers.items() if not v.lock.locked() and v is not state), None)
+                idle = next((k for k, v in self._peers.items() if not v.lock.locked() and v is not state),
+                            None)
                 if idle is not None:
                     del self._peers[idle]
         self._peers.move_to_end(peer)

@@ -103,7 +103,8 @@ def config_from_args(args: argparse.Namespace) -> HubConfig:
     for flag in ("port", "metrics_port"):
         value = getattr(args, flag)
         if value is not None and not 0 <= value <= 65535:
-            raise ConfigError(f"--{flag.replace('_', '-')} must be a port number from 0 to 65535, got {value}")
+            raise ConfigError(f"--{flag.replace('_', '-')} must be a port number from 0 to 65535, "
+                              f"got {value}")
     return HubConfig(
         max_message_bytes=args.max_message_bytes,
         max_frame_bytes=args.max_frame_bytes,

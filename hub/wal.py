@@ -20,7 +20,8 @@ from pathlib import Path
 import numpy as np
 
 HEADER = struct.Struct(">IIIIIIII")  # magic, version, page size, checkpoint seq, salt1, salt2, cksum1, cksum2
-FRAME = struct.Struct(">IIIIII")  # page number, db size after commit (0: not a commit), salt1, salt2, cksum1, cksum2
+# page number, database size after a commit (0: not a commit frame), salt1, salt2, cksum1, cksum2
+FRAME = struct.Struct(">IIIIII")
 MAGIC_LE, MAGIC_BE = 0x377F0682, 0x377F0683  # checksum words little- or big-endian
 VERSION = 3007000
 _MASK = 0xFFFFFFFF

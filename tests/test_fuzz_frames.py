@@ -175,7 +175,7 @@ _prehello_message = st.one_of(
 )
 
 
-@settings(budget, max_examples=min(EXAMPLES, 150))
+@settings(budget, max_examples=max(1, EXAMPLES // 2))
 @given(st.lists(_prehello_message, min_size=1, max_size=4))
 def test_before_hello_nothing_is_buffered_and_every_refusal_has_a_status(messages: list[bytes]) -> None:
     import asyncio
@@ -185,24 +185,24 @@ def test_before_hello_nothing_is_buffered_and_every_refusal_has_a_status(message
     from latentwire.hub import Hub
     from latentwire.hub.server import BusServicer
 
-    async def run() -> _FakeContext:
-        context = _FakeContext(messages)
+    async def run() -> tuple[_FakeContext, Hub]:
+        context, hub = _FakeContext(messages), Hub()
         try:
-            await asyncio.wait_for(BusServicer(Hub()).connect(None, context), 5)
+            await asyncio.wait_for(BusServicer(hub).connect(None, context), 5)
         except _Aborted:
             pass
-        return context
+        return context, hub
 
     tracemalloc.start()
     try:
-        context = asyncio.run(run())
+        context, hub = asyncio.run(run())
         peak = tracemalloc.get_traced_memory()[1]
     finally:
         tracemalloc.stop()
     assert peak < 8 << 20, f"{peak} bytes allocated for a client without an accepted hello"
+    if hub.stats.connections:
+        return  # hypothesis wrote a valid hello: admitted, as any client would be
     answers = [f for m in context.written for f, _ in FrameDecoder().feed(m)]
     assert answers, "the hub ended the call without a word"
-    if answers[0].HasField("welcome"):
-        return  # hypothesis wrote a valid hello: admitted, as any client would be
     assert answers[0].HasField("error") and answers[0].error.reason
     assert context.status not in (None, grpc.StatusCode.OK)

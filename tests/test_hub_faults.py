@@ -490,8 +490,8 @@ async def test_an_open_health_watch_ends_cleanly_when_the_daemon_stops() -> None
     from grpc_health.v1 import health_pb2, health_pb2_grpc
 
     env = {k: v for k, v in os.environ.items() if not k.startswith("LATENTWIRE_")}
-    proc = subprocess.Popen([sys.executable, "-m", "latentwire.cli", "hub", "--port", "0", "--drain-timeout", "1"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    argv = [sys.executable, "-m", "latentwire.cli", "hub", "--port", "0", "--drain-timeout", "1"]
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
     try:
         line = await asyncio.to_thread(proc.stdout.readline)
         assert line.startswith("latentwire hub listening on grpc://"), line
@@ -503,7 +503,8 @@ async def test_an_open_health_watch_ends_cleanly_when_the_daemon_stops() -> None
             async with asyncio.timeout(20):
                 while (response := await watch.read()) is not grpc.aio.EOF:
                     seen.append(response.status)
-            assert seen == [health_pb2.HealthCheckResponse.SERVING, health_pb2.HealthCheckResponse.NOT_SERVING]
+            status = health_pb2.HealthCheckResponse
+            assert seen == [status.SERVING, status.NOT_SERVING]
             assert await watch.code() == grpc.StatusCode.OK  # the stream ended, it was not cut
         _, err = await asyncio.to_thread(proc.communicate, timeout=30)
         assert proc.returncode == 0
@@ -523,7 +524,8 @@ async def test_metric_names_end_in_their_unit_and_have_no_created_series() -> No
     try:
         envelope = pb.Envelope(id="m", topic="robots/cam")
         metrics.on_publish(envelope, 100)
-        metrics.on_send([(pb.Frame(deliver=pb.Deliver(seq=1, envelope=envelope, redelivered=True)), b"x" * 64)])
+        deliver = pb.Deliver(seq=1, envelope=envelope, redelivered=True)
+        metrics.on_send([(pb.Frame(deliver=deliver), b"x" * 64)])
         metrics.on_reject(pb.NOT_FOUND)
 
         def get() -> str:

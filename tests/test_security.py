@@ -316,7 +316,7 @@ async def test_tls_refuses_plain_and_untrusting_clients(pki: dict[str, Path]) ->
         async with latentwire.connect(url, agent="ok", tls_ca=pki["ca"]) as ok:
             with pytest.raises(latentwire.ConnectError, match="use grpcs://"):  # plaintext to a TLS port
                 await _pinged(url.replace("grpcs://", "grpc://"))
-            with pytest.raises(latentwire.ConnectError, match="certificate is not trusted"):  # hub cert not trusted
+            with pytest.raises(latentwire.ConnectError, match="certificate is not trusted"):  # untrusted
                 await _pinged(url, tls_ca=pki["other_ca"])
             sub = await ok.subscribe("t")
             await ok.publish("t", "still fine")

@@ -209,7 +209,8 @@ class GrpcTransport(Transport):
         """What a failed connection attempt (gRPC's ``detail``) says about TLS; None when it is
         not a TLS mistake (e.g. connection refused: the hub may still be starting)."""
         if "WRONG_VERSION_NUMBER" in detail and self._creds is not None:
-            return "it does not speak TLS (the TLS handshake got plain bytes back); use grpc:// for a plain hub"
+            return ("it does not speak TLS (the TLS handshake got plain bytes back); use grpc:// for "
+                    "a plain hub")
         if "CERTIFICATE_VERIFY_FAILED" in detail:
             why = re.search(r"CERTIFICATE_VERIFY_FAILED: ([^:]+)", detail)
             return (f"its TLS certificate is not trusted: {why[1] if why else 'verification failed'} "
