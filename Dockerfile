@@ -19,6 +19,7 @@ COPY pyproject.toml README.md ./
 COPY sdk ./sdk
 COPY hub ./hub
 COPY agents ./agents
+COPY tinyworld ./tinyworld
 COPY training ./training
 COPY benchmarks ./benchmarks
 RUN pip install . && rm -rf /build

@@ -64,7 +64,7 @@ class SpaceMismatch(CodecError, ValueError):
         else:
             sender = f" (sent by family {family!r})" if family else ""
             message = (f"latent is in codec space {got!r}{sender}, but this codec decodes only {allowed}; "
-                       "map it into the hub space first (the sender's codec.encode does this) "
+                       "map it into the shared space first (the sender's codec.encode does this) "
                        "instead of decoding it as-is")
         super().__init__(message)
         self.got = got

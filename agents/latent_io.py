@@ -5,9 +5,9 @@ received, else a blank image), then takes ``m`` latent thinking steps: the last-
 state, realigned into input-embedding space (`FamilyAdapter.realign`), is fed back as the next
 input embedding through the KV cache. The message is the sender's reasoning (`reason`): the
 realigned last-layer states of its prompt (what it read, padding masked out) followed by those
-``m`` steps (what it thought); the sender's codec encodes them into K universal tokens in the hub
-space: a `Latent`. (The steps alone carry little: a tiny model's fed-back steps drift after the
-first token or two, measured on tinyworld.)
+``m`` steps (what it thought); the sender's codec encodes them into K universal tokens in the shared
+space: a `Latent`. (The steps alone carry little, which is why the prompt's states go too:
+docs/architecture.md, "Speaking and listening".)
 
 **Listening** (`listen`): the receiver's codec decodes every received latent together into k
 visual embeddings and a gate; they are added onto a blank image's embeddings at the prompt's
@@ -30,7 +30,7 @@ import torch
 
 from latentwire import Latent
 
-from .codec import UniversalVisualCodec
+from .codec import SHARED_SPACE, UniversalVisualCodec
 from .families import FamilyAdapter, InjectedInputs, Prompt
 
 
@@ -39,15 +39,17 @@ class Speech:
     """What `speak` produced.
 
     ``steps`` ``(B, m, D)``: the realigned latent thinking steps (input-embedding space).
-    ``latents``: one hub-space `Latent` (K, width) per prompt, from the sender's codec.
+    ``latents``: one shared-space `Latent` (K, width) per prompt, from the sender's codec.
     """
 
     steps: torch.Tensor
     latents: list[Latent]
 
 
-def _prompt_batch(prompts: Sequence[Prompt], pad_id: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-    """Left-pad prompts into ``(B, T)`` ids and attention mask, so every row ends at T-1."""
+def prompt_batch(prompts: Sequence[Prompt], pad_id: int,
+                 device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """Left-pad prompts into ``(B, T)`` ids and attention mask, so every row ends at T-1
+    (``pad_id``: `ModelBundle.pad_id`; the mask keeps padding out of attention)."""
     width = max(len(p.input_ids) for p in prompts)
     ids = torch.full((len(prompts), width), pad_id, dtype=torch.long, device=device)  # (B, T)
     mask = torch.zeros_like(ids)
@@ -147,14 +149,14 @@ def _inject_received(model: Any, adapter: FamilyAdapter, codec: UniversalVisualC
 
 def speak(model: Any, adapter: FamilyAdapter, codec: UniversalVisualCodec, prompts: Sequence[Prompt],
           steps: int, *, pad_id: int = 0, received: Sequence[Sequence[Latent]] | None = None) -> Speech:
-    """Turn prompts (and what each prompt's agent received) into hub-space latents, batched."""
+    """Turn prompts (and what each prompt's agent received) into shared-space latents, batched."""
     device = model.get_input_embeddings().weight.device
-    ids, attention = _prompt_batch(prompts, pad_id, device)
+    ids, attention = prompt_batch(prompts, pad_id, device)
     with torch.no_grad():
         inputs = _inject_received(model, adapter, codec, ids, attention, received)
         vectors, mask = reason(model, adapter, inputs, steps)  # (B, T + m, D)
-        tokens = codec.encode_tokens(vectors.float(), mask)  # (B, K, width), hub space
-    latents = [Latent(t.detach().cpu().contiguous(), space="hub", family=codec.config.family)
+        tokens = codec.encode_tokens(vectors.float(), mask)  # (B, K, width), shared space
+    latents = [Latent(t.detach().cpu().contiguous(), space=SHARED_SPACE, family=codec.config.family)
                for t in tokens]
     return Speech(steps=vectors[:, -steps:], latents=latents)
 
@@ -171,7 +173,7 @@ def listen(model: Any, adapter: FamilyAdapter, codec: UniversalVisualCodec | Non
     decoded latents (what a picture would put there; tinyworld's screens, controls).
     """
     device = model.get_input_embeddings().weight.device
-    ids, attention = _prompt_batch(prompts, pad_id, device)
+    ids, attention = prompt_batch(prompts, pad_id, device)
     if visual_embeds is not None:
         if received:
             raise ValueError("pass received latents or visual_embeds, not both")

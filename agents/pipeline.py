@@ -22,7 +22,7 @@ question for the final agent; task generators adapt their tasks to it. Episodes 
 one after another (each waits for its answer), over one `latentwire.Runtime` on ``url``.
 
 Models come from ``models``: a mapping from agent name or family to ``(model, tokenizer)``,
-``(model, tokenizer, codec)`` or `AgentModel`, or a loader called with each `AgentSpec`
+``(model, tokenizer, codec)`` or a `ModelBundle`, or a loader called with each `AgentSpec`
 (`latentwire.tinyworld.models.tinyworld_models` builds untrained tinyworld models; pass trained
 or ``from_pretrained`` ones the same way). Agents without a codec get a fresh (untrained, zero-gate) one.
 """
@@ -40,6 +40,7 @@ from typing import Any
 import latentwire
 from latentwire import Control, LatentwireError, Message, Runtime
 
+from .bundle import ModelBundle
 from .codec import CodecConfig, UniversalVisualCodec
 from .families import FamilyAdapter, adapter_for, supported_model_types
 from .vlm_agent import (
@@ -56,7 +57,6 @@ from .vlm_agent import (
 
 __all__ = [
     "TOPOLOGIES",
-    "AgentModel",
     "AgentSpec",
     "Episode",
     "EpisodeResult",
@@ -197,16 +197,6 @@ def _positive_int(field_name: str, value: object) -> None:
 # ---- models ------------------------------------------------------------------------------
 
 
-@dataclass
-class AgentModel:
-    """What an agent runs: a model, its tokenizer, and optionally its codec and adapter."""
-
-    model: Any
-    tokenizer: Any
-    codec: UniversalVisualCodec | None = None
-    adapter: FamilyAdapter | None = None
-
-
 ModelSource = Mapping[str, Any] | Callable[[AgentSpec], Any]
 
 
@@ -222,7 +212,7 @@ def default_codec(model: Any, adapter: FamilyAdapter | None = None, *, seed: int
         return UniversalVisualCodec(config).eval()
 
 
-def _model_for(spec: AgentSpec, models: ModelSource) -> AgentModel:
+def _bundle_for(spec: AgentSpec, models: ModelSource) -> ModelBundle:
     if callable(models) and not isinstance(models, Mapping):
         value = models(spec)
     elif spec.name in models:
@@ -232,12 +222,12 @@ def _model_for(spec: AgentSpec, models: ModelSource) -> AgentModel:
     else:
         raise AgentConfigError("models", sorted(models),
                                f"a key for agent {spec.name!r}: its name or its family {spec.family!r}")
-    if isinstance(value, AgentModel):
+    if isinstance(value, ModelBundle):
         return value
     if isinstance(value, (tuple, list)) and len(value) in (2, 3):
-        return AgentModel(*value)
+        return ModelBundle(*value)
     raise AgentConfigError(f"models[{spec.name!r}]", type(value).__name__,
-                           "an AgentModel, (model, tokenizer) or (model, tokenizer, codec)")
+                           "a ModelBundle, (model, tokenizer) or (model, tokenizer, codec)")
 
 
 def build_agents(config: PipelineConfig, models: ModelSource, *,
@@ -250,21 +240,19 @@ def build_agents(config: PipelineConfig, models: ModelSource, *,
     codecs: dict[int, UniversalVisualCodec] = {}  # agents sharing a model share its default codec
     agents = []
     for spec in config.agents:
-        loaded = _model_for(spec, models)
-        adapter = loaded.adapter or adapter_for(loaded.model)
-        if spec.family not in adapter.model_types:
-            raise AgentConfigError(f"models[{spec.name!r}]", adapter.family,
+        bundle = _bundle_for(spec, models)
+        if spec.family not in bundle.adapter.model_types:
+            raise AgentConfigError(f"models[{spec.name!r}]", bundle.family,
                                    f"a {spec.family} model, as PipelineConfig.agents says")
-        codec = loaded.codec
-        if codec is None:
-            codec = codecs.get(id(loaded.model))
+        if bundle.codec is None:
+            codec = codecs.get(id(bundle.model))
             if codec is None:
-                codec = codecs[id(loaded.model)] = default_codec(loaded.model, adapter)
+                codec = codecs[id(bundle.model)] = default_codec(bundle.model, bundle.adapter)
+            bundle = replace(bundle, codec=codec)  # a new bundle: the caller's stays as it was
         final = spec is config.final
         senders = config.senders_of(spec.name)
         agents.append(VLMAgent(
-            spec.name, loaded.model, loaded.tokenizer, role=resolve_role(spec.role, config.roles),
-            mode=config.mode, codec=codec, adapter=adapter,
+            spec.name, bundle, role=resolve_role(spec.role, config.roles), mode=config.mode,
             topics=[f"{prefix}/msg/{s}" for s in senders], wait_for=senders,
             publish_to=f"{prefix}/answer" if final else f"{prefix}/msg/{spec.name}", final=final,
             latent_steps=config.latent_steps, max_new_tokens=config.max_new_tokens,

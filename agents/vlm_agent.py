@@ -1,10 +1,11 @@
 """`VLMAgent`: a vision-language model on the bus that speaks latents or text.
 
-A `VLMAgent` wraps one family model with its adapter, its Universal Visual Codec and a tokenizer.
+A `VLMAgent` wraps one `ModelBundle`: a family model with its adapter, its Universal Visual Codec
+and a tokenizer.
 It plays a `Role` (planner, critic, refiner, judger, solver: a system text and a prompt template,
 data not code) and speaks in one of two `MODES`:
 
-- ``"latent"``: it runs `latent_io.speak` and publishes a hub-space `Latent`;
+- ``"latent"``: it runs `latent_io.speak` and publishes a shared-space `Latent`;
 - ``"text"``: it generates text with `latent_io.listen` and publishes the text (text MAS).
 
 Whatever it *receives* it reads the same way in both modes: received texts are placed in its
@@ -39,14 +40,15 @@ import weakref
 from collections import OrderedDict, deque
 from collections.abc import Mapping, Sequence
 from concurrent.futures import Executor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from latentwire import Agent, Control, Latent, Message, on_direct
 
+from .bundle import ModelBundle
 from .codec import UniversalVisualCodec
 from .errors import AgentConfigError
-from .families import FamilyAdapter, Prompt, adapter_for
+from .families import FamilyAdapter, Prompt
 from .latent_io import listen, speak
 
 __all__ = [
@@ -72,10 +74,8 @@ EPISODE_HEADER = "lw-episode"
 OBSERVE = "observe"
 #: Control kind an agent publishes when it failed to speak (args: agent, episode, error).
 ERROR = "error"
-#: How an agent speaks: a hub-space latent, or generated text.
+#: How an agent speaks: a shared-space latent, or generated text.
 MODES: tuple[str, ...] = ("latent", "text")
-#: Latent steps of an agent whose codec does not record what it was trained with.
-DEFAULT_LATENT_STEPS = 4
 
 # The user turn of every role unless a role brings its own: what was received (text mode),
 # the agent's own observation, then the question (final agents). Empty parts leave no blank line.
@@ -195,7 +195,8 @@ class VLMAgent(Agent):
 
     Arguments:
 
-    - ``name``: agent id on the bus. ``model``: a transformers VLM of a supported family.
+    - ``name``: agent id on the bus. ``model``: a transformers VLM of a supported family, or a
+      `ModelBundle` (then without ``tokenizer`` and ``codec``: the bundle has them).
       ``tokenizer``: its tokenizer or processor (tinyworld's `TinyTokenizer` works).
     - ``role``: a `Role` or the name of one (`ROLES`, plus ``roles``).
     - ``mode``: one of `MODES`: how a non-final agent speaks.
@@ -205,8 +206,8 @@ class VLMAgent(Agent):
     - ``topics``: topic filters it listens on. ``wait_for``: senders it must hear from in an
       episode before it speaks. ``publish_to``: the topic it publishes what it says (or its answer).
     - ``final``: answer the episode's question in text instead of passing a message on.
-    - ``latent_steps``: m thinking steps per latent message; default: the m the codec was trained
-      with (its config's ``latent_steps``; a codec reads other m badly), else 4.
+    - ``latent_steps``: m thinking steps per latent message; default: the bundle's (the m the
+      codec was trained with, its config's ``latent_steps``; a codec reads other m badly; else 4).
       ``max_new_tokens``: answer budget.
       ``message_tokens``: budget of a text-mode message (default ``max_new_tokens``).
     - ``memory_size``: received messages (and episodes) remembered; older ones are forgotten.
@@ -217,12 +218,11 @@ class VLMAgent(Agent):
         self,
         name: str,
         model: Any,
-        tokenizer: Any,
+        tokenizer: Any = None,
         *,
         role: str | Role = "planner",
         mode: str = "latent",
         codec: UniversalVisualCodec | None = None,
-        adapter: FamilyAdapter | None = None,
         topics: Sequence[str] = (),
         wait_for: Sequence[str] = (),
         publish_to: str | None = None,
@@ -237,37 +237,23 @@ class VLMAgent(Agent):
         super().__init__(name)
         if mode not in MODES:
             raise AgentConfigError("mode", mode, ", ".join(MODES))
-        if latent_steps is None:
-            latent_steps = (codec.config.latent_steps if codec is not None else 0) or DEFAULT_LATENT_STEPS
         self.role = resolve_role(role, roles)
-        for field_name, value in (("latent_steps", latent_steps), ("max_new_tokens", max_new_tokens),
-                                  ("memory_size", memory_size)):
+        for field_name, value in (("max_new_tokens", max_new_tokens), ("memory_size", memory_size)):
             _check_positive(field_name, value)
         if message_tokens is not None:
             _check_positive("message_tokens", message_tokens)
-        self.model = model
-        self.adapter = adapter or adapter_for(model)
-        self.tokenizer = tokenizer
-        self.codec = codec
+        #: The model this agent runs, with its tokenizer, adapter, codec, latent steps and ids.
+        self.bundle = _bundle(model, tokenizer, codec, latent_steps)
         self.mode = mode
         self.final = final
-        if mode == "latent" and not final and codec is None:
-            raise AgentConfigError("codec", None, f"a UniversalVisualCodec for {self.adapter.family}: "
+        if mode == "latent" and not final and self.codec is None:
+            raise AgentConfigError("codec", None, f"a UniversalVisualCodec for {self.family}: "
                                    f"agent {name!r} speaks latents (mode='latent')")
-        if codec is not None and codec.config.hidden_size != self.adapter.hidden_size(model):
-            raise AgentConfigError("codec", f"CodecConfig(hidden_size={codec.config.hidden_size})",
-                                   f"a codec of hidden size {self.adapter.hidden_size(model)}, the "
-                                   f"{self.adapter.family} model's width")
         self.topics = tuple(topics)
         self.wait_for = tuple(wait_for)
         self.publish_to = publish_to or f"agents/{name}"
-        self.latent_steps = latent_steps
         self.max_new_tokens = max_new_tokens
         self.message_tokens = message_tokens or max_new_tokens
-        self.n_slots = codec.config.image_slots if codec is not None else self.adapter.default_slots()
-        inner = getattr(tokenizer, "tokenizer", tokenizer)  # a processor encodes with its tokenizer
-        self.eos_id = getattr(inner, "eos_token_id", None)
-        self.pad_id = getattr(inner, "pad_token_id", None) or 0
         #: Received messages, oldest first, at most ``memory_size``.
         self.memory: deque[Received] = deque(maxlen=memory_size)
         #: What this agent said, oldest first, at most ``memory_size``.
@@ -279,7 +265,32 @@ class VLMAgent(Agent):
     @property
     def family(self) -> str:
         """The model's family (its adapter's canonical ``model_type``)."""
-        return self.adapter.family
+        return self.bundle.family
+
+    @property
+    def model(self) -> Any:
+        """The transformers model (``bundle.model``)."""
+        return self.bundle.model
+
+    @property
+    def tokenizer(self) -> Any:
+        """Its tokenizer or processor (``bundle.tokenizer``)."""
+        return self.bundle.tokenizer
+
+    @property
+    def adapter(self) -> FamilyAdapter:
+        """Its family adapter (``bundle.adapter``)."""
+        return self.bundle.adapter
+
+    @property
+    def codec(self) -> UniversalVisualCodec | None:
+        """Its codec (``bundle.codec``)."""
+        return self.bundle.codec
+
+    @property
+    def latent_steps(self) -> int:
+        """m thinking steps per latent message (``bundle.latent_steps``)."""
+        return self.bundle.latent_steps
 
     def __repr__(self) -> str:
         return (f"<VLMAgent {self.id!r} {self.family} role={self.role.name} mode={self.mode}"
@@ -320,13 +331,13 @@ class VLMAgent(Agent):
         """The token ids the agent reads: its role's turn with the received texts, and image slots."""
         texts = [(r.sender, r.text) for r in received if r.text is not None]
         user = self.role.render(observation, question, texts)
-        return self.adapter.build_prompt(self.tokenizer, user, self.n_slots, system=self.role.system)
+        return self.bundle.prompts([user], system=self.role.system)[0]
 
     async def respond(self, observation: str = "", question: str = "",
                       received: Sequence[Received] = ()) -> Latent | str:
         """What the agent says after reading ``observation``, ``question`` and ``received``.
 
-        A final agent returns its text answer; otherwise a hub-space `Latent` (latent mode) or
+        A final agent returns its text answer; otherwise a shared-space `Latent` (latent mode) or
         generated text (text mode). Runs the model in a worker thread; the event loop stays free.
         """
         utterance = await self._respond("", observation, question, received)
@@ -334,9 +345,10 @@ class VLMAgent(Agent):
 
     async def _respond(self, episode: str, observation: str, question: str,
                        received: Sequence[Received]) -> Utterance:
+        b = self.bundle
         prompt = self.prompt(observation, question, received)
         latents = [r.latent for r in received if r.latent is not None]
-        if latents and self.codec is None:
+        if latents and b.codec is None:
             raise AgentConfigError("codec", None, f"a UniversalVisualCodec for {self.family}: agent "
                                    f"{self.id!r} received latents from "
                                    f"{sorted({r.sender for r in received if r.latent is not None})}")
@@ -344,14 +356,13 @@ class VLMAgent(Agent):
             budget = self.max_new_tokens if self.final else self.message_tokens
             kind = "answer" if self.final else "text"
             (ids,), seconds = await self._call(
-                listen, self.model, self.adapter, self.codec if latents else None, [prompt],
+                listen, b.model, b.adapter, b.codec if latents else None, [prompt],
                 received=[latents] if latents else None, max_new_tokens=budget,
-                pad_id=self.pad_id, eos_id=self.eos_id)
-            text = self.tokenizer.decode(ids, skip_special_tokens=True)
+                pad_id=b.pad_id, eos_id=b.eos_id)
+            text = b.tokenizer.decode(ids, skip_special_tokens=True)
             return Utterance(episode, kind, text, None, seconds, len(text.encode()))
-        speech, seconds = await self._call(speak, self.model, self.adapter, self.codec, [prompt],
-                                           self.latent_steps, pad_id=self.pad_id,
-                                           received=[latents] if latents else None)
+        speech, seconds = await self._call(speak, b.model, b.adapter, b.codec, [prompt], b.latent_steps,
+                                           pad_id=b.pad_id, received=[latents] if latents else None)
         latent = speech.latents[0]
         return Utterance(episode, "latent", None, latent, seconds, latent.nbytes)
 
@@ -445,6 +456,21 @@ class VLMAgent(Agent):
             await self.bus.publish(self.publish_to, latent=said.latent, headers=headers)
         else:
             await self.bus.publish(self.publish_to, said.text or "", headers=headers)
+
+
+def _bundle(model: Any, tokenizer: Any, codec: UniversalVisualCodec | None,
+            latent_steps: int | None) -> ModelBundle:
+    """The agent's bundle: ``model`` itself when it is one (``latent_steps`` overriding its own),
+    else built from the parts."""
+    if isinstance(model, ModelBundle):
+        for field_name, value in (("tokenizer", tokenizer), ("codec", codec)):
+            if value is not None:
+                raise AgentConfigError(field_name, type(value).__name__,
+                                       "None when the model is a ModelBundle (the bundle has its own)")
+        return model if latent_steps is None else replace(model, latent_steps=latent_steps)
+    if tokenizer is None:
+        raise AgentConfigError("tokenizer", None, "the model's tokenizer or processor")
+    return ModelBundle(model, tokenizer, codec, latent_steps)
 
 
 def _check_positive(field_name: str, value: object) -> None:

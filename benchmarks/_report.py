@@ -45,8 +45,11 @@ def bench_parser(name: str, description: str) -> argparse.ArgumentParser:
     (``latentwire bench`` itself parses them before the benchmark runs)."""
     parser = argparse.ArgumentParser(prog=f"latentwire bench {name}", description=description)
     common = parser.add_argument_group("options of every benchmark")
-    common.add_argument("--json", metavar="FILE", help="also write the results as JSON (and a PNG beside it)")
-    common.add_argument("--quick", action="store_true", help="a short run of the same path (smoke test)")
+    # SUPPRESS: shown in --help, never added to the benchmark's own namespace (the command took them).
+    common.add_argument("--json", metavar="FILE", default=argparse.SUPPRESS,
+                        help="also write the results as JSON (and a PNG beside it)")
+    common.add_argument("--quick", action="store_true", default=argparse.SUPPRESS,
+                        help="a short run of the same path (smoke test)")
     return parser
 
 

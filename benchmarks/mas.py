@@ -3,13 +3,13 @@
 Two measurements, each with its baseline in the same run:
 
 * **Accuracy per ordered pair of families and task**: the receiver's exact match (and
-  per-character accuracy) reading the sender's latent through the hub (`pairs.evaluate_pair`),
+  per-character accuracy) reading the sender's latent through the shared space (`pairs.evaluate_pair`),
   beside the same receiver reading the message as text, with no message, and with a shuffled
   latent (another episode's: the control that shows the information really travels). Codecs come
-  from ``--hub DIR`` (the output of ``latentwire train hub-maps``: one folder per family, each
-  aligned alone, joined only through its hub maps), or from ``--codecs DIR...`` (codecs trained
-  with ``train codec --anchor-to`` into one family's space: the anchored scheme). Pairs whose
-  encoder and decoder were trained against each other (a family with itself in the reference
+  from ``--space DIR`` (the output of ``latentwire train space-maps``: one folder per family, each
+  aligned alone, joined only through its shared-space maps; ``--hub`` is its deprecated old
+  name), or from ``--codecs DIR...`` (codecs trained with ``train codec --anchor-to`` into one
+  family's space: the anchored scheme). Pairs whose encoder and decoder were trained against each other (a family with itself in the reference
   scheme; a family with the one it was anchored to) are the co-trained ceiling, every other pair
   was never trained together.
 * **End-to-end wall-clock** of one sender -> receiver exchange, latent vs text, for message
@@ -39,10 +39,22 @@ from ._report import bench_parser, progress, report_header, run_report
 ONE_SENDER_TASKS = ("secret", "reverse", "sort")
 
 
+class _Deprecated(argparse.Action):
+    """Store like ``--space``, after a warning on stderr naming the new option (for ``--hub``)."""
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, values: Any,
+                 option_string: str | None = None) -> None:
+        progress(f"{option_string} is deprecated, use --{self.dest}")
+        setattr(namespace, self.dest, values)
+
+
 def _parse(argv: list[str], quick: bool) -> argparse.Namespace:
     parser = bench_parser("mas", __doc__.splitlines()[0])
     source = parser.add_mutually_exclusive_group()
-    source.add_argument("--hub", help="hub-maps output folder (one codec folder per family): the reference scheme")
+    source.add_argument("--space", metavar="DIR",
+                        help="space-maps output folder (one codec folder per family): the reference scheme")
+    # The old name of --space, kept working for scripts written before the rename; not in --help.
+    source.add_argument("--hub", dest="space", action=_Deprecated, help=argparse.SUPPRESS)
     source.add_argument("--codecs", nargs="+", metavar="DIR",
                         help="codec folders already in one space (train codec --anchor-to): the anchored scheme")
     parser.add_argument("--tasks", nargs="+", default=list(ONE_SENDER_TASKS), choices=ONE_SENDER_TASKS)
@@ -53,40 +65,42 @@ def _parse(argv: list[str], quick: bool) -> argparse.Namespace:
     parser.add_argument("--png", help="plot file (default: next to --json)")
     args = parser.parse_args(argv)
     args.quick = quick
-    if args.hub is None and args.codecs is None and not quick:
-        parser.error("--hub DIR or --codecs DIR... is required (latentwire train hub-maps ...), or use --quick")
+    if args.space is None and args.codecs is None and not quick:
+        parser.error("--space DIR or --codecs DIR... is required (latentwire train space-maps ...), or use --quick")
     return args
 
 
-def _quick_hub(folder: Path) -> Path:
-    """Three families, each aligned for a few steps and joined by hub maps: the whole path, fast."""
+def _quick_space(folder: Path) -> Path:
+    """Three families, each aligned for a few steps and joined by shared-space maps: the whole path, fast."""
     from latentwire.training.align import AlignConfig, align
     from latentwire.training.anchors import tinyworld_anchors, write_anchors
-    from latentwire.training.hub_maps import fit_hub_maps
+    from latentwire.training.shared_space import fit_shared_maps
 
     codecs = []
     for family in ("gemma3", "llava", "smolvlm"):
         progress(f"quick: aligning {family} for 4 steps")
         codecs.append(align(AlignConfig(model=family, steps=4, batch_size=4, latent_steps=2, n_anchors=16,
                                         eval_every=0, eval_n=2, num_tokens=4, width=16, progress=False,
-                                        checkpoint_every=0, out=str(folder / "codec" / family))))
+                                        checkpoint_every=0, out_dir=str(folder / "codec" / family))))
     anchors = write_anchors(tinyworld_anchors("secret", 48, seed=7), folder / "anchors.jsonl")
-    fit_hub_maps(codecs, reference="gemma3", anchors=anchors, out=folder / "hub")
-    return folder / "hub"
+    fit_shared_maps(codecs, reference="gemma3", anchors=anchors, out=folder / "space")
+    return folder / "space"
 
 
 def _parties(folders: list[Path]) -> dict[str, Any]:
-    """A party per codec folder: a hub-maps family folder (``hub_fit.json``) or a ``train codec``
-    output (``align.json``), each naming the model and latent steps it runs with."""
-    from latentwire.training.pairs import Party, codec_run, load_model
+    """A party per codec folder: a space-maps family folder (``shared_fit.json``, or ``hub_fit.json``
+    from before the rename) or a ``train codec`` output (``align.json``), each naming the model and
+    latent steps it runs with."""
+    from latentwire.agents.bundle import ModelBundle
+    from latentwire.training.pairs import codec_run, load_model
 
     parties = {}
     for folder in folders:
         codec, run = codec_run(folder)
         model, tokenizer = load_model(run["model"])
-        party = Party(model, tokenizer, codec, latent_steps=int(run["latent_steps"]))
+        party = ModelBundle(model, tokenizer, codec, latent_steps=int(run["latent_steps"]))
         # Whose decoder this encoder, and whose encoder this decoder, were trained against: a codec
-        # trained alone, its own; anchored, the anchor's; a hub decoder, the reference's encoder
+        # trained alone, its own; anchored, the anchor's; a shared-space decoder, the reference's encoder
         # (and the encoder's own decoder is gone).
         family = codec.config.family
         scheme = run.get("scheme", "")  # "anchored to X", "anchored to X (decoder only)"
@@ -106,7 +120,7 @@ def _parties(folders: list[Path]) -> dict[str, Any]:
 def _trained_together(parties: dict[str, Any], sender: str, receiver: str) -> bool:
     """Whether the sender's encoder and the receiver's decoder were trained against each other:
     a codec trained alone with itself; an anchored codec with the family it was anchored to
-    (both directions); a hub decoder with the reference's encoder."""
+    (both directions); a shared-space decoder with the reference's encoder."""
     return parties[sender].encoder_partner == receiver or parties[receiver].decoder_partner == sender
 
 
@@ -242,16 +256,18 @@ def _measure(args: argparse.Namespace, json_path: str | None) -> dict[str, Any]:
     started = time.time()
     with tempfile.TemporaryDirectory(prefix="latentwire-mas-") as scratch:
         if args.codecs:
-            folders, scheme = [Path(c) for c in args.codecs], "anchored: codecs trained against frozen ones in the hub"
+            folders, scheme = [Path(c) for c in args.codecs], "anchored: codecs trained against frozen ones in the shared space"
         else:
-            hub = Path(args.hub) if args.hub else _quick_hub(Path(scratch))
-            folders = sorted(p for p in hub.iterdir() if (p / "hub_fit.json").is_file())
+            from latentwire.training.pairs import read_fit_record
+
+            space = Path(args.space) if args.space else _quick_space(Path(scratch))
+            folders = sorted(p for p in space.iterdir() if read_fit_record(p) is not None)
             scheme = None
         parties = _parties(folders)
         if scheme is None:
-            hidden = max(p.codec.config.hub_hidden for p in parties.values())
+            hidden = max(p.codec.config.shared_hidden for p in parties.values())
             maps = f"affine + {hidden}-wide residual MLP" if hidden else "affine, ridge"
-            scheme = f"reference: each family aligned alone, joined by hub maps ({maps})"
+            scheme = f"reference: each family aligned alone, joined by shared-space maps ({maps})"
             if any(p.decoder_partner != f for f, p in parties.items()):
                 scheme += "; decoders anchored to the reference encoder"
         rows = _accuracy(parties, args.tasks, args.n)

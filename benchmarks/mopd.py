@@ -1,8 +1,9 @@
 """``latentwire bench mopd``: GRPO, OPD, MOPD-positive and MOPD-contrastive in one harness.
 
 On the tinyworld ``sort`` task (length 6) with the shipped tiny student
-(`latentwire.training.mopd.student`, pre-trained on the task and on the peer re-prompt format,
-starting at ~35 % greedy success), measured in this process:
+(`latentwire.training.mopd.student`, pre-trained on the task and on the peer re-prompt format
+until its greedy success lies in a band where on-policy training has something to learn),
+measured in this process:
 
 1. **peer check**: does the teacher (the initial student, re-prompted) with a correct solution
    in its context really score correct tokens higher? Mean log-probability per token of the gold
@@ -17,8 +18,8 @@ starting at ~35 % greedy success), measured in this process:
 
 Run::
 
-    latentwire bench mopd --json bench-results/mopd.json     # full: several minutes on 2 cores
-    latentwire bench mopd --quick                            # smoke run, under a minute
+    latentwire bench mopd --json bench-results/mopd.json     # full run (figures: docs/mopd.md)
+    latentwire bench mopd --quick                            # smoke run
     latentwire bench mopd --seeds 5 --steps 60               # see --help for every option
 
 The JSON's ``summary`` has ``final_success`` (mean over seeds) per method (``grpo``, ``opd``,
@@ -66,7 +67,7 @@ class MopdBenchConfig:
 
     @classmethod
     def quick_run(cls) -> MopdBenchConfig:
-        """A smoke-sized run: under a minute on 2 cores."""
+        """A smoke-sized run: few seeds, steps and rollouts, to check the whole path runs."""
         return cls(seeds=2, steps=4, group_size=6, prompts_per_step=4, eval_n=48, eval_every=2,
                    signal_prompts=12, check_n=32, quick=True)
 
@@ -228,7 +229,7 @@ def run(json_path: str | None = None, quick: bool = False, argv: list[str] | Non
     try:
         base = MopdConfig(task=task.name, length=meta.get("length", 6), steps=cfg.steps, group_size=cfg.group_size,
                           prompts_per_step=cfg.prompts_per_step, eval_n=cfg.eval_n, eval_every=cfg.eval_every,
-                          save_every=0, lr=cfg.lr, temperature=cfg.temperature, loss=cfg.loss, resume=False,
+                          checkpoint_every=0, lr=cfg.lr, temperature=cfg.temperature, loss=cfg.loss, resume=False,
                           progress=False, out_dir=str(folder / "{name}"))
         training = compare(base, METHODS, seeds=tuple(range(cfg.seeds)))
         png = folder / "compare" / "success.png"

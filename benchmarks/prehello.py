@@ -51,7 +51,7 @@ async def _streams(url: str, count: int, declared: int, hold_s: float, hub_pid: 
 
     from latentwire._proto import bus_pb2 as pb
     from latentwire._wire import PREFIX
-    from latentwire.transports.grpc import METHOD
+    from latentwire._grpc_stream import METHOD
 
     envelope = pb.Envelope(id="big", topic="t")
     envelope.tensor.dtype = "uint8"

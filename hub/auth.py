@@ -15,11 +15,12 @@ start with an error naming the field. Example (``docs/security.md`` has the full
     publish = ["robots/+/camera"]                   # topic patterns, same wildcards as topics
     subscribe = ["control/#"]                       # a filter must lie inside one of these
     send = ["planner", "worker-*"]                  # direct messages: agent ids (fnmatch globs)
+    admin = false                                   # true: may use the admin API and dashboard
 
-Tokens are stored only as scrypt hashes (random salt, parameters in the string) and compared
-in constant time; a token is never logged. Checking a token runs in a worker thread, so the
-event loop never waits for scrypt. Without an auth file the hub lets every agent in and
-enforces only the limits given as flags.
+Tokens are stored only as scrypt hashes (`latentwire.hub.tokens`) and a token is never
+logged. Checking a token runs in a worker thread, so the event loop never waits for scrypt.
+Without an auth file the hub lets every agent in and enforces only the limits given as flags.
+This module decides; the hub (`latentwire.hub.core`) asks it and applies the answers.
 
 What is refused, and how (one operation, not the session, so an authorised agent that
 makes one mistake keeps its queued deliveries and in-flight publishes; nothing is routed):
@@ -38,24 +39,18 @@ the request's correlation id), even when ``send`` does not name the requester.
 
 from __future__ import annotations
 
-import argparse
 import asyncio
-import base64
 import fnmatch
 import functools
-import getpass
-import hashlib
-import hmac
 import json
 import logging
 import secrets
-import sys
 import time
 import tomllib
 from collections import OrderedDict
 from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal
+from typing import Literal, Protocol
 
 from pydantic import (
     BaseModel,
@@ -63,14 +58,15 @@ from pydantic import (
     Field,
     PositiveFloat,
     PositiveInt,
+    StrictBool,
     ValidationError,
     field_validator,
 )
 
-from .._message import message_size
-from .._proto import bus_pb2 as pb
-from .._topics import AGENT_ID, validate_filter
-from ..errors import (
+from latentwire._message import message_size
+from latentwire._proto import bus_pb2 as pb
+from latentwire._topics import AGENT_ID, validate_filter
+from latentwire.errors import (
     ConfigError,
     InvalidTopic,
     LimitExceeded,
@@ -79,14 +75,10 @@ from ..errors import (
     Unauthenticated,
 )
 
-if TYPE_CHECKING:
-    from .core import Hub
+from .tokens import hash_token, parse_hash, verify_token
 
 log = logging.getLogger("latentwire.hub")
 
-SCHEME = "scrypt"
-# scrypt cost: 2**14 x 8 x 1 takes ~50 ms and 16 MiB per check, the usual interactive setting.
-DEFAULT_N, DEFAULT_R, DEFAULT_P = 2**14, 8, 1
 # Reply permissions kept per session (requests it was sent and has not answered yet).
 MAX_REPLY_GRANTS = 4096
 # Failed logins must not starve good ones (`LoginThrottle`): token checks running at once (each
@@ -97,48 +89,6 @@ MAX_CONCURRENT_CHECKS = 4
 LOGIN_BACKOFF, LOGIN_BACKOFF_MAX = 0.05, 2.0
 MAX_LOGIN_PEERS = 4096
 LOGIN_WAIT = 10.0
-# Shortest token `latentwire hash-token` accepts: a short token is guessable, however well hashed.
-MIN_TOKEN_CHARS = 16
-
-
-# -- token hashes ------------------------------------------------------------------------
-
-
-def hash_token(token: str, *, n: int = DEFAULT_N, r: int = DEFAULT_R, p: int = DEFAULT_P) -> str:
-    """The string to store in the auth file for ``token``: ``scrypt$n$r$p$salt$hash`` (base64)."""
-    if not token:
-        raise ConfigError("a token must not be empty")
-    salt = secrets.token_bytes(16)
-    digest = _scrypt(token, salt, n, r, p, 32)
-    b64 = lambda b: base64.b64encode(b).decode("ascii")  # noqa: E731
-    return f"{SCHEME}${n}${r}${p}${b64(salt)}${b64(digest)}"
-
-
-def _scrypt(token: str, salt: bytes, n: int, r: int, p: int, dklen: int) -> bytes:
-    maxmem = 128 * r * (n + p + 2) + (1 << 20)
-    return hashlib.scrypt(token.encode("utf-8"), salt=salt, n=n, r=r, p=p, maxmem=maxmem, dklen=dklen)
-
-
-def _parse_hash(value: str) -> tuple[int, int, int, bytes, bytes]:
-    parts = value.split("$")
-    if len(parts) != 6 or parts[0] != SCHEME:
-        raise ValueError("must look like 'scrypt$N$r$p$salt$hash' (make one with `latentwire hash-token`)")
-    try:
-        n, r, p = (int(x) for x in parts[1:4])
-        salt, digest = base64.b64decode(parts[4], validate=True), base64.b64decode(parts[5], validate=True)
-    except ValueError as exc:
-        raise ValueError(f"has a malformed number or base64 field ({exc})") from None
-    if n < 2 or n & (n - 1) or r < 1 or p < 1:
-        raise ValueError(f"has bad scrypt parameters N={n} r={r} p={p} (N a power of 2 above 1)")
-    if len(salt) < 8 or len(digest) < 16:
-        raise ValueError("has a salt under 8 bytes or a hash under 16 bytes")
-    return n, r, p, salt, digest
-
-
-def verify_token(token: str, stored: str) -> bool:
-    """Whether ``token`` matches the stored hash (constant-time compare)."""
-    n, r, p, salt, digest = _parse_hash(stored)
-    return hmac.compare_digest(_scrypt(token, salt, n, r, p, len(digest)), digest)
 
 
 # -- the auth file -------------------------------------------------------------------------
@@ -169,11 +119,12 @@ class AgentRule(BaseModel):
     subscribe: list[str] = Field(default_factory=list)  # patterns its filters must lie within
     send: list[str] = Field(default_factory=list)  # agent ids (fnmatch globs) it may message
     limits: Limits = Field(default_factory=Limits)
+    admin: StrictBool = False  # its token opens the admin API and the dashboard (hub/admin.py)
 
     @field_validator("token_hash")
     @classmethod
     def _hash_format(cls, value: str) -> str:
-        _parse_hash(value)
+        parse_hash(value)
         return value
 
     @field_validator("publish", "subscribe")
@@ -455,7 +406,7 @@ class Policy:
     def _make_decoy(auth: AuthFile) -> str:
         # Checked for unknown agents, with the cost parameters of a real entry, so a wrong
         # name takes as long as a wrong token.
-        n, r, p, _, _ = _parse_hash(next(iter(auth.agents.values())).token_hash)
+        n, r, p, _, _ = parse_hash(next(iter(auth.agents.values())).token_hash)
         return hash_token(secrets.token_hex(8), n=n, r=r, p=p)
 
     @classmethod
@@ -486,8 +437,40 @@ class Policy:
             raise Unauthenticated(f"invalid token for agent {agent!r}")
         return Guard(agent, rule, rule.limits.over(self.limits))
 
+    def admits_again(self, agent: str, previous: Policy) -> bool:
+        """Whether a live session that ``previous`` admitted may stay under this policy: its
+        agent is still listed and its token hash did not change."""
+        if self.auth is None:
+            return True
+        rule = self.auth.agents.get(agent)
+        before = previous.auth.agents.get(agent) if previous.auth else None
+        return rule is not None and (before is None or before.token_hash == rule.token_hash)
 
-async def reload_policy(hub: Hub, path: str | Path, limits: Limits | None = None) -> bool:
+    def find_admin(self, token: str) -> str | None:
+        """The agent with ``admin = true`` whose token this is, or None (scrypt per admin agent:
+        call it off the event loop). Only meaningful with an auth file."""
+        if self.auth is None or not token:
+            return None
+        for agent, rule in self.auth.agents.items():
+            if rule.admin and verify_token(token, rule.token_hash):
+                return agent
+        return None
+
+    def renew(self, guard: Guard) -> Guard:
+        """``guard`` under this policy's rule and limits for its agent, keeping its open reply
+        permissions."""
+        rule = self.auth.agents.get(guard.agent) if self.auth else None
+        return guard.renewed(rule, rule.limits.over(self.limits) if rule else self.limits)
+
+
+class PolicyHolder(Protocol):
+    """What `reload_policy` needs of a hub (`latentwire.hub.Hub` is one)."""
+
+    def apply_policy(self, policy: Policy) -> list[str]:
+        """Put ``policy`` in force; returns the agents it disconnected."""
+
+
+async def reload_policy(hub: PolicyHolder, path: str | Path, limits: Limits | None = None) -> bool:
     """Load the auth file at ``path`` again and apply it to a running hub (the daemon does this
     on SIGHUP); returns False, keeping the old policy, if the file is bad.
 
@@ -501,53 +484,7 @@ async def reload_policy(hub: Hub, path: str | Path, limits: Limits | None = None
         log.error("auth file not reloaded, the old one stays in force: %s", exc)
         return False
     assert policy.auth is not None
-    old = hub.policy.auth
-    hub.policy = policy
-    cut = []
-    for agent, session in list(hub.sessions.items()):
-        rule = policy.auth.agents.get(agent)
-        before = old.agents.get(agent) if old else None
-        if rule is None or (before is not None and before.token_hash != rule.token_hash):
-            cut.append(agent)
-            hub.disconnect(agent)
-        elif session.guard is not None:
-            session.guard = session.guard.renewed(rule, rule.limits.over(policy.limits))
-            if session.conn is not None:  # its decoder takes the new size limit too
-                session.conn.max_payload = session.payload_cap()
+    cut = hub.apply_policy(policy)
     log.warning("auth file %s reloaded: %d agents; disconnected %s", path, len(policy.auth.agents),
                 ", ".join(repr(a) for a in cut) or "none")
     return True
-
-
-# -- `latentwire hash-token` ---------------------------------------------------------------
-
-
-def main(argv: list[str] | None = None) -> int:
-    """``latentwire hash-token``: print the auth-file hash of a token (read from stdin or a prompt)."""
-    parser = argparse.ArgumentParser(
-        prog="latentwire hash-token",
-        description="Print the token_hash for an auth file. The token is read from stdin (one line) "
-                    "or asked for without echo; with --new a random token is made and printed too.")
-    parser.add_argument("--new", action="store_true", help="generate a random token and print it first")
-    args = parser.parse_args(argv)
-    if args.new:
-        token = secrets.token_urlsafe(32)
-        print(f"token: {token}")
-    elif sys.stdin.isatty():
-        token = getpass.getpass("token: ")
-    else:
-        token = sys.stdin.readline().rstrip("\r\n")
-    if len(token) < MIN_TOKEN_CHARS:
-        print(f"latentwire hash-token: the token has {len(token)} characters; use at least "
-              f"{MIN_TOKEN_CHARS} (`latentwire hash-token --new` makes a random one)", file=sys.stderr)
-        return 2
-    try:
-        print(hash_token(token) if not args.new else f"token_hash: {hash_token(token)}")
-    except ConfigError as exc:
-        print(f"latentwire hash-token: {exc}", file=sys.stderr)
-        return 2
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

@@ -28,13 +28,13 @@ from collections import deque
 from dataclasses import dataclass, field, fields
 from typing import Any
 
-from .._codes import code_for
-from .._tracing import hub_span
-from .._message import check_envelope, is_expired, message_size
-from .._proto import bus_pb2 as pb
-from .._topics import AGENT_ID, validate_filter
-from .._wire import Oversize, Payload
-from ..errors import (
+from latentwire._codes import code_for
+from latentwire._message import check_envelope, is_expired, message_size
+from latentwire._proto import bus_pb2 as pb
+from latentwire._topics import AGENT_ID, validate_filter
+from latentwire._tracing import hub_span
+from latentwire._wire import Oversize, Payload
+from latentwire.errors import (
     AuthError,
     ConfigError,
     ConnectError,
@@ -45,9 +45,10 @@ from ..errors import (
     Unavailable,
     UnknownAgent,
 )
-from ..transports.base import Connection
+from latentwire.transports.base import Connection
+
 from .auth import Guard, LoginThrottle, Policy
-from .journal import Journal, JournalError, SavedSession
+from .journal import Journal, JournalError, NullJournal, SavedSession
 from .routing import TopicTree
 
 log = logging.getLogger("latentwire.hub")
@@ -97,6 +98,28 @@ class HubStats:
     malformed: int = 0
 
 
+class NullMetrics:
+    """The hub's metrics while none are attached: the calls `HubMetrics` answers, doing nothing
+    (``HubMetrics(hub)`` replaces it)."""
+
+    def on_publish(self, env: pb.Envelope, size: int) -> None:
+        """A message was accepted and routed."""
+
+    def on_reject(self, code: int) -> None:
+        """A publish was refused with wire error ``code``."""
+
+    def on_send(self, frames: list[tuple[pb.Frame, Payload]]) -> None:
+        """Frames are about to go to a client."""
+
+
+class NullTraffic:
+    """The hub's operator counters while none are attached (``TrafficStats.attach(hub)``,
+    hub/stats.py, replaces it): the one call the core makes, doing nothing."""
+
+    def on_route(self, env: pb.Envelope, payload: Payload, size: int) -> None:
+        """A publish of ``size`` bytes is being routed."""
+
+
 @dataclass(slots=True)
 class _Delivery:
     envelope: pb.Envelope
@@ -130,6 +153,7 @@ class Session:
     space: asyncio.Event = field(default_factory=asyncio.Event)
     guard: Guard | None = None  # what this agent may do (hub/auth.py); set at hello
     ingress: _Ingress | None = None  # the attached connection's unacked publishes (for metrics)
+    connected_at: float = 0.0  # Unix time of the current (or last) connection's hello
 
     @property
     def held_messages(self) -> int:
@@ -267,7 +291,8 @@ class Hub:
         self.config = config or HubConfig()
         self.policy = policy or Policy()  # tokens, ACLs, per-session limits (hub/auth.py)
         self.logins = LoginThrottle()  # token checks in turn, per peer address; outlives reloads
-        self.metrics: Any = None  # a HubMetrics once attached (hub/metrics.py)
+        self.metrics: Any = NullMetrics()  # a HubMetrics once attached (hub/metrics.py)
+        self.traffic: Any = NullTraffic()  # a TrafficStats once attached (hub/stats.py: admin, dashboard)
         self.name = name
         self.id = uuid.uuid4().hex[:12]
         self.stats = HubStats()
@@ -277,10 +302,10 @@ class Hub:
         self._tree: TopicTree[Session] = TopicTree()
         self._tasks: set[asyncio.Task] = set()
         self._connections: set[Connection] = set()
-        self.journal = journal
-        if journal is not None:
-            for saved in journal.restored:
-                self._restore(saved)
+        # Without a journal, a null one: the core journals unconditionally and it stores nothing.
+        self.journal: Journal | NullJournal = journal if journal is not None else NullJournal()
+        for saved in self.journal.restored:
+            self._restore(saved)
 
     # -- connections -------------------------------------------------------------------
 
@@ -383,10 +408,10 @@ class Hub:
         for f in filters:
             self._tree.add(f, session)
         session.filters = set(filters)
-        if self.journal is not None:
-            self.journal.save_session(session.id, session.agent, session.filters)
+        self.journal.save_session(session.id, session.agent, session.filters)
         session.conn = conn
         conn.max_payload = session.payload_cap()  # admitted: its own size limit, not the hello's
+        session.connected_at = time.time()
         session.window = min(hello.receive_window or 64, self.config.max_receive_window)
         session.control, session.acks, session.rejections = [], [], []
         session.wake = asyncio.Event()
@@ -421,7 +446,7 @@ class Hub:
             session.expiry = loop.call_later(self.config.session_expiry, self._drop, session)
 
     def _drop(self, session: Session) -> None:
-        if self.journal is not None and not self.closed:
+        if not self.closed:
             self.journal.forget_session(session.id)  # on shutdown sessions stay for the restart
         if self.sessions.get(session.agent) is session:
             del self.sessions[session.agent]
@@ -446,8 +471,7 @@ class Hub:
                     self._accept_publish(session, frame.publish, payload, ingress)
                 elif kind == "delivery_ack":
                     session.ack_deliveries(list(frame.delivery_ack.seqs))
-                    if self.journal is not None:
-                        self.journal.ack(session.id, frame.delivery_ack.seqs)
+                    self.journal.ack(session.id, frame.delivery_ack.seqs)
                 elif kind == "subscribe":
                     self._subscribe(session, frame.subscribe.request_id, frame.subscribe.filters, add=True)
                 elif kind == "unsubscribe":
@@ -503,12 +527,13 @@ class Hub:
             targets = [target]
         else:
             targets = list(self._tree.match(env.topic))
-        stored = self.journal.add_message(env, payload, size) if self.journal is not None else None
+        self.traffic.on_route(env, payload, size)
+        stored = self.journal.add_message(env, payload, size)
         for target in targets:
             queued = await target.enqueue(env, payload, size)
-            if queued and stored is not None:
+            if queued:
                 stored.delivered(target.id, queued)  # before any await: its ack comes later
-        if stored is not None and stored.pending:
+        if stored.pending:
             # Acked once on disk; meanwhile the next publish is routed (group commit).
             self.journal.when_synced(lambda error: self._acknowledge(session, seq, env, size, error))
         else:
@@ -520,14 +545,12 @@ class Hub:
             self._reject(session, seq, Unavailable(f"not stored: {error}"))
             return
         self.stats.published += 1
-        if self.metrics is not None:
-            self.metrics.on_publish(env, size)
+        self.metrics.on_publish(env, size)
         session.ack_publish(seq)
 
     def _reject(self, session: Session, seq: int, exc: BaseException) -> None:
         self.stats.rejected += 1
-        if self.metrics is not None:
-            self.metrics.on_reject(code_for(exc))
+        self.metrics.on_reject(code_for(exc))
         session.reject_publish(seq, exc)
 
     async def _pump(self, session: Session, conn: Connection) -> None:
@@ -537,8 +560,7 @@ class Hub:
                 await wake.wait()
                 wake.clear()
                 frames = session.take_outgoing(self.stats)
-                if self.metrics is not None:
-                    self.metrics.on_send(frames)
+                self.metrics.on_send(frames)
                 if frames:
                     await conn.send(frames)
         except ConnectError:
@@ -572,11 +594,25 @@ class Hub:
             elif not add and f in session.filters:
                 session.filters.discard(f)
                 self._tree.remove(f, session)
-        if self.journal is not None:
-            self.journal.save_session(session.id, session.agent, session.filters)
+        self.journal.save_session(session.id, session.agent, session.filters)
         session.send_control(pb.Frame(subscribe_ack=pb.SubscribeAck(request_id=request_id)))
 
     # -- lifecycle -----------------------------------------------------------------------
+
+    def apply_policy(self, policy: Policy) -> list[str]:
+        """Put ``policy`` in force for new and live sessions (`latentwire.hub.auth.reload_policy`);
+        returns the agents it disconnected because they must authenticate again."""
+        previous, self.policy = self.policy, policy
+        cut = []
+        for agent, session in list(self.sessions.items()):
+            if not policy.admits_again(agent, previous):
+                cut.append(agent)
+                self.disconnect(agent)
+            elif session.guard is not None:  # None: restored, not yet back; admitted at hello
+                session.guard = policy.renew(session.guard)
+                if session.conn is not None:  # its decoder takes the new size limit too
+                    session.conn.max_payload = session.payload_cap()
+        return cut
 
     def disconnect(self, agent: str) -> bool:
         """Cut an agent's connection (its session is kept for resume); for tests and admin."""

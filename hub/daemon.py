@@ -11,9 +11,11 @@ import asyncio
 import logging
 import signal
 
-from ..errors import ConfigError
+from latentwire.errors import ConfigError
+
 from .auth import reload_policy
 from .core import Hub
+from .dashboard import Dashboard
 from .journal import Journal, JournalError
 from .logs import configure_logging
 from .metrics import HubMetrics
@@ -67,7 +69,15 @@ async def _serve(args: argparse.Namespace, hub: Hub) -> int:
         log.info("auth file %s: %d agents", args.auth_file, len(hub.policy.auth.agents))
     if metrics is not None:
         print(f"latentwire hub metrics on http://{args.metrics_host}:{metrics_port}/metrics", flush=True)
-    if hub.journal is None:
+    dashboard = Dashboard(hub) if args.dashboard_port is not None else None
+    if dashboard is not None:
+        port = await dashboard.start(args.dashboard_port, args.dashboard_host)
+        if hub.policy.auth is None and args.dashboard_host not in ("127.0.0.1", "::1", "localhost"):
+            log.warning("dashboard on %s without --auth-file: whoever reaches it sees every agent and "
+                        "topic", args.dashboard_host)
+        host = f"[{args.dashboard_host}]" if ":" in args.dashboard_host else args.dashboard_host
+        print(f"latentwire hub dashboard on http://{host}:{port}/", flush=True)
+    if not hub.journal.durable:
         log.warning("no --journal: messages live in memory only; what is queued or unacknowledged "
                     "is lost if the hub crashes or restarts")
     else:
@@ -79,6 +89,8 @@ async def _serve(args: argparse.Namespace, hub: Hub) -> int:
     drained = await server.stop(grace=args.drain_timeout)
     if metrics is not None:
         await metrics.stop()
+    if dashboard is not None:
+        await dashboard.stop()
     s = hub.stats
     print(f"latentwire hub stopped: {'drained' if drained else 'drain timed out'}; "
           f"published={s.published} delivered={s.delivered} rejected={s.rejected}", flush=True)

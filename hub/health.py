@@ -13,7 +13,10 @@ import asyncio
 import grpc.aio
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
-SERVICES = ("", "latentwire.v1.Bus")
+from latentwire._grpc_stream import SERVICE
+
+SERVICES = ("", SERVICE)
+SERVICE_NAME = health.SERVICE_NAME  # "grpc.health.v1.Health", for reflection
 
 
 class HubHealth(health.aio.HealthServicer):

@@ -38,6 +38,9 @@ Retention: ``max_age`` (seconds) and ``max_bytes`` (stored header + payload byte
 the journal keeps; the oldest messages go first, and a warning says how many messages and
 deliveries were dropped. Retention limits what survives a restart; a running hub still delivers
 what it holds in memory (bounded by the session limits).
+
+Without ``--journal`` the hub holds a `NullJournal`: the same calls, storing nothing, so the hub
+calls its journal unconditionally and acknowledges each publish as soon as it is routed.
 """
 
 from __future__ import annotations
@@ -56,10 +59,11 @@ from pathlib import Path
 
 from google.protobuf.message import DecodeError
 
-from .._message import is_expired
-from .._proto import bus_pb2 as pb
-from .._wire import Payload
-from ..errors import LatentwireError
+from latentwire._message import is_expired
+from latentwire._proto import bus_pb2 as pb
+from latentwire._wire import Payload
+from latentwire.errors import LatentwireError
+
 from .wal import inspect_wal
 
 log = logging.getLogger("latentwire.hub.journal")
@@ -167,6 +171,9 @@ class Journal:
 
     Submitting methods never block the event loop; `sync` waits for the writer thread.
     """
+
+    #: Accepted messages and sessions survive a crash or restart (`NullJournal`: they do not).
+    durable = True
 
     def __init__(self, path: str | Path, *, max_age: float | None = None,
                  max_bytes: int | None = None, recover: bool = False) -> None:
@@ -665,3 +672,51 @@ class Journal:
 
 
 __all__ = ["Journal", "JournalError", "JournalStats", "PendingMessage", "SavedDelivery", "SavedSession"]
+
+
+class _Unstored:
+    """A message a `NullJournal` was given: nothing is submitted, so nothing is pending."""
+
+    __slots__ = ()
+    pending = False
+
+    def delivered(self, session_id: str, seq: int) -> None:
+        """Nothing to record."""
+
+
+class NullJournal:
+    """The journal of a hub without ``--journal``: `Journal`'s calls, storing nothing.
+
+    Nothing is ever pending, so the hub acknowledges a publish as soon as every target session
+    holds it, and a restart begins with no sessions.
+    """
+
+    durable = False
+    restored: tuple[SavedSession, ...] = ()
+    pending = 0
+
+    def save_session(self, session_id: str, agent: str, filters: set[str] | list[str]) -> None:
+        """Nothing to store."""
+
+    def forget_session(self, session_id: str) -> None:
+        """Nothing to forget."""
+
+    def add_message(self, envelope: pb.Envelope, payload: Payload, size: int) -> _Unstored:
+        """A message that will not be stored."""
+        return _UNSTORED
+
+    def ack(self, session_id: str, seqs: list[int]) -> None:
+        """Nothing to drop."""
+
+    def when_synced(self, callback: Callable[[JournalError | None], None]) -> None:
+        """Call ``callback(None)`` at once: there is nothing to wait for."""
+        callback(None)
+
+    async def sync(self) -> None:
+        """Return at once: there is nothing to wait for."""
+
+    async def aclose(self) -> None:
+        """Nothing to close."""
+
+
+_UNSTORED = _Unstored()

@@ -11,7 +11,7 @@ import json
 import logging
 from datetime import datetime, timezone
 
-from ..errors import ConfigError
+from latentwire.errors import ConfigError
 
 FORMATS = ("text", "json")
 LEVELS = ("debug", "info", "warning", "error")

@@ -20,13 +20,19 @@ from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from prometheus_client import CollectorRegistry, Counter, disable_created_metrics, start_http_server
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    ProcessCollector,
+    disable_created_metrics,
+    start_http_server,
+)
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-from .._proto import bus_pb2 as pb
-from .._topics import topic_matches, validate_filter
-from ..errors import ConfigError, InvalidTopic
+from latentwire._proto import bus_pb2 as pb
+from latentwire._topics import topic_matches, validate_filter
+from latentwire.errors import ConfigError, InvalidTopic
 
 if TYPE_CHECKING:
     from .core import Hub
@@ -63,8 +69,8 @@ def take_snapshot(hub: Hub) -> Snapshot:
     """Read the hub's levels; call on the hub's event loop."""
     sessions = list(hub.sessions.values())
     connected = [s for s in sessions if s.conn is not None]
-    journal = getattr(hub, "journal", None)
-    jstats = getattr(journal, "stats", None)
+    journal = hub.journal
+    durable = journal.durable  # without a journal (a NullJournal) there are no journal gauges
     return Snapshot(
         sessions_connected=len(connected),
         sessions_detached=len(sessions) - len(connected),
@@ -77,9 +83,9 @@ def take_snapshot(hub: Hub) -> Snapshot:
         max_session_messages=max((s.held_messages for s in sessions), default=0),
         subscriptions=sum(len(s.filters) for s in sessions),
         stats=dict(vars(hub.stats)),
-        journal_pending=getattr(journal, "pending", None),
-        journal_messages=getattr(jstats, "messages", None),
-        journal_bytes=getattr(jstats, "stored_bytes", None),
+        journal_pending=journal.pending if durable else None,
+        journal_messages=journal.stats.messages if durable else None,
+        journal_bytes=journal.stats.stored_bytes if durable else None,
     )
 
 
@@ -130,7 +136,8 @@ class _LevelCollector(Collector):
 class HubMetrics:
     """A hub's Prometheus metrics in their own registry (several hubs can share a process).
 
-    ``HubMetrics(hub)`` attaches itself (``hub.metrics``); `start` serves ``/metrics``.
+    ``HubMetrics(hub)`` attaches itself (``hub.metrics``, in place of the hub's `NullMetrics`);
+    `start` serves ``/metrics``.
     """
 
     def __init__(self, hub: Hub, *, topic_patterns: Sequence[str] = (), max_topic_labels: int = 64,
@@ -167,6 +174,8 @@ class HubMetrics:
         self.rejections = Counter("latentwire_hub_rejections", "Publishes refused, by error code",
                                   ["code"], registry=r)
         r.register(_LevelCollector(self))
+        if registry is None:  # the process's memory, open files and CPU (process_*), once per registry
+            ProcessCollector(registry=r)
         hub.metrics = self
 
     # -- counters (event loop) -----------------------------------------------------------------

@@ -8,7 +8,8 @@ from __future__ import annotations
 import argparse
 import os
 
-from ..errors import ConfigError
+from latentwire.errors import ConfigError
+
 from .auth import Limits, Policy
 from .core import MiB, HubConfig
 
@@ -74,6 +75,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
       default=[p for p in str(_env("METRICS_TOPIC", "")).split(",") if p],
       help="label message counters with this topic pattern (repeatable; env: comma-separated); "
            "other topics are labelled by their first level")
+    a("--dashboard-port", type=int, default=_env("DASHBOARD_PORT", None), metavar="PORT",
+      help="serve the web dashboard on http://DASHBOARD_HOST:PORT/ (0 picks a port; default off); "
+           "with --auth-file it needs an admin agent's token")
+    a("--dashboard-host", default=_env("DASHBOARD_HOST", "127.0.0.1"), help="address for --dashboard-port")
     a("--log-format", choices=["text", "json"], default=_env("LOG_FORMAT", "text"),
       help="text lines, or one JSON object per line (default text)")
     a("--log-level", choices=["debug", "info", "warning", "error"], default=_env("LOG_LEVEL", None),

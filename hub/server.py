@@ -1,7 +1,8 @@
 """The hub over gRPC: a thin servicer that hands each bidi stream to the `Hub` core.
 
 Stream messages are batches of wire frames with identity serializers (raw bytes), so the
-servicer parses only frame headers; payloads are forwarded as they arrived.
+servicer parses only frame headers; payloads are forwarded as they arrived. The stream
+plumbing is the SDK's (`latentwire._grpc_stream`), shared with the gRPC transport.
 """
 
 from __future__ import annotations
@@ -16,15 +17,16 @@ from typing import Any
 import grpc
 import grpc.aio
 
-from .._proto import bus_pb2 as pb
-from ..errors import ConfigError
-from ..transports.grpc import FramedStream, channel_options
+from latentwire._grpc_stream import RPC, SERVICE, FramedStream, channel_options
+from latentwire._proto import bus_pb2 as pb
+from latentwire.errors import ConfigError
+
+from .admin import AdminGate, AdminInterceptor, add_admin
 from .core import HELLO_MAX_PAYLOAD, Hub, HubConfig
-from .health import add_health, mark_draining
+from .health import SERVICE_NAME as HEALTH, add_health, mark_draining
 
 log = logging.getLogger("latentwire.hub")
 
-SERVICE = "latentwire.v1.Bus"
 # gRPC status for a refused hello, by wire code.
 _STATUS = {
     pb.UNAUTHENTICATED: grpc.StatusCode.UNAUTHENTICATED,
@@ -89,7 +91,7 @@ class BusServicer:
     def handler(self) -> grpc.GenericRpcHandler:
         """The generic handler to add to a grpc.aio server (identity serializers)."""
         return grpc.method_handlers_generic_handler(
-            SERVICE, {"Connect": grpc.stream_stream_rpc_method_handler(self.connect)}
+            SERVICE, {RPC: grpc.stream_stream_rpc_method_handler(self.connect)}
         )
 
 
@@ -139,8 +141,10 @@ async def serve(
     config = hub.config
     # No SO_REUSEPORT: with it a second hub on a port in use would start and share its traffic.
     server = grpc.aio.server(options=[*channel_options(config.max_frame_bytes, config.max_frame_bytes),
-                                      ("grpc.so_reuseport", 0)])
+                                      ("grpc.so_reuseport", 0)],
+                             interceptors=[AdminInterceptor(AdminGate(hub))])
     server.add_generic_rpc_handlers((BusServicer(hub).handler(),))
+    add_admin(server, hub, [SERVICE, HEALTH])  # the admin API (hub/admin.py) and gRPC reflection
     address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
     tls = tls_cert is not None or tls_key is not None
     if tls:

@@ -10,7 +10,8 @@ transformers' generation_config.json) are copied to
 ``tinyworld/checkpoints/<family>/``. It prints, per family, the training time, the
 text-mode eval at length 8 (recorded in tinyworld.json) and the folder size, then the total.
 
-Measured on 2 CPU cores (shared with other work): see the ``train_seconds`` in each tinyworld.json.
+Each tinyworld.json records its run's ``train_seconds``; the shipped checkpoints' sizes and
+scores are in docs/architecture.md (tinyworld) and docs/benchmarks.md.
 """
 
 from __future__ import annotations

@@ -8,46 +8,23 @@ from urllib.parse import urlsplit
 
 from ._bus import Bus
 from .errors import ConfigError
-from .transports.base import Transport
+from .transports import Transport, transport_class
 
 DEFAULT_URL = "inproc://"
 URL_ENV = "LATENTWIRE_URL"
-SCHEMES = ("inproc", "grpc", "grpcs", "mqtt", "mqtts")
 
 _BUS_OPTIONS = {"receive_window", "connect_timeout", "reconnect_timeout", "operation_timeout",
                 "dedup_window"}
 
 
 def transport_for_url(url: str, *, token: str | None = None, **options: Any) -> Transport:
-    """The transport for ``url``: ``inproc://[name]``, ``grpc://host:port``, ``grpcs://host:port``,
-    ``mqtt://host[:port][/namespace]``, ``mqtts://host[:port][/namespace]``."""
-    parts = urlsplit(url)
-    scheme = parts.scheme
-    if scheme == "inproc":
-        if options:
-            raise ConfigError(f"inproc:// takes no transport options, got {sorted(options)}")
-        from .transports.inproc import InprocTransport
-
-        return InprocTransport(parts.netloc or parts.path.strip("/") or "default")
-    if scheme in ("grpc", "grpcs"):
-        if not parts.hostname or parts.port is None:
-            raise ConfigError(f"{scheme}:// URL needs a host and port, like {scheme}://127.0.0.1:7878; got {url!r}")
-        from .transports.grpc import GrpcTransport
-
-        host = f"[{parts.hostname}]" if ":" in parts.hostname else parts.hostname
-        return GrpcTransport(f"{host}:{parts.port}", tls=scheme == "grpcs", token=token, **options)
-    if scheme in ("mqtt", "mqtts"):
-        try:
-            from .transports.mqtt import DEFAULT_NAMESPACE, MqttTransport
-        except ImportError as exc:
-            raise ConfigError(f"{scheme}:// needs aiomqtt: pip install 'latentwire[mqtt]' ({exc})") from exc
-
-        # The token travels in the bus's hello, which becomes the MQTT CONNECT's password.
-        namespace = parts.path.strip("/") or DEFAULT_NAMESPACE
-        return MqttTransport(parts.hostname or "", parts.port, namespace=namespace,
-                             tls=scheme == "mqtts", **options)
-    raise ConfigError(f"unsupported URL scheme {scheme!r} in {url!r}; use one of: "
-                      + ", ".join(f"{s}://" for s in SCHEMES))
+    """The transport for ``url``: the class registered for its scheme (see
+    `latentwire.transports.register_transport`) parses the URL itself (`Transport.from_url`)."""
+    try:
+        scheme = urlsplit(url).scheme
+    except ValueError as exc:
+        raise ConfigError(f"malformed URL {url!r} ({exc}); use a URL like grpc://127.0.0.1:7878") from None
+    return transport_class(scheme, url=url).from_url(url, token=token, **options)
 
 
 def connect(

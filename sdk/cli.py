@@ -1,4 +1,5 @@
-"""The ``latentwire`` command: ``hub``, ``demo``, ``bench``, ``train`` and ``rcl``.
+"""The ``latentwire`` command: ``hub``, ``demo``, ``bench``, ``train``, ``rcl``, and ``sub``,
+``pub`` and ``top`` for operators (`latentwire._ops_cli`).
 
 The CLI composes the layers, so it imports the hub and benchmarks inside their subcommands
 (the SDK itself never imports them at import time).
@@ -22,7 +23,7 @@ def _hub(args: argparse.Namespace) -> int:
 
 
 def _hash_token(args: argparse.Namespace) -> int:
-    from .hub.auth import main
+    from .hub.tokens import main
 
     return main(args.extra + (["--help"] if args.help else []))
 
@@ -58,10 +59,12 @@ def _bench(args: argparse.Namespace) -> int:
 TRAIN_JOBS = {
     "anchors": "latentwire.training.anchors",
     "codec": "latentwire.training.align",
-    "hub-maps": "latentwire.training.hub_maps",
     "mopd": "latentwire.training.mopd.job",
+    "space-maps": "latentwire.training.shared_space",
     "tinyworld": "latentwire.training.pretrain",
 }
+# Old job name -> its new name: still run (with a warning), not listed.
+DEPRECATED_TRAIN_JOBS = {"hub-maps": "space-maps"}
 RCL_MODULE = "latentwire.agents.rcl.cli"
 
 
@@ -81,6 +84,9 @@ def _run_main(module_name: str, argv: list[str]) -> int:
 
 
 def _train(args: argparse.Namespace) -> int:
+    if args.job in DEPRECATED_TRAIN_JOBS:
+        args.job = DEPRECATED_TRAIN_JOBS[args.job]
+        print(f"latentwire train: this job name is deprecated, use `latentwire train {args.job}`", file=sys.stderr)
     if args.job is None or args.job not in TRAIN_JOBS:
         if args.job is not None:
             print(f"latentwire train: unknown job {args.job!r}", file=sys.stderr)
@@ -132,7 +138,7 @@ def build_parser() -> argparse.ArgumentParser:
     bench.set_defaults(func=_bench, parser=bench)
 
     # Jobs own their options: everything after the job name is passed through to it.
-    train = sub.add_parser("train", add_help=False, help="run a training job (anchors, codec, hub-maps, mopd, tinyworld)")
+    train = sub.add_parser("train", add_help=False, help="run a training job (anchors, codec, space-maps, mopd, tinyworld)")
     train.add_argument("job", nargs="?", help="job name, e.g. codec")
     train.add_argument("-h", "--help", action="store_true", help="this help, or a job's options")
     train.set_defaults(func=_train, parser=train)
@@ -140,6 +146,10 @@ def build_parser() -> argparse.ArgumentParser:
     rcl = sub.add_parser("rcl", add_help=False, help="reflective context learning (`latentwire rcl train --config FILE`)")
     rcl.add_argument("-h", "--help", action="store_true", help="the RCL command's options")
     rcl.set_defaults(func=_rcl, parser=rcl)
+
+    from ._ops_cli import add_commands  # sub, pub, top (light: their imports happen when run)
+
+    add_commands(sub)
     return parser
 
 

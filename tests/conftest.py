@@ -27,8 +27,8 @@ import pytest
 
 import latentwire
 from latentwire.hub import Hub, HubConfig
+from latentwire.hub.inproc import embedded_hub
 from latentwire.hub.server import HubServer, serve
-from latentwire.transports.inproc import embedded_hub
 
 TRANSPORTS = ["inproc", "grpc", "grpcs", "mqtt"]
 

@@ -21,7 +21,7 @@ def test_short_alignment_run_trains_the_codec_only(tmp_path):
     model, _ = load_pretrained("gemma3")
     before = {k: v.clone() for k, v in model.state_dict().items()}
     config = AlignConfig(model="gemma3", latent_steps=2, steps=20, batch_size=8, lr=3e-3, warmup_steps=2, log_every=1,
-                         eval_every=0, eval_n=8, n_anchors=32, out=str(tmp_path / "codec"), progress=False)
+                         eval_every=0, eval_n=8, n_anchors=32, out_dir=str(tmp_path / "codec"), progress=False)
     folder = align(config)
 
     # metrics: one line per step with the loss parts and the gate, then the eval line
@@ -63,7 +63,7 @@ def test_alignment_leaves_a_given_model_untouched(tmp_path, monkeypatch):
     before = {k: v.clone() for k, v in model.state_dict().items()}
     monkeypatch.setattr(pairs, "load_model", lambda spec: (model, tokenizer))
     align(AlignConfig(model="gemma3", latent_steps=2, steps=3, batch_size=4, eval_every=0, eval_n=4, n_anchors=16,
-                      out=str(tmp_path / "c"), progress=False))
+                      out_dir=str(tmp_path / "c"), progress=False))
     assert all(not p.requires_grad for p in model.parameters())
     for name, tensor in model.state_dict().items():
         assert torch.equal(tensor, before[name]), name
@@ -77,26 +77,26 @@ def _tensors(folder):
 
 @pytest.mark.timeout(300)
 def test_a_killed_run_resumes_to_the_same_codec(tmp_path, monkeypatch):
-    import latentwire.training.align as align_module
+    import latentwire.training.loop as loop_module
 
     base = dict(model="gemma3", latent_steps=2, steps=8, batch_size=4, warmup_steps=2, eval_every=0, eval_n=4,
                 n_anchors=16, checkpoint_every=3, log_every=1, progress=False)
-    whole = align(AlignConfig(**base, out=str(tmp_path / "whole")))
+    whole = align(AlignConfig(**base, out_dir=str(tmp_path / "whole")))
 
     # Kill the second run right after its step-6 checkpoint (a crash between steps).
-    real_save = align_module._save_checkpoint
+    real_save = loop_module.save_checkpoint
 
     def save_then_die(out, step, *args):
         real_save(out, step, *args)
         if step == 6:
             raise KeyboardInterrupt("killed")
 
-    monkeypatch.setattr(align_module, "_save_checkpoint", save_then_die)
+    monkeypatch.setattr(loop_module, "save_checkpoint", save_then_die)
     with pytest.raises(KeyboardInterrupt):
-        align(AlignConfig(**base, out=str(tmp_path / "cut")))
+        align(AlignConfig(**base, out_dir=str(tmp_path / "cut")))
     assert (tmp_path / "cut" / "latest").read_text().strip() == "checkpoint-6"
-    monkeypatch.setattr(align_module, "_save_checkpoint", real_save)
-    resumed = align(AlignConfig(**base, out=str(tmp_path / "cut"), resume=True))
+    monkeypatch.setattr(loop_module, "save_checkpoint", real_save)
+    resumed = align(AlignConfig(**base, out_dir=str(tmp_path / "cut"), resume=True))
 
     a, b = _tensors(whole), _tensors(resumed)
     assert a.keys() == b.keys()
@@ -120,7 +120,7 @@ def test_non_finite_steps_are_skipped_and_counted(tmp_path, monkeypatch):
 
     monkeypatch.setattr(align_module, "_loss", sometimes_nan)
     folder = align(AlignConfig(model="gemma3", latent_steps=2, steps=4, batch_size=4, eval_every=0, eval_n=4, n_anchors=16,
-                               log_every=1, out=str(tmp_path / "c"), progress=False))
+                               log_every=1, out_dir=str(tmp_path / "c"), progress=False))
     meta = json.loads((folder / "align.json").read_text())
     assert meta["skipped_steps"] == 1 and meta["step"] == 4
     assert all(torch.isfinite(t).all() for t in _tensors(folder).values())
@@ -133,11 +133,11 @@ def test_bad_input_is_refused_before_training(tmp_path):
     empty = tmp_path / "empty.jsonl"
     empty.write_text("")
     with pytest.raises(AnchorError, match="empty"):
-        align(AlignConfig(anchors=str(empty), out=str(tmp_path / "x"), progress=False))
+        align(AlignConfig(anchors=str(empty), out_dir=str(tmp_path / "x"), progress=False))
     broken = tmp_path / "broken.jsonl"
     broken.write_text('{"sender": "a", "teacher": "b", "student": "c", "message": "d"}\n{not json\n')
     with pytest.raises(AnchorError, match=r"broken.jsonl:2: not JSON"):
-        align(AlignConfig(anchors=str(broken), out=str(tmp_path / "x"), progress=False))
+        align(AlignConfig(anchors=str(broken), out_dir=str(tmp_path / "x"), progress=False))
 
     # A text-only model has no image slots to read a latent through.
     from transformers import LlamaConfig, LlamaForCausalLM
@@ -146,18 +146,15 @@ def test_bad_input_is_refused_before_training(tmp_path):
     LlamaForCausalLM(LlamaConfig(vocab_size=64, hidden_size=16, intermediate_size=32, num_hidden_layers=1,
                                  num_attention_heads=2, num_key_value_heads=1)).save_pretrained(text_only)
     with pytest.raises(AgentConfigError, match="no visual pathway"):
-        align(AlignConfig(model=str(text_only), out=str(tmp_path / "x"), progress=False))
+        align(AlignConfig(model=str(text_only), out_dir=str(tmp_path / "x"), progress=False))
 
     # Resuming into a folder whose checkpoint is a codec of another architecture.
-    from latentwire.agents.codec import CodecConfig, UniversalVisualCodec
-
     other = tmp_path / "other"
-    UniversalVisualCodec(CodecConfig(family="gemma3", hidden_size=128, width=32, image_slots=16)
-                         ).save_pretrained(other / "checkpoint-2")
-    (other / "latest").write_text("checkpoint-2\n")
+    align(AlignConfig(model="gemma3", steps=4, batch_size=2, eval_every=0, eval_n=2, n_anchors=8, width=32,
+                      max_seconds=0, progress=False, out_dir=str(other)))  # stopped at once: its checkpoint stays
     with pytest.raises(CodecCheckpointError, match="another architecture"):
         align(AlignConfig(model="gemma3", steps=4, batch_size=2, eval_every=0, eval_n=2, n_anchors=8,
-                          progress=False, out=str(other), resume=True))
+                          progress=False, out_dir=str(other), resume=True))
 
 
 @pytest.mark.timeout(300)
@@ -165,10 +162,10 @@ def test_anchored_scheme_trains_a_new_family_into_a_frozen_codecs_space(tmp_path
     from latentwire.errors import ConfigError
 
     small = dict(latent_steps=2, batch_size=4, eval_every=0, eval_n=4, n_anchors=16, progress=False)
-    reference = align(AlignConfig(model="smolvlm", steps=2, out=str(tmp_path / "smolvlm"), **small))
+    reference = align(AlignConfig(model="smolvlm", steps=2, out_dir=str(tmp_path / "smolvlm"), **small))
     frozen = _tensors(reference)
     folder = align(AlignConfig(model="gemma3", steps=3, anchor_to=str(reference), log_every=1,
-                               out=str(tmp_path / "gemma3"), **small))
+                               out_dir=str(tmp_path / "gemma3"), **small))
     meta = json.loads((folder / "align.json").read_text())
     assert meta["scheme"] == "anchored to smolvlm" and meta["step"] == 3
     assert os.path.isabs(meta["config"]["anchor_to"])  # readable from any working directory
@@ -180,19 +177,38 @@ def test_anchored_scheme_trains_a_new_family_into_a_frozen_codecs_space(tmp_path
     assert UniversalVisualCodec.from_pretrained(folder).config.family == "gemma3"
 
     with pytest.raises(ConfigError, match="itself"):
-        align(AlignConfig(model="smolvlm", steps=1, anchor_to=str(reference), out=str(tmp_path / "x"), **small))
+        align(AlignConfig(model="smolvlm", steps=1, anchor_to=str(reference), out_dir=str(tmp_path / "x"), **small))
     with pytest.raises(ConfigError, match="one shape"):
-        align(AlignConfig(model="gemma3", steps=1, width=32, anchor_to=str(reference), out=str(tmp_path / "x"),
+        align(AlignConfig(model="gemma3", steps=1, width=32, anchor_to=str(reference), out_dir=str(tmp_path / "x"),
                           **small))
     with pytest.raises(ConfigError, match="latent_noise"):
         AlignConfig(model="gemma3", latent_noise=0.3, anchor_to=str(reference))
 
     # Decoder only: the reference encoder -> new decoder direction alone; the encoder stays put.
     only = align(AlignConfig(model="llava", steps=2, anchor_to=str(reference), decoder_only=True, log_every=1,
-                             out=str(tmp_path / "llava"), **{**small, "eval_every": 1}))  # an eval mid-run
+                             out_dir=str(tmp_path / "llava"), **{**small, "eval_every": 1}))  # an eval mid-run
     meta = json.loads((only / "align.json").read_text())
     assert meta["scheme"] == "anchored to smolvlm (decoder only)" and set(meta["eval"]) == {"to_new"}
     lines = [json.loads(line) for line in (only / "metrics.jsonl").read_text().splitlines() if "loss" in line]
     assert "kl" in lines[0] and "enc_kl" not in lines[0]
     with pytest.raises(ConfigError, match="decoder_only .* needs anchor_to"):
         AlignConfig(model="gemma3", decoder_only=True)
+
+
+def test_job_outputs_are_created_with_the_users_umask(tmp_path: Path) -> None:
+    """Artefacts are written through private scratch files and folders; once in place they must
+    be as readable as anything else the user writes (not 0600/0700)."""
+    import os
+
+    from latentwire.training._jobs import replaced_folder
+    from latentwire.training.anchors import tinyworld_anchors, write_anchors
+
+    mask = os.umask(0o022)
+    try:
+        anchors = write_anchors(tinyworld_anchors("secret", 2), tmp_path / "a.jsonl")
+        with replaced_folder(tmp_path / "out") as scratch:
+            (scratch / "x").write_text("x")
+    finally:
+        os.umask(mask)
+    assert anchors.stat().st_mode & 0o777 == 0o644
+    assert (tmp_path / "out").stat().st_mode & 0o777 == 0o755

@@ -14,9 +14,9 @@ import numpy as np
 import pytest
 
 import latentwire
+from latentwire._grpc_stream import METHOD
 from latentwire._proto import bus_pb2 as pb
 from latentwire._wire import FrameDecoder, encode_batch
-from latentwire.transports.grpc import METHOD
 
 from .conftest import HubEnv
 

@@ -26,13 +26,14 @@ from pathlib import Path
 import grpc
 import latentwire
 import pytest
+from latentwire._grpc_stream import METHOD
 from latentwire._proto import bus_pb2 as pb
 from latentwire._wire import PREFIX, FrameDecoder, encode_batch
 from latentwire.hub import Hub, HubConfig
-from latentwire.hub.auth import hash_token, load_auth_file
+from latentwire.hub.auth import load_auth_file
+from latentwire.hub.inproc import embedded_hub
 from latentwire.hub.server import serve
-from latentwire.transports.grpc import METHOD
-from latentwire.transports.inproc import embedded_hub
+from latentwire.hub.tokens import hash_token
 
 from .conftest import HubEnv
 from .test_bad_input import RawClient, tensor_envelope
@@ -315,6 +316,8 @@ AUTH_FILES = {
         "token_hash": GOOD_HASH}}}), "defaults.limits.max_rate: Extra inputs are not permitted"),
     "empty-send-pattern": ("a.json", json.dumps({"agents": {"a": {"token_hash": GOOD_HASH, "send": [""]}}}),
                            "agents.a.send: agent patterns must not be empty"),
+    "admin-as-string": ("a.toml", f'[agents.a]\ntoken_hash = "{GOOD_HASH}"\nadmin = "yes"\n',
+                        "agents.a.admin: Input should be a valid boolean"),
     "missing-file": (None, None, "cannot read auth file"),
 }
 

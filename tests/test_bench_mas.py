@@ -1,4 +1,4 @@
-"""`latentwire bench mas --quick`: the whole path (align, hub maps, pairs, timings, PNG) runs."""
+"""`latentwire bench mas --quick`: the whole path (align, shared-space maps, pairs, timings, PNG) runs."""
 
 from __future__ import annotations
 
@@ -47,6 +47,6 @@ def test_pairs_trained_together_in_each_scheme():
     # Anchored to g: l and s with g, both ways; never with themselves or each other.
     anchored = {"g": party("g", "g"), "l": party("g", "g"), "s": party("g", "g")}
     assert together(anchored) == {("g", "g"), ("l", "g"), ("g", "l"), ("s", "g"), ("g", "s")}
-    # Hub decoders anchored to g: only g's encoder was trained with them.
+    # Shared-space decoders anchored to g: only g's encoder was trained with them.
     hub = {"g": party("g", "g"), "l": party(None, "g"), "s": party(None, "g")}
     assert together(hub) == {("g", "g"), ("g", "l"), ("g", "s")}

@@ -15,6 +15,7 @@ from latentwire.agents.codec import CodecConfig, DecoderOutput, UniversalVisualC
 from latentwire.agents.errors import (  # noqa: E402
     CheckpointError, CodecConfigError, CodecError, ShapeMismatch, SpaceMismatch)
 from latentwire.errors import ConfigError, LatentwireError  # noqa: E402
+from latentwire.training.shared_space import fit_maps  # noqa: E402
 
 H, K, D, k = 48, 8, 32, 6
 
@@ -26,11 +27,11 @@ def make_codec(seed: int = 0, **overrides) -> UniversalVisualCodec:
 
 
 def open_gate(codec: UniversalVisualCodec) -> UniversalVisualCodec:
-    """A codec whose gate is open and hub maps are not the identity, so load/save tests see them."""
+    """A codec whose gate is open and shared-space maps are not the identity, so load/save tests see them."""
     with torch.no_grad():
         codec.decoder.gate.fill_(0.7)
-        codec.hub.to_hub.weight.add_(0.1 * torch.randn(K * D, K * D))
-        codec.hub.from_hub.bias.add_(0.1)
+        codec.shared.to_shared.weight.add_(0.1 * torch.randn(K * D, K * D))
+        codec.shared.from_shared.bias.add_(0.1)
     return codec
 
 
@@ -51,9 +52,9 @@ def test_shapes_and_latent_fields() -> None:
 
 def test_default_sizes_match_the_measured_codec() -> None:
     # FACTS: the codec that carried an 8-token secret had ~169k parameters at K=8, D=64 (encoder
-    # and decoder); the hub maps add two (K*D)^2 affine maps, fitted in closed form, not trained.
+    # and decoder); the shared-space maps add two (K*D)^2 affine maps, fitted in closed form, not trained.
     codec = UniversalVisualCodec(CodecConfig(family="gemma3", hidden_size=128))
-    trained = sum(p.numel() for name, p in codec.named_parameters() if not name.startswith("hub."))
+    trained = sum(p.numel() for name, p in codec.named_parameters() if not name.startswith("shared."))
     assert 150_000 < trained < 190_000
     assert codec.num_parameters() - trained == 2 * (8 * 64) * (8 * 64 + 1)
 
@@ -120,7 +121,7 @@ def test_latent_from_another_space_is_refused_naming_both_spaces() -> None:
         codec.encode(torch.randn(3, H), space="llava")
 
 
-def test_family_space_latent_skips_the_hub_maps() -> None:
+def test_family_space_latent_skips_the_shared_space_maps() -> None:
     codec = open_gate(make_codec())
     steps = torch.randn(2, 4, H)
     own = codec.decode(codec.encode(steps, space="gemma3"))
@@ -143,17 +144,17 @@ def test_several_latents_are_decoded_together() -> None:
     codec = open_gate(make_codec())
     first, second = codec.encode(torch.randn(2, 3, H)), codec.encode(torch.randn(2, 6, H))
     together = codec.decode([first, second])
-    # Each latent is mapped from the hub on its own, then all tokens are read together.
-    concatenated = torch.cat([codec.hub.from_hub(first.torch()), codec.hub.from_hub(second.torch())],
+    # Each latent is mapped from the shared space on its own, then all tokens are read together.
+    concatenated = torch.cat([codec.shared.from_shared(first.torch()), codec.shared.from_shared(second.torch())],
                              dim=1)  # (2, 2K, D), family space
     torch.testing.assert_close(together.embeddings,
                                codec.decode(concatenated, space=codec.config.space).embeddings)
     assert not torch.allclose(together.embeddings, codec.decode(first).embeddings)
-    # In the family's own space any number of tokens is read alongside; hub-space latents are
-    # whole latents of the hub's K tokens (the hub maps act on all K at once).
+    # In the family's own space any number of tokens is read alongside; shared-space latents are
+    # whole latents of the shared space's K tokens (the shared-space maps act on all K at once).
     short = Latent(torch.randn(2, 3, D), space=codec.config.space, family="gemma3")
     assert codec.decode([first, short]).embeddings.shape == (2, k, H)
-    with pytest.raises(ShapeMismatch, match=r"\(2, 3, 32\).*hub's K"):
+    with pytest.raises(ShapeMismatch, match=r"\(2, 3, 32\).*shared space's K"):
         codec.decode([first, Latent(torch.randn(2, 3, D), space="hub", family="smolvlm")])
     with pytest.raises(ShapeMismatch, match="batch sizes"):
         codec.decode([first, codec.encode(torch.randn(3, 3, H))])
@@ -171,9 +172,9 @@ def test_latent_received_off_the_wire_decodes_the_same() -> None:
     assert codec.decode(as_bf16).embeddings.dtype == torch.float32
 
 
-# ----------------------------------------------------------------------------- hub maps
+# ----------------------------------------------------------------------------- shared-space maps
 
-def test_fit_hub_maps_recovers_a_known_affine_map() -> None:
+def test_fit_shared_maps_recovers_a_known_affine_map() -> None:
     codec = make_codec()
     torch.manual_seed(1)
     # A map that mixes across tokens (a reversed token order, then a rotation): what two codecs
@@ -182,49 +183,49 @@ def test_fit_hub_maps_recovers_a_known_affine_map() -> None:
     b = torch.randn(K * D)
     family = torch.randn(4 * K * D, K, D)
     reference = (family.flip(1).flatten(1) @ A + b).reshape(-1, K, D)
-    fit = codec.fit_hub_maps(family, reference, ridge=1e-8)
-    assert fit.num_samples == 4 * K * D and fit.to_hub_mse < 1e-8 and fit.from_hub_mse < 1e-8
-    torch.testing.assert_close(codec.hub.to_hub(family), reference, atol=1e-4, rtol=1e-4)
-    torch.testing.assert_close(codec.hub.from_hub(reference), family, atol=1e-4, rtol=1e-4)
+    fit = codec.fit_shared_maps(family, reference, ridge=1e-8)
+    assert fit.num_samples == 4 * K * D and fit.to_shared_mse < 1e-8 and fit.from_shared_mse < 1e-8
+    torch.testing.assert_close(codec.shared.to_shared(family), reference, atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(codec.shared.from_shared(reference), family, atol=1e-4, rtol=1e-4)
     with pytest.raises(ShapeMismatch, match=r"\(1024, 8, 32\).*\(1024, 8, 16\)"):
-        codec.fit_hub_maps(family, torch.randn(4 * K * D, K, 16))
+        codec.fit_shared_maps(family, torch.randn(4 * K * D, K, 16))
 
 
-def test_residual_hub_maps_learn_what_an_affine_map_cannot() -> None:
+def test_residual_shared_space_maps_learn_what_an_affine_map_cannot() -> None:
     k, d = 2, 16  # 32 values per latent: a residual MLP learns from 3000 anchors in a few hundred steps
     family = torch.randn(3000, k, d, generator=torch.Generator().manual_seed(3))
-    reference = 0.5 * family ** 2  # no affine map fits it (from_hub has no inverse to find at all)
+    reference = 0.5 * family ** 2  # no affine map fits it (from_shared has no inverse to find at all)
 
     def fitted():
-        codec = make_codec(num_tokens=k, width=d, hub_hidden=128)
-        torch.testing.assert_close(codec.hub.to_hub(family[:3]), family[:3])  # identity until fitted
-        return codec, codec.fit_hub_maps(family, reference, ridge=1e-6, residual_steps=1000)
+        codec = make_codec(num_tokens=k, width=d, shared_hidden=128)
+        torch.testing.assert_close(codec.shared.to_shared(family[:3]), family[:3])  # identity until fitted
+        return codec, fit_maps(codec, family, reference, ridge=1e-6, residual_steps=1000)
 
     codec, fit = fitted()
-    for direction in ("to_hub", "from_hub"):
+    for direction in ("to_shared", "from_shared"):
         held = fit.heldout[direction]
         assert held["map"] <= held["affine"]  # early stopping never keeps a worse map
-    assert fit.heldout["to_hub"]["map"] < 0.6 * fit.heldout["to_hub"]["affine"], fit.heldout
+    assert fit.heldout["to_shared"]["map"] < 0.6 * fit.heldout["to_shared"]["affine"], fit.heldout
     again, _ = fitted()
     assert all(torch.equal(a, b) for a, b in zip(codec.state_dict().values(), again.state_dict().values()))
     assert make_codec(num_tokens=k, width=d).num_parameters() < codec.num_parameters()  # affine: no MLP
 
 
-def test_residual_hub_maps_survive_save_and_load(tmp_path) -> None:
-    codec = make_codec(hub_hidden=64)
+def test_residual_shared_space_maps_survive_save_and_load(tmp_path) -> None:
+    codec = make_codec(shared_hidden=64)
     x = torch.randn(400, K, D)
-    codec.fit_hub_maps(x, torch.tanh(x) + 0.1 * torch.randn(400, K, D), residual_steps=50)
+    fit_maps(codec, x, torch.tanh(x) + 0.1 * torch.randn(400, K, D), residual_steps=50)
     loaded = UniversalVisualCodec.from_pretrained(codec.save_pretrained(tmp_path / "codec"))
-    assert loaded.config.hub_hidden == 64
-    torch.testing.assert_close(loaded.hub.to_hub(x[:4]), codec.hub.to_hub(x[:4]))
-    torch.testing.assert_close(loaded.hub.from_hub(x[:4]), codec.hub.from_hub(x[:4]))
+    assert loaded.config.shared_hidden == 64
+    torch.testing.assert_close(loaded.shared.to_shared(x[:4]), codec.shared.to_shared(x[:4]))
+    torch.testing.assert_close(loaded.shared.from_shared(x[:4]), codec.shared.from_shared(x[:4]))
 
 
-def test_hub_maps_start_as_the_identity() -> None:
+def test_shared_space_maps_start_as_the_identity() -> None:
     codec = make_codec()
     tokens = torch.randn(3, K, D)
-    torch.testing.assert_close(codec.hub.to_hub(tokens), tokens)
-    torch.testing.assert_close(codec.hub.from_hub(tokens), tokens)
+    torch.testing.assert_close(codec.shared.to_shared(tokens), tokens)
+    torch.testing.assert_close(codec.shared.from_shared(tokens), tokens)
 
 
 # ----------------------------------------------------------------------------- config
@@ -234,7 +235,7 @@ def test_hub_maps_start_as_the_identity() -> None:
     (dict(num_tokens=-1), "num_tokens"),
     (dict(num_heads=5), "num_heads"),           # 32 is not divisible by 5
     (dict(stat_tokens=3), "stat_tokens"),
-    (dict(hub_hidden=-1), "hub_hidden"),
+    (dict(shared_hidden=-1), "shared_hidden"),
     (dict(num_tokens=2, stat_tokens=2), "stat_tokens"),
     (dict(family=""), "family"),
     (dict(space="hub"), "space"),
@@ -303,8 +304,8 @@ def rewrite_weights(folder, edit) -> None:
 @pytest.mark.parametrize("edit, expected", [
     (lambda t: t.pop("decoder.gate"), r"missing tensors: decoder\.gate"),
     (lambda t: t.__setitem__("decoder.extra", torch.zeros(2)), r"unexpected tensors: decoder\.extra"),
-    (lambda t: t.__setitem__("hub.to_hub.weight", torch.zeros(K * D, K * D + 1)),
-     r"wrong shapes: hub\.to_hub\.weight: checkpoint \(256, 257\) vs config \(256, 256\)"),
+    (lambda t: t.__setitem__("shared.to_shared.weight", torch.zeros(K * D, K * D + 1)),
+     r"wrong shapes: shared\.to_shared\.weight: checkpoint \(256, 257\) vs config \(256, 256\)"),
 ])
 def test_checkpoint_that_does_not_fit_is_refused_naming_the_tensor(tmp_path, edit, expected) -> None:
     make_codec().save_pretrained(tmp_path)
@@ -373,3 +374,19 @@ def test_a_short_training_run_teaches_the_decoder_to_reproduce_its_input() -> No
         losses.append(loss.item())
     assert losses[-1] < 0.1 * losses[0], losses[::30]
     assert codec.decoder.gate.item() != 0.0
+
+
+def test_a_folder_saved_before_the_shared_space_rename_still_loads(tmp_path) -> None:
+    # Older codecs said "hub" for the shared space: config key hub_hidden, tensors hub.to_hub.*.
+    codec = make_codec(shared_hidden=32)
+    folder = codec.save_pretrained(tmp_path / "old")
+    config = json.loads((folder / "config.json").read_text())
+    config["hub_hidden"] = config.pop("shared_hidden")
+    (folder / "config.json").write_text(json.dumps(config))
+    rewrite_weights(folder, lambda t: t.update({
+        name.replace("shared.to_shared.", "hub.to_hub.").replace("shared.from_shared.", "hub.from_hub."): t.pop(name)
+        for name in [n for n in t if n.startswith("shared.")]}))
+    assert any(name.startswith("hub.to_hub.") for name in safetensors_torch.load_file(folder / "model.safetensors"))
+    loaded = UniversalVisualCodec.from_pretrained(folder)
+    assert loaded.config == codec.config
+    assert all(torch.equal(a, b) for a, b in zip(codec.state_dict().values(), loaded.state_dict().values()))

@@ -10,13 +10,20 @@ import pytest
 torch = pytest.importorskip("torch")
 pytest.importorskip("transformers")
 
-from transformers import AutoConfig, AutoModelForImageTextToText  # noqa: E402
+from transformers import (  # noqa: E402
+    AutoConfig,
+    AutoModelForImageTextToText,
+    LlavaConfig,
+    LlavaForConditionalGeneration,
+)
 
 from latentwire.agents.families import (  # noqa: E402
     ADAPTERS,
+    FamilyAdapter,
     ImageSlotMismatch,
     UnsupportedFamily,
     adapter_for,
+    register,
     supported_model_types,
 )
 from latentwire.agents.families.qwen import QwenAdapter  # noqa: E402
@@ -408,3 +415,72 @@ def test_build_prompt_with_a_hugging_face_tokenizer_matches_the_real_processor_l
                 + "hello<|im_end|>\n<|im_start|>assistant\n")
     assert tokenizer.decode(prompt.input_ids) == expected
     assert int(adapter.image_mask(prompt.tensor()).sum()) == n
+
+
+# ---- a new family: one facts class, one registry line -----------------------------------------
+
+
+class ToyConfig(LlavaConfig):
+    """A made-up ``model_type`` on LLaVA's architecture (the tiny tinyworld size)."""
+
+    model_type = "toyvlm"
+
+
+class ToyAdapter(FamilyAdapter):
+    """The facts of the made-up family: 16 slots per image, each image wrapped in begin/end tokens,
+    the tower read at the config's feature layer. Nothing else: the mechanics are shared."""
+
+    family = "toyvlm"
+    model_types = ("toyvlm",)
+    image_feature_config = ("vision_feature_layer", "vision_feature_select_strategy")
+
+    def slots_per_image(self) -> int:
+        vc = self.vision_config
+        return (int(vc.image_size) // int(vc.patch_size)) ** 2
+
+    def image_block(self, tokenizer, n_slots):
+        begin, end = tokenizer.convert_tokens_to_ids(["<start_of_image>", "<end_of_image>"])
+        return [begin, *[self.image_token_id] * n_slots, end]
+
+
+@pytest.fixture
+def toy_model(monkeypatch):
+    """A tiny ``toyvlm`` model, its family registered for this test only."""
+    from latentwire.agents import families
+
+    monkeypatch.setattr(families, "ADAPTERS", dict(families.ADAPTERS))  # forgotten after the test
+    families.register(ToyAdapter)  # the registry line
+    settings = {k: v for k, v in tiny_config("llava").to_dict().items() if k != "model_type"}
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        return LlavaForConditionalGeneration(ToyConfig(**settings)).eval()
+
+
+async def test_a_new_family_is_one_facts_class_and_one_registry_line(toy_model):
+    from latentwire.agents.bundle import ModelBundle
+    from latentwire.agents.pipeline import Episode, PipelineConfig, default_codec, run_pipeline
+
+    model, adapter = toy_model, adapter_for(toy_model)
+    assert isinstance(adapter, ToyAdapter) and "toyvlm" in supported_model_types()
+    with pytest.raises(ConfigError, match=r"'toyvlm' \(ToyAdapter\)"):
+        register(type("Other", (ToyAdapter,), {}))
+    # The layout the facts describe ...
+    prompt = adapter.build_prompt(TOKENIZER, "hi", system="be brief")
+    start = prompt.input_ids.index(tw.IMAGE_START_ID)
+    assert prompt.input_ids[start:start + 18] == [tw.IMAGE_START_ID, *[tw.IMAGE_ID] * 16, tw.IMAGE_END_ID]
+    # ... merged by the shared code exactly as the model's own pixel path reads a blank image.
+    ids = prompt.tensor()
+    reference = logits(model, input_ids=ids, **adapter.blank_pixel_forward_inputs(model, ids))
+    vectors = torch.randn(1, 16, 64)
+    assert torch.equal(logits(model, **adapter.inject(model, ids, vectors, gate=0.0)), reference)
+    # Listening batched equals one by one; the family speaks latents on a pipeline.
+    bundle = ModelBundle(model, TOKENIZER, default_codec(model))
+    texts = ["a", "a much longer question"]
+    assert bundle.answer(texts, max_new_tokens=3) == [bundle.answer([t], max_new_tokens=3)[0] for t in texts]
+    config = PipelineConfig(agents=[("toy", "toyvlm", "planner"), ("judger", "gemma3", "judger")],
+                            latent_steps=2, max_new_tokens=3)
+    result = await run_pipeline(config, Episode({"toy": "secret: 42"}, question="what was the secret?"),
+                                models={"toyvlm": bundle, "gemma3": (build_model("gemma3"), TOKENIZER)})
+    [message] = result.episodes[0].messages
+    assert (message.kind, message.family) == ("latent", "toyvlm")
+    assert isinstance(result.answers[0], str)

@@ -17,12 +17,13 @@ from pathlib import Path
 import grpc
 import latentwire
 import pytest
+from latentwire._grpc_stream import METHOD
 from latentwire._proto import bus_pb2 as pb
-from latentwire._wire import PREFIX, FrameDecoder, encode_batch
+from latentwire._wire import PREFIX, FrameDecoder
 from latentwire.hub import Hub
-from latentwire.hub.auth import AuthFile, Policy, hash_token
+from latentwire.hub.auth import AuthFile, Policy
 from latentwire.hub.server import serve
-from latentwire.transports.grpc import METHOD
+from latentwire.hub.tokens import hash_token
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -256,7 +257,7 @@ async def test_a_metrics_port_in_use_is_refused() -> None:
 
 async def _hello(hub: Hub, agent: str, token: str, peer: str | None) -> pb.Frame:
     """One hello over an in-process connection from ``peer`` (an address); the hub's answer."""
-    from latentwire.transports.inproc import connection_pair
+    from latentwire.hub.inproc import connection_pair
 
     client, server = connection_pair()
     server.peer_address = peer

@@ -74,7 +74,7 @@ def test_a_bad_environment_value_gets_the_flags_error(monkeypatch: pytest.Monkey
     assert "argument --journal-max-bytes: invalid int value: 'lots'" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("path", ["Dockerfile", "deploy/latentwire-hub.service"])
+@pytest.mark.parametrize("path", ["Dockerfile", "deploy/latentwire-hub.service", "deploy/compose.yaml"])
 def test_deployment_files_name_only_real_settings(path: str) -> None:
     known = {_env_name(a) for a in _hub_flags()}
     named = set(ENV_NAME.findall((ROOT / path).read_text()))

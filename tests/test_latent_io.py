@@ -121,7 +121,7 @@ async def test_a_gemma_latent_travels_to_a_qwen_agent_that_answers(env: HubEnv) 
 def test_a_family_space_latent_is_refused_by_another_family() -> None:
     sender, receiver = Family("gemma3"), Family("llava")
     steps = torch.randn(1, 3, sender.adapter.hidden_size(sender.model))
-    private = sender.codec.encode(steps[0], space=sender.codec.config.space)  # not mapped to the hub
+    private = sender.codec.encode(steps[0], space=sender.codec.config.space)  # not mapped to the shared space
     with pytest.raises(latentwire.LatentwireError, match="gemma3"):
         listen(receiver.model, receiver.adapter, receiver.codec, [receiver.prompt("q")],
                received=[[private]])

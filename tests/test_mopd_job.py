@@ -26,7 +26,7 @@ TINY = {"prompts_per_step": 2, "group_size": 4, "eval_n": 16, "eval_every": 2, "
 
 
 def tiny(tmp_path: Path, **overrides) -> MopdConfig:
-    return MopdConfig(**{**TINY, "steps": 4, "save_every": 2, "out_dir": str(tmp_path / "{name}"), **overrides})
+    return MopdConfig(**{**TINY, "steps": 4, "checkpoint_every": 2, "out_dir": str(tmp_path / "{name}"), **overrides})
 
 
 @pytest.mark.parametrize(("overrides", "message"), [
@@ -91,7 +91,7 @@ def test_crash_mid_run_resumes_from_the_last_checkpoint(tmp_path: Path, monkeypa
     with pytest.raises(RuntimeError, match="simulated crash"):
         train(tiny(tmp_path / "b"))
     out = tmp_path / "b" / "mopd_contrastive"
-    assert json.loads((out / "checkpoint" / "state.json").read_text())["step"] == 2
+    assert json.loads((out / (out / "latest").read_text().strip() / "loop_state.json").read_text())["step"] == 2
     assert not (out / "report.json").exists()
     monkeypatch.setattr(job, "_step_loss", real_step_loss)
     resumed = train(tiny(tmp_path / "b"))
@@ -106,8 +106,8 @@ def test_crash_mid_run_resumes_from_the_last_checkpoint(tmp_path: Path, monkeypa
 
 def test_corrupt_checkpoint_is_refused(tmp_path: Path) -> None:
     train(tiny(tmp_path, steps=2, eval_every=0))
-    folder = tmp_path / "mopd_contrastive" / "checkpoint"
-    (folder / "student.safetensors").write_bytes(b"not a safetensors file")
+    folder = tmp_path / "mopd_contrastive" / "checkpoint-2"
+    (folder / "model.safetensors").write_bytes(b"not a safetensors file")
     with pytest.raises(CheckpointError, match="cannot load MOPD checkpoint"):
         train(tiny(tmp_path, steps=3, eval_every=0))
 
@@ -121,7 +121,7 @@ def test_corrupt_checkpoint_is_refused(tmp_path: Path) -> None:
     {"method": "grpo", "student": str(Path(__file__).parents[1] / "tinyworld/checkpoints/gemma3")},
 ])
 def test_every_method_and_loss_trains(tmp_path: Path, overrides: dict) -> None:
-    report = train(tiny(tmp_path, steps=1, save_every=0, **overrides))
+    report = train(tiny(tmp_path, steps=1, checkpoint_every=0, **overrides))
     assert report["final_success"] is not None
     lines = [json.loads(line) for line in (tmp_path / report["name"] / "metrics.jsonl").read_text().splitlines()]
     step = next(line for line in lines if "loss" in line)
@@ -132,7 +132,7 @@ def test_every_method_and_loss_trains(tmp_path: Path, overrides: dict) -> None:
 def test_jsonl_problems_with_the_math_verifier(tmp_path: Path) -> None:
     data = tmp_path / "math.jsonl"
     data.write_text("".join(json.dumps({"prompt": f"{a}+{b}=", "gold": a + b}) + "\n" for a in range(3) for b in range(3)))
-    report = train(tiny(tmp_path, steps=1, save_every=0, method="grpo", verifier="math", data=str(data)))
+    report = train(tiny(tmp_path, steps=1, checkpoint_every=0, method="grpo", verifier="math", data=str(data)))
     assert report["eval_n"] == 9
     (tmp_path / "broken.jsonl").write_text('{"prompt": "1+1="}\n')
     with pytest.raises(ConfigError, match="broken.jsonl:1: expected a JSON object with 'prompt' and 'gold'"):

@@ -15,7 +15,7 @@ from latentwire.training.mopd.student import StudentConfig, corrupt, load_studen
 
 def test_pretrain_writes_a_loadable_student(tmp_path: Path) -> None:
     config = StudentConfig(hidden_size=32, heads=2, steps=2, batch_size=4, eval_every=1, eval_n=4,
-                           min_steps=99, out=str(tmp_path / "student"), progress=False)
+                           min_steps=99, out_dir=str(tmp_path / "student"), progress=False)
     folder = pretrain_student(config)
     model, tokenizer, meta = load_student(folder)
     assert model.config.hidden_size == 32 and tokenizer.vocab_size == model.config.vocab_size

@@ -133,37 +133,42 @@ async def test_request_reply_through_response_topic_and_correlation_data(
             task.cancel()
 
 
+async def flood(p: latentwire.Bus, c: latentwire.Bus, n: int) -> list[int]:
+    """``p`` publishes 0..n-1 on "flood" without waiting; what ``c`` receives, in order."""
+    sub = await c.subscribe("flood")
+    for i in range(n):
+        await p.publish("flood", str(i), wait=False)
+    await p.flush()
+    return [int((await sub.receive(timeout=10)).text) for _ in range(n)]
+
+
 async def test_deliveries_beyond_the_receive_window_pause_reading(
         url: str, monkeypatch: pytest.MonkeyPatch) -> None:
     """mosquitto 2.0 sends past the receive maximum: the transport keeps a bounded backlog and
     stops reading the socket when it is full (TCP holds the broker back); nothing is lost."""
-    from latentwire.transports import mqtt
+    from latentwire.transports.mqtt import client, connection
 
-    monkeypatch.setattr(mqtt, "BACKLOG_MIN", 4)
-    monkeypatch.setattr(mqtt, "BACKLOG_FACTOR", 1)
+    monkeypatch.setattr(connection, "BACKLOG_MIN", 4)
+    monkeypatch.setattr(connection, "BACKLOG_FACTOR", 1)
     pauses: list[bool] = []
-    original = mqtt._Client.pause_reading
+    original = client.MqttClient.pause_reading
 
-    def spy(self: mqtt._Client, paused: bool) -> None:
+    def spy(self: client.MqttClient, paused: bool) -> None:
         pauses.append(paused)
         original(self, paused)
 
-    monkeypatch.setattr(mqtt._Client, "pause_reading", spy)
+    monkeypatch.setattr(client.MqttClient, "pause_reading", spy)
     most = [0]
-    on_message = mqtt._MqttConnection._on_message
+    on_message = connection.MqttConnection._on_message
 
-    def watch(self: mqtt._MqttConnection, message: object) -> None:
+    def watch(self: connection.MqttConnection, message: object) -> None:
         on_message(self, message)
         most[0] = max(most[0], len(self._backlog))
 
-    monkeypatch.setattr(mqtt._MqttConnection, "_on_message", watch)
+    monkeypatch.setattr(connection.MqttConnection, "_on_message", watch)
     n = 300
     async with latentwire.connect(url, agent="p") as p, latentwire.connect(url, agent="c", receive_window=2) as c:
-        sub = await c.subscribe("flood")
-        for i in range(n):
-            await p.publish("flood", str(i), wait=False)
-        await p.flush()
-        got = [int((await sub.receive(timeout=10)).text) for _ in range(n)]
+        got = await flood(p, c, n)
     assert got == list(range(n))
     assert True in pauses and False in pauses  # the socket was paused and resumed
     assert most[0] <= 4  # and nothing more was read while it was paused
@@ -283,7 +288,83 @@ def test_urls_and_options(tls_files: dict[str, Path]) -> None:
 
 
 def test_wire_codes_cover_broker_refusals() -> None:
-    from latentwire.transports.mqtt import _wire_code
+    from latentwire.transports.mqtt.connection import _wire_code
 
     assert _wire_code(0x87) == pb.PERMISSION_DENIED and _wire_code(0x86) == pb.UNAUTHENTICATED
     assert _wire_code(0x97) == pb.RESOURCE_EXHAUSTED and _wire_code(0x80) == pb.INVALID_ARGUMENT
+
+
+async def test_tls_deliveries_beyond_the_receive_window_arrive_in_order(
+        mosquitto: Mosquitto, tls_files: dict[str, Path], namespace: str,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Reading paused and resumed under a flood works on TLS too (an SSL socket can hold
+    decrypted bytes that the selector does not report; they are read on resume)."""
+    from latentwire.transports.mqtt import connection
+
+    monkeypatch.setattr(connection, "BACKLOG_MIN", 4)
+    monkeypatch.setattr(connection, "BACKLOG_FACTOR", 1)
+    url = f"mqtts://127.0.0.1:{mosquitto.tls_port}/{namespace}"
+    n = 200
+    async with latentwire.connect(url, agent="p", tls_ca=tls_files["cert"]) as p, \
+            latentwire.connect(url, agent="c", tls_ca=tls_files["cert"], receive_window=2) as c:
+        got = await flood(p, c, n)
+    assert got == list(range(n))
+
+
+def test_from_url_parses_host_port_namespace_and_tls(tls_files: dict[str, Path]) -> None:
+    t = MqttTransport.from_url("mqtt://[::1]:1999/fleet/a", token="ignored", keepalive=5)
+    assert (t.host, t.port, t.address) == ("::1", 1999, "[::1]:1999")
+    assert (t.topics.namespace, t.keepalive) == ("fleet/a", 5)
+    t = MqttTransport.from_url("mqtts://broker.local", tls_ca=tls_files["cert"])
+    assert (t.port, t.topics.namespace, t.tls_context is not None) == (8883, "latentwire", True)
+    with pytest.raises(latentwire.ConfigError, match="malformed URL .*'mqtt://h:x', use a URL like mqtt://"):
+        MqttTransport.from_url("mqtt://h:x")
+    with pytest.raises(latentwire.ConfigError, match="takes mqtt:// or mqtts:// URLs"):
+        MqttTransport.from_url("grpc://h:1")
+    with pytest.raises(latentwire.ConfigError, match="'namespace' comes from the URL"):
+        MqttTransport.from_url("mqtt://h", namespace="x")
+
+
+def test_the_error_translator_maps_reason_codes_and_lost_connections() -> None:
+    from latentwire.transports.mqtt.client import BrokerRefused, ConnectionLost
+    from latentwire.transports.mqtt.connection import translate_errors
+
+    cases = [
+        (BrokerRefused("CONNACK", 0x86, "Bad user name or password"), latentwire.Unauthenticated,
+         r"MQTT broker at b:1 refused 'alice': Bad user name or password \(reason code 0x86 in CONNACK\)"),
+        (BrokerRefused("PUBACK", 0x87, "Not authorized"), latentwire.PermissionDenied, "0x87"),
+        (BrokerRefused("SUBACK", 0x97, "Quota exceeded"), latentwire.LimitExceeded, "0x97"),
+        (BrokerRefused("PUBACK", 0x95, "Packet too large"), latentwire.MessageTooLarge, "0x95"),
+        (ConnectionLost("the broker disconnected: Session taken over", 0x8E), latentwire.ConnectError,
+         r"lost the MQTT broker at b:1: .*Session taken over \(reason code 0x8e\)"),
+        (ConnectionRefusedError(111, "Connection refused"), latentwire.ConnectError, "lost the MQTT broker"),
+    ]
+    for raised, expected, match in cases:
+        with pytest.raises(expected, match=match) as info, translate_errors("b:1", "'alice'"):
+            raise raised
+        assert info.value.__cause__ is raised
+    with pytest.raises(latentwire.ConnectError, match="no MQTT broker reachable at b:1 within 0.5 s: Timeout"):
+        with translate_errors("b:1", "'alice'", connect_timeout=0.5):
+            raise TimeoutError
+    with pytest.raises(latentwire.UnknownAgent):  # latentwire errors pass through
+        with translate_errors("b:1", "the message"):
+            raise latentwire.UnknownAgent("bob")
+
+
+async def test_a_session_taken_over_by_the_broker_ends_reconnects() -> None:
+    """Brokers that send DISCONNECT 0x8E (session taken over; mosquitto 2.0 just closes):
+    the connection ends with ConnectError and the transport refuses to reconnect."""
+    from latentwire.transports.mqtt.client import ConnectionLost
+    from latentwire.transports.mqtt.connection import MqttConnection
+
+    transport = MqttTransport("127.0.0.1")
+    conn = await transport.connect(1.0)
+    assert isinstance(conn, MqttConnection)
+    lost: asyncio.Future[ConnectionLost] = asyncio.get_running_loop().create_future()
+    lost.set_result(ConnectionLost("the broker disconnected: Session taken over", 0x8E))
+    conn._on_disconnected(lost)
+    with pytest.raises(latentwire.ConnectError, match="Session taken over"):
+        await conn.receive()
+    with pytest.raises(latentwire.AlreadyConnected, match="connected to the MQTT broker again elsewhere"):
+        await transport.connect(1.0)
+    await conn.aclose()

@@ -234,7 +234,7 @@ async def test_daemon_serves_metrics_and_json_logs() -> None:
 
 async def test_journal_levels_are_exported(tmp_path) -> None:
     from latentwire.hub.journal import Journal
-    from latentwire.transports.inproc import InprocTransport
+    from latentwire.hub.inproc import InprocTransport
 
     journal = await Journal.open(tmp_path / "hub.db")
     hub = Hub(journal=journal)

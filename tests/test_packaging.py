@@ -75,6 +75,7 @@ def test_wheel_ships_every_package_and_the_generated_protos(wheel: zipfile.ZipFi
                  if f.suffix in (".py", ".pyi")}
     assert {"latentwire/_proto/bus_pb2.py", "latentwire/_proto/bus_pb2.pyi"} <= generated
     assert not generated - names, f"generated modules missing from the wheel: {sorted(generated - names)}"
+    assert "latentwire/hub/dashboard.html" in names, "the dashboard page is missing from the wheel"
     top_level = {n.split("/")[0] for n in names}
     assert top_level == {"latentwire", f"latentwire-{PYPROJECT['project']['version']}.dist-info"}, top_level
 

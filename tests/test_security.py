@@ -24,21 +24,15 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from latentwire._grpc_stream import METHOD
 from latentwire._proto import bus_pb2 as pb
 from latentwire._topics import topic_matches
 from latentwire._wire import FrameDecoder, encode_batch
 from latentwire.hub import Hub
-from latentwire.hub.auth import (
-    AuthFile,
-    Policy,
-    filter_within,
-    hash_token,
-    reload_policy,
-    verify_token,
-)
-from latentwire.hub.auth import main as hash_token_main
+from latentwire.hub.auth import AuthFile, Policy, filter_within, reload_policy
 from latentwire.hub.server import serve
-from latentwire.transports.grpc import METHOD
+from latentwire.hub.tokens import hash_token, verify_token
+from latentwire.hub.tokens import main as hash_token_main
 
 from .conftest import HubEnv
 

@@ -269,5 +269,5 @@ def test_job_command_lines_have_one_flag_per_config_field() -> None:
         "llava", ("secret", "merge"), {"a": 1}, 5, False)
     config = align.AlignConfig(**vars(align._parser().parse_args(
         ["--model", "gemma3", "--anchors", "a.jsonl", "--out", "o", "--lr", "0.01", "--resume"])))
-    assert (config.model, config.anchors, config.out, config.lr, config.resume) == (
+    assert (config.model, config.anchors, config.out_dir, config.lr, config.resume) == (
         "gemma3", "a.jsonl", "o", 0.01, True)

@@ -16,8 +16,8 @@ import pytest
 torch = pytest.importorskip("torch")
 
 import latentwire  # noqa: E402
+from latentwire.agents.bundle import ModelBundle  # noqa: E402
 from latentwire.agents.pipeline import (  # noqa: E402
-    AgentModel,
     Episode,
     PipelineConfig,
     PipelineError,
@@ -249,7 +249,7 @@ async def test_bad_agent_settings_and_inputs_are_refused(models) -> None:
     with pytest.raises(AgentConfigError, match=r"a key for agent 'planner'"):
         build_agents(config, {"llava": models["llava"]})
     with pytest.raises(AgentConfigError, match=r"models\['planner'\]='llava' .* a gemma3 model"):
-        build_agents(config, {"planner": AgentModel(*models["llava"]), **models})
+        build_agents(config, {"planner": ModelBundle(*models["llava"]), **models})
 
 
 def test_an_agent_thinks_as_many_latent_steps_as_its_codec_was_trained_with(models) -> None:

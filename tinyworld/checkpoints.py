@@ -1,7 +1,7 @@
 """Pre-trained tinyworld checkpoints: shipped in the package, or trained once and cached.
 
     >>> from latentwire.tinyworld.checkpoints import load_pretrained
-    >>> model, tokenizer = load_pretrained("gemma3")      # shipped: loads in well under a second
+    >>> model, tokenizer = load_pretrained("gemma3")      # shipped: no training, no download
 
 A checkpoint is a folder: ``config.json`` + ``model.safetensors`` (transformers'
 ``save_pretrained``; no pickle anywhere), ``tinyworld_tokenizer.json`` and ``tinyworld.json``

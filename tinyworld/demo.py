@@ -6,7 +6,7 @@ answer with it. Both are tinyworld models pre-trained to write and read these me
 ``PipelineConfig.mode``:
 
 * **text**: the sender generates its message as text, the receiver reads it in its prompt;
-* **latent**: the sender's latent thinking steps are encoded by its codec into a hub-space
+* **latent**: the sender's latent thinking steps are encoded by its codec into a shared-space
   `Latent`, the receiver's codec decodes it into its image slots.
 
 The codecs here are untrained (their gate is exactly zero, so a latent reads as a blank image)
@@ -17,7 +17,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from latentwire.agents.pipeline import AgentModel, Episode, PipelineConfig, default_codec, run_pipeline
+from latentwire.agents.bundle import ModelBundle
+from latentwire.agents.pipeline import Episode, PipelineConfig, default_codec, run_pipeline
 from latentwire.agents.vlm_agent import Role
 from latentwire.errors import ConfigError
 
@@ -47,13 +48,13 @@ def _episodes(task_name: str, n: int, length: int) -> tuple[list[Episode], list[
 def _loader(families: dict[str, str]) -> Any:
     from .checkpoints import load_pretrained
 
-    cache: dict[str, AgentModel] = {}
+    cache: dict[str, ModelBundle] = {}
 
-    def load(spec: Any) -> AgentModel:
+    def load(spec: Any) -> ModelBundle:
         family = families[spec.name]
         if family not in cache:
             model, tokenizer = load_pretrained(family)
-            cache[family] = AgentModel(model, tokenizer, default_codec(model))
+            cache[family] = ModelBundle(model, tokenizer, default_codec(model))
         return cache[family]
 
     return load

@@ -23,9 +23,6 @@ from . import tokenizer as tok
 
 __all__ = ["FAMILIES", "build_model", "tiny_config", "tinyworld_models"]
 
-#: The families tinyworld builds, by Hugging Face ``model_type``.
-FAMILIES: tuple[str, ...] = ("qwen2_vl", "qwen2_5_vl", "qwen3_vl", "gemma3", "llava", "smolvlm")
-
 _HIDDEN = 64  # text width
 _HEADS, _KV_HEADS, _HEAD_DIM = 4, 2, 16  # 4 x 16 = 64
 # mrope halves of the head dim split over (temporal, height, width): sums to head_dim / 2 = 8.
@@ -52,8 +49,9 @@ _QWEN_IDS: dict[str, Any] = {
 }
 _QWEN_ROPE = {"rope_type": "default", "rope_theta": 10000.0, "mrope_section": _MROPE_SECTION}
 
-# Per family: the config constructor arguments at tiny size. Everything not set here keeps the
-# transformers default (activations, norms, rope types), so the model is the real architecture.
+# One row per family: the config constructor arguments at tiny size (data; adding a family to
+# tinyworld is one row). Everything not set here keeps the transformers default (activations,
+# norms, rope types), so the model is the real architecture.
 _TINY: dict[str, dict[str, Any]] = {
     "qwen2_vl": {
         **_QWEN_IDS,
@@ -105,6 +103,9 @@ _TINY: dict[str, dict[str, Any]] = {
                           "num_attention_heads": 2, "image_size": 32, "patch_size": 8},
     },
 }
+
+#: The families tinyworld builds, by Hugging Face ``model_type``: the rows of the tiny-size table.
+FAMILIES: tuple[str, ...] = tuple(_TINY)
 
 
 def _merge(base: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
@@ -169,7 +170,7 @@ def _init_zero_projector(model) -> None:
 def tinyworld_models(seed: int = 0) -> Any:
     """A `latentwire.agents.pipeline` model source of untrained tinyworld models: one per family,
     shared by that family's agents (``run_pipeline(config, episodes, models=tinyworld_models())``)."""
-    from latentwire.agents.pipeline import AgentModel
+    from latentwire.agents.bundle import ModelBundle
 
     from .tokenizer import TinyTokenizer
 
@@ -177,7 +178,7 @@ def tinyworld_models(seed: int = 0) -> Any:
 
     def load(spec: Any) -> Any:
         if spec.family not in cache:
-            cache[spec.family] = AgentModel(build_model(spec.family, seed=seed), TinyTokenizer())
+            cache[spec.family] = ModelBundle(build_model(spec.family, seed=seed), TinyTokenizer())
         return cache[spec.family]
 
     return load

@@ -40,14 +40,14 @@ class TinyProcessor:
 
     def expand(self, ids: Sequence[int]) -> list[int]:
         """``ids`` with every ``<image>`` marker replaced by a full image block."""
+        from latentwire.agents.families.prompt import encode_pieces
+
         out: list[int] = []
         for i in ids:
             if i != IMAGE_ID:
                 out.append(i)
                 continue
-            for piece in self.adapter.image_block(self.tokenizer, self.image_slots):
-                out += [piece] if isinstance(piece, int) else \
-                    self.tokenizer.encode(piece, add_special_tokens=False)
+            out += encode_pieces(self.tokenizer, self.adapter.image_block(self.tokenizer, self.image_slots))
         return out
 
     def __call__(self, text: str | Sequence[str], add_special_tokens: bool = True,

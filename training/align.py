@@ -19,137 +19,107 @@ embeddings' mean norm to the norm of real (blank) image embeddings + ``picture_w
 distance of the gated embeddings to the message's picture (tinyworld models only: what the model
 sees when the message is shown as an image, `tinyworld.screen`; 0 turns it off).
 
-The job: `accelerate` (CPU, one GPU, ``accelerate launch`` for several), ``mixed_precision``
-(``bf16`` where supported), gradient clipping, non-finite steps skipped and counted, a checkpoint
-every ``checkpoint_every`` steps written atomically (``checkpoint-<step>/`` + ``latest``), and
-``resume`` to continue from it: batches are a pure function of (seed, process, step), so a
-resumed run ends where an uninterrupted one does. Progress bar; ``metrics.jsonl`` (one line per
-log step; eval lines add ``eval``); the codec as ``config.json`` + ``model.safetensors``;
-``align.json`` with the run config, step, skipped steps, final eval and wall time.
+The job runs on the training loop (`loop.TrainLoop`: accelerate, AdamW with warm-up and cosine
+decay, ``mixed_precision``, clipping, non-finite steps skipped and counted, progress,
+``metrics.jsonl``, a checkpoint every ``checkpoint_every`` steps and ``resume``); it supplies the
+loss, the evaluation, the codec's shape (a checkpoint of another architecture is refused) and its
+product: the codec as ``config.json`` + ``model.safetensors`` and ``align.json`` (run config,
+step, skipped steps, final eval, wall time). Batches are a pure function of (seed, process,
+step), so a resumed run ends where an uninterrupted one does.
 
 Commands::
 
     latentwire train anchors --tinyworld secret --n 2000 --out anchors.jsonl
+    # CPU
     latentwire train codec --model gemma3 --anchors anchors.jsonl --out runs/codec/gemma3
     latentwire train codec --model gemma3 --out runs/codec/gemma3 --resume      # after a crash
+    # one GPU: the same command (accelerate picks the device), bf16 where supported
+    latentwire train codec --model gemma3 --out runs/codec/gemma3 --mixed-precision bf16
+    # several GPUs or processes
     accelerate launch -m latentwire.training.align --model gemma3 --mixed-precision bf16
 
 ``--model`` takes a tinyworld family, a tinyworld checkpoint folder, or a Hugging Face VLM id.
 Without ``--anchors`` the job makes ``n_anchors`` tinyworld anchors of ``task`` itself.
 Evaluation holds out ``eval_n`` anchors (tinyworld: a separate episode stream; a file: its last
 lines) and scores the inference path (`pairs.evaluate_pair` with the family as both sides).
-
-Status, measured on tinyworld (secret task, 64 held-out episodes, 2-core CPU shared with other
-jobs, see docs/benchmarks.md), with the defaults and ``--steps 4000`` (9-15 min each): the
-gemma3 codec carries the secret to gemma3 at 92 % exact match, 98 % of characters (text 100 %,
-no message 0 % / 7 %, another episode's latent 0 % / 3 %); llava 0 % / 54 %, smolvlm 0 % / 61 %
-(these two models read even a picture of the secret worse: 72 % and 66 % exact). Anchored to
-that gemma3 codec (``--anchor-to``, 2000 steps), their decoders read gemma3's latents at 92 %
-and 94 % of characters.
+What the defaults reach on tinyworld is in docs/benchmarks.md.
 """
 
 from __future__ import annotations
 
-import argparse
 import json
-import math
 import os
 import random
-import shutil
-import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ._jobs import config_parser, file_sha256, replaced_folder, warmup_cosine, write_jsonl
+from latentwire.tinyworld.tasks import TASKS
+
+from ._jobs import file_sha256
 from .anchors import Anchor
+from .loop import LoopResult, TrainConfig, TrainJob, TrainLoop, config_parser, default
 
 __all__ = ["AlignConfig", "align", "main"]
 
-CHECKPOINT_PREFIX = "checkpoint-"
-
 
 @dataclass
-class AlignConfig:
-    """Everything an alignment run needs; `align` takes one.
+class AlignConfig(TrainConfig):
+    """Everything an alignment run needs; `align` takes one. Each field's help says what it does
+    (``latentwire train codec --help``); the training fields are `TrainConfig`'s."""
 
-    ``model``: tinyworld family, tinyworld checkpoint folder or Hugging Face VLM id.
-    ``anchors``: anchor file (JSONL, `anchors.read_anchors`); None = ``n_anchors`` tinyworld
-    anchors of ``task`` at secret ``length``. ``out``: output folder (``{family}`` is filled in).
-    ``latent_steps``: m (1: the prompt's states and no extra forward pass; on tinyworld that beat
-    m = 8 for gemma3 and smolvlm, trains twice as fast and makes the exchange 3x faster than text
-    at 32 tokens: docs/benchmarks.md). ``image_slots``: k (16, a tinyworld screen).
-    ``num_tokens`` / ``width``: K universal tokens of width D; ``codec_layers`` resampler blocks
-    each side.
-    ``continuation``: teacher reply tokens distilled per anchor. Loss weights: ``kl_weight``,
-    ``hidden_weight``, ``scale_weight``, ``picture_weight`` (None: 1 for tinyworld models, whose
-    pictures of text exist, else 0); ``gate_init`` the gate's raw value at the start (tanh(0) = 0
-    would give the embeddings no gradient). ``steps`` total (fewer when
-    ``max_seconds`` have passed); ``checkpoint_every`` steps a resumable checkpoint (0 = none);
-    ``resume`` continues from the latest one in ``out``. ``mixed_precision``: ``no``, ``bf16``
-    or ``fp16``. ``eval_every`` 0 = only the final eval, on ``eval_n`` held-out anchors.
-    ``latent_noise``: Gaussian noise on the latent between encoder and decoder while training, in
-    units of each latent entry's spread over the batch (`UniversalVisualCodec.forward`): a
-    decoder trained on exact latents reads the slightly-off latents that hub maps deliver badly
-    (measured on tinyworld at 0.3: worse, not better; docs/benchmarks.md).
-    ``anchor_to``: the anchored scheme: a codec folder (``train codec`` output) of a family already
-    in the hub, frozen; this family's encoder learns to speak to its decoder and this family's
-    decoder learns to read its encoder, so the new codec lives in that codec's space.
-    ``decoder_only`` (with ``anchor_to``): train only the decoder (no pass through the reference
-    model, no reference replies); the encoder stays as initialised. For ``train hub-maps
-    --decoder``, which takes only the decoder.
-    """
-
-    model: str = "gemma3"
-    anchors: str | None = None
-    out: str = "runs/codec/{family}"
-    task: str = "secret"
-    length: int = 8
-    n_anchors: int = 2000
-    latent_steps: int = 1
-    image_slots: int = 16
-    num_tokens: int = 8
-    width: int = 64
-    codec_layers: int = 1
-    continuation: int = 12
-    steps: int = 1500
-    batch_size: int = 16
-    lr: float = 3e-3
-    min_lr_ratio: float = 0.1
-    warmup_steps: int = 20
-    weight_decay: float = 0.01
-    grad_clip: float = 1.0
-    kl_weight: float = 1.0
-    hidden_weight: float = 1.0
-    scale_weight: float = 0.0
-    picture_weight: float | None = None
-    gate_init: float = 1.0
-    latent_noise: float = 0.0
-    mixed_precision: str = "no"
-    anchor_to: str | None = None
-    decoder_only: bool = False
-    seed: int = 0
-    log_every: int = 10
-    eval_every: int = 100
-    eval_n: int = 64
-    checkpoint_every: int = 100
-    resume: bool = False
-    max_seconds: float | None = None
-    progress: bool = True
+    out_dir: str = default("out_dir", "runs/codec/{family}")
+    steps: int = default("steps", 1500)
+    warmup_steps: int = default("warmup_steps", 20)
+    model: str = field(default="gemma3", metadata={
+        "help": "tinyworld family, tinyworld checkpoint folder or Hugging Face VLM id"})
+    anchors: str | None = field(default=None, metadata={
+        "help": "anchor file (JSONL, `latentwire train anchors`); none: n_anchors tinyworld anchors of task"})
+    task: str = field(default="secret", metadata={"help": "tinyworld task of the anchors made without a file",
+                                                   "choices": list(TASKS)})
+    length: int = field(default=8, metadata={"help": "secret length of those anchors"})
+    n_anchors: int = field(default=2000, metadata={"help": "how many anchors to make without a file"})
+    latent_steps: int = field(default=1, metadata={
+        "help": "m latent thinking steps per message (1: the prompt's states, no extra forward pass; "
+                "on tinyworld it beat m = 8: docs/benchmarks.md)"})
+    image_slots: int = field(default=16, metadata={"help": "k image slots a message fills (16: a tinyworld screen)"})
+    num_tokens: int = field(default=8, metadata={"help": "K universal tokens per latent"})
+    width: int = field(default=64, metadata={"help": "D, the width of a universal token"})
+    codec_layers: int = field(default=1, metadata={"help": "resampler blocks on each side of the codec"})
+    continuation: int = field(default=12, metadata={"help": "teacher reply tokens distilled per anchor"})
+    batch_size: int = field(default=16, metadata={"help": "anchors per step and process"})
+    kl_weight: float = field(default=1.0, metadata={"help": "weight of KL(teacher || student) over the reply"})
+    hidden_weight: float = field(default=1.0, metadata={"help": "weight of the hidden-state MSE (every layer)"})
+    scale_weight: float = field(default=0.0, metadata={
+        "help": "weight of the pull of the decoded embeddings' norm to real image embeddings'"})
+    picture_weight: float | None = field(default=None, metadata={
+        "help": "weight of the distance to the message's picture (none: 1 for tinyworld models, whose "
+                "pictures of text exist, else 0)"})
+    gate_init: float = field(default=1.0, metadata={
+        "help": "the gate's raw value at the start (tanh(0) = 0 would give the embeddings no gradient)"})
+    latent_noise: float = field(default=0.0, metadata={
+        "help": "Gaussian noise on the latent between encoder and decoder while training, in units of each "
+                "entry's spread over the batch (how it fared: docs/benchmarks.md, bench mas)"})
+    anchor_to: str | None = field(default=None, metadata={
+        "help": "the anchored scheme: a frozen codec folder of a family already in the shared space; this family's "
+                "encoder learns to speak to its decoder and its decoder to read its encoder"})
+    decoder_only: bool = field(default=False, metadata={
+        "help": "with anchor_to: train only the decoder (for `train space-maps --decoder`)"})
+    eval_n: int = field(default=64, metadata={"help": "held-out anchors of each evaluation"})
 
     def __post_init__(self) -> None:
         from latentwire.errors import ConfigError
 
         from latentwire.tinyworld.tasks import make_task
 
+        super().__post_init__()
         if self.anchors is None:
             make_task(self.task, self.length)  # refuse unknown tasks and bad lengths now
-        for name in ("latent_steps", "steps", "batch_size", "num_tokens", "width", "codec_layers",
-                     "log_every", "eval_n", "image_slots", "continuation", "n_anchors"):
+        for name in ("latent_steps", "batch_size", "num_tokens", "width", "codec_layers", "eval_n", "image_slots",
+                     "continuation", "n_anchors"):
             if int(getattr(self, name)) < 1:
                 raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
-        for name in ("kl_weight", "hidden_weight", "scale_weight", "picture_weight", "grad_clip",
-                     "checkpoint_every", "eval_every", "latent_noise"):
+        for name in ("kl_weight", "hidden_weight", "scale_weight", "picture_weight", "latent_noise"):
             if getattr(self, name) is not None and getattr(self, name) < 0:
                 raise ConfigError(f"{name} must be >= 0, got {getattr(self, name)}")
         if self.anchor_to is not None:  # recorded in align.json: absolute, readable from anywhere
@@ -159,8 +129,6 @@ class AlignConfig:
         if self.latent_noise and self.anchor_to is not None:
             raise ConfigError("latent_noise applies to self-distillation; the anchored scheme (anchor_to) "
                               "trains without it")
-        if self.mixed_precision not in ("no", "bf16", "fp16"):
-            raise ConfigError(f"mixed_precision must be no, bf16 or fp16, got {self.mixed_precision!r}")
 
 
 # ---- batches ---------------------------------------------------------------------------------
@@ -287,26 +255,27 @@ def _reference_party(folder: str, device: Any, family: str, config: AlignConfig)
     """The frozen family a new codec is anchored to: its codec folder and the model it names."""
     import torch
 
+    from latentwire.agents.bundle import ModelBundle
     from latentwire.errors import ConfigError
 
-    from .pairs import Party, codec_run, load_model
+    from .pairs import codec_run, load_model
 
     codec, meta = codec_run(folder)
     if codec.config.family == family:
         raise ConfigError(f"anchor_to {folder} is a codec of {family} itself; anchor to another family")
     if (codec.config.num_tokens, codec.config.width) != (config.num_tokens, config.width):
         raise ConfigError(f"anchor_to {folder} has latents of {codec.config.num_tokens} x {codec.config.width}; "
-                          f"this run makes {config.num_tokens} x {config.width}: the hub needs one shape")
-    hub = codec.hub
-    identity = torch.eye(hub.to_hub.weight.shape[0])
-    if not (torch.equal(hub.to_hub.weight, identity) and torch.equal(hub.from_hub.weight, identity)):
-        raise ConfigError(f"anchor_to {folder} has fitted hub maps; anchor to a codec whose space is the "
-                          "hub space (a `train codec` output or the hub's reference family)")
+                          f"this run makes {config.num_tokens} x {config.width}: the shared space needs one shape")
+    maps = codec.shared
+    identity = torch.eye(maps.to_shared.weight.shape[0])
+    if not (torch.equal(maps.to_shared.weight, identity) and torch.equal(maps.from_shared.weight, identity)):
+        raise ConfigError(f"anchor_to {folder} has fitted shared-space maps; anchor to a codec whose space is the "
+                          "shared space (a `train codec` output or the shared space's reference family)")
     model, tokenizer = load_model(meta.get("model", codec.config.family))
     model.requires_grad_(False)
     codec.requires_grad_(False)
-    party = Party(model.to(device).eval(), tokenizer, codec.to(device).eval(),
-                  latent_steps=int(meta.get("latent_steps", config.latent_steps)))
+    party = ModelBundle(model.to(device).eval(), tokenizer, codec.to(device).eval(),
+                        latent_steps=int(meta.get("latent_steps", config.latent_steps)))
     return party
 
 
@@ -323,55 +292,11 @@ def _anchored_pair(new: Any, reference: Any, decoder_only: bool = False) -> Any:
 
         def forward(self, new_steps: Any, new_mask: Any, ref_steps: Any, ref_mask: Any) -> tuple[Any, Any]:
             to_reference = None if decoder_only else self.reference.decoder(
-                self.new.encode_tokens(new_steps, new_mask, to_hub=False))
-            to_new = self.new.decoder(self.reference.encode_tokens(ref_steps, ref_mask, to_hub=False))
+                self.new.encode_tokens(new_steps, new_mask, to_shared=False))
+            to_new = self.new.decoder(self.reference.encode_tokens(ref_steps, ref_mask, to_shared=False))
             return to_reference, to_new
 
     return AnchoredPair()
-
-
-# ---- checkpoints -----------------------------------------------------------------------------
-
-
-def _save_checkpoint(out: Path, step: int, codec: Any, optimizer: Any, skipped: int) -> None:
-    """Write ``checkpoint-<step>/`` in a scratch folder, move it into place, then point ``latest``
-    at it (an atomic rename): a crash at any moment leaves the previous checkpoint usable."""
-    import torch
-
-    final = out / f"{CHECKPOINT_PREFIX}{step}"
-    with replaced_folder(final) as scratch:
-        codec.save_pretrained(scratch)
-        torch.save(optimizer.state_dict(), scratch / "optimizer.pt")
-        (scratch / "state.json").write_text(json.dumps({"step": step, "skipped_steps": skipped}) + "\n")
-    pointer = out / ".latest.tmp"
-    pointer.write_text(final.name + "\n")
-    os.replace(pointer, out / "latest")
-    for old in out.glob(f"{CHECKPOINT_PREFIX}*"):
-        if old != final:
-            shutil.rmtree(old, ignore_errors=True)
-
-
-def _load_checkpoint(out: Path, codec: Any, optimizer: Any) -> tuple[int, int]:
-    """Restore codec and optimizer from ``out/latest``; return ``(step, skipped steps)``."""
-    import torch
-
-    from latentwire.agents.codec import checkpoint as codec_files
-    from latentwire.agents.errors import CodecCheckpointError
-
-    pointer = out / "latest"
-    if not pointer.is_file():
-        raise CodecCheckpointError(str(out), "nothing to resume: no 'latest' checkpoint pointer")
-    folder = out / pointer.read_text().strip()
-    saved = codec_files.read_config(folder)
-    if saved.to_dict() != codec.config.to_dict():
-        diff = {k: (v, codec.config.to_dict().get(k)) for k, v in saved.to_dict().items()
-                if codec.config.to_dict().get(k) != v}
-        raise CodecCheckpointError(str(folder), f"holds a codec of another architecture than this run "
-                                   f"(checkpoint vs run: {diff})")
-    codec.load_checked(codec_files.read_tensors(folder), source=str(folder))
-    optimizer.load_state_dict(torch.load(folder / "optimizer.pt", weights_only=True))
-    state = json.loads((folder / "state.json").read_text())
-    return int(state["step"]), int(state["skipped_steps"])
 
 
 # ---- the job ---------------------------------------------------------------------------------
@@ -394,31 +319,115 @@ def _anchor_sets(config: AlignConfig) -> tuple[list[Anchor], list[Anchor]]:
     return train, [a for a in held if a.answer is not None]
 
 
+class _AlignJob(TrainJob):
+    """The alignment loss, evaluation and final save on the training loop."""
+
+    checkpoint_name = "alignment checkpoint"
+    progress_keys = ("loss", "gate")
+
+    def __init__(self, config: AlignConfig, party: Any, ref: Any, trained: Any, train_anchors: list[Anchor],
+                 eval_anchors: list[Anchor], image_scale: float, pictures: bool, device: Any, process: int) -> None:
+        import torch
+
+        from .pairs import teacher_replies
+
+        self.config, self.party, self.ref, self.module = config, party, ref, trained
+        self.codec = party.codec
+        self.train_anchors, self.eval_anchors = train_anchors, eval_anchors
+        self.image_scale, self.pictures, self.device, self.process = image_scale, pictures, device, process
+        self.ref_scale = None if ref is None else ref.adapter.embedding_scale(ref.model).image
+        self.name = f"codec {self.codec.config.family}"
+        with torch.no_grad():
+            self.replies = teacher_replies(party, train_anchors, max_new_tokens=config.continuation)
+            self.ref_replies = None if ref is None or config.decoder_only else teacher_replies(
+                ref, train_anchors, max_new_tokens=config.continuation)
+
+    def step(self, step: int, model: Any) -> tuple[Any, dict[str, float]]:
+        import torch
+
+        config, party, ref = self.config, self.party, self.ref
+        # A pure function of (seed, process, step): a resumed run draws what it would have.
+        rng = random.Random(f"align|{config.seed}|{self.process}|{step}")
+        picks = [rng.randrange(len(self.train_anchors)) for _ in range(config.batch_size)]
+        chosen = [self.train_anchors[i] for i in picks]
+        batch = _make_batch(chosen, [self.replies[i] for i in picks], party, self.device, self.pictures)
+        if ref is None:
+            noise = (torch.Generator(self.device).manual_seed(rng.randrange(2 ** 63))
+                     if config.latent_noise else None)  # a generator only where noise is drawn
+            return _loss(party, model, batch, config, self.image_scale, noise)
+        if config.decoder_only:  # the reference encoder reads the same sender texts
+            _, to_new = model(None, None, *ref.think(batch.sender))
+            return _receiver_loss(party, to_new, batch, config, self.image_scale)
+        ref_batch = _make_batch(chosen, [self.ref_replies[i] for i in picks], ref, self.device, self.pictures)
+        to_ref, to_new = model(*party.think(batch.sender), *ref.think(ref_batch.sender))
+        enc_loss, enc_parts = _receiver_loss(ref, to_ref, ref_batch, config, self.ref_scale)
+        loss, parts = _receiver_loss(party, to_new, batch, config, self.image_scale)
+        parts.update({f"enc_{k}": v for k, v in enc_parts.items()})
+        return loss + enc_loss, parts
+
+    def evaluate(self, step: int) -> dict[str, Any]:
+        from .pairs import evaluate_pair
+
+        party, ref, anchors = self.party, self.ref, self.eval_anchors
+        if ref is None:
+            return {"eval": evaluate_pair(party, party, anchors, space=self.codec.config.space, shuffled=True)}
+        # Anchored: both codecs live in the reference's space, which is the shared space (identity maps).
+        if self.config.decoder_only:  # the encoder is untrained: only reference -> new means anything
+            return {"eval": {"to_new": evaluate_pair(ref, party, anchors, shuffled=True)}}
+        return {"eval": {**evaluate_pair(party, ref, anchors, shuffled=True),
+                         "to_new": evaluate_pair(ref, party, anchors, shuffled=False)}}
+
+    def state(self) -> dict[str, Any]:
+        return {"codec": self.codec.config.to_dict()}
+
+    def load_state(self, state: dict[str, Any]) -> None:
+        from latentwire.agents.errors import CodecCheckpointError
+
+        saved, mine = state.get("codec", {}), self.codec.config.to_dict()
+        if saved != mine:
+            diff = {k: (v, mine.get(k)) for k, v in saved.items() if mine.get(k) != v}
+            raise CodecCheckpointError(self.config.out_dir, f"holds a codec of another architecture than this run "
+                                       f"(checkpoint vs run: {diff})")
+
+    def save(self, out: Path, result: LoopResult) -> None:
+        import torch
+
+        config, ref, codec = self.config, self.ref, self.codec
+        codec.save_pretrained(out)  # anchored: identity maps, like the reference's (its space is the shared space)
+        meta = {"step": result.step, "skipped_steps": result.skipped_steps, "config": asdict(config),
+                "eval": result.eval.get("eval", {}),
+                "scheme": "self-distillation" if ref is None else f"anchored to {ref.family}"
+                          + (" (decoder only)" if config.decoder_only else ""),
+                **({} if ref is None else {"anchor_sha256": file_sha256(Path(config.anchor_to) / "model.safetensors")}),
+                "eval_n": len(self.eval_anchors), "train_anchors": len(self.train_anchors),
+                "image_scale": self.image_scale, "gate": float(torch.tanh(codec.decoder.gate.detach())),
+                "train_seconds": result.train_seconds, "processes": result.processes}
+        (out / "align.json").write_text(json.dumps(meta, indent=2) + "\n")
+
+
 def align(config: AlignConfig) -> Path:
     """Run the alignment job described by ``config``; return the folder the codec was saved in.
 
     Checks the model, the anchors and (with ``resume``) the checkpoint before training starts.
     """
     import torch
-    from accelerate import Accelerator
-    from tqdm.auto import tqdm
 
+    from latentwire.agents.bundle import ModelBundle
     from latentwire.agents.codec import CodecConfig, UniversalVisualCodec
+    from latentwire.agents.families import adapter_for
+    from latentwire.tinyworld.tokenizer import TinyTokenizer
 
-    from .pairs import Party, evaluate_pair, load_model, teacher_replies
+    from .pairs import load_model
 
     train_anchors, eval_anchors = _anchor_sets(config)  # bad anchors fail before any model loads
-    accelerator = Accelerator(mixed_precision=config.mixed_precision)
+    loop = TrainLoop(config)
+    accelerator = loop.accelerator
     torch.manual_seed(config.seed)
     model, tokenizer = load_model(config.model)
     model.requires_grad_(False)
     model.eval()
     model.to(accelerator.device)
-    from latentwire.agents.families import adapter_for
-
     adapter = adapter_for(model)
-    from latentwire.tinyworld.tokenizer import TinyTokenizer
-
     if config.picture_weight is None:
         config.picture_weight = 1.0 if isinstance(tokenizer, TinyTokenizer) else 0.0
     pictures = config.picture_weight > 0
@@ -433,144 +442,25 @@ def align(config: AlignConfig) -> Path:
                                              latent_steps=config.latent_steps))
     with torch.no_grad():
         codec.decoder.gate.fill_(config.gate_init)
-    # The hub maps stay identity here (fitted later, across families): out of the optimiser and
+    # The shared-space maps stay identity here (fitted later, across families): out of the optimiser and
     # out of DDP's gradient bookkeeping (they take no part in the loss).
-    codec.hub.requires_grad_(False)
+    codec.shared.requires_grad_(False)
     if config.decoder_only:
         codec.encoder.requires_grad_(False)  # untrained, unused: out of the optimiser and of DDP
-    codec.train()
-    party = Party(model, tokenizer, codec, latent_steps=config.latent_steps)
-    image_scale = adapter.embedding_scale(model).image
+    codec.train().to(accelerator.device)
+    party = ModelBundle(model, tokenizer, codec, latent_steps=config.latent_steps)
     ref = None if config.anchor_to is None else _reference_party(config.anchor_to, accelerator.device,
                                                                  adapter.family, config)
-    ref_scale = None if ref is None else ref.adapter.embedding_scale(ref.model).image
-    params = [p for p in codec.parameters() if p.requires_grad]
-    groups = [{"params": [p for p in params if p.dim() >= 2], "weight_decay": config.weight_decay},
-              {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0}]
-    optimizer = torch.optim.AdamW(groups, lr=config.lr, betas=(0.9, 0.98))
-    out = Path(config.out.format(family=adapter.family))
-    start, skipped = (0, 0)
-    if config.resume:
-        start, skipped = _load_checkpoint(out, codec, optimizer)
-    trained, optimizer = accelerator.prepare(
-        codec if ref is None else _anchored_pair(codec, ref.codec, config.decoder_only), optimizer)
-    raw = accelerator.unwrap_model(trained) if ref is None else accelerator.unwrap_model(trained).new
-    party.codec = raw
-
-    main = accelerator.is_main_process
-    with torch.no_grad():
-        replies = teacher_replies(party, train_anchors, max_new_tokens=config.continuation)
-        ref_replies = None if ref is None or config.decoder_only else teacher_replies(
-            ref, train_anchors, max_new_tokens=config.continuation)
-    if main:
-        out.mkdir(parents=True, exist_ok=True)
-    metrics = (out / "metrics.jsonl").open("a" if config.resume else "w") if main else None
-    began = time.perf_counter()
-    bar = tqdm(range(start, config.steps), initial=start, total=config.steps,
-               disable=not (main and config.progress), desc=f"codec {adapter.family}", mininterval=1.0)
-    done, logged = start, []
-    last_eval: dict[str, Any] = {}
-
-    def run_eval() -> dict[str, Any]:
-        if ref is None:
-            return evaluate_pair(party, party, eval_anchors, space=raw.config.space, shuffled=True)
-        # Anchored: both codecs live in the reference's space, which is the hub space (identity maps).
-        if config.decoder_only:  # the encoder is untrained: only reference -> new means anything
-            return {"to_new": evaluate_pair(ref, party, eval_anchors, shuffled=True)}
-        return {**evaluate_pair(party, ref, eval_anchors, shuffled=True),
-                "to_new": evaluate_pair(ref, party, eval_anchors, shuffled=False)}
-
-    try:
-        for step in bar:
-            for group in optimizer.param_groups:
-                group["lr"] = config.lr * warmup_cosine(step, config.steps, config.warmup_steps,
-                                                        config.min_lr_ratio)
-            # A pure function of (seed, process, step): a resumed run draws what it would have.
-            rng = random.Random(f"align|{config.seed}|{accelerator.process_index}|{step}")
-            picks = [rng.randrange(len(train_anchors)) for _ in range(config.batch_size)]
-            chosen = [train_anchors[i] for i in picks]
-            batch = _make_batch(chosen, [replies[i] for i in picks], party, accelerator.device, pictures)
-            with accelerator.autocast():
-                if ref is None:
-                    noise = (torch.Generator(accelerator.device).manual_seed(rng.randrange(2 ** 63))
-                             if config.latent_noise else None)  # a generator only where noise is drawn
-                    loss, parts = _loss(party, trained, batch, config, image_scale, noise)
-                elif config.decoder_only:  # the reference encoder reads the same sender texts
-                    _, to_new = trained(None, None, *ref.think(batch.sender))
-                    loss, parts = _receiver_loss(party, to_new, batch, config, image_scale)
-                else:
-                    ref_batch = _make_batch(chosen, [ref_replies[i] for i in picks], ref, accelerator.device,
-                                            pictures)
-                    to_ref, to_new = trained(*party.think(batch.sender), *ref.think(ref_batch.sender))
-                    enc_loss, enc_parts = _receiver_loss(ref, to_ref, ref_batch, config, ref_scale)
-                    loss, parts = _receiver_loss(party, to_new, batch, config, image_scale)
-                    loss = loss + enc_loss
-                    parts.update({f"enc_{k}": v for k, v in enc_parts.items()})
-            optimizer.zero_grad(set_to_none=True)
-            finite = torch.isfinite(loss.detach()).float()
-            if bool(accelerator.reduce(finite, reduction="min") > 0):
-                accelerator.backward(loss)
-                norm = accelerator.clip_grad_norm_(params, config.grad_clip) if config.grad_clip else None
-                if norm is None or math.isfinite(float(norm)):
-                    optimizer.step()
-                else:
-                    skipped += 1
-            else:
-                skipped += 1  # every process skips together, so the replicas stay equal
-            logged.append({"loss": loss.item(), **parts})
-            done = step + 1
-            elapsed = time.perf_counter() - began
-            if main and (done % config.log_every == 0 or done == config.steps):
-                finite_rows = [r for r in logged if math.isfinite(r["loss"])] or logged
-                mean = {k: round(sum(r[k] for r in finite_rows) / len(finite_rows), 5) for k in finite_rows[0]}
-                logged.clear()
-                bar.set_postfix(loss=f"{mean['loss']:.3f}", gate=f"{mean['gate']:.3f}")
-                write_jsonl(metrics, {"step": done, **mean, "skipped_steps": skipped,
-                                      "lr": round(optimizer.param_groups[0]["lr"], 7),
-                                      "elapsed_s": round(elapsed, 2)})
-            if config.checkpoint_every and done % config.checkpoint_every == 0 and done < config.steps:
-                accelerator.wait_for_everyone()
-                if main:
-                    _save_checkpoint(out, done, raw, optimizer, skipped)
-            out_of_time = config.max_seconds is not None and elapsed >= config.max_seconds
-            if main and config.eval_every and done % config.eval_every == 0 and done < config.steps \
-                    and not out_of_time:
-                last_eval = run_eval()
-                shown = last_eval["latent"] if "latent" in last_eval else last_eval["to_new"]["latent"]
-                bar.set_postfix(loss=f"{loss.item():.3f}", latent=shown["exact"])
-                write_jsonl(metrics, {"step": done, "eval": last_eval,
-                                      "elapsed_s": round(time.perf_counter() - began, 2)})
-            if out_of_time:
-                break
-        accelerator.wait_for_everyone()
-        if main:
-            train_seconds = time.perf_counter() - began
-            last_eval = run_eval()
-            write_jsonl(metrics, {"step": done, "eval": last_eval,
-                                  "elapsed_s": round(time.perf_counter() - began, 2)})
-            raw.save_pretrained(out)  # anchored: identity maps, like the reference's (its space is the hub)
-            meta = {"step": done, "skipped_steps": skipped, "config": asdict(config), "eval": last_eval,
-                    "scheme": "self-distillation" if ref is None else f"anchored to {ref.family}"
-                              + (" (decoder only)" if config.decoder_only else ""),
-                    **({} if ref is None else {"anchor_sha256": file_sha256(Path(config.anchor_to) / "model.safetensors")}),
-                    "eval_n": len(eval_anchors), "train_anchors": len(train_anchors),
-                    "image_scale": image_scale, "gate": float(torch.tanh(raw.decoder.gate.detach())),
-                    "train_seconds": round(train_seconds, 1), "processes": accelerator.num_processes}
-            (out / "align.json").write_text(json.dumps(meta, indent=2) + "\n")
-            if done >= config.steps:  # finished: the codec files are the product
-                for old in out.glob(f"{CHECKPOINT_PREFIX}*"):
-                    shutil.rmtree(old, ignore_errors=True)
-                (out / "latest").unlink(missing_ok=True)
-    finally:
-        bar.close()
-        if metrics is not None:
-            metrics.close()
-    accelerator.wait_for_everyone()
+    trained = codec if ref is None else _anchored_pair(codec, ref.codec, config.decoder_only)
+    job = _AlignJob(config, party, ref, trained, train_anchors, eval_anchors,
+                    adapter.embedding_scale(model).image, pictures, accelerator.device, accelerator.process_index)
+    out = Path(config.out_dir.format(family=adapter.family))
+    loop.run(job, out)
     return out
 
 
-def _parser() -> argparse.ArgumentParser:
-    """One ``--flag`` per `AlignConfig` field."""
+def _parser() -> Any:
+    """One ``--flag`` per `AlignConfig` field, with its help, default and choices."""
     return config_parser(AlignConfig, "latentwire train codec",
                          "Align one family's codec by label-free self-distillation.")
 

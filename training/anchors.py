@@ -1,4 +1,4 @@
-"""Anchor sets: the texts a codec is aligned on and hub maps are fitted on.
+"""Anchor sets: the texts a codec is aligned on and shared-space maps are fitted on.
 
 An anchor is one message and the three prompts around it:
 
@@ -33,6 +33,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from latentwire.errors import ConfigError
+
+from ._jobs import as_if_created
 
 __all__ = ["Anchor", "AnchorError", "anchors_from_texts", "main", "read_anchors", "tinyworld_anchors",
            "write_anchors"]
@@ -135,6 +137,7 @@ def write_anchors(anchors: Iterable[Anchor], path: str | os.PathLike[str]) -> Pa
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
     try:
+        as_if_created(tmp)
         with os.fdopen(fd, "w", encoding="utf-8") as handle:
             for anchor in anchors:
                 handle.write(anchor.to_json() + "\n")

@@ -10,7 +10,9 @@ later put latents there. The loss is teacher-forced cross-entropy on the reply
 tokens only (reply + ``<eos>``); AdamW with warm-up and cosine decay; the vision tower and
 projector stay frozen (they only ever see the blank image here).
 
-Commands (the defaults, 1000 steps, take 2-3 minutes per family on 2 CPU cores)::
+It runs on the training loop (`loop.TrainLoop`: accelerate, AdamW, schedule, progress,
+``metrics.jsonl``, checkpoints every ``checkpoint_every`` steps and ``resume``); the job supplies
+the loss, the text-mode evaluation and the saved checkpoint. Commands::
 
     # CPU
     python -m latentwire.training.pretrain --family gemma3 --out-dir runs/tw/gemma3
@@ -18,8 +20,10 @@ Commands (the defaults, 1000 steps, take 2-3 minutes per family on 2 CPU cores):
     python -m latentwire.training.pretrain --family gemma3 --steps 3000 --batch-size 128
     # several GPUs / processes
     accelerate launch -m latentwire.training.pretrain --family gemma3 --steps 3000
-    # resume: the architecture (and step) come from the checkpoint
-    python -m latentwire.training.pretrain --family gemma3 --resume-from runs/tw/gemma3 --steps 1200
+    # after a crash: the same command with --resume
+    python -m latentwire.training.pretrain --family gemma3 --out-dir runs/tw/gemma3 --resume
+    # go on from a finished run: the architecture (and step) come from its folder
+    python -m latentwire.training.pretrain --resume-from runs/tw/gemma3 --out-dir runs/tw/g2 --steps 1200
 
 From Python::
 
@@ -35,18 +39,18 @@ Load it with `latentwire.tinyworld.checkpoints.load_checkpoint`.
 
 from __future__ import annotations
 
-import argparse
 import random
-import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
+from latentwire.tinyworld.models import FAMILIES
 from latentwire.tinyworld.screen import BLANK, SCREEN_SLOTS, screen_embeddings, screen_ids, screen_text
 from latentwire.tinyworld.tasks import TASKS, Task, make_task
 from latentwire.tinyworld.tokenizer import EOS_ID, PAD_ID, TinyTokenizer
 
-from ._jobs import config_parser, warmup_cosine, write_jsonl
+from ._jobs import as_if_created
+from .loop import LoopResult, TrainConfig, TrainJob, TrainLoop, config_parser, default, json_object
 
 __all__ = ["PretrainConfig", "main", "pretrain", "size_overrides"]
 
@@ -54,63 +58,56 @@ IGNORE = -100  # label of prompt and padding positions: no loss there
 
 
 @dataclass
-class PretrainConfig:
-    """Everything a tinyworld pre-training run needs; `pretrain` takes one.
+class PretrainConfig(TrainConfig):
+    """Everything a tinyworld pre-training run needs; `pretrain` takes one. Each field's help says
+    what it does (``latentwire train tinyworld --help``); the training fields are `TrainConfig`'s.
+    The model size is ignored with ``resume_from``: the checkpoint's architecture wins."""
 
-    Model size (ignored when resuming: the checkpoint's architecture wins): ``hidden_size``,
-    ``num_layers``, ``intermediate_size`` (default 2x hidden), plus any ``model_overrides`` for
-    `tiny_config`. Data: ``tasks`` (a uniform mix), secret ``lengths`` sampled per example,
-    ``receiver_share`` (fraction of examples where the model plays the receiver; the rest are
-    senders), ``screen_share`` (fraction of receiver examples, in batches with `SCREEN_SLOTS`
-    slots, that show the messages as a picture at the image slots and leave them out of the
-    text: `screen`), ``image_slots`` (blank-image slot counts, one drawn per batch; None = the family's
-    default and 16, the codec's default). ``steps`` is the total step count (a resumed run
-    continues up to it); ``max_seconds`` stops earlier on a wall-clock budget.
-    """
-
-    family: str = "gemma3"
-    out_dir: str = "runs/tinyworld/{family}"
-    tasks: tuple[str, ...] = tuple(TASKS)
-    lengths: tuple[int, ...] = (8,)
-    alphabet: str = "abcdefghijklmnopqrstuvwxyz"
-    receiver_share: float = 0.6
-    screen_share: float = 0.3
-    image_slots: tuple[int, ...] | None = None
-    hidden_size: int = 128
-    num_layers: int = 2
-    intermediate_size: int | None = None
-    model_overrides: dict[str, Any] = field(default_factory=dict)
-    steps: int = 1000
-    batch_size: int = 32
-    lr: float = 3e-3
-    min_lr_ratio: float = 0.1
-    warmup_steps: int = 30
-    weight_decay: float = 0.01
-    grad_clip: float = 1.0
-    seed: int = 0
-    log_every: int = 10
-    eval_every: int = 200
-    eval_n: int = 32
-    eval_length: int = 8
-    max_seconds: float | None = None
-    save_dtype: str = "float32"
-    resume_from: str | None = None
-    progress: bool = True
+    out_dir: str = default("out_dir", "runs/tinyworld/{family}")
+    warmup_steps: int = default("warmup_steps", 30)
+    eval_every: int = default("eval_every", 200)
+    checkpoint_every: int = default("checkpoint_every", 500)
+    family: str = field(default="gemma3", metadata={"help": "tinyworld family to train", "choices": list(FAMILIES)})
+    tasks: list[str] = field(default_factory=lambda: list(TASKS), metadata={
+        "help": "tasks of the training mix (uniform)", "choices": list(TASKS)})
+    lengths: list[int] = field(default_factory=lambda: [8], metadata={"help": "secret lengths, one drawn per example"})
+    alphabet: str = field(default="abcdefghijklmnopqrstuvwxyz", metadata={"help": "letters of the secrets"})
+    receiver_share: float = field(default=0.6, metadata={
+        "help": "share of examples where the model plays the receiver (the rest: senders)"})
+    screen_share: float = field(default=0.3, metadata={
+        "help": "share of receiver examples (in batches with enough slots) that show the messages as a "
+                "picture at the image slots and leave them out of the text"})
+    image_slots: list[int] | None = field(default=None, metadata={
+        "help": "blank-image slot counts, one drawn per batch (none: the family's default and 16)"})
+    hidden_size: int = field(default=128, metadata={"help": "width of the language model"})
+    num_layers: int = field(default=2, metadata={"help": "layers of the language model"})
+    intermediate_size: int | None = field(default=None, metadata={"help": "MLP width (none: 2 x hidden_size)"})
+    # dict | str | None: HfArgumentParser reads it as a string (JSON), __post_init__ parses it.
+    model_overrides: dict[str, Any] | str | None = field(default_factory=dict, metadata={
+        "help": "more `tiny_config` overrides (a JSON object)"})
+    batch_size: int = field(default=32, metadata={"help": "examples per step and process"})
+    eval_n: int = field(default=32, metadata={"help": "episodes per task of each evaluation"})
+    eval_length: int = field(default=8, metadata={"help": "secret length of the evaluation episodes"})
+    save_dtype: Literal["float32", "bfloat16", "float16"] = field(default="float32", metadata={
+        "help": "dtype of the saved weights"})
+    resume_from: str | None = field(default=None, metadata={
+        "help": "start from a finished pre-training folder: its architecture, weights and step (a fresh "
+                "optimiser); `resume` continues a crashed run from its checkpoint instead"})
 
     def __post_init__(self) -> None:
         from latentwire.errors import ConfigError
 
-        from latentwire.tinyworld.models import FAMILIES
-
+        super().__post_init__()
         if self.family not in FAMILIES:
             raise ConfigError(f"tinyworld has no family {self.family!r}; supported: {', '.join(FAMILIES)}")
-        self.tasks = tuple(self.tasks)
-        self.lengths = tuple(int(n) for n in self.lengths)
+        self.tasks = list(self.tasks)
+        self.lengths = [int(n) for n in self.lengths]
         for name in self.tasks:
             for n in self.lengths:
                 make_task(name, n, self.alphabet)  # refuse unknown tasks and bad lengths now
         if self.image_slots is not None:
-            self.image_slots = tuple(int(n) for n in self.image_slots)
+            self.image_slots = [int(n) for n in self.image_slots]
+        self.model_overrides = json_object(self.model_overrides, "model_overrides")
         for name in ("receiver_share", "screen_share"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ConfigError(f"{name} must be in [0, 1], got {getattr(self, name)}")
@@ -198,16 +195,53 @@ class _Batches:
         return ids.to(device), mask.to(device), target.to(device), screens if shown else None
 
 
-def _lr_factor(step: int, config: PretrainConfig) -> float:
-    return warmup_cosine(step, config.steps, config.warmup_steps, config.min_lr_ratio)
-
-
 def _freeze_vision(model: Any, adapter: Any) -> None:
     """Train only the language model and LM head: the vision side only ever sees a blank image."""
     trainable = {id(p) for p in adapter.language_model(model).parameters()}
     trainable |= {id(p) for p in model.get_output_embeddings().parameters()}
     for p in model.parameters():
         p.requires_grad_(id(p) in trainable)
+
+
+class _PretrainJob(TrainJob):
+    """Teacher-forced cross-entropy on the replies, the text-mode evaluation and the checkpoint."""
+
+    checkpoint_name = "pre-training checkpoint"
+
+    def __init__(self, config: PretrainConfig, model: Any, adapter: Any, tokenizer: TinyTokenizer,
+                 device: Any, process: int) -> None:
+        self.config, self.module, self.adapter, self.tokenizer, self.device = config, model, adapter, tokenizer, device
+        self.batches = _Batches(config, adapter, tokenizer, process)
+        self.name = f"pretrain {config.family}"
+
+    def step(self, step: int, model: Any) -> tuple[Any, dict[str, float]]:
+        import torch.nn.functional as F
+
+        raw = self.module
+        ids, mask, labels, screens = self.batches(step, self.device)
+        pictures = None if screens is None else screen_embeddings(raw, screens)  # (B, n, D)
+        inputs = self.adapter.inject(raw, ids, pictures, attention_mask=mask)
+        logits = model(**inputs.kwargs).logits[:, :-1]  # (B, T-1, V): position t predicts t+1
+        loss = F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), labels[:, 1:].reshape(-1),
+                               ignore_index=IGNORE)
+        return loss, {}
+
+    def evaluate(self, step: int) -> dict[str, Any]:
+        from .evaluate import evaluate, summary
+
+        config = self.config
+        result = evaluate(self.module, self.tokenizer, config.tasks, length=config.eval_length, n=config.eval_n)
+        return {"eval_exact": summary(result), "eval": result}
+
+    def save(self, out: Path, result: LoopResult) -> None:
+        from latentwire.tinyworld import checkpoints
+
+        config = self.config
+        meta = {"step": result.step, "config": asdict(config), "tasks": list(config.tasks),
+                "lengths": list(config.lengths), "eval_length": config.eval_length,
+                "eval": result.eval.get("eval", {}), "eval_exact": result.eval.get("eval_exact"),
+                "train_seconds": result.train_seconds, "processes": result.processes}
+        checkpoints.save_checkpoint(self.module, out, meta, dtype=config.save_dtype)
 
 
 def pretrain(config: PretrainConfig) -> Path:
@@ -217,19 +251,13 @@ def pretrain(config: PretrainConfig) -> Path:
     own batches; evaluation, metrics and saving happen on the main process.
     """
     import torch
-    import torch.nn.functional as F
-    from accelerate import Accelerator
-    from tqdm.auto import tqdm
 
     from latentwire.agents.families import adapter_for
-
     from latentwire.tinyworld import checkpoints
-    from .evaluate import evaluate, summary
     from latentwire.tinyworld.models import build_model
 
-    accelerator = Accelerator()
+    loop = TrainLoop(config)
     torch.manual_seed(config.seed)
-    out = Path(config.out_dir)
     tokenizer = TinyTokenizer()
     start = 0
     if config.resume_from:
@@ -243,79 +271,9 @@ def pretrain(config: PretrainConfig) -> Path:
     adapter = adapter_for(model)
     _freeze_vision(model, adapter)
     model.train()
-    params = [p for p in model.parameters() if p.requires_grad]
-    # No weight decay on norms and biases (1-D), as in nanoGPT.
-    groups = [{"params": [p for p in params if p.dim() >= 2], "weight_decay": config.weight_decay},
-              {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0}]
-    optimizer = torch.optim.AdamW(groups, lr=config.lr, betas=(0.9, 0.98))
-    model, optimizer = accelerator.prepare(model, optimizer)
-    raw = accelerator.unwrap_model(model)
-    batches = _Batches(config, adapter, tokenizer, accelerator.process_index)
-
-    main = accelerator.is_main_process
-    if main:
-        out.mkdir(parents=True, exist_ok=True)
-    metrics = (out / "metrics.jsonl").open("a") if main else None
-    began = time.perf_counter()
-    last_eval: dict[str, dict[str, float]] = {}
-    bar = tqdm(range(start, config.steps), initial=start, total=config.steps,
-               disable=not (main and config.progress), desc=f"pretrain {config.family}", mininterval=1.0)
-    done, losses = start, []
-
-    def run_eval() -> dict[str, dict[str, float]]:
-        return evaluate(raw, tokenizer, config.tasks, length=config.eval_length, n=config.eval_n)
-
-    try:
-        for step in bar:
-            for group in optimizer.param_groups:
-                group["lr"] = config.lr * _lr_factor(step, config)
-            ids, mask, labels, screens = batches(step, accelerator.device)
-            pictures = None if screens is None else screen_embeddings(raw, screens)  # (B, n, D)
-            inputs = adapter.inject(raw, ids, pictures, attention_mask=mask)
-            logits = model(**inputs.kwargs).logits[:, :-1]  # (B, T-1, V): position t predicts t+1
-            loss = F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), labels[:, 1:].reshape(-1),
-                                   ignore_index=IGNORE)
-            optimizer.zero_grad(set_to_none=True)
-            accelerator.backward(loss)
-            if config.grad_clip:
-                accelerator.clip_grad_norm_(params, config.grad_clip)
-            optimizer.step()
-            losses.append(loss.item())
-            done = step + 1
-            elapsed = time.perf_counter() - began
-            if main and (done % config.log_every == 0 or done == config.steps):
-                mean = sum(losses) / len(losses)
-                losses.clear()
-                bar.set_postfix(loss=f"{mean:.3f}")
-                write_jsonl(metrics, {"step": done, "loss": round(mean, 5),
-                                 "lr": round(optimizer.param_groups[0]["lr"], 7),
-                                 "elapsed_s": round(elapsed, 2)})
-            out_of_time = config.max_seconds is not None and elapsed >= config.max_seconds
-            if main and config.eval_every and done % config.eval_every == 0 and done < config.steps \
-                    and not out_of_time:
-                last_eval = run_eval()
-                write_jsonl(metrics, {"step": done, "eval_exact": summary(last_eval), "eval": last_eval,
-                                 "elapsed_s": round(time.perf_counter() - began, 2)})
-            if out_of_time:
-                break
-        step = done
-        accelerator.wait_for_everyone()
-        if main:
-            train_seconds = time.perf_counter() - began
-            last_eval = run_eval()
-            write_jsonl(metrics, {"step": step, "eval_exact": summary(last_eval), "eval": last_eval,
-                             "elapsed_s": round(time.perf_counter() - began, 2)})
-            meta = {"step": step, "config": _jsonable(asdict(config)), "tasks": list(config.tasks),
-                    "lengths": list(config.lengths), "eval_length": config.eval_length,
-                    "eval": last_eval, "eval_exact": summary(last_eval),
-                    "train_seconds": round(train_seconds, 1), "processes": accelerator.num_processes}
-            checkpoints.save_checkpoint(raw, out, meta, dtype=config.save_dtype)
-    finally:
-        bar.close()
-        if metrics is not None:
-            metrics.close()
-    accelerator.wait_for_everyone()
-    return out
+    job = _PretrainJob(config, model, adapter, tokenizer, loop.accelerator.device, loop.accelerator.process_index)
+    loop.run(job, config.out_dir, start=start)
+    return Path(config.out_dir)
 
 
 # The shipped recipe: the PretrainConfig defaults (width 128, 2 layers, all five tasks at length
@@ -354,6 +312,7 @@ def load_or_train(family: str, *, device: Any = None, progress: bool = True) -> 
     # Train into a private folder and rename it into place: a concurrent loader never sees a
     # half-written checkpoint, and if two processes race, the first rename wins.
     work = Path(tempfile.mkdtemp(prefix=f".{family}-", dir=cached.parent))
+    as_if_created(work)
     try:
         config = recipe(family, work)
         config.progress = progress
@@ -369,16 +328,8 @@ def load_or_train(family: str, *, device: Any = None, progress: bool = True) -> 
     return checkpoints.load_checkpoint(cached, family=family, device=device)
 
 
-def _jsonable(value: Any) -> Any:
-    if isinstance(value, tuple):
-        return [_jsonable(v) for v in value]
-    if isinstance(value, dict):
-        return {k: _jsonable(v) for k, v in value.items()}
-    return value
-
-
-def _parser() -> argparse.ArgumentParser:
-    """One ``--flag`` per `PretrainConfig` field."""
+def _parser() -> Any:
+    """One ``--flag`` per `PretrainConfig` field, with its help, default and choices."""
     return config_parser(PretrainConfig, "python -m latentwire.training.pretrain", "Pre-train a tinyworld model on the text tasks.")
 
 

@@ -9,31 +9,32 @@ One codec per model family; read the modules in this order:
   (B, m, H) -> (B, K, D)); `FamilyDecoder`, k learned image queries over the universal tokens
   of every received latent, concatenated ((B, sum K_i, D) -> (B, k, H)), plus a scalar gate
   tanh(g), g = 0 at init, so an untrained codec adds nothing to the blank image.
-- `hub_maps`: `HubMaps`, affine maps between the family's codec space and the shared hub
+- `shared_space`: `SharedSpaceMaps`, affine maps between the family's codec space and the shared
   space (identity at init, fitted by ridge regression on anchor tokens).
 - `model`: `UniversalVisualCodec`, the three bundled: `encode` -> `latentwire.Latent`,
-  `decode`, `fit_hub_maps`, `save_pretrained` / `from_pretrained`.
+  `decode`, `fit_shared_maps`, `save_pretrained` / `from_pretrained`.
 - `checkpoint`: config.json + model.safetensors, local or on the Hugging Face Hub, checked by
   name and shape before anything is loaded.
 
 Spaces: the encoder writes and the decoder reads the family's own codec space
-(``config.space``); latents on the bus live in ``"hub"``. A latent in any other space is
-refused with `SpaceMismatch`, never mis-decoded. Needs the ``models`` extra (torch, safetensors).
+(``config.space``); latents on the bus live in the shared space (`SHARED_SPACE`, ``"hub"`` on
+the wire). A latent in any other space is refused with `SpaceMismatch`, never mis-decoded.
+Needs the ``models`` extra (torch, safetensors).
 """
 
-from .config import HUB_SPACE, CodecConfig
-from .hub_maps import HubFit, HubMaps, ridge_affine
+from .config import SHARED_SPACE, CodecConfig
 from .layers import DecoderOutput, FamilyDecoder, FamilyEncoder
 from .model import UniversalVisualCodec
+from .shared_space import SharedSpaceFit, SharedSpaceMaps, ridge_affine
 
 __all__ = [
-    "HUB_SPACE",
+    "SHARED_SPACE",
     "CodecConfig",
     "DecoderOutput",
     "FamilyDecoder",
     "FamilyEncoder",
-    "HubFit",
-    "HubMaps",
+    "SharedSpaceFit",
+    "SharedSpaceMaps",
     "UniversalVisualCodec",
     "ridge_affine",
 ]

@@ -23,6 +23,10 @@ WEIGHTS_NAME = "model.safetensors"
 CODEC_TYPE = "latentwire-universal-visual-codec"  # marks config.json, so a foreign folder is refused
 FORMAT_VERSION = 1
 
+# Names folders saved before the shared space was renamed from "hub" still use; mapped on load.
+LEGACY_CONFIG_KEYS = {"hub_hidden": "shared_hidden"}
+LEGACY_TENSOR_PREFIXES = {"hub.to_hub.": "shared.to_shared.", "hub.from_hub.": "shared.from_shared."}
+
 
 def write(folder: Path, config: CodecConfig, tensors: dict[str, Tensor]) -> None:
     """Write both files under temporary names, then rename: a failed save leaves no half checkpoint."""
@@ -54,6 +58,9 @@ def read_config(folder: Path) -> CodecConfig:
     if (version := raw.pop("format_version", None)) != FORMAT_VERSION:
         raise CheckpointError(where, f"{CONFIG_NAME} has format_version {version!r}; "
                                      f"this latentwire reads {FORMAT_VERSION}")
+    for old, new in LEGACY_CONFIG_KEYS.items():
+        if old in raw and new not in raw:
+            raw[new] = raw.pop(old)
     try:
         return CodecConfig.from_dict(raw)
     except (CodecError, TypeError) as exc:
@@ -68,6 +75,18 @@ def read_tensors(folder: Path) -> dict[str, Tensor]:
         raise CheckpointError(str(folder), f"no {WEIGHTS_NAME} in the folder") from exc
     except (SafetensorError, OSError, ValueError) as exc:
         raise CheckpointError(str(folder), f"{WEIGHTS_NAME} is corrupt or unreadable: {exc}") from exc
+
+
+def renamed_legacy(tensors: dict[str, Tensor]) -> dict[str, Tensor]:
+    """``tensors`` with the state-dict names of older checkpoints (``hub.to_hub.*``) mapped to
+    today's (``shared.to_shared.*``); every other name is kept as is."""
+    def current(name: str) -> str:
+        for old, new in LEGACY_TENSOR_PREFIXES.items():
+            if name.startswith(old):
+                return new + name[len(old):]
+        return name
+
+    return {current(name): t for name, t in tensors.items()}
 
 
 def check_tensors(expected: dict[str, Tensor], tensors: dict[str, Tensor], source: str) -> None:

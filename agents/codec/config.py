@@ -7,7 +7,9 @@ from typing import Any
 
 from ..errors import CodecConfigError
 
-HUB_SPACE = "hub"  # the shared reference space every aligned family maps into
+# The shared space every aligned family maps into. Its wire value stays "hub" (the name it had
+# before the daemon took that word): latents other agents send say space="hub".
+SHARED_SPACE = "hub"
 
 
 @dataclass
@@ -16,7 +18,7 @@ class CodecConfig:
 
     family: str              # model family, e.g. "gemma3"; stamped on every Latent it encodes
     hidden_size: int         # H: width of the family's latent steps and of its visual embeddings
-    num_tokens: int = 8      # K universal tokens per latent (FACTS: K=8 carried 8 characters, K=4 not)
+    num_tokens: int = 8      # K universal tokens per latent (why 8: docs/architecture.md, the codec)
     width: int = 64          # D: width of a universal token
     image_slots: int = 16    # k visual embeddings one decode produces (the family's slots per message)
     num_heads: int = 4
@@ -24,7 +26,7 @@ class CodecConfig:
     stat_tokens: int = 0     # of the K tokens, how many are pooled statistics: 0, 1 (mean), 2 (+ std)
     mlp_ratio: int = 4
     space: str = ""          # the family's codec space; "" means the family name
-    hub_hidden: int = 0      # width of the hub maps' residual MLP; 0 = affine maps only
+    shared_hidden: int = 0      # width of the shared-space maps' residual MLP; 0 = affine maps only
     latent_steps: int = 0    # m latent steps per message the encoder was trained on; 0 = not recorded
 
     def __post_init__(self) -> None:
@@ -32,8 +34,8 @@ class CodecConfig:
             raise CodecConfigError("family", self.family, "a non-empty family name, e.g. 'gemma3'")
         if not self.space:
             self.space = self.family
-        if not isinstance(self.space, str) or self.space == HUB_SPACE:
-            raise CodecConfigError("space", self.space, f"a family codec space name other than {HUB_SPACE!r}")
+        if not isinstance(self.space, str) or self.space == SHARED_SPACE:
+            raise CodecConfigError("space", self.space, f"a family codec space name other than {SHARED_SPACE!r}")
         for name in ("hidden_size", "num_tokens", "width", "image_slots", "num_heads", "num_layers",
                      "mlp_ratio"):
             value = getattr(self, name)
@@ -41,8 +43,8 @@ class CodecConfig:
                 raise CodecConfigError(name, value, "a positive integer")
         if isinstance(self.latent_steps, bool) or not isinstance(self.latent_steps, int) or self.latent_steps < 0:
             raise CodecConfigError("latent_steps", self.latent_steps, "a non-negative integer (0 = not recorded)")
-        if isinstance(self.hub_hidden, bool) or not isinstance(self.hub_hidden, int) or self.hub_hidden < 0:
-            raise CodecConfigError("hub_hidden", self.hub_hidden, "a non-negative integer (0 = affine hub maps)")
+        if isinstance(self.shared_hidden, bool) or not isinstance(self.shared_hidden, int) or self.shared_hidden < 0:
+            raise CodecConfigError("shared_hidden", self.shared_hidden, "a non-negative integer (0 = affine shared-space maps)")
         if self.width % self.num_heads:
             raise CodecConfigError("num_heads", self.num_heads,
                                    f"must divide width={self.width} (each head gets width/num_heads)")

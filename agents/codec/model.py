@@ -1,4 +1,4 @@
-"""`UniversalVisualCodec`: one family's encoder, decoder and hub maps, speaking `Latent`s."""
+"""`UniversalVisualCodec`: one family's encoder, decoder and shared-space maps, speaking `Latent`s."""
 
 from __future__ import annotations
 
@@ -13,16 +13,16 @@ from latentwire import Latent
 
 from ..errors import CodecError, ShapeMismatch, SpaceMismatch
 from . import checkpoint
-from .config import HUB_SPACE, CodecConfig
-from .hub_maps import HubFit, HubMaps
+from .config import SHARED_SPACE, CodecConfig
 from .layers import DecoderOutput, FamilyDecoder, FamilyEncoder
+from .shared_space import SharedSpaceFit, SharedSpaceMaps
 
 
 class UniversalVisualCodec(nn.Module):
-    """One family's codec: encoder, decoder and hub maps, with load/save.
+    """One family's codec: encoder, decoder and shared-space maps, with load/save.
 
     >>> codec = UniversalVisualCodec(CodecConfig(family="gemma3", hidden_size=128))
-    >>> latent = codec.encode(torch.randn(5, 128))        # 5 latent steps -> Latent (8, 64), "hub"
+    >>> latent = codec.encode(torch.randn(5, 128))        # 5 latent steps -> Latent (8, 64), shared space
     >>> codec.decode([latent, latent]).embeddings.shape   # two latents read together
     torch.Size([1, 16, 128])
     """
@@ -32,9 +32,9 @@ class UniversalVisualCodec(nn.Module):
         self.config = config
         self.encoder = FamilyEncoder(config)
         self.decoder = FamilyDecoder(config)
-        self.hub = HubMaps(config)
+        self.shared = SharedSpaceMaps(config)
         self.apply(self._init_weights)
-        self.hub.reset_identity()  # the init above would overwrite the identity
+        self.shared.reset_identity()  # the init above would overwrite the identity
 
     @staticmethod
     def _init_weights(module: nn.Module) -> None:
@@ -45,7 +45,7 @@ class UniversalVisualCodec(nn.Module):
             nn.init.zeros_(module.bias)
 
     def num_parameters(self) -> int:
-        """Number of parameters (encoder, decoder and hub maps)."""
+        """Number of parameters (encoder, decoder and shared-space maps)."""
         return sum(p.numel() for p in self.parameters())
 
     @property
@@ -55,11 +55,11 @@ class UniversalVisualCodec(nn.Module):
     # --- speaking
 
     def encode_tokens(self, latent_steps: Tensor, mask: Tensor | None = None, *,
-                      to_hub: bool = True) -> Tensor:
+                      to_shared: bool = True) -> Tensor:
         """Latent steps (B, m, H) or (m, H) -> universal tokens (B, K, D), differentiable.
 
-        ``mask`` (B, m) or (m,) is True at real steps and False at padding. With ``to_hub`` the
-        tokens are mapped into the hub space, otherwise they stay in the family's codec space.
+        ``mask`` (B, m) or (m,) is True at real steps and False at padding. With ``to_shared`` the
+        tokens are mapped into the shared space, otherwise they stay in the family's codec space.
         """
         H = self.config.hidden_size
         steps = torch.as_tensor(latent_steps)
@@ -80,30 +80,30 @@ class UniversalVisualCodec(nn.Module):
                                  "padding mask have no real step; every latent needs at least one")
             mask = mask.to(self._param.device)
         tokens = self.encoder(steps.to(self._param), mask)  # (B, K, D)
-        return self.hub.to_hub(tokens) if to_hub else tokens
+        return self.shared.to_shared(tokens) if to_shared else tokens
 
     @torch.no_grad()
     def encode(self, latent_steps: Tensor, mask: Tensor | None = None, *,
-               space: str = HUB_SPACE) -> Latent:
+               space: str = SHARED_SPACE) -> Latent:
         """Latent steps -> a `Latent` for the bus: (K, D) for (m, H) steps, (B, K, D) for a batch.
 
-        ``space`` is ``"hub"`` (default: any aligned family can read it) or this family's own
-        codec space. Detached; train through `encode_tokens`.
+        ``space`` is the shared space (`SHARED_SPACE`, the default: any aligned family can read
+        it) or this family's own codec space. Detached; train through `encode_tokens`.
         """
-        if space not in (HUB_SPACE, self.config.space):
-            raise SpaceMismatch(space, (HUB_SPACE, self.config.space), encoding=True)
+        if space not in (SHARED_SPACE, self.config.space):
+            raise SpaceMismatch(space, (SHARED_SPACE, self.config.space), encoding=True)
         single = torch.as_tensor(latent_steps).ndim == 2
-        tokens = self.encode_tokens(latent_steps, mask, to_hub=space == HUB_SPACE)  # (B, K, D)
+        tokens = self.encode_tokens(latent_steps, mask, to_shared=space == SHARED_SPACE)  # (B, K, D)
         return Latent(tokens[0] if single else tokens, space=space, family=self.config.family)
 
     # --- listening
 
-    def decode(self, latents: Latent | Sequence[Latent] | Tensor, *, space: str = HUB_SPACE,
+    def decode(self, latents: Latent | Sequence[Latent] | Tensor, *, space: str = SHARED_SPACE,
                mask: Tensor | None = None) -> DecoderOutput:
         """Received latents -> k visual embeddings (B, k, H) and the gate, all latents read together.
 
         ``latents``: one `Latent` or a list of them, each (K_i, D) or (B, K_i, D), numpy or torch,
-        in the hub space or this family's codec space (each is checked: another space raises
+        in the shared space or this family's codec space (each is checked: another space raises
         `SpaceMismatch`); their tokens are concatenated to (B, sum K_i, D). A bare tensor
         (B, N, D) or (N, D) is taken to be in ``space``, with an optional key ``mask`` (B, N).
         """
@@ -134,14 +134,14 @@ class UniversalVisualCodec(nn.Module):
 
     def forward(self, latent_steps: Tensor, mask: Tensor | None = None, *, noise: float = 0.0,
                 generator: torch.Generator | None = None) -> DecoderOutput:
-        """Encode then decode in the family's own space (training a codec; the hub maps stay out).
+        """Encode then decode in the family's own space (training a codec; the shared-space maps stay out).
 
         ``noise`` > 0 adds Gaussian noise to the tokens before decoding, ``noise`` times each
         token entry's spread over the batch: the decoder learns to read latents that arrive a
-        little off (through lossy hub maps), the encoder to keep its message apart from others
+        little off (through lossy shared-space maps), the encoder to keep its message apart from others
         (on tinyworld, at 0.3, it did not pay: docs/benchmarks.md).
         """
-        tokens = self.encode_tokens(latent_steps, mask, to_hub=False)  # (B, K, D)
+        tokens = self.encode_tokens(latent_steps, mask, to_shared=False)  # (B, K, D)
         if noise > 0 and tokens.shape[0] > 1:
             spread = tokens.detach().std(dim=0, keepdim=True)  # (1, K, D)
             draw = torch.randn(tokens.shape, generator=generator, device=tokens.device, dtype=tokens.dtype)
@@ -149,8 +149,8 @@ class UniversalVisualCodec(nn.Module):
         return self.decoder(tokens)
 
     def _check_space(self, space: str | None, family: str | None) -> None:
-        if space not in (HUB_SPACE, self.config.space):
-            raise SpaceMismatch(space, (HUB_SPACE, self.config.space), family)
+        if space not in (SHARED_SPACE, self.config.space):
+            raise SpaceMismatch(space, (SHARED_SPACE, self.config.space), family)
 
     def _family_tokens(self, tokens: Tensor, space: str | None, family: str | None, what: str) -> Tensor:
         """Check one received block of tokens and bring it to (B, K, D) in this family's space."""
@@ -164,39 +164,41 @@ class UniversalVisualCodec(nn.Module):
         if tokens.ndim == 2:
             tokens = tokens[None]  # (1, K, D)
         tokens = tokens.to(self._param)
-        if space != HUB_SPACE:
+        if space != SHARED_SPACE:
             return tokens
-        if tokens.size(1) != self.config.num_tokens:  # the hub maps read whole latents of K tokens
+        if tokens.size(1) != self.config.num_tokens:  # the shared-space maps read whole latents of K tokens
             sender = f" from family {family!r}" if family else ""
             raise ShapeMismatch(f"{what}{sender}", tuple(tokens.shape),
-                                f"(B, {self.config.num_tokens}, {D}): hub-space latents of "
-                                f"{self.config.num_tokens} tokens, the hub's K")
-        return self.hub.from_hub(tokens)
+                                f"(B, {self.config.num_tokens}, {D}): shared-space latents of "
+                                f"{self.config.num_tokens} tokens, the shared space's K")
+        return self.shared.from_shared(tokens)
 
     # --- alignment
 
-    def fit_hub_maps(self, family_tokens: Tensor, reference_tokens: Tensor, ridge: float = 1e-3, *,
-                     residual_steps: int = 3000, seed: int = 0, from_hub: bool = True) -> HubFit:
-        """Fit the maps to and from the hub on paired anchor tokens: ridge regression, then the
-        residual MLPs where ``config.hub_hidden`` > 0 (`hub_maps.fit_residual`).
+    def fit_shared_maps(self, family_tokens: Tensor, reference_tokens: Tensor, ridge: float = 1e-3, *,
+                        from_shared: bool = True) -> SharedSpaceFit:
+        """Fit the affine maps to and from the shared space on paired anchor tokens by ridge
+        regression (residual MLPs, where ``config.shared_hidden`` > 0, are trained by the training job
+        `latentwire.training.shared_space.fit_maps`, which calls this first).
 
-        ``family_tokens``: this family's tokens (``encode_tokens(..., to_hub=False)``) on an
+        ``family_tokens``: this family's tokens (``encode_tokens(..., to_shared=False)``) on an
         anchor set; ``reference_tokens``: the reference family's tokens on the same anchors.
         Both (N, K, D), the same shape; use more anchors than K * D values per latent.
-        ``from_hub=False``: only the map to the hub (this codec's decoder reads the hub space).
+        ``from_shared=False``: only the map to the shared space (this codec's decoder reads the
+        shared space as is).
         """
         K, D = self.config.num_tokens, self.config.width
         x, y = torch.as_tensor(family_tokens), torch.as_tensor(reference_tokens)
         if x.shape != y.shape or tuple(x.shape[1:]) != (K, D):
             raise ShapeMismatch("family tokens vs reference tokens", tuple(x.shape),
                                 f"the reference tokens' shape {tuple(y.shape)}, both (N, {K}, {D})")
-        return self.hub.fit(x.to(self._param), y.to(self._param), ridge, residual_steps=residual_steps,
-                            seed=seed, from_hub=from_hub)
+        return self.shared.fit(x.to(self._param), y.to(self._param), ridge, from_shared=from_shared)
 
     # --- load / save
 
     def save_pretrained(self, folder: str | os.PathLike[str]) -> Path:
-        """Write config.json and model.safetensors (hub maps included) into ``folder``; return it.
+        """Write config.json and model.safetensors (shared-space maps included) into ``folder``;
+        return it.
 
         One folder per family; several family folders under one Hub repo load with ``subfolder``.
         """
@@ -221,7 +223,10 @@ class UniversalVisualCodec(nn.Module):
         return codec.to(device) if device is not None else codec
 
     def load_checked(self, tensors: dict[str, Tensor], source: str = "state dict") -> None:
-        """Load ``tensors`` after checking every name and shape; on any mismatch load nothing."""
+        """Load ``tensors`` after checking every name and shape; on any mismatch load nothing.
+        Tensor names of checkpoints saved before the rename of the shared space (``hub.*``) are
+        mapped to today's first."""
+        tensors = checkpoint.renamed_legacy(tensors)
         expected = self.state_dict()
         checkpoint.check_tensors(expected, tensors, source)
         self.load_state_dict({name: tensors[name].to(t) for name, t in expected.items()}, strict=True)

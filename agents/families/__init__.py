@@ -6,13 +6,18 @@
     >>> inputs = adapter.inject(model, prompt.tensor(), vectors, gate=gate)   # vectors (1, 4, D)
     >>> logits = model(**inputs).logits
 
-Shared behaviour lives in `base.FamilyAdapter`; each family module holds only what differs.
+A family module holds only facts (`facts.FamilyFacts` lists them); the prompt layout, the blank
+image, the merge and realignment are shared (`prompt`, `blank`, `merge`, `realign`), and
+`base.FamilyAdapter` applies them to the facts. A family is one module plus one `register` line
+below.
 Supported ``model_type``s: qwen2_vl, qwen2_5_vl, qwen3_vl, gemma3, llava, smolvlm, idefics3.
 """
 
 from __future__ import annotations
 
 from typing import Any
+
+from latentwire.errors import ConfigError
 
 from .base import EmbeddingScale, FamilyAdapter, ImageSlotMismatch, InjectedInputs, Prompt, UnsupportedFamily
 from .gemma3 import Gemma3Adapter
@@ -29,13 +34,37 @@ __all__ = [
     "Prompt",
     "UnsupportedFamily",
     "adapter_for",
+    "register",
     "supported_model_types",
 ]
 
-_CLASSES: tuple[type[FamilyAdapter], ...] = (
-    Qwen2VLAdapter, Qwen2_5_VLAdapter, Qwen3VLAdapter, Gemma3Adapter, LlavaAdapter, SmolVLMAdapter)
 #: ``model_type`` -> adapter class.
-ADAPTERS: dict[str, type[FamilyAdapter]] = {mt: cls for cls in _CLASSES for mt in cls.model_types}
+ADAPTERS: dict[str, type[FamilyAdapter]] = {}
+
+
+def register(adapter: type[FamilyAdapter]) -> type[FamilyAdapter]:
+    """Serve every ``model_type`` of ``adapter`` (its `FamilyAdapter.model_types`) with it.
+
+    Refuses an adapter without ``family`` or ``model_types`` and a ``model_type`` another adapter
+    already serves. Returns the class, so it also works as a class decorator.
+    """
+    if not adapter.family or not adapter.model_types:
+        raise ConfigError(f"{adapter.__name__} must set family and model_types before it is registered")
+    taken = {mt: ADAPTERS[mt].__name__ for mt in adapter.model_types
+             if ADAPTERS.get(mt, adapter) is not adapter}
+    if taken:
+        raise ConfigError(f"cannot register {adapter.__name__}: model_type(s) already served by "
+                          + ", ".join(f"{mt!r} ({name})" for mt, name in taken.items()))
+    ADAPTERS.update(dict.fromkeys(adapter.model_types, adapter))
+    return adapter
+
+
+register(Qwen2VLAdapter)
+register(Qwen2_5_VLAdapter)
+register(Qwen3VLAdapter)
+register(Gemma3Adapter)
+register(LlavaAdapter)
+register(SmolVLMAdapter)
 
 
 def supported_model_types() -> list[str]:

@@ -1,6 +1,6 @@
 """Gemma 3: fixed-size images wrapped in begin/end-of-image tokens, bidirectional image attention.
 
-What differs from the shared adapter:
+The facts and quirks:
 
 - Each image is ``mm_tokens_per_image`` slots (the SigLIP patches average-pooled), laid out as the
   processor does: ``"\\n\\n" <start_of_image> <image_soft_token> x n <end_of_image> "\\n\\n"``.
@@ -10,19 +10,19 @@ What differs from the shared adapter:
   shared code always calls ``get_input_embeddings()`` rather than reading its weight.
 - SigLIP normalisation (mean = std = 0.5).
 - Prompt masks are built here when the prompt fits the sliding window: transformers builds the
-  sliding layers' mask (sliding AND (causal OR image block)) through ``torch.vmap``, ~20 ms per
-  prompt on CPU, while inside the window it equals the full layers' mask (measured on a busy
-  CPU: a tinyworld prompt forward 34 ms -> 13 ms, the same logits).
+  sliding layers' mask (sliding AND (causal OR image block)) through ``torch.vmap``, which is
+  slow on CPU, while inside the window it equals the full layers' mask (same logits; what it
+  saves: docs/benchmarks.md, `latentwire bench mas`, "Wall-clock").
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from typing import Any
 
 import torch
 
-from .base import IMAGENET_STANDARD_MEAN, IMAGENET_STANDARD_STD, FamilyAdapter
+from .base import FamilyAdapter
+from .facts import IMAGENET_STANDARD_MEAN, IMAGENET_STANDARD_STD
 
 __all__ = ["Gemma3Adapter"]
 
@@ -34,6 +34,7 @@ class Gemma3Adapter(FamilyAdapter):
     model_types = ("gemma3",)
     image_mean = IMAGENET_STANDARD_MEAN
     image_std = IMAGENET_STANDARD_STD
+    token_types = ("token_type_ids", torch.long)
 
     def slots_per_image(self) -> int:
         return int(self.config.mm_tokens_per_image)
@@ -43,14 +44,7 @@ class Gemma3Adapter(FamilyAdapter):
         image = [self.image_token_id] * n_slots
         return ["\n\n", int(cfg.boi_token_index), *image, int(cfg.eoi_token_index), "\n\n"]
 
-    def blank_pixel_inputs(self, image_slots: Sequence[int], device: torch.device | str | None = None,
-                           dtype: torch.dtype = torch.float32) -> dict[str, torch.Tensor]:
-        return {"pixel_values": self._square_images(len(image_slots), device, dtype)}  # (I, 3, S, S)
-
-    def token_type_inputs(self, input_ids: torch.Tensor) -> dict[str, torch.Tensor]:
-        return {"token_type_ids": self.image_mask(input_ids).long()}  # (B, T): 1 = image
-
-    def _finish_kwargs(self, kwargs, *, input_ids, text_embeds, visual, extras):
+    def finish_kwargs(self, kwargs, *, input_ids, text_embeds, visual, extras):
         types = self.token_type_inputs(input_ids)
         masks = self._prompt_masks(kwargs, types["token_type_ids"])
         return {**kwargs, **types, **({"attention_mask": masks} if masks is not None else {})}

@@ -1,6 +1,6 @@
 """Qwen2-VL, Qwen2.5-VL and Qwen3-VL: flexible image grids and multimodal rotary positions.
 
-What differs from the shared adapter:
+The facts and quirks:
 
 - An image is a grid of ``(t, h, w)`` patches merged ``m x m`` into ``h*w / m^2`` slots, so any
   slot count fits one image: n slots become a near-square grid of ``(1, a*m, b*m)`` patches with
@@ -19,18 +19,24 @@ What differs from the shared adapter:
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import Any
 
 import torch
 
-from .base import IMAGENET_STANDARD_MEAN, IMAGENET_STANDARD_STD, FamilyAdapter, InjectedInputs, near_square
+from .base import FamilyAdapter
+from .facts import IMAGENET_STANDARD_MEAN, IMAGENET_STANDARD_STD
+from .inputs import InjectedInputs
 
 __all__ = ["Qwen2VLAdapter", "Qwen2_5_VLAdapter", "Qwen3VLAdapter"]
 
 
 class QwenAdapter(FamilyAdapter):
     """Shared by the Qwen VL families: grid layout and M-RoPE positions."""
+
+    # What the real processor returns: 1 at image tokens, so the model can build M-RoPE.
+    token_types = ("mm_token_type_ids", torch.int)
 
     def slots_per_image(self) -> None:
         return None  # any count: the grid adapts
@@ -58,18 +64,14 @@ class QwenAdapter(FamilyAdapter):
         # The processor flattens each patch channel-major as (C, temporal, p, p); a blank image is
         # constant per channel, so every patch row is the same vector.
         per_patch = int(vc.temporal_patch_size) * int(vc.patch_size) ** 2
-        row = self._blank_channels(device, dtype).repeat_interleave(per_patch)  # (C * tp * p * p,)
+        row = self.blank_channels(device, dtype).repeat_interleave(per_patch)  # (C * tp * p * p,)
         return {"pixel_values": row.expand(n_patches, -1).contiguous(), "image_grid_thw": grids}
 
-    def token_type_inputs(self, input_ids: torch.Tensor) -> dict[str, torch.Tensor]:
-        # What the real processor returns: 1 at image tokens, so the model can build M-RoPE.
-        return {"mm_token_type_ids": self.image_mask(input_ids).int()}
-
-    def _positions(self, model, input_ids, attention_mask, images):
+    def positions(self, model, input_ids, attention_mask, images):
         grids = torch.tensor([self.grid_thw(s) for row in images for s in row], dtype=torch.long,
                              device=input_ids.device)  # (I, 3)
         positions, deltas = model.model.get_rope_index(
-            input_ids, mm_token_type_ids=self.image_mask(input_ids).int(), image_grid_thw=grids,
+            input_ids, **self.token_type_inputs(input_ids), image_grid_thw=grids,
             attention_mask=attention_mask)  # (3, B, T), (B, 1)
         # The model's own forward caches the deltas the same way; generate() and cached forwards
         # without position_ids then continue from the right place.
@@ -108,16 +110,16 @@ class Qwen3VLAdapter(QwenAdapter):
     image_mean = IMAGENET_STANDARD_MEAN
     image_std = IMAGENET_STANDARD_STD
 
-    def _blank_extras(self, image_outputs: Any) -> list[torch.Tensor]:
+    def blank_extras(self, image_outputs: Any) -> list[torch.Tensor]:
         # Per tapped vision layer, this image's features (n, D). Recent transformers give each
         # layer as a tuple of per-image tensors, earlier 5.x releases as one tensor.
         return [layer if isinstance(layer, torch.Tensor) else torch.cat(layer)
                 for layer in image_outputs.deepstack_features]
 
-    def _join_extras(self, extras: list[Any]) -> list[torch.Tensor]:
+    def join_extras(self, extras: list[Any]) -> list[torch.Tensor]:
         return [torch.cat(layer) for layer in zip(*extras)]  # per layer (N, D)
 
-    def _finish_kwargs(self, kwargs, *, input_ids, text_embeds, visual, extras):
+    def finish_kwargs(self, kwargs, *, input_ids, text_embeds, visual, extras):
         if extras is None:  # replace mode: no blank image underneath, so no deepstack either
             return kwargs
         from transformers.models.qwen3_vl.modeling_qwen3_vl import BaseModelOutputWithDeepstackFeatures
@@ -128,3 +130,9 @@ class Qwen3VLAdapter(QwenAdapter):
         # The model finds the slots in the un-merged embeddings (rows equal to the placeholder's
         # embedding), scatters `visual` there and adds the deepstack features after early layers.
         return {**kwargs, "inputs_embeds": text_embeds, "mm_encoder_outputs": {"image": image}}
+
+
+def near_square(n: int) -> tuple[int, int]:
+    """``(h, w)`` with ``h * w == n`` and h the largest divisor of n not above sqrt(n)."""
+    h = max(d for d in range(1, math.isqrt(n) + 1) if n % d == 0)
+    return h, n // h

@@ -1,6 +1,6 @@
 """SmolVLM and Idefics3: pixel-shuffled SigLIP features, the language model at ``model.model.text_model``.
 
-What differs from the shared adapter:
+The facts:
 
 - Each image is ``(image_size / patch_size)^2 / scale_factor^2`` slots (the connector's pixel
   shuffle), laid out as the processor does for an unsplit image:
@@ -19,7 +19,8 @@ from typing import Any
 
 import torch
 
-from .base import IMAGENET_STANDARD_MEAN, IMAGENET_STANDARD_STD, FamilyAdapter
+from .base import FamilyAdapter
+from .facts import IMAGENET_STANDARD_MEAN, IMAGENET_STANDARD_STD
 
 __all__ = ["SmolVLMAdapter"]
 
@@ -31,11 +32,9 @@ class SmolVLMAdapter(FamilyAdapter):
     model_types = ("smolvlm", "idefics3")
     image_mean = IMAGENET_STANDARD_MEAN
     image_std = IMAGENET_STANDARD_STD
+    language_model_attr = "text_model"
     fake_image_token = "<fake_token_around_image>"
     global_image_token = "<global-img>"
-
-    def _language_model(self, model):
-        return model.model.text_model
 
     def slots_per_image(self) -> int:
         vc = self.vision_config
@@ -48,5 +47,5 @@ class SmolVLMAdapter(FamilyAdapter):
 
     def blank_pixel_inputs(self, image_slots: Sequence[int], device: torch.device | str | None = None,
                            dtype: torch.dtype = torch.float32) -> dict[str, torch.Tensor]:
-        images = self._square_images(len(image_slots), device, dtype)  # (I, 3, S, S)
+        images = self.square_images(len(image_slots), device, dtype)  # (I, 3, S, S)
         return {"pixel_values": images.unsqueeze(0)}  # (1, I, 3, S, S): one batch row holds every image

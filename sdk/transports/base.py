@@ -3,6 +3,8 @@
 Topics, acks, credits, sessions, dedup and reconnects are the `Bus`'s job and are done once
 there; a transport only opens connections and carries ``(Frame, payload)`` pairs over them.
 The same `Connection` contract serves the hub side, so the hub core runs over any transport.
+Each transport parses its own URL (`Transport.from_url`); `latentwire.transports` maps URL
+schemes to transports.
 """
 
 from __future__ import annotations
@@ -10,8 +12,11 @@ from __future__ import annotations
 import abc
 from collections.abc import Sequence
 from types import TracebackType
+from typing import Any
+from urllib.parse import SplitResult, urlsplit
 
 from .._wire import Oversize, Payload, WireFrame
+from ..errors import ConfigError
 
 __all__ = ["Connection", "Oversize", "Payload", "Transport", "WireFrame"]
 
@@ -53,6 +58,34 @@ class Transport(abc.ABC):
 
     #: Largest transport message; frames above it are chunked (None: no limit, no chunking).
     max_frame_bytes: int | None = None
+
+    @classmethod
+    def from_url(cls, url: str, *, token: str | None = None, **options: Any) -> Transport:
+        """The transport for ``url`` with its transport ``options``; `latentwire.connect` calls
+        this on the class registered for the URL's scheme (`latentwire.transports`).
+
+        ``token`` is the agent's bearer token, for a transport that presents it outside the
+        bus's hello (gRPC call metadata). Raises `ConfigError` naming the URL and showing a
+        correct one. A transport with a URL scheme overrides this.
+        """
+        raise ConfigError(f"{cls.__qualname__} is not made from a URL (got {url!r}); construct it "
+                          f"and pass it as connect(transport={cls.__qualname__}(...))")
+
+    @staticmethod
+    def url_error(url: str, problem: str, example: str) -> ConfigError:
+        """The error for a URL a transport cannot use: what is wrong, the URL, a correct one."""
+        return ConfigError(f"{problem}: got {url!r}, use a URL like {example}")
+
+    @classmethod
+    def split_url(cls, url: str, example: str) -> SplitResult:
+        """``url`` split into its parts, port checked; a `url_error` showing ``example`` if it
+        cannot be (an unclosed IPv6 bracket, a port that is not a number in 0-65535)."""
+        try:
+            parts = urlsplit(url)
+            parts.port  # noqa: B018 - parsing the port is the check
+        except ValueError as exc:
+            raise cls.url_error(url, f"malformed URL ({exc})", example) from None
+        return parts
 
     @abc.abstractmethod
     async def connect(self, timeout: float) -> Connection:

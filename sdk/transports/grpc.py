@@ -1,8 +1,8 @@
 """``grpc://host:port`` and ``grpcs://host:port``: the hub daemon over one bidi stream.
 
-Each stream message is a batch of wire frames (see `latentwire._wire`), sent with identity
-serializers so payload bytes are never wrapped in protobuf. gRPC errors are translated into
-`latentwire.errors` here, and nowhere else.
+The channel, TLS and the client's end of the stream live here; the stream itself (frame
+batches with identity serializers, error translation, channel options) is shared with the
+hub's servicer in `latentwire._grpc_stream`.
 """
 
 from __future__ import annotations
@@ -10,100 +10,21 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import re
-from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import grpc
 import grpc.aio
 
-from .._wire import FrameDecoder, iter_batches
-from ..errors import BusError, ConfigError, ConnectError, PermissionDenied, Unauthenticated, Unavailable
-from .base import Connection, Transport, WireFrame
+from .._grpc_stream import METHOD, FramedStream, channel_options, translate_errors
+from ..errors import ConfigError, ConnectError
+from .base import Connection, Transport
 
-METHOD = "/latentwire.v1.Bus/Connect"
 DEFAULT_MAX_FRAME_BYTES = 4 * 1024 * 1024
 MAX_RECEIVE_FRAME = 64 * 1024 * 1024
-# Headroom above the frame size for gRPC's own per-message bytes.
-FRAME_SLACK = 64 * 1024
 # Asked when a connection attempt failed: a call that fails fast carries gRPC's reason for it
 # (the channel's state does not). Harmless if the hub answers: the standard health check.
 PROBE_METHOD = "/grpc.health.v1.Health/Check"
-
-
-def channel_options(max_frame_bytes: int, receive_limit: int) -> list[tuple[str, int]]:
-    """gRPC options shared by the client channel and the hub server."""
-    return [
-        ("grpc.max_send_message_length", max_frame_bytes + FRAME_SLACK),
-        ("grpc.max_receive_message_length", receive_limit + FRAME_SLACK),
-        # Notice a dead peer within seconds, so sessions resume promptly.
-        ("grpc.keepalive_time_ms", 10_000),
-        ("grpc.keepalive_timeout_ms", 5_000),
-        ("grpc.keepalive_permit_without_calls", 1),
-        ("grpc.http2.max_pings_without_data", 0),
-        ("grpc.http2.min_ping_interval_without_data_ms", 5_000),
-    ]
-
-
-@contextlib.contextmanager
-def translate_errors(peer: str) -> Iterator[None]:
-    """Map gRPC failures on a stream with ``peer`` (e.g. "hub at host:port") to latentwire errors."""
-    try:
-        yield
-    except grpc.aio.AioRpcError as exc:
-        code, detail = exc.code(), exc.details() or ""
-        where = f"{peer}: {detail or code.name}"
-        if code == grpc.StatusCode.UNAUTHENTICATED:
-            raise Unauthenticated(where) from exc
-        if code == grpc.StatusCode.PERMISSION_DENIED:
-            raise PermissionDenied(where) from exc
-        if code == grpc.StatusCode.RESOURCE_EXHAUSTED:
-            raise BusError(f"{where} (a frame above the peer's gRPC message limit?)") from exc
-        if code == grpc.StatusCode.UNAVAILABLE and "drain" in detail:
-            raise Unavailable(where) from exc
-        raise ConnectError(where) from exc
-    except (grpc.aio.UsageError, asyncio.InvalidStateError) as exc:
-        # Writing to a call that has already finished (the peer went away mid-write).
-        raise ConnectError(f"{peer}: stream closed ({exc})") from exc
-
-
-class FramedStream(Connection):
-    """Frames over one gRPC bidi stream; serves both ends, a client call and a servicer
-    context, which offer the same ``read()``/``write()`` of raw byte messages."""
-
-    def __init__(self, stream: Any, peer: str, max_frame: int, max_payload: int | None) -> None:
-        self._stream = stream
-        self._peer = peer
-        self.max_frame_bytes = max_frame
-        self._decoder = FrameDecoder(max_payload)
-        self._closed = False
-
-    @property
-    def max_payload(self) -> int | None:
-        return self._decoder.max_payload
-
-    @max_payload.setter
-    def max_payload(self, value: int | None) -> None:
-        self._decoder.max_payload = value
-
-    async def send(self, frames: Sequence[WireFrame]) -> None:
-        if self._closed:
-            raise ConnectError(f"{self._peer}: stream closed")
-        with translate_errors(self._peer):
-            for message in iter_batches(frames, self.max_frame_bytes):
-                await self._stream.write(message)
-
-    async def receive(self) -> list[tuple]:
-        while True:
-            if self._closed:
-                raise ConnectError(f"{self._peer}: stream closed")
-            with translate_errors(self._peer):
-                message = await self._stream.read()
-            if message is grpc.aio.EOF:
-                raise ConnectError(f"{self._peer} closed the stream")
-            frames = self._decoder.feed(message)
-            if frames:
-                return frames
 
 
 class _GrpcConnection(FramedStream):
@@ -166,6 +87,18 @@ class GrpcTransport(Transport):
                 self._options.append(("grpc.ssl_target_name_override", tls_server_name))
         self._channel: grpc.aio.Channel | None = None
 
+    @classmethod
+    def from_url(cls, url: str, *, token: str | None = None, **options: Any) -> GrpcTransport:
+        """``grpc://host:port`` (plain) or ``grpcs://host:port`` (TLS); ``options`` are the
+        constructor's keywords, and ``token`` goes with every call as ``authorization: Bearer``."""
+        scheme = "grpcs" if url.lower().startswith("grpcs:") else "grpc"
+        example = f"{scheme}://127.0.0.1:7878"
+        parts = cls.split_url(url, example)
+        if not parts.hostname or parts.port is None:
+            raise cls.url_error(url, f"{scheme}:// URL needs a host and port", example)
+        host = f"[{parts.hostname}]" if ":" in parts.hostname else parts.hostname
+        return cls(f"{host}:{parts.port}", tls=scheme == "grpcs", token=token, **options)
+
     def _open_channel(self) -> grpc.aio.Channel:
         # Made on first connect, inside the running event loop that will use it (grpc.aio
         # binds a channel to the loop it was created in).
@@ -176,6 +109,11 @@ class GrpcTransport(Transport):
                 self._channel = grpc.aio.insecure_channel(self.target, options=self._options)
             self._stub = self._channel.stream_stream(METHOD)  # identity (de)serializers: raw bytes
         return self._channel
+
+    def channel(self) -> grpc.aio.Channel:
+        """The channel to the hub (opened on first use, in the running loop), for the other
+        services on its port (health, admin); `aclose` closes it."""
+        return self._open_channel()
 
     async def connect(self, timeout: float) -> Connection:
         channel = self._open_channel()

@@ -13,11 +13,12 @@ Each step, for ``prompts_per_step`` problems: sample ``group_size`` completions 
 
 The teacher (`teacher`) is an EMA copy of the student by default. Evaluation (greedy answers
 to ``eval_n`` held-out plain questions, mean verifier reward = success rate) runs at step 0,
-every ``eval_every`` steps and at the end. A checkpoint (student, teacher and optimiser as
-safetensors, step and config as JSON, written to a temporary folder and renamed into place)
-is saved every ``save_every`` steps; a run started again on the same ``out_dir`` resumes from it
-and, as every step draws its problems and samples from ``(seed, step, process)``, reaches the
-same result as an uninterrupted run.
+every ``eval_every`` steps and at the end. The job runs on the training loop (`loop.TrainLoop`):
+a checkpoint (accelerate's state of the student and optimiser, the EMA teacher, the eval history
+and config) is written every ``checkpoint_every`` steps and when the run ends; a run started
+again on the same ``out_dir`` resumes from it (``resume``, on by default) and, as every step draws
+its problems and samples from ``(seed, step, process)``, reaches the same result as an
+uninterrupted run. A checkpoint of a run with other settings is refused.
 
 Output folder: ``metrics.jsonl`` (one line per step; eval lines carry ``eval_success``),
 ``report.json`` (config, success history, final success, seconds), ``success.png`` and the
@@ -44,27 +45,27 @@ win over it. Unknown fields, modes, losses or verifiers, contexts that need peer
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import random
-import shutil
 import sys
-import time
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, get_args
 
 from latentwire.errors import ConfigError
+from latentwire.tinyworld.tasks import TASKS
 
-from .._jobs import config_parser, warmup_cosine, write_jsonl
+from ..loop import LoopResult, TrainConfig, TrainJob, TrainLoop, config_parser, default, json_object
 from .losses import DIVERGENCES
 from .peers import CONTEXT_MODES, PeerConfig, PeerTemplates
 from .teacher import TEACHER_KINDS
+from .verifiers import VERIFIERS
 
 __all__ = ["METHODS", "METHOD_PRESETS", "MopdConfig", "compare", "load_config", "main", "plot_success", "train"]
 
-METHODS = ("mopd", "opd", "grpo", "sft")
+Method = Literal["mopd", "opd", "grpo", "sft"]
+METHODS: tuple[str, ...] = get_args(Method)
 LOSSES = ("sampled_rkl", *DIVERGENCES)
 #: Named method settings for comparisons (the benchmark's names).
 METHOD_PRESETS: dict[str, dict[str, Any]] = {
@@ -76,73 +77,78 @@ METHOD_PRESETS: dict[str, dict[str, Any]] = {
     "mopd_random_peer": {"method": "mopd", "context": "random_peer"},
     "mopd_unrelated": {"method": "mopd", "context": "unrelated"},
 }
-# Fields that may change between a crash and its resume without changing the result.
-_RESUME_FREE = {"steps", "progress", "resume", "eval_every", "save_every", "methods", "out_dir"}
+#: Config-file keys of older versions and the fields they are now.
+RENAMED = {"save_every": "checkpoint_every"}
 
 
 @dataclass
-class MopdConfig:
-    """Everything a MOPD / OPD / GRPO / SFT run needs; `train` takes one (module docstring).
+class MopdConfig(TrainConfig):
+    """Everything a MOPD / OPD / GRPO / SFT run needs; `train` takes one (module docstring). Each
+    field's help says what it does (``latentwire train mopd --help``); the training fields are
+    `TrainConfig`'s. Peer settings as `PeerConfig`; templates as `PeerTemplates`."""
 
-    Problems: tinyworld ``task`` / ``length`` questions, or ``data`` (JSONL, one
-    ``{"prompt", "gold"}`` per line; ``eval_data`` likewise, else held-out tinyworld episodes).
-    ``advantage_clip`` / ``centre_advantage``: bound / centre the sampled-token advantages
-    (`losses.sampled_reverse_kl`). ``student``: a model folder (empty = the shipped tinyworld
-    student). ``teacher``: ``ema``
-    (``teacher_rate`` of the student mixed in per step), ``frozen`` or ``separate``
-    (``teacher_path``). Peer settings as `PeerConfig`; templates as `PeerTemplates`.
-    """
-
-    method: str = "mopd"
-    context: str = "contrastive"
-    methods: tuple[str, ...] = ()
-    student: str = ""
-    teacher: str = "ema"
-    teacher_rate: float = 0.05
-    teacher_path: str = ""
-    verifier: str = "tinyworld"
-    verifier_options: dict = field(default_factory=dict)
-    task: str = "sort"
-    length: int = 6
-    data: str = ""
-    eval_data: str = ""
-    group_size: int = 8
-    prompts_per_step: int = 8
-    n_positive: int = 2
-    n_negative: int = 1
-    require_negative: bool = False
-    exclude_identical: bool = False
-    context_template: str = PeerTemplates.context
-    positive_template: str = PeerTemplates.positive
-    negative_template: str = PeerTemplates.negative
-    temperature: float = 1.0
-    top_p: float = 1.0
-    top_k: int = 0
-    max_new_tokens: int = 12
-    max_prompt_tokens: int = 512
-    loss: str = "sampled_rkl"
-    loss_top_k: int = 0
-    jsd_beta: float = 0.5
-    clip_eps: float = 0.2
-    advantage_clip: float = 0.0
-    centre_advantage: bool = False
-    epochs_per_batch: int = 1
-    steps: int = 40
-    lr: float = 3e-4
-    warmup_steps: int = 0
-    min_lr_ratio: float = 1.0
-    weight_decay: float = 0.0
-    grad_clip: float = 1.0
-    eval_every: int = 10
-    eval_n: int = 128
-    save_every: int = 10
-    resume: bool = True
-    seed: int = 0
-    out_dir: str = "runs/mopd/{name}"
-    progress: bool = True
+    out_dir: str = default("out_dir", "runs/mopd/{name}")
+    steps: int = default("steps", 40)
+    lr: float = default("lr", 3e-4)
+    min_lr_ratio: float = default("min_lr_ratio", 1.0)
+    weight_decay: float = default("weight_decay", 0.0)
+    adam_beta2: float = default("adam_beta2", 0.999)
+    log_every: int = default("log_every", 1)
+    eval_every: int = default("eval_every", 10)
+    checkpoint_every: int = default("checkpoint_every", 10)
+    resume: bool = default("resume", True)
+    method: Method = field(default="mopd", metadata={
+        "help": "mopd: teacher with peer contexts; opd: teacher with the plain question; grpo: verifier "
+                "reward only; sft: likelihood of the verified successes"})
+    context: str = field(default="contrastive", metadata={
+        "help": "peer context of the mopd teacher", "choices": list(CONTEXT_MODES)})
+    methods: list[str] = field(default_factory=list, metadata={
+        "help": "run each of these presets in out_dir/<name> and compare them", "choices": list(METHOD_PRESETS)})
+    student: str = field(default="", metadata={"help": "student model folder (empty: the shipped tinyworld student)"})
+    teacher: str = field(default="ema", metadata={
+        "help": "ema: the student averaged at teacher_rate per step; frozen: the initial student; "
+                "separate: teacher_path", "choices": list(TEACHER_KINDS)})
+    teacher_rate: float = field(default=0.05, metadata={"help": "share of the student mixed into the EMA teacher per update"})
+    teacher_path: str = field(default="", metadata={"help": "model folder of a separate teacher"})
+    verifier: str = field(default="tinyworld", metadata={"help": "what scores a rollout", "choices": list(VERIFIERS)})
+    # dict | str | None: HfArgumentParser reads it as a string (JSON), __post_init__ parses it.
+    verifier_options: dict[str, Any] | str | None = field(default_factory=dict, metadata={
+        "help": "options of the verifier (a JSON object)"})
+    task: str = field(default="sort", metadata={"help": "tinyworld task of the problems (without data)",
+                                                "choices": list(TASKS)})
+    length: int = field(default=6, metadata={"help": "secret length of those problems"})
+    data: str = field(default="", metadata={"help": "problems file: JSONL of {\"prompt\", \"gold\"} per line"})
+    eval_data: str = field(default="", metadata={
+        "help": "held-out problems file (none: the first eval_n of data, or held-out tinyworld episodes)"})
+    group_size: int = field(default=8, metadata={"help": "rollouts sampled per problem"})
+    prompts_per_step: int = field(default=8, metadata={"help": "problems per step"})
+    n_positive: int = field(default=2, metadata={"help": "successful peers in a context"})
+    n_negative: int = field(default=1, metadata={"help": "failed peers in a contrastive context"})
+    require_negative: bool = field(default=False, metadata={
+        "help": "mask rollouts whose contrastive context has no failed peer"})
+    exclude_identical: bool = field(default=False, metadata={"help": "never show a peer identical to the rollout"})
+    context_template: str = field(default=PeerTemplates.context, metadata={"help": "template of the peer context"})
+    positive_template: str = field(default=PeerTemplates.positive, metadata={"help": "template of a successful peer"})
+    negative_template: str = field(default=PeerTemplates.negative, metadata={"help": "template of a failed peer"})
+    temperature: float = field(default=1.0, metadata={"help": "sampling temperature of the rollouts"})
+    top_p: float = field(default=1.0, metadata={"help": "nucleus sampling of the rollouts (1: off)"})
+    top_k: int = field(default=0, metadata={"help": "top-k sampling of the rollouts (0: off)"})
+    max_new_tokens: int = field(default=12, metadata={"help": "longest rollout and eval answer"})
+    max_prompt_tokens: int = field(default=512, metadata={"help": "prompts are cut to their last tokens beyond it"})
+    loss: str = field(default="sampled_rkl", metadata={
+        "help": "sampled_rkl: the sampled-token reverse KL in clipped policy-gradient form; or a full/top-k "
+                "divergence to the teacher", "choices": list(LOSSES)})
+    loss_top_k: int = field(default=0, metadata={"help": "top-k of the divergences (0: the whole vocabulary)"})
+    jsd_beta: float = field(default=0.5, metadata={"help": "mixing weight of jsd"})
+    clip_eps: float = field(default=0.2, metadata={"help": "ratio clipping of the policy-gradient losses"})
+    advantage_clip: float = field(default=0.0, metadata={"help": "bound of the sampled-token advantages (0: none)"})
+    centre_advantage: bool = field(default=False, metadata={"help": "centre the sampled-token advantages"})
+    epochs_per_batch: int = field(default=1, metadata={"help": "optimiser updates on each step's rollouts"})
+    eval_n: int = field(default=128, metadata={"help": "held-out problems of each evaluation"})
 
     def __post_init__(self) -> None:
-        self.methods = tuple(self.methods)
+        super().__post_init__()
+        self.methods = list(self.methods)
         for name in self.methods:
             if name not in METHOD_PRESETS:
                 raise ConfigError(f"unknown method preset {name!r} in methods; "
@@ -160,10 +166,11 @@ class MopdConfig:
             raise ConfigError("teacher 'separate' needs teacher_path (a model folder)")
         if self.loss not in LOSSES:
             raise ConfigError(f"unknown loss {self.loss!r}; choose one of {', '.join(LOSSES)}")
+        self.verifier_options = json_object(self.verifier_options, "verifier_options")
         from .verifiers import make_verifier
 
         make_verifier(self.verifier, **self.verifier_options)  # missing / unknown verifier fails now
-        for name in ("group_size", "prompts_per_step", "steps", "eval_n", "epochs_per_batch", "max_new_tokens"):
+        for name in ("group_size", "prompts_per_step", "eval_n", "epochs_per_batch", "max_new_tokens"):
             if int(getattr(self, name)) < 1:
                 raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
         self.peer_config()  # checks n_positive / n_negative and the templates
@@ -239,72 +246,6 @@ class _Problems:
         return self._tinyworld(n, seed=self.config.seed, rng=rng)
 
 
-# ---- checkpoints -----------------------------------------------------------------------------
-
-
-def _save_checkpoint(out: Path, step: int, config: MopdConfig, student: Any, teacher: Any, optimizer: Any,
-                     history: list[dict[str, Any]]) -> None:
-    """Write ``out/checkpoint`` atomically: a temporary folder, then renames."""
-    from safetensors.torch import save_file, save_model
-
-    tmp, final, old = out / ".checkpoint.tmp", out / "checkpoint", out / ".checkpoint.old"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    save_model(student, str(tmp / "student.safetensors"))
-    save_model(teacher.model, str(tmp / "teacher.safetensors"))
-    state = optimizer.state_dict()
-    tensors = {f"{index}.{key}": value.detach().cpu().contiguous()
-               for index, slots in state["state"].items() for key, value in slots.items()}
-    save_file(tensors, str(tmp / "optimizer.safetensors"))
-    meta = {"step": step, "config": asdict(config), "param_groups": state["param_groups"], "history": history}
-    (tmp / "state.json").write_text(json.dumps(meta, indent=2) + "\n")
-    if final.exists():
-        shutil.rmtree(old, ignore_errors=True)
-        final.rename(old)
-    tmp.rename(final)
-    shutil.rmtree(old, ignore_errors=True)
-
-
-def _checkpoint_folder(out: Path) -> Path | None:
-    """The latest complete checkpoint (``.checkpoint.old`` when a crash hit between the renames)."""
-    for name in ("checkpoint", ".checkpoint.old"):
-        if (out / name / "state.json").is_file():
-            return out / name
-    return None
-
-
-def _load_checkpoint(folder: Path, config: MopdConfig, student: Any, teacher: Any,
-                     optimizer: Any) -> tuple[int, list]:
-    """Restore student, teacher and optimiser; ``(step, eval history)``. Refuses another run's checkpoint."""
-    from latentwire.agents.errors import CheckpointError
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file, load_model
-
-    try:
-        meta = json.loads((folder / "state.json").read_text())
-        saved = meta["config"]
-        changed = sorted(k for k, v in asdict(config).items()
-                         if k not in _RESUME_FREE and json.loads(json.dumps(v)) != saved.get(k))
-        if changed:
-            raise ConfigError(f"{folder} was written by a run with other settings ({', '.join(changed)}); "
-                              "use another out_dir or --no-resume")
-        load_model(student, str(folder / "student.safetensors"))
-        load_model(teacher.model, str(folder / "teacher.safetensors"))
-        tensors = load_file(str(folder / "optimizer.safetensors"))
-    except (OSError, KeyError, json.JSONDecodeError, SafetensorError, RuntimeError) as exc:
-        raise CheckpointError(str(folder), f"{type(exc).__name__}: {exc}", what="MOPD checkpoint") from exc
-    slots: dict[int, dict[str, Any]] = {}
-    for key, value in tensors.items():
-        index, name = key.split(".", 1)
-        slots.setdefault(int(index), {})[name] = value
-    groups = meta["param_groups"]
-    for group in groups:
-        if "betas" in group:
-            group["betas"] = tuple(group["betas"])
-    optimizer.load_state_dict({"state": slots, "param_groups": groups})
-    return int(meta["step"]), list(meta.get("history", []))
-
-
 # ---- one step --------------------------------------------------------------------------------
 
 
@@ -360,119 +301,107 @@ def _load_models(config: MopdConfig) -> tuple[Any, Any, Any]:
     return student, tokenizer, separate
 
 
+class _MopdJob(TrainJob):
+    """One on-policy step per training step (sample, verify, build contexts, then
+    ``epochs_per_batch`` updates, the teacher following each), evaluation, history and report."""
+
+    checkpoint_name = "MOPD checkpoint"
+    progress_keys = ("reward", "loss")
+    eval_at_start = True
+    keep_final_checkpoint = True  # a later run with more steps goes on from the finished one
+    resume_free = frozenset({"methods"})
+
+    def __init__(self, config: MopdConfig, student: Any, tokenizer: Any, teacher: Any, device: Any,
+                 process: int) -> None:
+        from .peers import build_contexts  # noqa: F401  (fail at start, not at the first step)
+        from .rollouts import SamplingConfig
+        from .verifiers import make_verifier
+
+        self.config, self.module, self.tokenizer, self.teacher = config, student, tokenizer, teacher
+        self.device, self.process = device, process
+        self.name = f"mopd {config.name}"
+        self.verify = make_verifier(config.verifier, **config.verifier_options)
+        self.problems = _Problems(config)
+        self.peers = config.peer_config()
+        self.sampling = SamplingConfig(temperature=config.temperature, top_p=config.top_p, top_k=config.top_k,
+                                       max_new_tokens=config.max_new_tokens,
+                                       max_prompt_tokens=config.max_prompt_tokens)
+        self.history: list[dict[str, Any]] = []
+        self.report: dict[str, Any] = {}
+
+    def param_groups(self) -> list[dict[str, Any]]:
+        return [{"params": list(self.module.parameters())}]  # decay (if any) on every parameter
+
+    def checkpointed(self) -> list[Any]:
+        return [self.teacher.model] if self.config.teacher == "ema" else []  # the others are rebuilt as they were
+
+    def step(self, step: int, model: Any) -> Any:
+        import torch
+
+        from .peers import build_contexts
+        from .rollouts import encode_prompt, sample_groups
+
+        config, tokenizer, raw = self.config, self.tokenizer, self.module
+        # Everything random in a step comes from (seed, step, process): a resumed run repeats it.
+        rng = random.Random(f"mopd|{config.seed}|{step}|{self.process}")
+        torch.manual_seed(rng.randrange(1 << 62))
+        drawn = self.problems.draw(config.prompts_per_step, rng)
+        questions = [q for q, _ in drawn]
+        prompts = [encode_prompt(tokenizer, q, config.max_prompt_tokens) for q in questions]
+        rollouts = sample_groups(raw, tokenizer, prompts, config.group_size, self.sampling)
+        golds = [g for _, g in drawn for _ in range(config.group_size)]
+        rewards = torch.tensor([self.verify(text, gold).reward for text, gold in zip(rollouts.texts, golds)],
+                               device=self.device)
+        contexts = build_contexts(questions, rollouts.texts, rewards.tolist(), config.group_size, self.peers, rng)
+        reward = rewards.mean().item()
+        for _ in range(config.epochs_per_batch):
+            loss, parts = _step_loss(config, model, self.teacher, tokenizer, questions, rollouts, rewards, contexts,
+                                     self.device)
+            yield loss, {"reward": reward, **parts}
+            self.teacher.update(raw)  # after the loop's update
+
+    def evaluate(self, step: int) -> dict[str, Any]:
+        from .student import success_rate
+
+        success = success_rate(self.module, self.tokenizer, self.problems.eval, self.verify,
+                               max_new_tokens=self.config.max_new_tokens)
+        self.history.append({"step": step, "success": round(success, 4)})
+        return {"eval_success": round(success, 4)}
+
+    def state(self) -> dict[str, Any]:
+        return {"history": self.history}
+
+    def load_state(self, state: dict[str, Any]) -> None:
+        self.history = list(state.get("history", []))
+
+    def save(self, out: Path, result: LoopResult) -> None:
+        config, history = self.config, self.history
+        self.module.save_pretrained(out / "student", safe_serialization=True)
+        self.tokenizer.save_pretrained(out / "student")
+        self.report = {"name": config.name, "config": asdict(config), "history": history,
+                       "initial_success": history[0]["success"], "final_success": history[-1]["success"],
+                       "eval_n": len(self.problems.eval), "processes": result.processes,
+                       "seconds": result.train_seconds}
+        (out / "report.json").write_text(json.dumps(self.report, indent=2) + "\n")
+        plot_success({config.name: [history]}, out / "success.png")
+
+
 def train(config: MopdConfig) -> dict[str, Any]:
-    """Run one method (or, with ``methods``, each preset via `compare`); return the report."""
+    """Run one method (or, with ``methods``, each preset via `compare`); return the report (empty
+    on processes other than the main one)."""
     if config.methods:
         return compare(config, config.methods)
-    import torch
-    from accelerate import Accelerator
-    from tqdm.auto import tqdm
-
-    from .peers import build_contexts
-    from .rollouts import SamplingConfig, encode_prompt, sample_groups
-    from .student import success_rate
     from .teacher import Teacher
-    from .verifiers import make_verifier
 
-    # accelerate picks gloo for several processes on a machine without a GPU only when told it
-    # runs on CPU (`accelerate launch --multi_gpu --num_processes 2` there starts CPU processes).
-    several = int(os.environ.get("WORLD_SIZE", "1")) > 1
-    accelerator = Accelerator(cpu=several and not torch.cuda.is_available())
-    main = accelerator.is_main_process
-    out = Path(config.out_dir.format(name=config.name, method=config.method))
+    loop = TrainLoop(config)
+    device = loop.accelerator.device
     student, tokenizer, separate = _load_models(config)
-    student.to(accelerator.device)
+    student.to(device)
     teacher = Teacher(config.teacher, student, config.teacher_rate, separate)
-    teacher.model.to(accelerator.device)
-    verify = make_verifier(config.verifier, **config.verifier_options)
-    problems = _Problems(config)
-    peers = config.peer_config()
-    sampling = SamplingConfig(temperature=config.temperature, top_p=config.top_p, top_k=config.top_k,
-                              max_new_tokens=config.max_new_tokens, max_prompt_tokens=config.max_prompt_tokens)
-    optimizer = torch.optim.AdamW(student.parameters(), lr=config.lr, weight_decay=config.weight_decay)
-
-    start, history = 0, []
-    folder = _checkpoint_folder(out) if config.resume else None
-    if folder is not None:
-        start, history = _load_checkpoint(folder, config, student, teacher, optimizer)
-    model, optimizer = accelerator.prepare(student, optimizer)
-    raw = accelerator.unwrap_model(model)
-
-    def evaluate(step: int) -> None:
-        if main:
-            success = success_rate(raw, tokenizer, problems.eval, verify, max_new_tokens=config.max_new_tokens)
-            history.append({"step": step, "success": round(success, 4)})
-            write_jsonl(metrics, {"step": step, "eval_success": round(success, 4),
-                                  "elapsed_s": round(time.perf_counter() - began, 2)})
-
-    if main:
-        out.mkdir(parents=True, exist_ok=True)
-        kept = []
-        if start and (out / "metrics.jsonl").is_file():  # drop what the crashed run logged after its checkpoint
-            kept = [line for line in (out / "metrics.jsonl").read_text().splitlines()
-                    if line.strip() and json.loads(line).get("step", 0) <= start]
-        (out / "metrics.jsonl").write_text("".join(line + "\n" for line in kept))
-    metrics = (out / "metrics.jsonl").open("a") if main else None
-    began = time.perf_counter()
-    bar = tqdm(range(start, config.steps), initial=start, total=config.steps, mininterval=1.0,
-               disable=not (main and config.progress), desc=f"mopd {config.name}")
-    try:
-        if start == 0:
-            evaluate(0)
-        for step in bar:
-            for group in optimizer.param_groups:
-                factor = warmup_cosine(step, config.steps, config.warmup_steps, config.min_lr_ratio)
-                group["lr"] = config.lr * factor
-            # Everything random in a step comes from (seed, step, process): a resumed run repeats it.
-            rng = random.Random(f"mopd|{config.seed}|{step}|{accelerator.process_index}")
-            torch.manual_seed(rng.randrange(1 << 62))
-            drawn = problems.draw(config.prompts_per_step, rng)
-            questions = [q for q, _ in drawn]
-            prompts = [encode_prompt(tokenizer, q, config.max_prompt_tokens) for q in questions]
-            rollouts = sample_groups(raw, tokenizer, prompts, config.group_size, sampling)
-            golds = [g for _, g in drawn for _ in range(config.group_size)]
-            rewards = torch.tensor([verify(text, gold).reward for text, gold in zip(rollouts.texts, golds)],
-                                   device=accelerator.device)
-            contexts = build_contexts(questions, rollouts.texts, rewards.tolist(), config.group_size, peers, rng)
-            for _ in range(config.epochs_per_batch):
-                loss, parts = _step_loss(config, model, teacher, tokenizer, questions, rollouts, rewards, contexts,
-                                         accelerator.device)
-                optimizer.zero_grad(set_to_none=True)
-                accelerator.backward(loss)
-                if config.grad_clip:
-                    accelerator.clip_grad_norm_(model.parameters(), config.grad_clip)
-                optimizer.step()
-                teacher.update(raw)
-            done = step + 1
-            record = {"step": done, "loss": round(loss.item(), 5), "reward": round(rewards.mean().item(), 4),
-                      **{k: round(v, 5) for k, v in parts.items()},
-                      "lr": optimizer.param_groups[0]["lr"], "elapsed_s": round(time.perf_counter() - began, 2)}
-            write_jsonl(metrics, record)
-            bar.set_postfix(reward=f"{record['reward']:.2f}", loss=f"{record['loss']:.3f}")
-            if config.eval_every and done % config.eval_every == 0 and done < config.steps:
-                evaluate(done)
-            if main and config.save_every and done % config.save_every == 0 and done < config.steps:
-                _save_checkpoint(out, done, config, raw, teacher, optimizer, history)
-            accelerator.wait_for_everyone()
-        if not history or history[-1]["step"] != config.steps:
-            evaluate(config.steps)
-        report: dict[str, Any] = {}
-        if main:
-            _save_checkpoint(out, config.steps, config, raw, teacher, optimizer, history)
-            raw.save_pretrained(out / "student", safe_serialization=True)
-            tokenizer.save_pretrained(out / "student")
-            report = {"name": config.name, "config": asdict(config), "history": history,
-                      "initial_success": history[0]["success"], "final_success": history[-1]["success"],
-                      "eval_n": len(problems.eval), "processes": accelerator.num_processes,
-                      "seconds": round(time.perf_counter() - began, 1)}
-            (out / "report.json").write_text(json.dumps(report, indent=2) + "\n")
-            plot_success({config.name: [history]}, out / "success.png")
-    finally:
-        bar.close()
-        if metrics is not None:
-            metrics.close()
-    accelerator.wait_for_everyone()
-    return report
+    teacher.model.to(device)
+    job = _MopdJob(config, student, tokenizer, teacher, device, loop.accelerator.process_index)
+    loop.run(job, config.out_dir.format(name=config.name, method=config.method))
+    return job.report
 
 
 def compare(config: MopdConfig, names: tuple[str, ...] | list[str],
@@ -487,7 +416,7 @@ def compare(config: MopdConfig, names: tuple[str, ...] | list[str],
     runs: dict[str, list[dict[str, Any]]] = {}
     for name in names:
         for seed in seeds:
-            run_config = replace(config, methods=(), seed=seed, out_dir=str(root / name / f"seed{seed}"),
+            run_config = replace(config, methods=[], seed=seed, out_dir=str(root / name / f"seed{seed}"),
                                  **METHOD_PRESETS[name])
             runs.setdefault(name, []).append(train(run_config))
     report = {"methods": {name: {"final_success": [r["final_success"] for r in rs],
@@ -542,6 +471,7 @@ def load_config(path: str | os.PathLike[str]) -> dict[str, Any]:
         raise ConfigError(f"cannot read config {file}: {exc}") from exc
     if not isinstance(values, dict):
         raise ConfigError(f"config {file} must hold an object of MopdConfig fields")
+    values = {RENAMED.get(k, k): v for k, v in values.items()}
     known = {f.name for f in fields(MopdConfig)}
     unknown = sorted(set(values) - known)
     if unknown:
@@ -550,7 +480,8 @@ def load_config(path: str | os.PathLike[str]) -> dict[str, Any]:
     return values
 
 
-def _parser() -> argparse.ArgumentParser:
+def _parser() -> Any:
+    """One ``--flag`` per `MopdConfig` field (help, default, choices) and ``--config FILE``."""
     parser = config_parser(MopdConfig, "latentwire train mopd", "MOPD with OPD, GRPO and SFT baselines.")
     parser.add_argument("--config", help="JSON or TOML file of MopdConfig fields (flags win over it)")
     return parser

@@ -15,18 +15,24 @@ wrong letter), like the student's own mistakes. Pre-training stops at the first 
 whose plain greedy success lies in ``[target_low, target_high]`` after ``min_steps`` (so the
 student starts where on-policy training has something to learn), or after ``steps``.
 
-The shipped checkpoint (``checkpoints/sort_student``: tinyworld ``sort`` with length 6) was made
-with::
+The job runs on the training loop (`loop.TrainLoop`; constant learning rate, AdamW, clipping,
+``metrics.jsonl``); an evaluation in the band ends the run as finished. The shipped checkpoint
+(``checkpoints/sort_student``: tinyworld ``sort`` with length 6) was made with the first of::
 
+    # CPU
     python -m latentwire.training.mopd.student --out training/mopd/checkpoints/sort_student
+    # one GPU: the same command (accelerate picks the device); several processes:
+    accelerate launch -m latentwire.training.mopd.student --out runs/mopd/student
 
 It is an ordinary transformers folder (``config.json`` + ``model.safetensors``) plus the
-tinyworld tokenizer file and ``mopd_student.json`` (task, templates, pre-training record), loaded
-with `load_student` (``LlamaForCausalLM.from_pretrained``).
+tinyworld tokenizer file, ``mopd_student.json`` (task, templates, pre-training record) and
+``pretrain_metrics.jsonl`` (one line per evaluation), loaded with `load_student`
+(``LlamaForCausalLM.from_pretrained``).
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import random
 import time
@@ -34,7 +40,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .._jobs import config_parser, write_jsonl
+from latentwire.tinyworld.tasks import TASKS
+
+from ..loop import LoopResult, TrainConfig, TrainJob, TrainLoop, config_parser, default
 from .peers import PeerTemplates, render_context
 from .rollouts import SamplingConfig, completion_logprobs, encode_prompt, generate
 
@@ -46,28 +54,28 @@ META_FILE = "mopd_student.json"
 
 
 @dataclass
-class StudentConfig:
-    """Architecture and pre-training of the tiny student (see the module docstring)."""
+class StudentConfig(TrainConfig):
+    """Architecture and pre-training of the tiny student (see the module docstring); each field's
+    help says what it does, the training fields are `TrainConfig`'s."""
 
-    task: str = "sort"
-    length: int = 6
-    hidden_size: int = 128
-    layers: int = 2
-    heads: int = 4
-    steps: int = 3000
-    min_steps: int = 300
-    batch_size: int = 64
-    lr: float = 3e-3
-    eval_every: int = 50
-    eval_n: int = 128
-    target_low: float = 0.3
-    target_high: float = 0.5
-    plain_fraction: float = 0.25
-    seed: int = 0
-    out: str = "runs/mopd/student"
-    progress: bool = True
-    templates: PeerTemplates = field(default_factory=PeerTemplates)
-
+    out_dir: str = default("out_dir", "runs/mopd/student")
+    steps: int = default("steps", 3000)
+    min_lr_ratio: float = default("min_lr_ratio", 1.0)
+    adam_beta2: float = default("adam_beta2", 0.999)
+    eval_every: int = default("eval_every", 50)
+    checkpoint_every: int = default("checkpoint_every", 0)
+    task: str = field(default="sort", metadata={"help": "tinyworld task", "choices": list(TASKS)})
+    length: int = field(default=6, metadata={"help": "secret length of the task"})
+    hidden_size: int = field(default=128, metadata={"help": "width of the Llama student"})
+    layers: int = field(default=2, metadata={"help": "its layers"})
+    heads: int = field(default=4, metadata={"help": "its attention heads"})
+    min_steps: int = field(default=300, metadata={"help": "steps before the success band may stop the run"})
+    batch_size: int = field(default=64, metadata={"help": "examples per step"})
+    eval_n: int = field(default=128, metadata={"help": "held-out plain questions of each evaluation"})
+    target_low: float = field(default=0.3, metadata={"help": "lower end of the plain success that stops the run"})
+    target_high: float = field(default=0.5, metadata={"help": "upper end of that band"})
+    plain_fraction: float = field(default=0.25, metadata={"help": "share of plain questions (the rest carry peers)"})
+    templates: PeerTemplates = field(default_factory=PeerTemplates, metadata={"help": argparse.SUPPRESS})
 
 def build_student(config: StudentConfig) -> Any:
     """A freshly initialised `LlamaForCausalLM` of the configured size on the tinyworld vocabulary."""
@@ -148,70 +156,87 @@ def success_rate(model: Any, tokenizer: Any, problems: list[tuple[str, str]], ve
     return sum(rewards) / max(1, len(rewards))
 
 
+class _StudentJob(TrainJob):
+    """Teacher-forced answers to plain and peer-context questions; stops in the success band."""
+
+    name = "pretrain student"
+    checkpoint_name = "student checkpoint"
+
+    def __init__(self, config: StudentConfig) -> None:
+        from latentwire.tinyworld.tasks import make_task
+        from latentwire.tinyworld.tokenizer import TinyTokenizer
+
+        from .verifiers import TinyworldVerifier
+
+        self.config, self.tokenizer = config, TinyTokenizer()
+        self.module = build_student(config)
+        self.task = make_task(config.task, config.length)
+        self.verifier = TinyworldVerifier()
+        held_out = self.task.episodes(config.eval_n, seed=10_000 + config.seed)
+        self.eval_problems = [(ep.prompt(ep.receiver.name), ep.answer) for ep in held_out]
+        self.rng = random.Random(config.seed)  # one stream over the steps (its state is checkpointed)
+        self.history: list[dict[str, Any]] = []
+        self.loss = float("nan")
+        self.began = time.perf_counter()
+
+    def param_groups(self) -> list[dict[str, Any]]:
+        return [{"params": list(self.module.parameters())}]  # decay on every parameter
+
+    def step(self, step: int, model: Any) -> tuple[Any, dict[str, float]]:
+        from latentwire.tinyworld.tokenizer import EOS_ID, PAD_ID
+
+        config, rng, tokenizer = self.config, self.rng, self.tokenizer
+        episodes = [self.task.episode(seed=config.seed, index=rng.randrange(1 << 40)) for _ in range(config.batch_size)]
+        prompts = [encode_prompt(tokenizer, _example(ep.prompt(ep.receiver.name), ep.answer, rng, config))
+                   for ep in episodes]
+        answers = [tokenizer.encode(ep.answer, add_special_tokens=False) + [EOS_ID] for ep in episodes]
+        logp, mask, _ = completion_logprobs(model, prompts, answers, PAD_ID)
+        loss = -(logp.sum() / mask.sum())
+        self.loss = loss.item()
+        return loss, {}
+
+    def evaluate(self, step: int) -> dict[str, Any]:
+        success = success_rate(self.module, self.tokenizer, self.eval_problems, self.verifier)
+        self.history.append({"step": step, "loss": round(self.loss, 4), "plain_success": round(success, 4),
+                             "elapsed_s": round(time.perf_counter() - self.began, 1)})
+        config = self.config
+        self.stop = step >= config.min_steps and config.target_low <= success <= config.target_high
+        return {"plain_success": round(success, 4)}
+
+    def state(self) -> dict[str, Any]:
+        return {"rng": self.rng.getstate(), "history": self.history}
+
+    def load_state(self, state: dict[str, Any]) -> None:
+        version, internal, gauss = state["rng"]
+        self.rng.setstate((version, tuple(internal), gauss))
+        self.history = list(state["history"])
+
+    def save(self, out: Path, result: LoopResult) -> None:
+        config = self.config
+        self.module.save_pretrained(out, safe_serialization=True)
+        self.tokenizer.save_pretrained(out)
+        # The pre-training record, one line per evaluation (metrics.jsonl has every step too).
+        (out / "pretrain_metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in self.history))
+        success = self.history[-1]["plain_success"] if self.history else 0.0
+        meta = {"task": config.task, "length": config.length, "templates": asdict(config.templates),
+                "config": {k: v for k, v in asdict(config).items() if k != "templates"},
+                "steps": result.step, "plain_success": success, "eval_n": config.eval_n,
+                "seconds": result.train_seconds}
+        (out / META_FILE).write_text(json.dumps(meta, indent=2) + "\n")
+
+
 def pretrain_student(config: StudentConfig) -> Path:
     """Pre-train the student as described in the module docstring; return its folder."""
-    import torch
-    from tqdm.auto import tqdm
-
-    from latentwire.tinyworld.tasks import make_task
-    from latentwire.tinyworld.tokenizer import EOS_ID, PAD_ID, TinyTokenizer
-    from .verifiers import TinyworldVerifier
-
-    tokenizer = TinyTokenizer()
-    model = build_student(config)
-    task = make_task(config.task, config.length)
-    verifier = TinyworldVerifier()
-    held_out = task.episodes(config.eval_n, seed=10_000 + config.seed)
-    eval_problems = [(ep.prompt(ep.receiver.name), ep.answer) for ep in held_out]
-    optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=0.01)
-    rng = random.Random(config.seed)
-    out = Path(config.out)
-    out.mkdir(parents=True, exist_ok=True)
-    history: list[dict[str, Any]] = []
-    began = time.perf_counter()
-    success = 0.0
-    step = 0
-    with (out / "pretrain_metrics.jsonl").open("w") as metrics:
-        bar = tqdm(range(config.steps), disable=not config.progress, desc="pretrain student", mininterval=1.0)
-        for step in bar:
-            episodes = [task.episode(seed=config.seed, index=rng.randrange(1 << 40))
-                        for _ in range(config.batch_size)]
-            prompts = [encode_prompt(tokenizer, _example(ep.prompt(ep.receiver.name), ep.answer, rng, config))
-                       for ep in episodes]
-            answers = [tokenizer.encode(ep.answer, add_special_tokens=False) + [EOS_ID] for ep in episodes]
-            logp, mask, _ = completion_logprobs(model, prompts, answers, PAD_ID)
-            loss = -(logp.sum() / mask.sum())
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-            optimizer.step()
-            if (step + 1) % config.eval_every == 0:
-                success = success_rate(model, tokenizer, eval_problems, verifier)
-                record = {"step": step + 1, "loss": round(loss.item(), 4), "plain_success": round(success, 4),
-                          "elapsed_s": round(time.perf_counter() - began, 1)}
-                history.append(record)
-                write_jsonl(metrics, record)
-                bar.set_postfix(loss=f"{loss.item():.3f}", success=f"{success:.2f}")
-                if step + 1 >= config.min_steps and config.target_low <= success <= config.target_high:
-                    break
-        bar.close()
-    model.save_pretrained(out, safe_serialization=True)
-    tokenizer.save_pretrained(out)
-    meta = {"task": config.task, "length": config.length, "templates": asdict(config.templates),
-            "config": {k: v for k, v in asdict(config).items() if k != "templates"},
-            "steps": step + 1, "plain_success": round(success, 4), "eval_n": config.eval_n,
-            "seconds": round(time.perf_counter() - began, 1)}
-    (out / META_FILE).write_text(json.dumps(meta, indent=2) + "\n")
-    return out
+    loop = TrainLoop(config)
+    loop.run(_StudentJob(config), config.out_dir)
+    return Path(config.out_dir)
 
 
 def main(argv: list[str] | None = None) -> Path:
     """CLI: pre-train a student (one ``--flag`` per `StudentConfig` field but the templates)."""
     parser = config_parser(StudentConfig, "python -m latentwire.training.mopd.student",
                            "Pre-train the tiny MOPD student on a tinyworld task and the peer re-prompt format.")
-    args = vars(parser.parse_args(argv))
-    args.pop("templates", None)
-    folder = pretrain_student(StudentConfig(**args))
+    folder = pretrain_student(StudentConfig(**vars(parser.parse_args(argv))))
     print(folder, (folder / META_FILE).read_text())
     return folder
 

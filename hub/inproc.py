@@ -1,5 +1,7 @@
 """``inproc://[name]``: an embedded hub in this process, the default transport.
 
+``inproc://`` is an embedded hub, so its transport lives with the hub, above the SDK;
+``import latentwire`` does not import it (`latentwire.transports` names it by string).
 Frames are handed over as Python objects through two bounded queues, never serialised, so
 a latent moves at memory speed (one copy, made when the sender's array becomes bytes). Each
 event loop has its own embedded hubs, keyed by name (``inproc://`` is the hub named
@@ -11,13 +13,12 @@ from __future__ import annotations
 import asyncio
 import weakref
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from typing import Any
 
-from ..errors import ConnectError
-from .base import Connection, Transport, WireFrame
+from latentwire.errors import ConfigError, ConnectError
+from latentwire.transports.base import Connection, Transport, WireFrame
 
-if TYPE_CHECKING:
-    from ..hub.core import Hub
+from .core import Hub, HubConfig
 
 # Batches a side may have queued before its sender waits (frames are already bounded by the
 # publish and receive windows; this bounds control traffic too).
@@ -35,10 +36,6 @@ def embedded_hub(name: str = "default", **config: object) -> Hub:
     Keyword arguments configure a hub being created (see `latentwire.hub.HubConfig`);
     they are ignored for an existing one.
     """
-    # The hub lives in latentwire.hub; imported here, on first use, because the SDK's import
-    # must not pull the hub in for users of remote transports.
-    from ..hub.core import Hub, HubConfig
-
     hubs = _hubs.setdefault(asyncio.get_running_loop(), {})
     hub = hubs.get(name)
     if hub is None or hub.closed:
@@ -101,6 +98,16 @@ class InprocTransport(Transport):
     def __init__(self, name: str = "default", hub: Hub | None = None) -> None:
         self.name = name or "default"
         self._hub = hub
+
+    @classmethod
+    def from_url(cls, url: str, *, token: str | None = None, **options: Any) -> InprocTransport:
+        """``inproc://[name]``: the embedded hub called ``name`` (``default`` if empty). It takes
+        no transport options, and the token needs no transport: it travels in the bus's hello."""
+        if options:
+            raise ConfigError(f"inproc:// takes no transport options, got {sorted(options)} for "
+                              f"{url!r}; those belong to grpc:// and mqtt:// URLs")
+        parts = cls.split_url(url, "inproc://name")
+        return cls(parts.netloc or parts.path.strip("/") or "default")
 
     @property
     def hub(self) -> Hub:

@@ -1,4 +1,4 @@
-"""Anchor files and the incremental hub-map job (`latentwire train hub-maps`)."""
+"""Anchor files and the incremental shared-space maps job (`latentwire train space-maps`)."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from latentwire.agents.codec import CodecConfig, UniversalVisualCodec  # noqa: E
 from latentwire.errors import ConfigError  # noqa: E402
 from latentwire.training.anchors import (  # noqa: E402
     AnchorError, anchors_from_texts, read_anchors, tinyworld_anchors, write_anchors)
-from latentwire.training.hub_maps import fit_hub_maps  # noqa: E402
+from latentwire.training.shared_space import fit_shared_maps  # noqa: E402
 
 
 def test_tinyworld_anchors_round_trip(tmp_path):
@@ -63,65 +63,65 @@ def test_adding_a_family_leaves_every_existing_file_byte_identical(tmp_path):
     codecs = tmp_path / "codecs"
     gemma, smol, qwen = (_codec_folder(codecs, f, s) for f, s in
                          (("gemma3", 0), ("smolvlm", 1), ("qwen2_5_vl", 2)))
-    hub = tmp_path / "hub"
-    first = fit_hub_maps([gemma, smol], reference="gemma3", anchors=anchors, out=hub)
+    space = tmp_path / "space"
+    first = fit_shared_maps([gemma, smol], reference="gemma3", anchors=anchors, out=space)
     assert [(r.family, r.status) for r in first] == [("gemma3", "reference"), ("smolvlm", "fitted")]
-    fitted = UniversalVisualCodec.from_pretrained(hub / "smolvlm")
-    assert not torch.equal(fitted.hub.to_hub.weight, torch.eye(64))  # real maps, not the identity
-    before = _digests(hub)
+    fitted = UniversalVisualCodec.from_pretrained(space / "smolvlm")
+    assert not torch.equal(fitted.shared.to_shared.weight, torch.eye(64))  # real maps, not the identity
+    before = _digests(space)
 
-    second = fit_hub_maps([gemma, smol, qwen], reference="gemma3", anchors=anchors, out=hub)
+    second = fit_shared_maps([gemma, smol, qwen], reference="gemma3", anchors=anchors, out=space)
     assert [(r.family, r.status) for r in second] == [
         ("gemma3", "kept"), ("smolvlm", "kept"), ("qwen2_5_vl", "fitted")]
-    after = _digests(hub)
+    after = _digests(space)
     assert {k: v for k, v in after.items() if not k.startswith("qwen2_5_vl/")} == before
     assert "qwen2_5_vl/model.safetensors" in after
 
     # The maps send the family's latents of an anchor near the reference's latents of it.
-    record = json.loads((hub / "qwen2_5_vl" / "hub_fit.json").read_text())
-    assert record["reference"] == "gemma3" and record["to_hub_mse"] >= 0
+    record = json.loads((space / "qwen2_5_vl" / "shared_fit.json").read_text())
+    assert record["reference"] == "gemma3" and record["to_shared_mse"] >= 0
 
     # Another ridge is another fit: that family is refitted, the reference kept.
-    third = fit_hub_maps([gemma, smol], reference="gemma3", anchors=anchors, out=hub, ridge=1e-2)
+    third = fit_shared_maps([gemma, smol], reference="gemma3", anchors=anchors, out=space, ridge=1e-2)
     assert [(r.family, r.status) for r in third] == [("gemma3", "kept"), ("smolvlm", "fitted")]
 
 
-def test_residual_hub_maps_are_fitted_recorded_and_kept(tmp_path):
+def test_residual_shared_space_maps_are_fitted_recorded_and_kept(tmp_path):
     anchors = write_anchors(tinyworld_anchors("secret", 80), tmp_path / "anchors.jsonl")
     gemma, smol = (_codec_folder(tmp_path / "codecs", f, s) for f, s in (("gemma3", 0), ("smolvlm", 1)))
-    hub = tmp_path / "hub"
-    fit_hub_maps([gemma, smol], reference="gemma3", anchors=anchors, out=hub)
-    affine = _digests(hub)
-    first = fit_hub_maps([gemma, smol], reference="gemma3", anchors=anchors, out=hub, hidden=32, residual_steps=20)
+    space = tmp_path / "space"
+    fit_shared_maps([gemma, smol], reference="gemma3", anchors=anchors, out=space)
+    affine = _digests(space)
+    first = fit_shared_maps([gemma, smol], reference="gemma3", anchors=anchors, out=space, hidden=32, residual_steps=20)
     assert [(r.family, r.status) for r in first] == [("gemma3", "kept"), ("smolvlm", "fitted")]
-    assert set(first[1].heldout) == {"to_hub", "from_hub"}
-    record = json.loads((hub / "smolvlm" / "hub_fit.json").read_text())
-    assert record["hub_hidden"] == 32 and record["heldout"]["to_hub"]["map"] <= record["heldout"]["to_hub"]["affine"]
-    codec = UniversalVisualCodec.from_pretrained(hub / "smolvlm")
-    assert codec.config.hub_hidden == 32 and codec.hub.to_hub.residual is not None
-    with_mlp = _digests(hub)
-    again = fit_hub_maps([gemma, smol], reference="gemma3", anchors=anchors, out=hub, hidden=32, residual_steps=20)
-    assert [r.status for r in again] == ["kept", "kept"] and _digests(hub) == with_mlp
+    assert set(first[1].heldout) == {"to_shared", "from_shared"}
+    record = json.loads((space / "smolvlm" / "shared_fit.json").read_text())
+    assert record["shared_hidden"] == 32 and record["heldout"]["to_shared"]["map"] <= record["heldout"]["to_shared"]["affine"]
+    codec = UniversalVisualCodec.from_pretrained(space / "smolvlm")
+    assert codec.config.shared_hidden == 32 and codec.shared.to_shared.residual is not None
+    with_mlp = _digests(space)
+    again = fit_shared_maps([gemma, smol], reference="gemma3", anchors=anchors, out=space, hidden=32, residual_steps=20)
+    assert [r.status for r in again] == ["kept", "kept"] and _digests(space) == with_mlp
     # Back to affine maps: refitted to the very bytes of the first affine fit (deterministic).
-    fit_hub_maps([gemma, smol], reference="gemma3", anchors=anchors, out=hub)
-    assert _digests(hub) == affine
+    fit_shared_maps([gemma, smol], reference="gemma3", anchors=anchors, out=space)
+    assert _digests(space) == affine
 
 
-def test_hub_maps_refuse_bad_settings(tmp_path):
+def test_shared_space_maps_refuse_bad_settings(tmp_path):
     anchors = write_anchors(tinyworld_anchors("secret", 4), tmp_path / "anchors.jsonl")
     gemma = _codec_folder(tmp_path / "c", "gemma3", 0)
     with pytest.raises(ConfigError, match="reference family 'llava' is not among"):
-        fit_hub_maps([gemma], reference="llava", anchors=anchors, out=tmp_path / "hub")
+        fit_shared_maps([gemma], reference="llava", anchors=anchors, out=tmp_path / "space")
     with pytest.raises(ConfigError, match="ridge must be > 0"):
-        fit_hub_maps([gemma], reference="gemma3", anchors=anchors, out=tmp_path / "hub", ridge=0)
+        fit_shared_maps([gemma], reference="gemma3", anchors=anchors, out=tmp_path / "space", ridge=0)
     with pytest.raises(ConfigError, match="hidden must be >= 0"):
-        fit_hub_maps([gemma], reference="gemma3", anchors=anchors, out=tmp_path / "hub", hidden=-1)
+        fit_shared_maps([gemma], reference="gemma3", anchors=anchors, out=tmp_path / "space", hidden=-1)
     other = tmp_path / "d" / "smolvlm"
     UniversalVisualCodec(CodecConfig(family="smolvlm", hidden_size=128, image_slots=16, width=32,
                                      num_tokens=4)).save_pretrained(other)
     (other / "align.json").write_text(json.dumps({"config": {"model": "smolvlm"}}))
-    with pytest.raises(ConfigError, match="the hub needs one shape"):
-        fit_hub_maps([gemma, other], reference="gemma3", anchors=anchors, out=tmp_path / "hub")
+    with pytest.raises(ConfigError, match="the shared space needs one shape"):
+        fit_shared_maps([gemma, other], reference="gemma3", anchors=anchors, out=tmp_path / "space")
 
 
 def _anchored_folder(root, family, seed, reference_folder, scheme=None):
@@ -133,30 +133,30 @@ def _anchored_folder(root, family, seed, reference_folder, scheme=None):
     return folder
 
 
-def test_a_family_can_read_the_hub_with_a_decoder_anchored_to_the_reference(tmp_path):
+def test_a_family_can_read_the_shared_space_with_a_decoder_anchored_to_the_reference(tmp_path):
     anchors = write_anchors(tinyworld_anchors("secret", 80), tmp_path / "anchors.jsonl")
     gemma, smol = (_codec_folder(tmp_path / "codecs", f, s) for f, s in (("gemma3", 0), ("smolvlm", 1)))
     anchored = _anchored_folder(tmp_path / "anchored", "smolvlm", 5, gemma, "anchored to gemma3 (decoder only)")
-    hub = tmp_path / "hub"
-    result = fit_hub_maps([gemma, smol], reference="gemma3", anchors=anchors, out=hub,
+    space = tmp_path / "space"
+    result = fit_shared_maps([gemma, smol], reference="gemma3", anchors=anchors, out=space,
                           decoders={"smolvlm": anchored})
-    assert result[1].status == "fitted" and result[1].from_hub_mse is None
-    codec = UniversalVisualCodec.from_pretrained(hub / "smolvlm")
+    assert result[1].status == "fitted" and result[1].from_shared_mse is None
+    codec = UniversalVisualCodec.from_pretrained(space / "smolvlm")
     source, reader = (UniversalVisualCodec.from_pretrained(f) for f in (smol, anchored))
     assert all(torch.equal(v, reader.decoder.state_dict()[k]) for k, v in codec.decoder.state_dict().items())
     assert all(torch.equal(v, source.encoder.state_dict()[k]) for k, v in codec.encoder.state_dict().items())
-    assert torch.equal(codec.hub.from_hub.weight, torch.eye(64))  # the decoder reads the hub space as is
-    assert not torch.equal(codec.hub.to_hub.weight, torch.eye(64))
-    record = json.loads((hub / "smolvlm" / "hub_fit.json").read_text())
+    assert torch.equal(codec.shared.from_shared.weight, torch.eye(64))  # the decoder reads the shared space as is
+    assert not torch.equal(codec.shared.to_shared.weight, torch.eye(64))
+    record = json.loads((space / "smolvlm" / "shared_fit.json").read_text())
     assert record["decoder_anchored_to"] == "gemma3" and "decoder_sha256" in record
-    assert [r.status for r in fit_hub_maps([gemma, smol], reference="gemma3", anchors=anchors, out=hub,
+    assert [r.status for r in fit_shared_maps([gemma, smol], reference="gemma3", anchors=anchors, out=space,
                                            decoders={"smolvlm": anchored})] == ["kept", "kept"]
     # Without it the family gets its own decoder back: refitted.
-    assert [r.status for r in fit_hub_maps([gemma, smol], reference="gemma3", anchors=anchors,
-                                           out=hub)] == ["kept", "fitted"]
+    assert [r.status for r in fit_shared_maps([gemma, smol], reference="gemma3", anchors=anchors,
+                                           out=space)] == ["kept", "fitted"]
 
 
-def test_hub_decoders_that_do_not_read_the_reference_are_refused(tmp_path):
+def test_shared_space_decoders_that_do_not_read_the_reference_are_refused(tmp_path):
     anchors = write_anchors(tinyworld_anchors("secret", 8), tmp_path / "anchors.jsonl")
     gemma, smol = (_codec_folder(tmp_path / "codecs", f, s) for f, s in (("gemma3", 0), ("smolvlm", 1)))
     other_gemma = _codec_folder(tmp_path / "other", "gemma3", 7)
@@ -168,6 +168,49 @@ def test_hub_decoders_that_do_not_read_the_reference_are_refused(tmp_path):
     ]
     for decoders, message in cases:
         with pytest.raises(ConfigError, match=message):
-            fit_hub_maps([gemma, smol], reference="gemma3", anchors=anchors, out=tmp_path / "hub",
+            fit_shared_maps([gemma, smol], reference="gemma3", anchors=anchors, out=tmp_path / "space",
                          decoders=decoders)
-    assert not (tmp_path / "hub").exists()  # refused before anything was written
+    assert not (tmp_path / "space").exists()  # refused before anything was written
+
+
+def test_a_space_folder_fitted_before_the_rename_is_read_and_kept(tmp_path):
+    # Folders fitted before the shared space was renamed hold hub_fit.json with hub_* keys.
+    from latentwire.training.pairs import codec_run
+    from latentwire.training.pairs import read_fit_record
+
+    anchors = write_anchors(tinyworld_anchors("secret", 80), tmp_path / "anchors.jsonl")
+    codecs = tmp_path / "codecs"
+    gemma, smol = (_codec_folder(codecs, f, s) for f, s in (("gemma3", 0), ("smolvlm", 1)))
+    space = tmp_path / "space"
+    fit_shared_maps([gemma, smol], reference="gemma3", anchors=anchors, out=space, hidden=32, residual_steps=20)
+    for family in ("gemma3", "smolvlm"):
+        record = json.loads((space / family / "shared_fit.json").read_text())
+        old = {{"shared_hidden": "hub_hidden", "to_shared_mse": "to_hub_mse",
+                "from_shared_mse": "from_hub_mse"}.get(k, k): v for k, v in record.items()}
+        (space / family / "hub_fit.json").write_text(json.dumps(old))
+        (space / family / "shared_fit.json").unlink()
+    assert read_fit_record(space / "smolvlm") == json.loads(json.dumps(record))
+    assert codec_run(space / "smolvlm")[1]["latent_steps"] == 2
+    assert read_fit_record(tmp_path) is None
+    before = _digests(space)
+    again = fit_shared_maps([gemma, smol], reference="gemma3", anchors=anchors, out=space, hidden=32,
+                            residual_steps=20)
+    assert [r.status for r in again] == ["kept", "kept"] and _digests(space) == before
+
+
+def test_the_old_command_names_still_work(capsys):
+    from latentwire.benchmarks.mas import _parse
+    from latentwire.cli import main
+
+    assert _parse(["--hub", "runs/space"], quick=False).space == "runs/space"
+    assert "--hub is deprecated, use --space" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        _parse(["--help"], quick=False)
+    assert "--space" in (usage := capsys.readouterr().out) and "--hub" not in usage
+    with pytest.raises(SystemExit):
+        main(["train", "hub-maps", "--help"])
+    out, err = capsys.readouterr()
+    assert "use `latentwire train space-maps`" in err and "latentwire train space-maps" in out
+    assert main(["train"]) == 2
+    listing = capsys.readouterr().out
+    assert "space-maps" in listing and "hub-maps" not in listing

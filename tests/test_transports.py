@@ -1,0 +1,107 @@
+"""The scheme table: `connect()` finds every transport by its URL scheme, including one a third
+party registers, and bad schemes, targets and missing extras get one clear line."""
+
+from __future__ import annotations
+
+import sys
+import uuid
+from typing import Any
+
+import pytest
+
+import latentwire
+from latentwire.hub.inproc import connection_pair, embedded_hub
+from latentwire.transports import Connection, Transport, register_transport, schemes
+
+
+class LoopbackTransport(Transport):
+    """``loopback://name``: a third-party transport; here it reaches the embedded hub ``name``."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    @classmethod
+    def from_url(cls, url: str, *, token: str | None = None, **options: Any) -> LoopbackTransport:
+        return cls(cls.split_url(url, "loopback://name").netloc)
+
+    async def connect(self, timeout: float) -> Connection:
+        client, server = connection_pair()
+        embedded_hub(self.name).spawn_connection(server)
+        return client
+
+
+register_transport("loopback", f"{__name__}:LoopbackTransport")
+
+
+async def test_a_registered_transport_carries_messages() -> None:
+    name = f"loop-{uuid.uuid4().hex[:8]}"
+    try:
+        async with latentwire.connect(f"loopback://{name}", agent="a") as a, \
+                latentwire.connect(f"inproc://{name}", agent="b") as b:
+            assert isinstance(a._transport, LoopbackTransport)
+            sub = await b.subscribe("greetings")
+            await a.publish("greetings", "hello")
+            msg = await sub.receive(timeout=5)
+        assert (msg.sender, msg.text) == ("a", "hello")
+    finally:
+        await embedded_hub(name).aclose()
+
+
+def test_unknown_scheme_lists_the_known_ones() -> None:
+    with pytest.raises(latentwire.ConfigError) as info:
+        latentwire.connect("nats://localhost:4222")
+    message = str(info.value)
+    assert "unsupported URL scheme 'nats' in 'nats://localhost:4222'" in message
+    assert all(f"{s}://" in message for s in ["inproc", "grpc", "grpcs", "mqtt", "mqtts", "loopback"])
+    assert schemes()[:5] == ["inproc", "grpc", "grpcs", "mqtt", "mqtts"]
+
+
+def test_a_missing_extra_is_named(monkeypatch: pytest.MonkeyPatch) -> None:
+    # As if paho-mqtt were not installed: the mqtt transport's modules cannot be imported.
+    for name in [m for m in sys.modules if m.startswith("latentwire.transports.mqtt")]:
+        monkeypatch.delitem(sys.modules, name)
+    monkeypatch.setitem(sys.modules, "paho.mqtt.client", None)
+    with pytest.raises(latentwire.ConfigError, match=r"mqtts:// needs the 'mqtt' extra: "
+                                                     r"pip install 'latentwire\[mqtt\]'"):
+        latentwire.connect("mqtts://broker.local")
+
+
+@pytest.mark.parametrize("scheme, target, reason", [
+    ("Nats", "pkg.mod:Cls", "transport scheme must be lower-case"),
+    ("1nats", "pkg.mod:Cls", "transport scheme must be lower-case"),
+    ("nats", "pkg.mod.Cls", "transport target must be 'module:Class'"),
+    ("grpc", "pkg.mod:Cls", "grpc:// is already registered to latentwire.transports.grpc:GrpcTransport"),
+])
+def test_bad_registrations_are_refused(scheme: str, target: str, reason: str) -> None:
+    with pytest.raises(latentwire.ConfigError, match=reason):
+        register_transport(scheme, target)
+
+
+def test_registering_the_same_row_again_is_harmless() -> None:
+    register_transport("loopback", f"{__name__}:LoopbackTransport")
+    register_transport("mqtt", "latentwire.transports.mqtt:MqttTransport", extra="mqtt")
+
+
+def test_a_registered_target_that_is_not_a_transport_is_refused() -> None:
+    register_transport("not-a-transport", f"{__name__}:test_unknown_scheme_lists_the_known_ones")
+    with pytest.raises(latentwire.ConfigError, match="not a latentwire.transports.Transport subclass"):
+        latentwire.connect("not-a-transport://x")
+    register_transport("no-such-module", "latentwire_no_such_module:Transport")
+    with pytest.raises(latentwire.ConfigError, match="no-such-module:// transport .* cannot be imported"):
+        latentwire.connect("no-such-module://x")
+
+
+@pytest.mark.parametrize("url, reason", [
+    ("grpc://h:abc", "malformed URL .*got 'grpc://h:abc', use a URL like grpc://127.0.0.1:7878"),
+    ("grpcs://host", "grpcs:// URL needs a host and port: got 'grpcs://host', use a URL like grpcs://"),
+    ("mqtt://[::1", "malformed URL 'mqtt://\\[::1'"),
+    ("mqtts:///ns", "mqtts:// URL needs a host: got 'mqtts:///ns', use a URL like mqtts://127.0.0.1:1883"),
+])
+def test_each_transport_names_the_url_and_shows_a_good_one(url: str, reason: str) -> None:
+    with pytest.raises(latentwire.ConfigError, match=reason):
+        latentwire.connect(url)
+
+
+def test_a_transport_without_a_scheme_says_how_to_use_it() -> None:
+    with pytest.raises(latentwire.ConfigError, match=r"pass it as connect\(transport=Transport"):
+        Transport.from_url("x://y")
