@@ -43,13 +43,18 @@ async def _serve(args: argparse.Namespace, hub: Hub) -> int:
     metrics = HubMetrics(hub, topic_patterns=args.metrics_topic) if args.metrics_port is not None else None
     server = await serve(hub, host=args.host, port=args.port, tls_cert=args.tls_cert,
                          tls_key=args.tls_key, tls_client_ca=args.tls_client_ca)
-    metrics_port = None
-    if metrics is not None:
-        try:  # before the banner: a metrics port in use stops the start, like a bus port in use
+    dashboard = Dashboard(hub) if args.dashboard_port is not None else None
+    metrics_port = dashboard_port = None
+    try:  # before the banner: a metrics or dashboard port in use stops the start, like a bus port
+        if metrics is not None:
             metrics_port = await metrics.start(args.metrics_port, args.metrics_host)
-        except ConfigError:
-            await server.stop(grace=0)
-            raise
+        if dashboard is not None:
+            dashboard_port = await dashboard.start(args.dashboard_port, args.dashboard_host)
+    except ConfigError:
+        if metrics is not None:
+            await metrics.stop()
+        await server.stop(grace=0)
+        raise
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -69,14 +74,12 @@ async def _serve(args: argparse.Namespace, hub: Hub) -> int:
         log.info("auth file %s: %d agents", args.auth_file, len(hub.policy.auth.agents))
     if metrics is not None:
         print(f"latentwire hub metrics on http://{args.metrics_host}:{metrics_port}/metrics", flush=True)
-    dashboard = Dashboard(hub) if args.dashboard_port is not None else None
     if dashboard is not None:
-        port = await dashboard.start(args.dashboard_port, args.dashboard_host)
         if hub.policy.auth is None and args.dashboard_host not in ("127.0.0.1", "::1", "localhost"):
             log.warning("dashboard on %s without --auth-file: whoever reaches it sees every agent and "
                         "topic", args.dashboard_host)
         host = f"[{args.dashboard_host}]" if ":" in args.dashboard_host else args.dashboard_host
-        print(f"latentwire hub dashboard on http://{host}:{port}/", flush=True)
+        print(f"latentwire hub dashboard on http://{host}:{dashboard_port}/", flush=True)
     if not hub.journal.durable:
         log.warning("no --journal: messages live in memory only; what is queued or unacknowledged "
                     "is lost if the hub crashes or restarts")

@@ -105,7 +105,7 @@ def policy_from_args(args: argparse.Namespace) -> Policy:
 def config_from_args(args: argparse.Namespace) -> HubConfig:
     """The `HubConfig` the flags describe; raises `ConfigError` naming a bad one (ports too,
     which gRPC would wrap into another port, so nothing starts on a wrong one)."""
-    for flag in ("port", "metrics_port"):
+    for flag in ("port", "metrics_port", "dashboard_port"):
         value = getattr(args, flag)
         if value is not None and not 0 <= value <= 65535:
             raise ConfigError(f"--{flag.replace('_', '-')} must be a port number from 0 to 65535, "

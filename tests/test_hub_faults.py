@@ -220,7 +220,8 @@ def _hub_command(*flags: str, timeout: float = 30) -> subprocess.CompletedProces
 
 
 @pytest.mark.parametrize("flag, value", [("--port", "99999"), ("--port", "-5"),
-                                         ("--metrics-port", "65536"), ("--metrics-port", "-1")])
+                                         ("--metrics-port", "65536"), ("--metrics-port", "-1"),
+                                         ("--dashboard-port", "70000")])
 def test_an_out_of_range_port_exits_2_naming_the_setting(flag: str, value: str) -> None:
     proc = _hub_command("--port", "0", flag, value) if flag != "--port" else _hub_command(flag, value)
     assert proc.returncode == 2, proc.stdout + proc.stderr
@@ -241,13 +242,14 @@ async def test_a_port_in_use_is_refused() -> None:
         await server.stop(grace=0.5)
 
 
-async def test_a_metrics_port_in_use_is_refused() -> None:
-    server = await serve(Hub(), port=0)  # its gRPC port is taken for the metrics server
+@pytest.mark.parametrize("flag, what", [("--metrics-port", "metrics"), ("--dashboard-port", "the dashboard")])
+async def test_a_metrics_or_dashboard_port_in_use_is_refused(flag: str, what: str) -> None:
+    server = await serve(Hub(), port=0)  # its gRPC port is taken for the metrics server or dashboard
     try:
-        proc = await asyncio.to_thread(_hub_command, "--port", "0", "--metrics-port", str(server.port))
+        proc = await asyncio.to_thread(_hub_command, "--port", "0", flag, str(server.port))
         assert proc.returncode != 0 and "Traceback" not in proc.stderr
-        [line] = proc.stdout.splitlines()
-        assert f"--metrics-port {server.port}: cannot serve metrics on 127.0.0.1:{server.port}" in line
+        [line] = proc.stdout.splitlines()  # before the banner: nothing said it was listening
+        assert f"{flag} {server.port}: cannot serve {what} on 127.0.0.1:{server.port}" in line
     finally:
         await server.stop(grace=0.5)
 
