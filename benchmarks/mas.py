@@ -1,42 +1,49 @@
-"""``latentwire bench mas``: latent messages against text messages between tinyworld VLM agents.
+"""``latentwire bench mas``: latent against text messages between tinyworld VLM agents, on the same exchanges.
 
-Two measurements, each with its baseline in the same run:
+For every message length it measures (the lengths the codecs were trained on, by default all of
+them) and every ordered (sender, receiver) pair of families, on one stream of episodes:
 
-* **Accuracy per ordered pair of families and task**: the receiver's exact match (and
-  per-character accuracy) reading the sender's latent through the shared space (`pairs.evaluate_pair`),
-  beside the same receiver reading the message as text, with no message, and with a shuffled
-  latent (another episode's: the control that shows the information really travels). Codecs come
-  from ``--space DIR`` (the output of ``latentwire train space-maps``: one folder per family, each
-  aligned alone, joined only through its shared-space maps; ``--hub`` is its deprecated old
-  name), or from ``--codecs DIR...`` (codecs trained with ``train codec --anchor-to`` into one
-  family's space: the anchored scheme). Pairs whose encoder and decoder were trained against each other (a family with itself in the reference
-  scheme; a family with the one it was anchored to) are the co-trained ceiling, every other pair
-  was never trained together.
-* **End-to-end wall-clock** of one sender -> receiver exchange, latent vs text, for message
-  lengths 8 to 128 tokens, with equal budgets: in text mode the sender generates the message
-  token by token (``length`` tokens) and the receiver reads it in its prompt; in latent mode the
-  sender reads, thinks ``latent_steps`` steps and encodes, the receiver decodes at its slots;
-  both receivers then generate the same ``answer_tokens`` tokens. Interleaved repeats, medians.
+* the receiver's exact match and per-character accuracy in five modes: ``latent`` (the sender's
+  latent through the shared space), ``text_oracle`` (the receiver reads the gold message),
+  ``text_sent`` (the receiver reads what the sender actually generated), ``none`` (no message:
+  a blank image) and ``shuffled`` (another episode's latent: the control that shows the
+  information really travels);
+* the end-to-end wall-clock of ``--timed`` of those same episodes for one pair, each exchange run
+  alone (batch 1) and interleaved: text (the sender writes its message token by token, the
+  receiver reads it and answers) against latent (the sender reads and encodes, the receiver
+  decodes and answers); both answers stop at the same rule (``<eos>`` or length + 4 tokens), and
+  each timed exchange is scored too.
 
-Writes a table, the JSON (top-level ``summary``: ``latent_over_text_accuracy``,
-``speedup_latent_vs_text`` at 32 tokens, ``no_message_accuracy``, ``shuffled_accuracy``,
-``chance_accuracy``, ``unseen_over_cotrained_accuracy``) and a PNG next to the JSON.
-``--quick`` makes its own small codecs (a few training steps) so the whole path runs in a minute;
-its accuracies mean nothing.
+The headline is ``matched_speedup``: the speedup at the longest length (``matched_length``) where
+latent exact match is at least 0.95 x text exact match (the oracle row) over all pairs; null when
+no length qualifies. Every figure comes with a 95 % bootstrap interval over episodes (paired
+across modes and pairs). Pairs whose encoder and decoder were trained against each other are
+co-trained (``*``); every other pair never met in training.
+
+Codecs come from the shipped space (`latentwire.tinyworld.space`, made by ``latentwire train
+ship``), or ``--space DIR`` (a ``train ship`` or ``train space-maps`` output; ``--hub`` is its
+deprecated old name), or ``--codecs DIR...`` (the anchored scheme). ``--stream test`` (the
+default) is the stream no training job, map fit or design choice used: its figures are written
+under ``summary``. ``--stream dev`` is for comparing recipes: its figures go under
+``dev_summary``, never under the final name. ``--quick`` runs the same path on three families,
+two lengths and a few episodes.
 """
 
 from __future__ import annotations
 
 import argparse
-import statistics
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
-from ._report import bench_parser, progress, report_header, run_report
+import numpy as np
+
+from ._report import BenchError, bench_parser, progress, report_header, run_report
+from ._stats import bootstrap, figure
 
 ONE_SENDER_TASKS = ("secret", "reverse", "sort")
+MODES = ("latent", "text_oracle", "text_sent", "none", "shuffled")
+MATCH = 0.95  # latent exact >= MATCH x text exact: the length counts as matched
 
 
 class _Deprecated(argparse.Action):
@@ -49,72 +56,91 @@ class _Deprecated(argparse.Action):
 
 
 def _parse(argv: list[str], quick: bool) -> argparse.Namespace:
+    from latentwire.tinyworld.tasks import STREAMS
+
     parser = bench_parser("mas", __doc__.splitlines()[0])
     source = parser.add_mutually_exclusive_group()
     source.add_argument("--space", metavar="DIR",
-                        help="space-maps output folder (one codec folder per family): the reference scheme")
+                        help="a shared-space folder (train ship / train space-maps); default: the shipped one")
     # The old name of --space, kept working for scripts written before the rename; not in --help.
     source.add_argument("--hub", dest="space", action=_Deprecated, help=argparse.SUPPRESS)
     source.add_argument("--codecs", nargs="+", metavar="DIR",
                         help="codec folders already in one space (train codec --anchor-to): the anchored scheme")
-    parser.add_argument("--tasks", nargs="+", default=list(ONE_SENDER_TASKS), choices=ONE_SENDER_TASKS)
-    parser.add_argument("--n", type=int, default=8 if quick else 64, help="episodes per task and pair")
-    parser.add_argument("--lengths", nargs="+", type=int, default=[8, 32] if quick else [8, 16, 32, 64, 128])
-    parser.add_argument("--repeats", type=int, default=2 if quick else 5, help="timing repeats (median)")
-    parser.add_argument("--answer-tokens", type=int, default=8)
+    parser.add_argument("--stream", choices=list(STREAMS), default="test",
+                        help="episode stream: test (final figures, the default) or dev (tuning)")
+    parser.add_argument("--families", nargs="+", metavar="FAMILY", help="a subset of the space's families")
+    parser.add_argument("--tasks", nargs="+", default=["secret"], choices=ONE_SENDER_TASKS)
+    parser.add_argument("--n", type=int, default=8 if quick else 128, help="episodes per pair, task and length")
+    parser.add_argument("--lengths", nargs="+", type=int, help="message lengths (default: every trained length)")
+    parser.add_argument("--timed", type=int, default=4 if quick else 32,
+                        help="episodes per length timed one by one (batch 1) for the timed pair")
+    parser.add_argument("--timed-pair", nargs=2, metavar=("SENDER", "RECEIVER"),
+                        help="the pair to time (default: the first pair never trained together)")
+    parser.add_argument("--batch-size", type=int, default=64, help="episodes per forward pass of the accuracy runs")
     parser.add_argument("--png", help="plot file (default: next to --json)")
     args = parser.parse_args(argv)
     args.quick = quick
-    if args.space is None and args.codecs is None and not quick:
-        parser.error("--space DIR or --codecs DIR... is required (latentwire train space-maps ...), or use --quick")
+    for name in ("n", "timed", "batch_size"):
+        if getattr(args, name) < 1:
+            parser.error(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
+    if args.timed > args.n:
+        parser.error(f"--timed {args.timed} exceeds --n {args.n}: timed episodes are scored episodes")
+    from latentwire.errors import ConfigError
+    from latentwire.tinyworld.space import load_space
+
+    if args.space is not None:
+        load_space(args.space)  # a missing or foreign folder: one line, exit 2, before any model loads
+    for folder in args.codecs or ():
+        if not Path(folder).is_dir():
+            raise ConfigError(f"no codec folder {folder}: train one with `latentwire train codec --out {folder}`")
     return args
 
 
-def _quick_space(folder: Path) -> Path:
-    """Three families, each aligned for a few steps and joined by shared-space maps: the whole path, fast."""
-    from latentwire.training.align import AlignConfig, align
-    from latentwire.training.anchors import tinyworld_anchors, write_anchors
-    from latentwire.training.shared_space import fit_shared_maps
-
-    codecs = []
-    for family in ("gemma3", "llava", "smolvlm"):
-        progress(f"quick: aligning {family} for 4 steps")
-        codecs.append(align(AlignConfig(model=family, steps=4, batch_size=4, latent_steps=2, n_anchors=16,
-                                        eval_every=0, eval_n=2, num_tokens=4, width=16, progress=False,
-                                        checkpoint_every=0, out_dir=str(folder / "codec" / family))))
-    anchors = write_anchors(tinyworld_anchors("secret", 48, seed=7), folder / "anchors.jsonl")
-    fit_shared_maps(codecs, reference="gemma3", anchors=anchors, out=folder / "space")
-    return folder / "space"
+# ---- who talks to whom ------------------------------------------------------------------------
 
 
-def _parties(folders: list[Path]) -> dict[str, Any]:
-    """A party per codec folder: a space-maps family folder (``shared_fit.json``, or ``hub_fit.json``
-    from before the rename) or a ``train codec`` output (``align.json``), each naming the model and
-    latent steps it runs with."""
+def _parties(args: argparse.Namespace) -> tuple[dict[str, Any], str, list[int] | None]:
+    """``(party per family, scheme, trained lengths or None)``: each party a `ModelBundle` with the
+    families its encoder and decoder were trained against (``encoder_partner``/``decoder_partner``)."""
     from latentwire.agents.bundle import ModelBundle
+    from latentwire.tinyworld.space import load_space
     from latentwire.training.pairs import codec_run, load_model
 
+    lengths: list[int] | None = None
+    if args.codecs:
+        folders = [Path(c) for c in args.codecs]
+        scheme = "anchored: codecs trained against frozen ones in the shared space"
+    else:
+        space = load_space(args.space, families=args.families or (), lengths=args.lengths or ())
+        lengths = space.lengths
+        folders = [space.folder / f for f in space.families if not args.families or f in args.families]
+        scheme = ("shipped" if space.shipped else str(space.folder)) + ": each family aligned alone, joined by shared-space maps"
     parties = {}
     for folder in folders:
         codec, run = codec_run(folder)
         model, tokenizer = load_model(run["model"])
-        party = ModelBundle(model, tokenizer, codec, latent_steps=int(run["latent_steps"]))
+        party = ModelBundle(model, tokenizer, codec.eval(), latent_steps=int(run.get("latent_steps", 1)))
         # Whose decoder this encoder, and whose encoder this decoder, were trained against: a codec
-        # trained alone, its own; anchored, the anchor's; a shared-space decoder, the reference's encoder
-        # (and the encoder's own decoder is gone).
+        # trained alone, its own; anchored, the anchor's; a shared-space decoder, the reference's encoder.
         family = codec.config.family
-        scheme = run.get("scheme", "")  # "anchored to X", "anchored to X (decoder only)"
-        anchored = scheme.split()[2] if scheme.startswith("anchored to ") else None
+        kind = run.get("scheme", "")  # "anchored to X", "anchored to X (decoder only)"
+        anchored = kind.split()[2] if kind.startswith("anchored to ") else None
         untrained_encoder = run.get("decoder_anchored_to") or run.get("decoder_only")
         party.encoder_partner = None if untrained_encoder else (anchored or family)
         party.decoder_partner = run.get("decoder_anchored_to") or anchored or family
         parties[family] = party
+    if args.families:
+        missing = sorted(set(args.families) - set(parties))
+        if missing:
+            raise BenchError(f"--families {' '.join(missing)}: no codec for them among {', '.join(parties)}")
+    if args.quick and not args.families:
+        keep = sorted(parties, key=lambda f: (parties[f].decoder_partner != f, f))[:3]  # the reference first
+        parties = {f: parties[f] for f in keep}
     if len(parties) < 2:
-        from ._report import BenchError
-
-        raise BenchError(f"{len(parties)} aligned families in {', '.join(map(str, folders)) or 'nothing'}; "
-                         "the benchmark needs two or more")
-    return parties
+        raise BenchError(f"{len(parties)} aligned families; the benchmark needs two or more")
+    if any(p.decoder_partner != f for f, p in parties.items()):
+        scheme += "; decoders anchored to the reference encoder"
+    return parties, scheme, lengths
 
 
 def _trained_together(parties: dict[str, Any], sender: str, receiver: str) -> bool:
@@ -124,127 +150,262 @@ def _trained_together(parties: dict[str, Any], sender: str, receiver: str) -> bo
     return parties[sender].encoder_partner == receiver or parties[receiver].decoder_partner == sender
 
 
-def _accuracy(parties: dict[str, Any], tasks: list[str], n: int) -> list[dict[str, Any]]:
-    from latentwire.training.anchors import tinyworld_anchors
-    from latentwire.training.pairs import evaluate_pair
-
-    rows = []
-    for task in tasks:
-        anchors = tinyworld_anchors(task, n, seed=1_000_003)  # the evaluation stream, never trained on
-        for sender_family, sender in parties.items():
-            for receiver_family, receiver in parties.items():
-                progress(f"accuracy: {task} {sender_family} -> {receiver_family}")
-                result = evaluate_pair(sender, receiver, anchors)
-                rows.append({"task": task, "sender": sender_family, "receiver": receiver_family,
-                             "cotrained": _trained_together(parties, sender_family, receiver_family), **{
-                                 f"{mode}_{metric}": result[mode][metric]
-                                 for mode in result for metric in ("exact", "char")}})
-    return rows
+# ---- accuracy -----------------------------------------------------------------------------------
 
 
-def _timings(sender: Any, receiver: Any, lengths: list[int], repeats: int, answer_tokens: int) -> list[dict]:
-    """Median seconds of one exchange per mode and message length (batch 1, interleaved)."""
+def _generate(party: Any, texts: list[str], max_new_tokens: int, batch_size: int) -> list[str]:
+    """``party``'s greedy replies to ``texts`` as text (blank image at its slots)."""
+    out: list[str] = []
+    for start in range(0, len(texts), batch_size):
+        out += party.answer(texts[start:start + batch_size], max_new_tokens=max_new_tokens)
+    return out
+
+
+def _derangement(n: int, seed: int) -> list[int]:
+    """A fixed permutation of range(n) without fixed points (for n >= 2): whose latent each episode gets."""
     import random
 
+    order = list(range(n))
+    random.Random(f"shuffle|{seed}").shuffle(order)
+    return [(i + 1) % n if o == i else o for i, o in enumerate(order)]
+
+
+def _accuracy(parties: dict[str, Any], episodes: list[Any], limit: int, batch_size: int) -> dict[str, Any]:
+    """Per ordered pair and mode, the per-episode ``(exact, char)`` scores, as arrays ``(n,)``."""
     import torch
 
-    from latentwire.agents.latent_io import listen
+    from latentwire.tinyworld.tasks import score
 
-    def text_exchange(message: str) -> int:
-        prompt = sender.prompts([f"saw: {message}\nmessage?"])
-        sent = listen(sender.model, sender.adapter, None, prompt, max_new_tokens=len(message),
-                      pad_id=sender.pad_id)[0]  # the sender writes its message: `length` tokens
-        text = sender.tokenizer.decode(sent, skip_special_tokens=True)
-        receiver.answer([f"sender: {text}\nsecret?"], max_new_tokens=answer_tokens)
-        return len(sent)
+    gold = [ep.answer for ep in episodes]
+    sender_name, receiver_name = episodes[0].senders[0].name, episodes[0].receiver.name
+    sender_prompts = [ep.prompt(sender_name) for ep in episodes]
+    student = [ep.prompt(receiver_name, mode="latent") for ep in episodes]
+    oracle = [ep.prompt(receiver_name) for ep in episodes]
+    order = torch.tensor(_derangement(len(episodes), len(episodes)))
 
-    def latent_exchange(message: str) -> None:
-        tokens = sender.speak([f"saw: {message}\nmessage?"])
-        receiver.answer(["secret?"], tokens=tokens, max_new_tokens=answer_tokens)
+    def scored(predicted: list[str]) -> tuple[np.ndarray, np.ndarray]:
+        s = [score(p, g) for p, g in zip(predicted, gold)]
+        return np.array([x.exact for x in s]), np.array([x.char for x in s])
 
-    rng = random.Random(0)
-    rows = []
-    with torch.no_grad():
-        for length in lengths:
-            message = "".join(rng.choice("abcdefghijklmnopqrstuvwxyz") for _ in range(length))
-            generated = text_exchange(message)  # warm-up; greedy, so every run writes as many tokens
-            latent_exchange(message)
-            seconds: dict[str, list[float]] = {"text": [], "latent": []}
-            for _ in range(repeats):
-                for mode, run in (("text", text_exchange), ("latent", latent_exchange)):
-                    began = time.perf_counter()
-                    run(message)
-                    seconds[mode].append(time.perf_counter() - began)
-            text_s, latent_s = statistics.median(seconds["text"]), statistics.median(seconds["latent"])
-            rows.append({"length": length, "text_s": round(text_s, 5), "latent_s": round(latent_s, 5),
-                         "speedup": round(text_s / latent_s, 3), "text_tokens_generated": generated,
-                         "latent_tokens_generated": 0, "answer_tokens": answer_tokens,
-                         "latent_steps": sender.latent_steps})
+    spoken, sent = {}, {}
+    for family, party in parties.items():
+        spoken[family] = torch.cat([party.speak(sender_prompts[i:i + batch_size])
+                                    for i in range(0, len(episodes), batch_size)])  # (n, K, D)
+        sent[family] = _generate(party, sender_prompts, len(episodes[0].messages[sender_name]) + 4, batch_size)
+    rows: dict[tuple[str, str], dict[str, tuple[np.ndarray, np.ndarray]]] = {}
+    for r_family, receiver in parties.items():
+        progress(f"  receiver {r_family}")
+        alone = {"text_oracle": scored(_generate(receiver, oracle, limit, batch_size)),
+                 "none": scored(_generate(receiver, student, limit, batch_size))}
+        for s_family in parties:
+            tokens = spoken[s_family]
+            latent, shuffled = [], []
+            for i in range(0, len(episodes), batch_size):
+                chunk = student[i:i + batch_size]
+                latent += receiver.answer(chunk, tokens=tokens[i:i + batch_size], max_new_tokens=limit)
+                shuffled += receiver.answer(chunk, tokens=tokens[order[i:i + batch_size]], max_new_tokens=limit)
+            reading = [ep.prompt(receiver_name, messages={sender_name: m}) for ep, m in zip(episodes, sent[s_family])]
+            rows[(s_family, r_family)] = {"latent": scored(latent), "shuffled": scored(shuffled),
+                                          "text_sent": scored(_generate(receiver, reading, limit, batch_size)),
+                                          **alone}
     return rows
 
 
-def _mean(values: list[float]) -> float | None:
-    return round(statistics.fmean(values), 4) if values else None
+# ---- wall-clock ----------------------------------------------------------------------------------
 
 
-def _summary(rows: list[dict[str, Any]], timings: list[dict[str, Any]]) -> dict[str, Any]:
-    latent = _mean([r["latent_exact"] for r in rows])
-    text = _mean([r["text_exact"] for r in rows])
-    unseen = _mean([r["latent_exact"] for r in rows if not r["cotrained"]])
-    cotrained = _mean([r["latent_exact"] for r in rows if r["cotrained"]])
-    unseen_char = _mean([r["latent_char"] for r in rows if not r["cotrained"]])
-    cotrained_char = _mean([r["latent_char"] for r in rows if r["cotrained"]])
-    at32 = next((t for t in timings if t["length"] == 32), timings[-1] if timings else None)
+def _timed(sender: Any, receiver: Any, episodes: list[Any], limit: int) -> dict[str, Any]:
+    """Each episode's exchange alone (batch 1), text and latent interleaved: seconds and scores."""
+    import torch
 
-    def ratio(a: float | None, b: float | None) -> float | None:
-        return round(a / b, 4) if a is not None and b else None
+    from latentwire.tinyworld.tasks import score
 
+    sender_name, receiver_name = episodes[0].senders[0].name, episodes[0].receiver.name
+    message_limit = len(episodes[0].messages[sender_name]) + 4
+
+    def text_exchange(ep: Any) -> str:
+        written = sender.answer([ep.prompt(sender_name)], max_new_tokens=message_limit)[0]
+        return receiver.answer([ep.prompt(receiver_name, messages={sender_name: written})], max_new_tokens=limit)[0]
+
+    def latent_exchange(ep: Any) -> str:
+        tokens = sender.speak([ep.prompt(sender_name)])
+        return receiver.answer([ep.prompt(receiver_name, mode="latent")], tokens=tokens, max_new_tokens=limit)[0]
+
+    out: dict[str, Any] = {"text_s": [], "latent_s": [], "text_exact": [], "latent_exact": []}
+    with torch.no_grad():
+        text_exchange(episodes[0])  # warm-up
+        latent_exchange(episodes[0])
+        for ep in episodes:
+            for mode, run in (("text", text_exchange), ("latent", latent_exchange)):
+                began = time.perf_counter()
+                answer = run(ep)
+                out[f"{mode}_s"].append(time.perf_counter() - began)
+                out[f"{mode}_exact"].append(score(answer, ep.answer).exact)
+    return {k: np.array(v) for k, v in out.items()}
+
+
+# ---- figures -----------------------------------------------------------------------------------
+
+
+def _stack(rows: dict[tuple[str, str], Any], pairs: list[tuple[str, str]], mode: str, metric: int) -> np.ndarray:
+    """``(pairs, n)`` scores of ``mode`` (metric 0: exact, 1: per character)."""
+    return np.stack([rows[p][mode][metric] for p in pairs]) if pairs else np.zeros((0, 0))
+
+
+def _mean_over(a: np.ndarray, idx: np.ndarray) -> float | None:
+    return float(a[:, idx].mean()) if a.size else None
+
+
+def _ratio(a: np.ndarray, b: np.ndarray):
+    def stat(idx: np.ndarray) -> float | None:
+        top, bottom = _mean_over(a, idx), _mean_over(b, idx)
+        return None if top is None or not bottom else top / bottom
+    return stat
+
+
+def _figures(rows: dict[tuple[str, str], Any], cotrained: set[tuple[str, str]]) -> dict[str, Any]:
+    """Means with intervals over one block of episodes: per mode, per pair kind, and the ratios."""
+    pairs = sorted(rows)
+    seen = [p for p in pairs if p in cotrained]
+    unseen = [p for p in pairs if p not in cotrained]
+    n = next(iter(rows.values()))["latent"][0].shape[0]
+    out: dict[str, Any] = {}
+    for metric, suffix in ((0, "exact"), (1, "char")):
+        for mode in MODES:
+            out[f"{mode}_{suffix}"] = figure(*bootstrap(lambda i, a=_stack(rows, pairs, mode, metric): _mean_over(a, i), n))
+        for kind, group in (("cotrained", seen), ("unseen", unseen)):
+            a = _stack(rows, group, "latent", metric)
+            out[f"{kind}_{suffix}"] = figure(*bootstrap(lambda i, a=a: _mean_over(a, i), n))
+        out[f"latent_over_text_{suffix}"] = figure(*bootstrap(
+            _ratio(_stack(rows, pairs, "latent", metric), _stack(rows, pairs, "text_oracle", metric)), n))
+        out[f"unseen_over_cotrained_{suffix}"] = figure(*bootstrap(
+            _ratio(_stack(rows, unseen, "latent", metric), _stack(rows, seen, "latent", metric)), n))
+    return out
+
+
+def _speedup(timed: dict[str, np.ndarray]) -> dict[str, Any]:
+    n = len(timed["text_s"])
+
+    def ratio(idx: np.ndarray) -> float:
+        return float(np.median(timed["text_s"][idx]) / np.median(timed["latent_s"][idx]))
+
+    return {"text_ms": round(float(np.median(timed["text_s"])) * 1e3, 3),
+            "latent_ms": round(float(np.median(timed["latent_s"])) * 1e3, 3),
+            "speedup": figure(*bootstrap(ratio, n)), "timed_episodes": n,
+            "timed_text_exact": round(float(timed["text_exact"].mean()), 4),
+            "timed_latent_exact": round(float(timed["latent_exact"].mean()), 4)}
+
+
+def _summary(blocks: dict[int, dict[str, Any]], cotrained: set[tuple[str, str]], families: list[str],
+             timed_pair: tuple[str, str]) -> dict[str, Any]:
+    per_length = []
+    for length, block in sorted(blocks.items()):
+        row = {"length": length, **_figures(block["rows"], cotrained), **_speedup(block["timed"])}
+        latent, text = row["latent_exact"]["value"], row["text_oracle_exact"]["value"]
+        row["matched"] = bool(text and latent is not None and latent >= MATCH * text)
+        per_length.append(row)
+    matched = [r for r in per_length if r["matched"]]
+    everything: dict[tuple[str, str], Any] = {}
+    for pair in next(iter(blocks.values()))["rows"]:  # every length's episodes side by side
+        everything[pair] = {mode: tuple(np.concatenate([b["rows"][pair][mode][m] for b in blocks.values()])
+                                        for m in (0, 1)) for mode in MODES}
+    overall = _figures(everything, cotrained)
+    keys = ("latent_over_text_exact", "latent_over_text_char", "unseen_over_cotrained_exact",
+            "unseen_over_cotrained_char", "latent_exact", "latent_char", "text_oracle_exact", "text_sent_exact",
+            "none_exact", "none_char", "shuffled_exact", "shuffled_char", "cotrained_exact", "unseen_exact")
     return {
-        "latent_over_text_accuracy": ratio(latent, text),
-        "latent_over_text_char_accuracy": ratio(_mean([r["latent_char"] for r in rows]),
-                                                _mean([r["text_char"] for r in rows])),
-        "latent_accuracy": latent, "text_accuracy": text,
-        "no_message_accuracy": _mean([r["none_exact"] for r in rows]),
-        "shuffled_accuracy": _mean([r["shuffled_exact"] for r in rows]),
-        "no_message_char_accuracy": _mean([r["none_char"] for r in rows]),
-        "shuffled_char_accuracy": _mean([r["shuffled_char"] for r in rows]),
-        "chance_accuracy": round((1 / 26) ** 8, 12), "chance_char_accuracy": round(1 / 26, 4),
-        "unseen_over_cotrained_accuracy": ratio(unseen, cotrained),
-        "unseen_over_cotrained_char_accuracy": ratio(unseen_char, cotrained_char),
-        "speedup_latent_vs_text": at32 and at32["speedup"],
-        "speedup_at_length": at32 and at32["length"],
-        "goals": {"latent_over_text_accuracy": 0.95, "speedup_latent_vs_text": 3.0,
-                  "unseen_over_cotrained_accuracy": 0.9},
+        "families": families, "per_length": per_length,
+        "matched_length": matched[-1]["length"] if matched else None,
+        "matched_speedup": matched[-1]["speedup"] if matched else None,
+        "timed_pair": list(timed_pair),
+        **{k: overall[k] for k in keys},
+        "chance_char": round(1 / 26, 4),
+        "match_rule": f"latent exact >= {MATCH} x text_oracle exact, mean over all pairs",
         "ok": True,  # the run completed; the goals are reported, not enforced
     }
 
 
-def _plot(report: dict[str, Any], png: Path) -> None:
+# ---- the run -------------------------------------------------------------------------------------
+
+
+def _measure(args: argparse.Namespace, json_path: str | None) -> dict[str, Any]:
+    from latentwire.tinyworld.tasks import STREAMS, make_task
+
+    started = time.time()
+    parties, scheme, trained = _parties(args)
+    lengths = args.lengths or trained or [8]
+    if args.quick and not args.lengths:
+        lengths = lengths[:2]
+    families = list(parties)
+    cotrained = {(s, r) for s in families for r in families if _trained_together(parties, s, r)}
+    unseen = [(s, r) for s in families for r in families if (s, r) not in cotrained]
+    timed_pair = tuple(args.timed_pair) if args.timed_pair else (unseen or sorted(cotrained))[0]
+    if any(f not in parties for f in timed_pair):
+        raise BenchError(f"--timed-pair {' '.join(timed_pair)}: not among the families {', '.join(families)}")
+    seed = STREAMS[args.stream]
+    blocks: dict[int, dict[str, Any]] = {}
+    for length in lengths:
+        rows: dict[tuple[str, str], Any] = {}
+        for task in args.tasks:
+            episodes = make_task(task, length).episodes(args.n, seed=seed)
+            progress(f"accuracy: {task}, length {length}, {len(families) ** 2} pairs x {args.n} episodes")
+            for pair, modes in _accuracy(parties, episodes, length + 4, args.batch_size).items():
+                rows[pair] = modes if pair not in rows else {
+                    m: tuple(np.concatenate([rows[pair][m][k], modes[m][k]]) for k in (0, 1)) for m in MODES}
+        progress(f"timing: {timed_pair[0]} -> {timed_pair[1]}, length {length}, {args.timed} exchanges")
+        episodes = make_task(args.tasks[0], length).episodes(args.timed, seed=seed)
+        blocks[length] = {"rows": rows, "timed": _timed(parties[timed_pair[0]], parties[timed_pair[1]],
+                                                        episodes, length + 4)}
+    summary = _summary(blocks, cotrained, families, timed_pair)
+    pairs = [{"length": length, "sender": s, "receiver": r, "cotrained": (s, r) in cotrained,
+              **{f"{m}_{k}": round(float(block["rows"][(s, r)][m][i].mean()), 4)
+                 for m in MODES for i, k in ((0, "exact"), (1, "char"))}}
+             for length, block in blocks.items() for s, r in sorted(block["rows"])]
+    report = {**report_header("mas", started), "quick": args.quick, "stream": args.stream, "stream_seed": seed,
+              "scheme": scheme, "families": families, "tasks": args.tasks, "n": args.n, "lengths": lengths,
+              "trained_lengths": trained, "pairs": pairs}
+    summary.update(stream=args.stream, scheme=scheme)
+    if args.stream == "test":
+        report["summary"] = summary
+    else:  # never under the final name: the development stream is where recipes were tuned
+        report["dev_summary"] = summary
+        report["summary"] = {"ok": True, "stream": "dev", "final": False,
+                             "note": "development-stream figures are in dev_summary; final figures need --stream test"}
+    png = Path(args.png) if args.png else (Path(json_path).with_suffix(".png") if json_path else None)
+    if png is not None:
+        _plot(report, summary, png)
+        report["png"] = str(png)
+    return report
+
+
+def _plot(report: dict[str, Any], summary: dict[str, Any], png: Path) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    rows, timings = report["pairs"], report["timings"]
-    pairs = sorted({(r["sender"], r["receiver"]) for r in rows})
-    fig, (left, right) = plt.subplots(1, 2, figsize=(13, 4.5))
-    width = 0.2
-    for i, mode in enumerate(("latent", "text", "none", "shuffled")):
-        values = [statistics.fmean(r[f"{mode}_char"] for r in rows if (r["sender"], r["receiver"]) == p)
-                  for p in pairs]
-        left.bar([j + i * width for j in range(len(pairs))], values, width, label=mode)
-    left.set_xticks([j + 1.5 * width for j in range(len(pairs))], [f"{s}\n->{r}" for s, r in pairs],
-                    fontsize=7)
-    left.set_ylabel("receiver per-character accuracy (mean over tasks)")
-    left.set_title("accuracy per ordered pair")
-    left.legend(fontsize=8)
-    lengths = [t["length"] for t in timings]
-    right.plot(lengths, [t["text_s"] * 1e3 for t in timings], "o-", label="text")
-    right.plot(lengths, [t["latent_s"] * 1e3 for t in timings], "o-", label="latent")
+    rows = summary["per_length"]
+    lengths = [r["length"] for r in rows]
+    fig, (left, right) = plt.subplots(1, 2, figsize=(12, 4.5))
+    for key, label in (("latent_exact", "latent (all pairs)"), ("unseen_exact", "latent, never trained together"),
+                       ("cotrained_exact", "latent, co-trained"), ("text_oracle_exact", "text (gold message)"),
+                       ("text_sent_exact", "text (as sent)"), ("none_exact", "no message")):
+        values = [r[key]["value"] for r in rows]
+        lows = [v - (r[key]["ci95"] or [v, v])[0] if v is not None else 0 for v, r in zip(values, rows)]
+        highs = [(r[key]["ci95"] or [v, v])[1] - v if v is not None else 0 for v, r in zip(values, rows)]
+        left.errorbar(lengths, [v if v is not None else float("nan") for v in values], yerr=[lows, highs],
+                      marker="o", capsize=3, label=label)
+    left.set_xscale("log", base=2)
+    left.set_xlabel("message length (characters = tokens)")
+    left.set_ylabel("receiver exact match (95% CI)")
+    left.set_title(f"accuracy, {report['stream']} stream, {report['n']} episodes per pair")
+    left.legend(fontsize=7)
+    right.plot(lengths, [r["text_ms"] for r in rows], "o-", label="text")
+    right.plot(lengths, [r["latent_ms"] for r in rows], "o-", label="latent")
     right.set_xscale("log", base=2)
     right.set_xlabel("message length (tokens)")
-    right.set_ylabel("end-to-end ms (median)")
-    right.set_title("one exchange, batch 1")
+    right.set_ylabel("end-to-end ms per exchange (median, batch 1)")
+    right.set_title("{} -> {}, the same exchanges, scored".format(*summary["timed_pair"]))
     right.legend()
     fig.tight_layout()
     png.parent.mkdir(parents=True, exist_ok=True)
@@ -252,59 +413,37 @@ def _plot(report: dict[str, Any], png: Path) -> None:
     plt.close(fig)
 
 
-def _measure(args: argparse.Namespace, json_path: str | None) -> dict[str, Any]:
-    started = time.time()
-    with tempfile.TemporaryDirectory(prefix="latentwire-mas-") as scratch:
-        if args.codecs:
-            folders, scheme = [Path(c) for c in args.codecs], "anchored: codecs trained against frozen ones in the shared space"
-        else:
-            from latentwire.training.pairs import read_fit_record
-
-            space = Path(args.space) if args.space else _quick_space(Path(scratch))
-            folders = sorted(p for p in space.iterdir() if read_fit_record(p) is not None)
-            scheme = None
-        parties = _parties(folders)
-        if scheme is None:
-            hidden = max(p.codec.config.shared_hidden for p in parties.values())
-            maps = f"affine + {hidden}-wide residual MLP" if hidden else "affine, ridge"
-            scheme = f"reference: each family aligned alone, joined by shared-space maps ({maps})"
-            if any(p.decoder_partner != f for f, p in parties.items()):
-                scheme += "; decoders anchored to the reference encoder"
-        rows = _accuracy(parties, args.tasks, args.n)
-        families = list(parties)
-        progress(f"timing: {families[0]} -> {families[1]}")
-        timings = _timings(parties[families[0]], parties[families[1]], args.lengths, args.repeats,
-                           args.answer_tokens)
-    report = {**report_header("mas", started), "quick": args.quick, "families": families,
-              "tasks": args.tasks, "n": args.n, "pairs": rows, "timings": timings,
-              "summary": {**_summary(rows, timings), "scheme": scheme}}
-    png = Path(args.png) if args.png else (Path(json_path).with_suffix(".png") if json_path else None)
-    if png is not None:
-        _plot(report, png)
-        report["png"] = str(png)
-    return report
+def _fmt(f: dict[str, Any] | None, spec: str = ".2f") -> str:
+    if not f or f["value"] is None:
+        return "n/a"
+    ci = f["ci95"]
+    return f"{f['value']:{spec}}" + (f" [{ci[0]:{spec}}, {ci[1]:{spec}}]" if ci else "")
 
 
 def _render(report: dict[str, Any]) -> str:
-    lines = [f"latentwire bench mas  ({'quick: untrained codecs, accuracies mean nothing' if report['quick'] else 'tinyworld'})",
-             "", f"{'task':8} {'sender':12} {'receiver':12} {'latent':>13} {'text':>13} {'none':>13} {'shuffled':>13}"]
+    final = report["stream"] == "test"
+    s = report["summary"] if final else report["dev_summary"]
+    title = "test stream" if final else "DEVELOPMENT stream (where recipes were tuned): not final figures"
+    lines = [f"latentwire bench mas  ({title}; {report['scheme']})" + ("  [quick]" if report["quick"] else ""),
+             "", f"{'len':>4} {'sender':11} {'receiver':12} {'latent':>11} {'text gold':>11} {'text sent':>11} "
+                 f"{'none':>11} {'shuffled':>11}"]
     for r in report["pairs"]:
-        cells = " ".join(f"{r[f'{m}_exact']:>5.2f}/{r[f'{m}_char']:<6.2f}" for m in ("latent", "text", "none", "shuffled"))
-        mark = "*" if r["cotrained"] else " "
-        lines.append(f"{r['task']:8} {r['sender']:12} {r['receiver'] + mark:12} {cells}")
-    timed = report["timings"][0] if report["timings"] else {}
+        cells = " ".join(f"{r[f'{m}_exact']:>4.2f}/{r[f'{m}_char']:<6.2f}" for m in MODES)
+        lines.append(f"{r['length']:>4} {r['sender']:11} {r['receiver'] + ('*' if r['cotrained'] else ' '):12} {cells}")
     lines += ["", "exact/per-character accuracy; * = encoder and decoder trained together", "",
-              f"one exchange {report['families'][0]} -> {report['families'][1]}, batch 1, median; the sender "
-              f"thinks {timed.get('latent_steps')} latent step(s), both answer {timed.get('answer_tokens')} tokens",
-              f"{'length':>6} {'text ms':>9} {'latent ms':>10} {'speedup':>8} {'text tokens':>12}"]
-    for t in report["timings"]:
-        lines.append(f"{t['length']:>6} {t['text_s'] * 1e3:>9.1f} {t['latent_s'] * 1e3:>10.1f} "
-                     f"{t['speedup']:>7.2f}x {t['text_tokens_generated']:>12}")
-    s = report["summary"]
-    lines += ["", "summary: " + ", ".join(f"{k}={s[k]}" for k in (
-        "latent_over_text_accuracy", "latent_over_text_char_accuracy", "speedup_latent_vs_text",
-        "no_message_accuracy", "shuffled_accuracy", "chance_accuracy", "unseen_over_cotrained_accuracy",
-        "unseen_over_cotrained_char_accuracy"))]
+              "per length (mean over pairs, 95% bootstrap CI over episodes; timing: {} -> {}, batch 1, median)".format(
+                  *s["timed_pair"]),
+              f"{'len':>4} {'latent exact':>20} {'text exact':>20} {'unseen/co-trained':>20} "
+              f"{'text ms':>8} {'latent ms':>9} {'speedup':>20} matched"]
+    for r in s["per_length"]:
+        lines.append(f"{r['length']:>4} {_fmt(r['latent_exact']):>20} {_fmt(r['text_oracle_exact']):>20} "
+                     f"{_fmt(r['unseen_over_cotrained_exact']):>20} {r['text_ms']:>8.1f} {r['latent_ms']:>9.1f} "
+                     f"{_fmt(r['speedup']):>20} {'yes' if r['matched'] else 'no'}")
+    lines += ["", f"matched_speedup {_fmt(s['matched_speedup'])} at matched_length {s['matched_length']} "
+                  f"({s['match_rule']})",
+              f"latent_over_text_exact {_fmt(s['latent_over_text_exact'])}, "
+              f"unseen_over_cotrained_exact {_fmt(s['unseen_over_cotrained_exact'])}, "
+              f"no message {_fmt(s['none_exact'])}, shuffled {_fmt(s['shuffled_exact'])}"]
     return "\n".join(lines)
 
 

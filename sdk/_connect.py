@@ -42,7 +42,8 @@ def connect(
     ``anon-...``); ``token`` is its bearer token. Bus options: ``receive_window``,
     ``connect_timeout``, ``reconnect_timeout``, ``operation_timeout``, ``dedup_window``; other
     keyword options go to the transport (``tls_ca``, ``tls_cert``, ``tls_key``,
-    ``tls_server_name``, ``max_frame_bytes`` for grpc/grpcs; see `MqttTransport` for mqtt/mqtts).
+    ``tls_server_name``, ``max_frame_bytes`` for grpc/grpcs; see `MqttTransport` for mqtt/mqtts,
+    `NatsSettings` for nats/tls).
     """
     url = url or os.environ.get(URL_ENV) or DEFAULT_URL
     bus_options = {k: options.pop(k) for k in list(options) if k in _BUS_OPTIONS}

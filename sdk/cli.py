@@ -31,13 +31,15 @@ def _hash_token(args: argparse.Namespace) -> int:
 def _demo(args: argparse.Namespace) -> int:
     if not args.bus:
         try:
-            from .tinyworld.demo import run_vlm_demo
+            from .tinyworld.demo import DEFAULT_FAMILIES, run_vlm_demo
         except ModuleNotFoundError as exc:  # the models extra is not installed: the bus demo still runs
             if exc.name is None or exc.name.startswith("latentwire"):
                 raise  # our own module missing is a bug, not a missing extra
             print(f"(VLM demo needs `pip install latentwire[models]`: {exc}; running the bus demo)\n")
         else:
-            return asyncio.run(run_vlm_demo(args.url, task=args.task, episodes=args.episodes))
+            return asyncio.run(run_vlm_demo(args.url, task=args.task, episodes=args.episodes, length=args.length,
+                                            families=tuple(args.families) if args.families else DEFAULT_FAMILIES,
+                                            space=args.space, untrained=args.untrained))
     from ._demo import run_demo
 
     return asyncio.run(run_demo(args.url, rounds=args.rounds))
@@ -60,6 +62,7 @@ TRAIN_JOBS = {
     "anchors": "latentwire.training.anchors",
     "codec": "latentwire.training.align",
     "mopd": "latentwire.training.mopd.job",
+    "ship": "latentwire.training.ship",
     "space-maps": "latentwire.training.shared_space",
     "tinyworld": "latentwire.training.pretrain",
 }
@@ -124,6 +127,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     demo.add_argument("--task", default="secret", choices=list(TASKS), help="tinyworld task (default: secret)")
     demo.add_argument("--episodes", type=int, default=8, help="episodes per mode")
+    demo.add_argument("--length", type=int, default=8, help="secret length in characters (default: 8)")
+    demo.add_argument("--families", nargs=2, metavar=("SENDER", "RECEIVER"),
+                      help="the sender's and the receiver's family (default: a pair never trained together)")
+    demo.add_argument("--space", metavar="DIR",
+                      help="a shared space of your own (latentwire train ship --out DIR); default: the shipped one")
+    demo.add_argument("--untrained", action="store_true",
+                      help="fresh untrained codecs instead of a trained space (latent mode reads a blank image)")
     demo.add_argument("--bus", action="store_true", help="the bus-only demo (no models: text and raw latents)")
     demo.add_argument("--rounds", type=int, default=3, help="camera frames to send (--bus)")
     demo.set_defaults(func=_demo)
@@ -138,7 +148,7 @@ def build_parser() -> argparse.ArgumentParser:
     bench.set_defaults(func=_bench, parser=bench)
 
     # Jobs own their options: everything after the job name is passed through to it.
-    train = sub.add_parser("train", add_help=False, help="run a training job (anchors, codec, space-maps, mopd, tinyworld)")
+    train = sub.add_parser("train", add_help=False, help="run a training job (anchors, codec, space-maps, ship, mopd, tinyworld)")
     train.add_argument("job", nargs="?", help="job name, e.g. codec")
     train.add_argument("-h", "--help", action="store_true", help="this help, or a job's options")
     train.set_defaults(func=_train, parser=train)

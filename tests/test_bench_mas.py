@@ -1,4 +1,4 @@
-"""`latentwire bench mas --quick`: the whole path (align, shared-space maps, pairs, timings, PNG) runs."""
+"""`latentwire bench mas --quick`: the whole path (shipped space, every pair and mode, timings, PNG) runs."""
 
 from __future__ import annotations
 
@@ -11,23 +11,56 @@ pytest.importorskip("matplotlib")
 
 
 @pytest.mark.timeout(400)
-def test_bench_mas_quick_writes_json_summary_and_png(tmp_path):
+def test_bench_mas_quick_scores_and_times_the_same_exchanges(tmp_path):
+    """The shipped space, every mode scored at every length it times, intervals on every figure."""
     from latentwire.benchmarks import run_benchmark
 
     out = tmp_path / "mas.json"
-    assert run_benchmark("mas", str(out), True, ["--n", "4", "--tasks", "secret", "--lengths", "8",
-                                                 "--repeats", "1"]) == 0
+    assert run_benchmark("mas", str(out), True, ["--n", "6", "--timed", "2"]) == 0
     report = json.loads(out.read_text())
     summary = report["summary"]
-    for key in ("latent_over_text_accuracy", "speedup_latent_vs_text", "no_message_accuracy",
-                "chance_accuracy", "unseen_over_cotrained_accuracy", "shuffled_accuracy"):
+    assert report["stream"] == "test" and report["n"] == 6
+    families = summary["families"]
+    assert len(families) == 3 and len(report["pairs"]) == 9 * len(report["lengths"])
+    for key in ("matched_speedup", "matched_length", "unseen_over_cotrained_exact", "latent_over_text_exact"):
         assert key in summary
-    families = report["families"]
-    assert len(families) == 3 and len(report["pairs"]) == 9  # every ordered pair, one task
-    assert sum(r["cotrained"] for r in report["pairs"]) == 3
-    timing = report["timings"][0]
-    assert timing["text_tokens_generated"] == 8 and timing["latent_s"] > 0 and timing["text_s"] > 0
+    for key in ("latent_over_text_exact", "unseen_over_cotrained_exact", "none_exact", "shuffled_exact"):
+        assert set(summary[key]) == {"value", "ci95"}
+    assert [r["length"] for r in summary["per_length"]] == report["lengths"]
+    for row in summary["per_length"]:  # accuracy where it is timed, and the timed exchanges scored
+        for key in ("latent_exact", "text_oracle_exact", "text_sent_exact", "cotrained_exact", "unseen_exact"):
+            assert row[key]["value"] is not None
+        assert row["timed_episodes"] == 2 and row["text_ms"] > 0 and row["latent_ms"] > 0
+        assert 0 <= row["timed_latent_exact"] <= 1 and row["speedup"]["value"] > 0
+    if summary["matched_length"] is not None:
+        row = next(r for r in summary["per_length"] if r["length"] == summary["matched_length"])
+        assert row["matched"] and summary["matched_speedup"] == row["speedup"]
+    assert sum(r["cotrained"] for r in report["pairs"]) >= len(report["lengths"])
     assert (tmp_path / "mas.png").stat().st_size > 1000
+
+
+def test_the_development_stream_never_reports_under_the_final_name(tmp_path):
+    from latentwire.benchmarks import run_benchmark
+
+    out = tmp_path / "mas.json"
+    assert run_benchmark("mas", str(out), True, ["--n", "2", "--timed", "1", "--stream", "dev",
+                                                 "--families", "gemma3", "llava"]) == 0
+    report = json.loads(out.read_text())
+    assert report["summary"] == {"ok": True, "stream": "dev", "final": False, "note": report["summary"]["note"]}
+    assert report["dev_summary"]["stream"] == "dev" and "matched_speedup" in report["dev_summary"]
+
+
+def test_bootstrap_pairs_methods_on_the_same_resamples():
+    import numpy as np
+
+    from latentwire.benchmarks._stats import bootstrap
+
+    a = np.array([1.0, 0.0, 1.0, 1.0])
+    value, ci = bootstrap(lambda i: float(a[i].mean()), 4)
+    assert value == 0.75 and 0.0 <= ci[0] <= 0.75 <= ci[1] <= 1.0
+    same, ci_same = bootstrap(lambda i: float(a[i].mean() - a[i].mean()), 4)
+    assert same == 0.0 and ci_same == [0.0, 0.0]  # paired: a method against itself has no spread
+    assert bootstrap(lambda i: None, 4) == (None, None)
 
 
 def test_pairs_trained_together_in_each_scheme():

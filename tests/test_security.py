@@ -62,8 +62,8 @@ def auth_config() -> dict:
 async def secure(make_env) -> HubEnv:
     """A hub with the auth file above on each transport."""
     env = await make_env()
-    if env.kind == "mqtt":
-        pytest.skip("mqtt:// is authenticated by the broker, not by the hub")
+    if env.broker:
+        pytest.skip(f"{env.kind}:// is authenticated by the broker, not by the hub")
     env.hub.policy = Policy(AuthFile.model_validate(auth_config()))
     return env
 
@@ -227,7 +227,7 @@ def test_rate_refills_and_a_refused_reply_keeps_its_permission() -> None:
 
 async def test_limits_apply_without_an_auth_file(make_env) -> None:
     env = await make_env()
-    if env.kind == "mqtt":
+    if env.broker:
         pytest.skip("hub limits")
     from latentwire.hub.auth import Limits
 

@@ -49,21 +49,29 @@ async def test_a_registered_transport_carries_messages() -> None:
 
 def test_unknown_scheme_lists_the_known_ones() -> None:
     with pytest.raises(latentwire.ConfigError) as info:
-        latentwire.connect("nats://localhost:4222")
+        latentwire.connect("zmq://localhost:4222")
     message = str(info.value)
-    assert "unsupported URL scheme 'nats' in 'nats://localhost:4222'" in message
-    assert all(f"{s}://" in message for s in ["inproc", "grpc", "grpcs", "mqtt", "mqtts", "loopback"])
+    assert "unsupported URL scheme 'zmq' in 'zmq://localhost:4222'" in message
+    assert all(f"{s}://" in message for s in ["inproc", "grpc", "grpcs", "mqtt", "mqtts", "nats", "tls",
+                                               "nats+tls", "loopback"])
     assert schemes()[:5] == ["inproc", "grpc", "grpcs", "mqtt", "mqtts"]
+    assert schemes()[5:8] == ["nats", "tls", "nats+tls"]
 
 
-def test_a_missing_extra_is_named(monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize("package, library, url, message", [
     # As if paho-mqtt were not installed: the mqtt transport's modules cannot be imported.
-    for name in [m for m in sys.modules if m.startswith("latentwire.transports.mqtt")]:
+    ("mqtt", "paho.mqtt.client", "mqtts://broker.local",
+     r"mqtts:// needs the 'mqtt' extra: pip install 'latentwire\[mqtt\]'"),
+    # As if nats-py were not installed.
+    ("nats", "nats", "tls://n1:4222", r"tls:// needs the 'nats' extra: pip install 'latentwire\[nats\]'"),
+])
+def test_a_missing_extra_is_named(monkeypatch: pytest.MonkeyPatch, package: str, library: str, url: str,
+                                  message: str) -> None:
+    for name in [m for m in sys.modules if m.startswith(f"latentwire.transports.{package}")]:
         monkeypatch.delitem(sys.modules, name)
-    monkeypatch.setitem(sys.modules, "paho.mqtt.client", None)
-    with pytest.raises(latentwire.ConfigError, match=r"mqtts:// needs the 'mqtt' extra: "
-                                                     r"pip install 'latentwire\[mqtt\]'"):
-        latentwire.connect("mqtts://broker.local")
+    monkeypatch.setitem(sys.modules, library, None)
+    with pytest.raises(latentwire.ConfigError, match=message):
+        latentwire.connect(url)
 
 
 @pytest.mark.parametrize("scheme, target, reason", [
@@ -96,6 +104,8 @@ def test_a_registered_target_that_is_not_a_transport_is_refused() -> None:
     ("grpcs://host", "grpcs:// URL needs a host and port: got 'grpcs://host', use a URL like grpcs://"),
     ("mqtt://[::1", "malformed URL 'mqtt://\\[::1'"),
     ("mqtts:///ns", "mqtts:// URL needs a host: got 'mqtts:///ns', use a URL like mqtts://127.0.0.1:1883"),
+    ("nats:///ns", "nats:// URL needs a host: got 'nats:///ns', use a URL like nats://127.0.0.1:4222"),
+    ("tls://n1:x", "bad NATS server 'n1:x' .*: got 'tls://n1:x', use a URL like tls://127.0.0.1:4222"),
 ])
 def test_each_transport_names_the_url_and_shows_a_good_one(url: str, reason: str) -> None:
     with pytest.raises(latentwire.ConfigError, match=reason):

@@ -53,6 +53,7 @@ __all__ = [
     "MIN_LENGTH",
     "RULES",
     "SENDER_ASK",
+    "STREAMS",
     "Score",
     "TASKS",
     "Task",
@@ -62,6 +63,10 @@ __all__ = [
 ]
 
 MIN_LENGTH, MAX_LENGTH = 1, 128
+#: Episode streams (seeds) that no training job, map fit or anchor file draws from. ``dev``: where
+#: recipes are compared and tuned; ``test``: the final figures only (``bench mas --stream test``).
+#: Training seeds stay below both (`latentwire.training.ship.check_recipe`).
+STREAMS: dict[str, int] = {"dev": 1_000_003, "test": 2_000_003}
 DEFAULT_ALPHABET = string.ascii_lowercase
 #: Rules a pipeline critic can see, and what each does to the secret.
 RULES: dict[str, Callable[[str], str]] = {

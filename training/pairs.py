@@ -19,6 +19,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from latentwire.tinyworld.space import FIT_FILE, LEGACY_FIT_FILE
+
 from .anchors import Anchor
 
 if TYPE_CHECKING:
@@ -26,10 +28,8 @@ if TYPE_CHECKING:
 
 __all__ = ["codec_run", "evaluate_pair", "load_model", "read_fit_record", "teacher_replies"]
 
-# The record `train space-maps` writes beside each family's codec (`shared_space`).
-FIT_FILE = "shared_fit.json"
-# Folders fitted before the shared space was renamed from "hub" hold this file, with these keys.
-LEGACY_FIT_FILE = "hub_fit.json"
+# FIT_FILE: the record `train space-maps` writes beside each family's codec (`shared_space`);
+# folders fitted before the shared space was renamed from "hub" hold LEGACY_FIT_FILE, with these keys.
 LEGACY_FIT_KEYS = {"hub_hidden": "shared_hidden", "to_hub_mse": "to_shared_mse",
                    "from_hub_mse": "from_shared_mse"}
 

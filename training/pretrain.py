@@ -71,6 +71,9 @@ class PretrainConfig(TrainConfig):
     tasks: list[str] = field(default_factory=lambda: list(TASKS), metadata={
         "help": "tasks of the training mix (uniform)", "choices": list(TASKS)})
     lengths: list[int] = field(default_factory=lambda: [8], metadata={"help": "secret lengths, one drawn per example"})
+    length_per_batch: bool = field(default=False, metadata={
+        "help": "draw one secret length per batch instead of per example: a batch is then padded to its own "
+                "length, not to the longest of the mix (about half the compute with lengths 8 to 64)"})
     alphabet: str = field(default="abcdefghijklmnopqrstuvwxyz", metadata={"help": "letters of the secrets"})
     receiver_share: float = field(default=0.6, metadata={
         "help": "share of examples where the model plays the receiver (the rest: senders)"})
@@ -153,11 +156,11 @@ class _Batches:
             self._tasks[key] = make_task(name, length, self.config.alphabet)
         return self._tasks[key]
 
-    def example(self, rng: random.Random, n_slots: int) -> tuple[str, str, list[int]]:
-        """One ``(prompt text, reply, screen)``: a random task, length, episode and agent; the
-        screen (`screen_ids`) shows the receiver's messages at the slots, or is all blank."""
+    def example(self, rng: random.Random, n_slots: int, length: int | None = None) -> tuple[str, str, list[int]]:
+        """One ``(prompt text, reply, screen)``: a random task, length (unless given), episode and
+        agent; the screen (`screen_ids`) shows the receiver's messages at the slots, or is all blank."""
         cfg = self.config
-        task = self._task(rng.choice(cfg.tasks), rng.choice(cfg.lengths))
+        task = self._task(rng.choice(cfg.tasks), rng.choice(cfg.lengths) if length is None else length)
         episode = task.episode(seed=cfg.seed, index=rng.randrange(1 << 40))
         agent = episode.receiver if rng.random() < cfg.receiver_share else rng.choice(episode.senders)
         blank = [BLANK] * n_slots
@@ -175,9 +178,12 @@ class _Batches:
 
         rng = random.Random(f"pretrain|{self.config.seed}|{self.process}|{step}")
         n_slots = rng.choice(self.slots)
+        # Its own generator, so runs without length_per_batch draw exactly the batches they always did.
+        length = (random.Random(f"pretrain-length|{self.config.seed}|{self.process}|{step}").choice(self.config.lengths)
+                  if self.config.length_per_batch else None)
         rows, labels, screens = [], [], []
         for _ in range(self.config.batch_size):
-            text, reply, screen = self.example(rng, n_slots)
+            text, reply, screen = self.example(rng, n_slots, length)
             screens.append(screen)
             prompt = self.adapter.build_prompt(self.tokenizer, text, n_slots).input_ids
             answer = self.tokenizer.encode(reply, add_special_tokens=False) + [EOS_ID]

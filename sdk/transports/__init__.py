@@ -24,11 +24,14 @@ _SCHEMES: dict[str, tuple[str, str | None]] = {
     "grpcs": ("latentwire.transports.grpc:GrpcTransport", None),
     "mqtt": ("latentwire.transports.mqtt:MqttTransport", "mqtt"),
     "mqtts": ("latentwire.transports.mqtt:MqttTransport", "mqtt"),
+    "nats": ("latentwire.transports.nats:NatsTransport", "nats"),
+    "tls": ("latentwire.transports.nats:NatsTransport", "nats"),  # NATS's own name for nats over TLS
+    "nats+tls": ("latentwire.transports.nats:NatsTransport", "nats"),
 }
 
 _SCHEME = re.compile(r"[a-z][a-z0-9+.-]*")  # RFC 3986, lower case (urlsplit lowers it)
 _TARGET = re.compile(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)*:[A-Za-z_]\w*")
-_EXAMPLE = 'register_transport("nats", "mypackage.nats:NatsTransport", extra=None)'
+_EXAMPLE = 'register_transport("zmq", "mypackage.zmq:ZmqTransport", extra=None)'
 
 
 def register_transport(scheme: str, target: str, extra: str | None = None) -> None:

@@ -10,7 +10,9 @@ schemes to transports.
 from __future__ import annotations
 
 import abc
+import ssl
 from collections.abc import Sequence
+from pathlib import Path
 from types import TracebackType
 from typing import Any
 from urllib.parse import SplitResult, urlsplit
@@ -86,6 +88,19 @@ class Transport(abc.ABC):
         except ValueError as exc:
             raise cls.url_error(url, f"malformed URL ({exc})", example) from None
         return parts
+
+    @staticmethod
+    def tls_client_context(tls_ca: str | Path | None, tls_cert: str | Path | None = None,
+                           tls_key: str | Path | None = None) -> ssl.SSLContext:
+        """A TLS client context that trusts ``tls_ca`` (default: the system's roots) and presents
+        ``tls_cert``/``tls_key`` when given; `ConfigError` naming the file it cannot read."""
+        try:
+            context = ssl.create_default_context(cafile=tls_ca)
+            if tls_cert is not None:
+                context.load_cert_chain(tls_cert, tls_key)
+        except (OSError, ssl.SSLError) as exc:
+            raise ConfigError(f"cannot read TLS file: {exc}") from exc
+        return context
 
     @abc.abstractmethod
     async def connect(self, timeout: float) -> Connection:

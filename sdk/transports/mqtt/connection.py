@@ -532,14 +532,8 @@ class MqttTransport(Transport):
         self.publish_window_bytes = publish_window_bytes
         self.max_message_bytes = max_message_bytes
         self.max_receive_bytes = max_receive_bytes
-        self.tls_context: ssl.SSLContext | None = None
-        if tls:
-            try:
-                self.tls_context = ssl.create_default_context(cafile=tls_ca)
-                if tls_cert is not None:
-                    self.tls_context.load_cert_chain(tls_cert, tls_key)
-            except (OSError, ssl.SSLError) as exc:
-                raise ConfigError(f"cannot read TLS file: {exc}") from exc
+        self.tls_context: ssl.SSLContext | None = (
+            self.tls_client_context(tls_ca, tls_cert, tls_key) if tls else None)
         #: Deliveries dropped because their ttl had passed (the broker drops others unseen).
         self.expired = 0
         # Names this bus in the retained owner claim of its agent id.

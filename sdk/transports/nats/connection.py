@@ -1,0 +1,620 @@
+"""One bus connection over NATS JetStream: the hub's half of the frame protocol, played locally.
+
+There is no latentwire hub on this path; JetStream stores and routes. The `Bus` above speaks its
+usual frames and this connection translates them:
+
+* hello -> connect to the cluster, make sure the namespace's stream exists, refuse an agent id
+  that a live bus answers for (``AlreadyConnected``), then create the agent's durable consumer
+  (its session) or take up the one it left (resumed: the consumer is reset to its ack floor, so
+  whatever was delivered and not acknowledged comes again, in stream order). The welcome says
+  how much may be in flight and how large a message may be.
+* publish -> a JetStream publish per NATS message (a large one is chunked); the PubAck is the
+  publish ack, and several publishes are in flight at once (the bus's publish window bounds
+  them). A direct message first checks that the recipient has a session (``UnknownAgent``).
+* subscribe/unsubscribe -> an update of the consumer's filter subjects.
+* deliveries -> pull requests on the consumer, sized so that at most the bus's receive window of
+  messages waits unacknowledged in the bus; a message is acked to JetStream only when the
+  application took it (the bus's delivery ack). The consumer's ``max_ack_pending`` is the
+  window plus the chunks of one largest message, so the server never sends more.
+* bye -> the consumer is deleted: the session is gone, and messages to the agent are refused.
+
+Every failure of nats-py is translated in one place, `nats_errors`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import math
+import uuid
+from collections import deque
+from dataclasses import dataclass, field
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+import nats.errors
+import nats.js.errors
+from nats.aio.client import Client as NATS
+from nats.aio.msg import Msg
+from nats.js import api
+
+from ..._codes import code_for
+from ..._message import check_envelope, is_expired
+from ..._proto import bus_pb2 as pb
+from ..._topics import AGENT_ID, validate_filter
+from ..._wire import Oversize
+from ...errors import (
+    AlreadyConnected,
+    BusError,
+    ConnectError,
+    InvalidMessage,
+    LatentwireError,
+    LimitExceeded,
+    MessageTooLarge,
+    PermissionDenied,
+    ProtocolError,
+    Unauthenticated,
+    Unavailable,
+    UnknownAgent,
+)
+from ..base import Connection, WireFrame
+from .chunks import HDR_CHUNK, Arrived, Reassembler, split
+from .format import decode_message, encode_message
+from .settings import NatsSettings
+
+
+log = logging.getLogger("latentwire.nats")
+
+SESSION_KEY = "latentwire-session"  # consumer metadata: the session id the welcome reports
+# Room for a chunk's headers within the server's max_payload (which counts headers too).
+HEADER_ROOM = 8 * 1024
+# A pull request lives this long; the server says so when it ends (408) and a new one follows.
+PULL_EXPIRES = 30.0
+# While a pull request waits, the server sends a heartbeat this often; two missed ones mean the
+# request was lost (a consumer leader moved), and the connection asks again.
+PULL_HEARTBEAT = 2.0
+# How long a live bus has to answer for its agent id before the id counts as free.
+PRESENCE_WAIT = 0.5
+# A chunked message whose other chunks did not come within this time is dropped (its sender died
+# mid-message and never resent it).
+PARTIAL_TIMEOUT = 120.0
+# Consumer reset (back to the ack floor) exists from this server version on.
+RESET_SINCE = (2, 14)
+
+
+@contextlib.contextmanager
+def nats_errors(what: str) -> Iterator[None]:
+    """Translate nats-py's exceptions into `latentwire.errors`; ``what`` says what was tried.
+
+    The one place where a NATS failure gets its latentwire meaning (like httpx's
+    ``map_httpcore_exceptions``): latentwire errors pass through, everything else is chained.
+    """
+    try:
+        yield
+    except LatentwireError:
+        raise
+    except nats.js.errors.NoStreamResponseError as exc:
+        raise Unavailable(f"{what}: no JetStream stream answered (a stream leader is being elected, "
+                          "or the stream was deleted)") from exc
+    except nats.js.errors.APIError as exc:
+        text = f"{what}: {exc.description} (JetStream error {exc.err_code})"
+        if isinstance(exc, nats.js.errors.ServiceUnavailableError) and exc.err_code is None:
+            # No responders: nothing serves the JetStream API for this account.
+            raise ConnectError(f"{what}: the NATS server has no JetStream; start it with -js (or a "
+                               "jetstream {} block in its config) or enable JetStream for this "
+                               "account") from exc
+        if exc.err_code == 10054:  # message size exceeds maximum allowed
+            raise MessageTooLarge(0, 0, text) from exc
+        if exc.err_code in (10023, 10027, 10047) or (
+                exc.err_code == 10077 and "exceeded" in (exc.description or "")):
+            # insufficient resources, too many streams, no storage; a full stream (discard new)
+            raise LimitExceeded(text) from exc
+        if exc.code == 403:
+            raise PermissionDenied(text) from exc
+        if exc.code == 404:
+            raise BusError(text) from exc
+        if exc.code == 503:
+            raise Unavailable(text) from exc
+        raise BusError(text) from exc
+    except nats.errors.AuthorizationError as exc:
+        raise Unauthenticated(f"{what}: the NATS server refused the credentials "
+                              f"(Authorization Violation); {_FIX_CREDENTIALS}") from exc
+    except nats.errors.Error as exc:
+        text = str(exc)
+        if "authorization violation" in text.lower() or "authentication" in text.lower():
+            raise Unauthenticated(f"{what}: the NATS server refused the credentials ({text}); "
+                                  f"{_FIX_CREDENTIALS}") from exc
+        if "permissions violation" in text.lower():
+            raise PermissionDenied(f"{what}: {text}") from exc
+        if isinstance(exc, (nats.errors.BadSubjectError, nats.errors.BadHeaderError,
+                            nats.errors.MaxPayloadError)):
+            raise InvalidMessage(f"{what}: {text}") from exc
+        raise ConnectError(f"{what}: {text or type(exc).__name__}") from exc
+    except (OSError, TimeoutError) as exc:
+        raise ConnectError(f"{what}: {exc or type(exc).__name__}") from exc
+
+
+_FIX_CREDENTIALS = ("give the ones its authorization block expects: user:password@ or token@ in the URL, "
+                    "or token=, user= and password=, nkey_seed= or creds=")
+_FIX_UNREACHABLE = "check the URL's host:port list and that nats-server runs there"
+
+# Errors nats-py reports (to error_cb) when an established connection is gone.
+_CONNECTION_LOST = (nats.errors.StaleConnectionError, nats.errors.ConnectionClosedError,
+                    nats.errors.ProtocolError, OSError)
+
+
+def _retrieve(task: asyncio.Task) -> None:
+    # An isolated task whose caller was cancelled: its outcome is of no use to anyone now.
+    if not task.cancelled():
+        task.exception()
+
+
+@dataclass
+class SessionState:
+    """What one bus's connections share, kept by its transport across reconnects."""
+
+    #: Names this bus when it answers for its agent id (a reconnect must not refuse itself).
+    nonce: str = field(default_factory=lambda: uuid.uuid4().hex)
+    #: Deliveries handed to the bus and not yet acknowledged, by delivery seq (the stream
+    #: sequence of their first NATS message) -> ack subjects. The bus may ack a delivery of the
+    #: previous connection, and JetStream takes that ack on the next one.
+    unacked: dict[int, list[str]] = field(default_factory=dict)
+    #: Deliveries dropped because their ttl had passed.
+    expired: int = 0
+
+
+class NatsConnection(Connection):
+    """One NATS connection that speaks the bus's frames to the `Bus` above it."""
+
+    max_frame_bytes = None  # large messages are chunked here, onto separate stream messages
+
+    def __init__(self, settings: NatsSettings, state: SessionState, timeout: float) -> None:
+        self._s = settings
+        self._state = state
+        self._timeout = timeout
+        self._nc: NATS | None = None
+        self._agent = ""
+        self._consumer = ""
+        self.max_payload: int | None = settings.max_receive_bytes
+        self._ready: list[WireFrame] = []
+        self._wake = asyncio.Event()
+        self._failure: BaseException | None = None
+        self._closed = False
+        self._tasks: set[asyncio.Task] = set()
+        self._filters: set[str] = set()
+        self._window = 1
+        self._chunk_room = 0
+        self._chunks = Reassembler(settings.max_receive_bytes)
+        self._js: Any = None  # nats-py's JetStreamContext, after the hello
+        self._session = ""
+        # Whole messages beyond the receive window (the server may send more when chunks of a
+        # large message are still missing), with their deliver frames.
+        self._backlog: deque[tuple[pb.Frame, Arrived]] = deque()
+        self._outstanding = 0  # messages asked for by pull requests and not yet arrived
+        self._pull_subject = ""
+        self._pull_inbox = ""
+        self._last_heard = 0.0
+        self._last_error: BaseException | None = None
+        self._open = False  # the hello succeeded: from now on a lost connection ends this one
+
+    # -- the Connection contract ---------------------------------------------------------------
+
+    async def send(self, frames: Sequence[WireFrame]) -> None:
+        self._check_open()
+        await self._isolated(self._send(frames))
+
+    async def _send(self, frames: Sequence[WireFrame]) -> None:
+        for frame, payload in frames:
+            kind = frame.WhichOneof("kind")
+            if kind == "hello":
+                await self._hello(frame.hello)
+            elif self._nc is None:
+                raise ProtocolError(f"{kind!r} frame before hello")
+            elif kind == "publish":
+                await self._publish(frame.publish, payload)
+            elif kind == "delivery_ack":
+                await self._acked(frame.delivery_ack.seqs)
+            elif kind in ("subscribe", "unsubscribe"):
+                await self._subscription(kind, getattr(frame, kind))
+            elif kind == "bye":
+                await self._leave()
+            else:
+                raise ProtocolError(f"a client does not send {kind!r} frames")
+
+    async def receive(self) -> list[tuple]:
+        while not self._ready:
+            if self._failure is not None:
+                raise self._failure
+            self._check_open()
+            self._wake.clear()
+            await self._wake.wait()
+        frames, self._ready = self._ready, []
+        return frames
+
+    async def aclose(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        for task in list(self._tasks):
+            task.cancel()
+        self._wake.set()
+        nc, self._nc = self._nc, None
+        if nc is not None and not nc.is_closed:
+            with contextlib.suppress(Exception):
+                async with asyncio.timeout(self._timeout):
+                    await self._isolated(nc.close())
+
+    async def _isolated(self, coro: Any) -> Any:
+        """Await ``coro`` in a task of its own, so that cancelling the caller always works.
+
+        nats-py catches `asyncio.CancelledError` on some of its paths (flushing, requests under
+        3.11's ``wait_for``); run in the bus's own task, a cancellation landing there would be
+        lost and the bus would hang on close. Shielded, the caller is cancelled at once and the
+        NATS call finishes (or fails) on its own.
+        """
+        task = asyncio.ensure_future(coro)
+        task.add_done_callback(_retrieve)
+        return await asyncio.shield(task)
+
+    # -- handshake -------------------------------------------------------------------------------
+
+    async def _hello(self, hello: pb.Hello) -> None:
+        t = self._s
+        # The hub's agent-id rule, so an id that works on one transport works on all.
+        if not AGENT_ID.fullmatch(hello.agent):
+            raise InvalidMessage(f"invalid agent id {hello.agent!r}: use 1-128 of A-Z a-z 0-9 . _ : @ -, "
+                                 "starting with a letter or digit")
+        self._agent = hello.agent
+        self._window = max(1, hello.receive_window or 1)
+        self._filters = {validate_filter(f) for f in hello.subscriptions}
+        nc = NATS()
+        self._nc = nc
+        where = f"NATS at {t.address}"
+        try:
+            async with asyncio.timeout(self._timeout):
+                with nats_errors(f"connecting to {where} as {hello.agent!r} with "
+                                 f"{t.credentials_named(hello.token)}"):
+                    try:
+                        await nc.connect(**t.connect_options(hello.agent, hello.token),
+                                         connect_timeout=self._timeout,
+                                         error_cb=self._on_error, closed_cb=self._on_closed)
+                    except nats.errors.NoServersError as exc:  # every server tried; say why
+                        raise ConnectError(f"no NATS server reachable at {t.address}: "
+                                           f"{self._last_error or exc}; {_FIX_UNREACHABLE}") from exc
+        except TimeoutError as exc:
+            detail = f" ({self._last_error})" if self._last_error else ""
+            raise ConnectError(f"no NATS server reachable at {t.address} within "
+                               f"{self._timeout:.3g} s{detail}; {_FIX_UNREACHABLE}") from exc
+        with nats_errors(f"{where}, agent {hello.agent!r}"):
+            await self._check_presence(nc)
+            self._js = nc.jetstream(timeout=self._timeout)
+            await self._ensure_stream()
+            self._chunk_room = max(1024, nc.max_payload - HEADER_ROOM)
+            session_id, resumed = await self._open_session(hello)
+            await nc.subscribe(t.subjects.presence(hello.agent), cb=self._answer_presence)
+            self._pull_inbox = nc.new_inbox()
+            self._pull_subject = f"$JS.API.CONSUMER.MSG.NEXT.{t.subjects.stream}.{self._consumer}"
+            await nc.subscribe(self._pull_inbox, cb=self._on_pull_message)
+        self._ready.insert(0, (pb.Frame(welcome=pb.Welcome(
+            session_id=session_id,
+            resumed=resumed,
+            publish_window=t.publish_window,
+            publish_window_bytes=t.publish_window_bytes,
+            max_message_bytes=t.max_message_bytes,
+            max_frame_bytes=0,
+            hub_id=f"nats://{t.address}/{t.subjects.namespace}",
+        )), b""))
+        self._wake.set()
+        self._open = True
+        self._last_heard = asyncio.get_running_loop().time()
+        self._spawn(self._watchdog(), "watchdog")
+        await self._pull()
+
+    async def _check_presence(self, nc: NATS) -> None:
+        """Refuse the agent id if another live bus answers for it (as the hub refuses it)."""
+        t = self._s
+        try:
+            reply = await nc.request(t.subjects.presence(self._agent), b"", timeout=PRESENCE_WAIT)
+        except nats.errors.NoRespondersError:
+            return
+        except nats.errors.TimeoutError:
+            return  # a subscription of a connection the server has not yet noticed is gone
+        if reply.data.decode(errors="replace") != self._state.nonce:
+            raise AlreadyConnected(f"agent {self._agent!r} is already connected to the NATS cluster "
+                                   f"at {t.address} (namespace {t.subjects.namespace!r})")
+
+    async def _answer_presence(self, msg: Msg) -> None:
+        if msg.reply:
+            with contextlib.suppress(nats.errors.Error):
+                await msg.respond(self._state.nonce.encode())
+
+    async def _ensure_stream(self) -> None:
+        t = self._s
+        try:
+            await self._js.stream_info(t.subjects.stream)
+        except nats.js.errors.NotFoundError:
+            # Interest retention: a message stays only until every consumer that wanted it
+            # acknowledged it, like the hub's session queues; one nobody wants is not kept.
+            await self._js.add_stream(api.StreamConfig(
+                name=t.subjects.stream, subjects=t.subjects.stream_subjects,
+                retention=api.RetentionPolicy.INTEREST, storage=api.StorageType.FILE,
+                num_replicas=t.replicas, max_bytes=t.stream_max_bytes or -1,
+                discard=api.DiscardPolicy.NEW,
+                duplicate_window=t.duplicate_window,
+                description=f"latentwire namespace {t.subjects.namespace}"))
+
+    def _consumer_config(self, filters: set[str]) -> api.ConsumerConfig:
+        t = self._s
+        largest = math.ceil(t.max_message_bytes / self._chunk_room) + 1
+        return api.ConsumerConfig(
+            name=self._consumer, durable_name=self._consumer,
+            deliver_policy=api.DeliverPolicy.NEW, ack_policy=api.AckPolicy.EXPLICIT,
+            ack_wait=t.ack_wait, max_ack_pending=self._window + largest,
+            filter_subjects=t.subjects.consumer_filters(self._agent, filters),
+            inactive_threshold=t.session_expiry, metadata={SESSION_KEY: self._session},
+            description=f"latentwire session of {self._agent}")
+
+    async def _open_session(self, hello: pb.Hello) -> tuple[str, bool]:
+        """Create the agent's consumer, or take up the one it left; (session id, resumed)."""
+        t = self._s
+        self._consumer = t.subjects.consumer(self._agent)
+        try:
+            info = await self._js.consumer_info(t.subjects.stream, self._consumer)
+        except nats.js.errors.NotFoundError:
+            info = None
+        if info is None:
+            self._session = uuid.uuid4().hex
+            await self._js.add_consumer(t.subjects.stream, self._consumer_config(self._filters))
+            self._state.unacked.clear()  # deliveries of a session that is gone
+            return self._session, False
+        self._session = (info.config.metadata or {}).get(SESSION_KEY) or uuid.uuid4().hex
+        # The client is the source of truth for its subscriptions (as on the hub).
+        await self._js.add_consumer(t.subjects.stream, self._consumer_config(self._filters))
+        if (self._nc.connected_server_version.major, self._nc.connected_server_version.minor) >= RESET_SINCE:
+            # Everything after the ack floor comes again, in order: what the last connection had
+            # in flight is not left waiting for ack_wait, and nothing newer overtakes it.
+            await self._nc.request(f"$JS.API.CONSUMER.RESET.{t.subjects.stream}.{self._consumer}",
+                                   b"", timeout=self._timeout)
+        return self._session, True
+
+    # -- publishing ------------------------------------------------------------------------------
+
+    async def _publish(self, publish: pb.Publish, payload: Any) -> None:
+        env, seq = publish.envelope, publish.seq
+        t = self._s
+        futures = []
+        try:
+            check_envelope(env, len(payload), t.max_message_bytes)  # what a hub would refuse
+            subject, headers, data = encode_message(env, payload, self._agent, t.subjects)
+            with nats_errors(f"publishing to {subject!r}"):
+                if env.recipient:
+                    await self._check_recipient(env.recipient)
+                for own, piece in split(headers, data, env.id, self._chunk_room):
+                    futures.append(await self._js.publish_async(subject, bytes(piece), headers=own))
+        except (ConnectError, Unavailable) as exc:
+            raise ConnectError(str(exc)) from exc  # the bus reconnects and resends
+        except LatentwireError as exc:
+            self._push_rejection(seq, code_for(exc), str(exc))
+            return
+        self._spawn(self._await_pubacks(seq, subject, futures), f"puback-{seq}")
+
+    async def _check_recipient(self, agent: str) -> None:
+        """Raise `UnknownAgent` unless ``agent`` has a session (its consumer exists)."""
+        subjects = self._s.subjects
+        try:
+            await self._js.consumer_info(subjects.stream, subjects.consumer(agent))
+        except nats.js.errors.NotFoundError:
+            raise UnknownAgent(agent, f"unknown agent {agent!r}: no session with that id in NATS "
+                               f"namespace {subjects.namespace!r}") from None
+
+    async def _await_pubacks(self, seq: int, subject: str, futures: list[asyncio.Future]) -> None:
+        try:
+            async with asyncio.timeout(self._s.puback_timeout):
+                with nats_errors(f"publishing to {subject!r}"):
+                    await asyncio.gather(*futures)
+        except (TimeoutError, ConnectError, Unavailable) as exc:
+            for fut in futures:
+                fut.cancel()
+            # Whether the stream has it is unknown: the bus resends it on the next connection
+            # and JetStream drops the copy it already has (same Nats-Msg-Id).
+            self._fail(ConnectError(f"no JetStream PubAck for a publish to {subject!r} within "
+                                    f"{self._s.puback_timeout:g} s: {exc or 'timed out'}"))
+            return
+        except LatentwireError as exc:
+            self._push_rejection(seq, code_for(exc), str(exc))
+            return
+        self._push(pb.Frame(publish_ack=pb.Ack(seqs=[seq])), b"")
+
+    def _push_rejection(self, seq: int, code: int, reason: str) -> None:
+        ack = pb.Ack(rejections=[pb.Rejection(seq=seq, code=code, reason=reason)])
+        self._push(pb.Frame(publish_ack=ack), b"")
+
+    # -- subscriptions and leaving -----------------------------------------------------------------
+
+    async def _subscription(self, kind: str, request: pb.Subscribe | pb.Unsubscribe) -> None:
+        ack = pb.SubscribeAck(request_id=request.request_id)
+        try:
+            filters = {validate_filter(f) for f in request.filters}
+            wanted = self._filters | filters if kind == "subscribe" else self._filters - filters
+            with nats_errors(f"updating the consumer of {self._agent!r}"):
+                await self._js.add_consumer(self._s.subjects.stream, self._consumer_config(wanted))
+            self._filters = wanted
+        except InvalidMessage as exc:
+            ack.code, ack.reason = code_for(exc), str(exc)
+        except (ConnectError, Unavailable) as exc:
+            self._fail(ConnectError(f"NATS {kind} failed: {exc}"))
+            return
+        except LatentwireError as exc:
+            ack.code, ack.reason = code_for(exc), str(exc)
+        self._push(pb.Frame(subscribe_ack=ack), b"")
+
+    async def _leave(self) -> None:
+        """bye: delete the consumer, so the session and anything still queued for it are gone."""
+        with contextlib.suppress(LatentwireError, TimeoutError):
+            async with asyncio.timeout(self._timeout):
+                with nats_errors(f"deleting the consumer of {self._agent!r}"):
+                    await self._js.delete_consumer(self._s.subjects.stream, self._consumer)
+        self._state.unacked.clear()
+        self._fail(ConnectError("left NATS (bye)"))
+
+    # -- deliveries ------------------------------------------------------------------------------
+
+    async def _pull(self) -> None:
+        """Ask the consumer for as many messages as the bus has room for (credits)."""
+        room = max(self._window - len(self._state.unacked) - len(self._backlog), self._chunks.missing)
+        want = room - self._outstanding
+        # Small grants wait until they add up, so few pull requests are open at once.
+        if want <= 0 or (self._outstanding and want < max(1, self._window // 4)):
+            return
+        if self._nc is None or self._failure is not None:
+            return
+        self._outstanding += want
+        request = {"batch": want, "expires": int(PULL_EXPIRES * 1e9),
+                   "idle_heartbeat": int(PULL_HEARTBEAT * 1e9)}
+        with contextlib.suppress(nats.errors.Error):  # a lost connection is noticed by closed_cb
+            await self._nc.publish(self._pull_subject, json.dumps(request).encode(), reply=self._pull_inbox)
+
+    async def _on_pull_message(self, msg: Msg) -> None:
+        # Called by nats-py, in order, for everything the consumer sends to the pull inbox.
+        self._last_heard = asyncio.get_running_loop().time()
+        if not msg.reply:  # a status of a pull request, not a delivery
+            await self._on_status(msg.headers or {})
+            return
+        self._outstanding = max(0, self._outstanding - 1)
+        meta = msg.metadata
+        headers = msg.headers or {}
+        self._chunks.max_payload = self.max_payload  # the bus sets it from the welcome
+        redelivered = meta.num_delivered > 1
+        chunk = headers.get(HDR_CHUNK)
+        try:
+            if chunk is None:
+                arrived: Arrived | None = Arrived(meta.sequence.stream, headers, msg.data, [msg.reply],
+                                                  redelivered)
+            else:
+                arrived = self._chunks.add(chunk, headers, msg.data, meta.sequence.stream, msg.reply,
+                                           redelivered)
+            if arrived is not None:
+                await self._arrived(msg.subject, arrived)
+        except InvalidMessage as exc:
+            log.warning("%s: dropping a NATS message: %s", self._agent, exc)
+            await self._ack([msg.reply])
+        await self._pull()
+
+    async def _on_status(self, headers: dict[str, str]) -> None:
+        status = headers.get("Status", "")
+        if status == "100":  # idle heartbeat
+            return
+        description = headers.get("Description", "")
+        if status == "409" and "deleted" in description.lower():
+            self._fail(ConnectError(f"the NATS consumer (session) of {self._agent!r} was deleted"))
+            return
+        pending = headers.get("Nats-Pending-Messages")
+        if pending is not None and pending.isdigit():  # what the ended request did not fill
+            self._outstanding = max(0, self._outstanding - int(pending))
+        else:
+            self._outstanding = 0  # the request is gone; asking again costs at most a duplicate
+        log.debug("%s: pull request ended: %s %s", self._agent, status, description)
+        await self._pull()
+
+    async def _arrived(self, subject: str, arrived: Arrived) -> None:
+        t = self._s
+        if arrived.seq in self._state.unacked:  # a copy of a message the bus holds: only its acks are new
+            self._state.unacked[arrived.seq] = arrived.acks
+            return
+        env = decode_message(subject, arrived.headers, arrived.payload if isinstance(arrived.payload, bytes)
+                             else b"", t.subjects)
+        payload: Any = arrived.payload
+        if (self.max_payload is not None and not isinstance(payload, Oversize)
+                and len(payload) > self.max_payload):
+            payload = Oversize(len(payload), self.max_payload)
+        arrived.payload = payload
+        frame = pb.Frame(deliver=pb.Deliver(seq=arrived.seq, envelope=env, redelivered=arrived.redelivered))
+        if len(self._state.unacked) < self._window and not self._backlog:
+            await self._hand_over(frame, arrived)
+        else:
+            self._backlog.append((frame, arrived))
+
+    async def _hand_over(self, frame: pb.Frame, arrived: Arrived) -> None:
+        if is_expired(frame.deliver.envelope):
+            self._state.expired += 1
+            await self._ack(arrived.acks)
+            return
+        self._state.unacked[arrived.seq] = arrived.acks
+        self._push(frame, arrived.payload)
+
+    async def _acked(self, seqs: Sequence[int]) -> None:
+        for seq in seqs:
+            acks = self._state.unacked.pop(seq, None)
+            if acks is not None:  # else already acked: a copy from before a reconnect
+                await self._ack(acks)
+        while self._backlog and len(self._state.unacked) < self._window:
+            await self._hand_over(*self._backlog.popleft())
+        await self._pull()
+
+    async def _ack(self, subjects: list[str]) -> None:
+        # JetStream acks by stream sequence, so an ack subject from an earlier connection works.
+        if self._nc is None or self._failure is not None:
+            return  # unacked deliveries come again on the next connection
+        with contextlib.suppress(nats.errors.Error):
+            for subject in subjects:
+                await self._nc.publish(subject, b"+ACK")
+
+    async def _watchdog(self) -> None:
+        loop = asyncio.get_running_loop()
+        while self._failure is None and not self._closed:  # not only cancellation: see _isolated
+            await asyncio.sleep(PULL_HEARTBEAT)
+            if self._nc is not None and not self._nc.is_connected:
+                why = self._nc.last_error or "disconnected"
+                self._fail(ConnectError(f"lost NATS at {self._s.address}: {why}"))
+                return
+            if self._outstanding and loop.time() - self._last_heard > 2.5 * PULL_HEARTBEAT:
+                log.debug("%s: no heartbeat from the consumer; pulling again", self._agent)
+                self._outstanding = 0
+                self._last_heard = loop.time()
+                await self._pull()
+            for msg_id, acks in self._chunks.expire(PARTIAL_TIMEOUT):
+                log.warning("%s: dropping the incomplete chunked message %s", self._agent, msg_id)
+                await self._ack(acks)
+
+    # -- plumbing --------------------------------------------------------------------------------
+
+    def _push(self, frame: pb.Frame, payload: Any) -> None:
+        # Bounded by construction: deliveries by the receive window, publish acks by the
+        # publish window, subscribe acks by the bus's outstanding requests.
+        self._ready.append((frame, payload))
+        self._wake.set()
+
+    def _spawn(self, coro: Any, name: str) -> None:
+        task = asyncio.create_task(coro, name=f"latentwire[{self._agent}].nats.{name}")
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _on_error(self, exc: Exception) -> None:
+        self._last_error = exc
+        if self._open and isinstance(exc, _CONNECTION_LOST):
+            # nats-py reports a dead socket here first; its closed callback may never come.
+            self._fail(ConnectError(f"lost NATS at {self._s.address}: {exc or type(exc).__name__}"))
+        elif isinstance(exc, nats.errors.SlowConsumerError):
+            log.warning("%s: nats-py dropped messages of a slow subscription: %s", self._agent, exc)
+        else:
+            log.debug("%s: NATS reported %r", self._agent, exc)
+
+    async def _on_closed(self) -> None:
+        detail = self._nc.last_error if self._nc is not None else None
+        self._fail(ConnectError(f"lost NATS at {self._s.address}: {detail or 'connection closed'}"))
+
+    def _fail(self, exc: BaseException) -> None:
+        if self._failure is None:
+            self._failure = exc
+        for task in list(self._tasks):
+            if task is not asyncio.current_task():
+                task.cancel()
+        self._wake.set()
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise ConnectError("NATS connection closed")
+        if self._failure is not None:
+            raise self._failure

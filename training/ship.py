@@ -1,0 +1,315 @@
+"""Build the shipped tinyworld artefacts from one recorded recipe: models, codecs, shared space.
+
+``latentwire train ship --out runs/ship`` runs every stage of `RECIPE` in order, each into its own
+folder under ``--out``; a stage whose output is complete is skipped, and a stage cut short resumes
+from its last checkpoint, so the same command continues a build that was stopped. Stages:
+
+1. ``models/base/<family>``: pre-training from scratch on the five tasks at length 8, part of the
+   receiver examples shown as screens (`pretrain.recipe`'s base stage);
+2. ``models/long/<family>`` (when the recipe has a ``long`` stage): the same model trained further
+   on longer messages (one length per batch), so that text messages of every benchmarked length
+   are real baselines; the shipped recipe has none (docs/benchmarks.md: what it cost at length 8);
+3. ``anchors/codec.jsonl`` and ``anchors/maps.jsonl``: secret-task anchors at the codec lengths;
+4. ``codecs/<family>``: each family's codec alone (`align`: self-distillation with the picture
+   term, the weakly supervised variant);
+5. ``decoders/<family>``: every non-reference family's decoder trained to read the reference's
+   encoder (``--anchor-to --decoder-only``);
+6. ``space/<family>``: shared-space maps of every encoder into the reference space (ridge + a
+   residual MLP), the decoders of stage 5 reading the shared space directly;
+7. ``ship/``: what the package ships: ``checkpoints/<family>`` (the long models) and
+   ``space/<family>`` (codec + maps, weights in ``recipe["ship_dtype"]``), with ``space.json`` (the
+   recipe, the trained lengths, the file sizes and the digest of every file).
+
+``--install`` copies ``ship/`` into the package (``tinyworld/checkpoints`` and ``tinyworld/space``),
+which is how the shipped files are made. ``--scale 0.01`` runs the same stages with a hundredth
+of the steps and anchors (the reproduction test); its artefacts are not fit to ship.
+
+Every seed here is below `STREAMS`' development and test seeds, so no stage sees an episode of
+either stream.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import os
+import random
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+from latentwire.errors import ConfigError
+from latentwire.tinyworld.models import FAMILIES
+from latentwire.tinyworld.space import MANIFEST
+from latentwire.tinyworld.tasks import STREAMS
+
+from ._jobs import file_sha256
+
+__all__ = ["RECIPE", "build", "check_recipe", "install", "main"]
+
+#: The recorded recipe of the shipped artefacts. Changing it changes what `build` makes.
+RECIPE: dict[str, Any] = {
+    "name": "tinyworld-shared-space",
+    "version": 1,
+    "families": list(FAMILIES),
+    "reference": "gemma3",
+    "base": {"steps": 2000, "seed": 0, "lengths": [8], "screen_share": 0.3},
+    # Further training on longer messages (e.g. {"steps": 600, "seed": 1, "lengths": [8, 16],
+    # "length_per_batch": True}); None: the base models ship (docs/benchmarks.md says why).
+    "long": None,
+    "anchors": {"task": "secret", "lengths": [8], "codec_n": 20000, "codec_seed": 100,
+                "maps_n": 20000, "maps_seed": 200},
+    # The reference codec trains longer: its decoder and space are what every family is read through.
+    "codec": {"steps": 2000, "reference_steps": 3000, "seed": 0, "latent_steps": 1, "image_slots": 16, "num_tokens": 8, "width": 64,
+              "continuation": 20, "eval_n": 64},
+    "decoder": {"steps": 1000, "seed": 0},
+    "maps": {"ridge": 1e-4, "hidden": 512, "residual_steps": 3000},
+    "ship_dtype": "float16",
+}
+
+
+def _seeds(recipe: dict[str, Any]) -> list[int]:
+    a = recipe["anchors"]
+    return [recipe["base"]["seed"], a["codec_seed"], a["codec_seed"] + 1, a["maps_seed"], recipe["codec"]["seed"],
+            recipe["decoder"]["seed"]] + ([recipe["long"]["seed"]] if recipe["long"] else [])
+
+
+def check_recipe(recipe: dict[str, Any]) -> None:
+    """Refuse a recipe that would train on the development or test stream, or names unknown families."""
+    unknown = [f for f in recipe["families"] if f not in FAMILIES]
+    if unknown:
+        raise ConfigError(f"recipe names unknown families {unknown}; tinyworld has {', '.join(FAMILIES)}")
+    if recipe["reference"] not in recipe["families"]:
+        raise ConfigError(f"the reference {recipe['reference']!r} is not among the recipe's families")
+    lowest = min(STREAMS.values())
+    if any(seed >= lowest for seed in _seeds(recipe)):
+        raise ConfigError(f"recipe seeds must stay below {lowest}: the development and test streams start there")
+
+
+def _scaled(n: int, scale: float, floor: int = 2) -> int:
+    return max(floor, round(n * scale))
+
+
+def _done(folder: Path, marker: str) -> bool:
+    return (folder / marker).is_file()
+
+
+def _pretrain_stages(recipe: dict[str, Any], out: Path, family: str, scale: float, progress: bool) -> Path:
+    from .pretrain import PretrainConfig, pretrain
+
+    base, long = out / "models" / "base" / family, out / "models" / "long" / family
+    b, lg = recipe["base"], recipe["long"]
+    base_steps = _scaled(b["steps"], scale)
+    if not _done(base, "tinyworld.json"):
+        pretrain(PretrainConfig(family=family, out_dir=str(base), steps=base_steps, seed=b["seed"],
+                                lengths=b["lengths"], screen_share=b["screen_share"], eval_every=0,
+                                eval_n=_scaled(32, scale, 4), resume=True, progress=progress))
+    if not lg:
+        _length_eval(base, b["lengths"], _scaled(32, scale, 4))
+        return base
+    if not _done(long, "tinyworld.json"):
+        pretrain(PretrainConfig(family=family, out_dir=str(long), resume_from=str(base),
+                                steps=base_steps + _scaled(lg["steps"], scale), seed=lg["seed"],
+                                lengths=lg["lengths"], length_per_batch=lg["length_per_batch"],
+                                screen_share=b["screen_share"], eval_every=0, eval_n=_scaled(32, scale, 4),
+                                resume=True, progress=progress))
+    _length_eval(long, lg["lengths"], _scaled(32, scale, 4))
+    return long
+
+
+def _length_eval(folder: Path, lengths: list[int], n: int) -> None:
+    """``lengths_eval.json``: the text-mode eval of every task at every length (the model's ceiling)."""
+    target = folder / "lengths_eval.json"
+    if target.is_file():
+        return
+    from latentwire.tinyworld.checkpoints import load_checkpoint
+
+    from .evaluate import evaluate
+
+    model, tokenizer = load_checkpoint(folder)
+    result = {str(n_chars): evaluate(model, tokenizer, ["secret", "reverse", "sort"], length=n_chars, n=n)
+              for n_chars in lengths}
+    target.write_text(json.dumps(result, indent=2) + "\n")
+
+
+def _anchor_file(path: Path, task: str, lengths: list[int], n: int, seed: int, eval_n: int) -> Path:
+    """``n`` training anchors (lengths mixed, shuffled) then ``eval_n`` held-out ones of another
+    seed: the layout `align` splits (the last ``eval_n`` lines are its evaluation)."""
+    from .anchors import tinyworld_anchors, write_anchors
+
+    if path.is_file():
+        return path
+    train = [a for length in lengths for a in tinyworld_anchors(task, n // len(lengths), length=length, seed=seed)]
+    random.Random(f"ship|{seed}").shuffle(train)
+    held = [a for length in lengths
+            for a in tinyworld_anchors(task, max(1, eval_n // len(lengths)), length=length, seed=seed + 1)]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    scratch = path.with_name(f".{path.name}.{os.getpid()}")
+    write_anchors(train + held, scratch)
+    os.replace(scratch, path)  # whole or absent: two builds on two cores may race to write it
+    return path
+
+
+def _codec(recipe: dict[str, Any], out: Path, model: Path, anchors: Path, scale: float, progress: bool,
+           anchor_to: Path | None = None) -> Path:
+    from .align import AlignConfig, align
+
+    c = recipe["codec"]
+    if anchor_to is None:
+        reference = out.name == recipe["reference"]
+        steps, seed = _scaled(c["reference_steps"] if reference else c["steps"], scale), c["seed"]
+    else:
+        steps, seed = _scaled(recipe["decoder"]["steps"], scale), recipe["decoder"]["seed"]
+    if not _done(out, "align.json"):
+        align(AlignConfig(model=str(model), anchors=str(anchors), out_dir=str(out), steps=steps, seed=seed,
+                          latent_steps=c["latent_steps"], image_slots=c["image_slots"], num_tokens=c["num_tokens"],
+                          width=c["width"], continuation=c["continuation"],
+                          eval_n=min(c["eval_n"], _scaled(c["eval_n"], scale, 4)),
+                          anchor_to=None if anchor_to is None else str(anchor_to),
+                          decoder_only=anchor_to is not None, eval_every=0, resume=True, progress=progress))
+    return out
+
+
+def build(out: str | os.PathLike[str], *, recipe: dict[str, Any] | None = None, scale: float = 1.0,
+          only: list[str] | None = None, progress: bool = True, log: Any = print) -> Path | None:
+    """Run every stage of ``recipe`` (default `RECIPE`) under ``out``; return ``out/ship``.
+
+    Complete stages are skipped; ``scale`` multiplies every step and anchor count (tests).
+    ``only``: run just the stages of these families (their models, own codecs, and decoders once the
+    reference codec is done) and return None; builds on several cores run one such process per core
+    first, then one without ``only`` for the rest."""
+    recipe = copy.deepcopy(RECIPE if recipe is None else recipe)
+    check_recipe(recipe)
+    if not 0 < scale <= 1:
+        raise ConfigError(f"scale must be in (0, 1], got {scale}")
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    recorded = out / "recipe.json"
+    wanted = {"recipe": recipe, "scale": scale}
+    if recorded.is_file() and json.loads(recorded.read_text()) != wanted:
+        raise ConfigError(f"{out} was built with another recipe or scale ({recorded}); use a new --out")
+    recorded.write_text(json.dumps(wanted, indent=2) + "\n")
+    began = time.perf_counter()
+    families, reference = recipe["families"], recipe["reference"]
+    unknown = sorted(set(only or ()) - set(families))
+    if unknown:
+        raise ConfigError(f"--only {' '.join(unknown)}: not in the recipe's families ({', '.join(families)})")
+    mine = [f for f in families if only is None or f in only]
+    models = {}
+    for family in mine:
+        log(f"[{time.perf_counter() - began:7.0f}s] models: {family}")
+        models[family] = _pretrain_stages(recipe, out, family, scale, progress)
+    a, c = recipe["anchors"], recipe["codec"]
+    codec_anchors = _anchor_file(out / "anchors" / "codec.jsonl", a["task"], a["lengths"], _scaled(a["codec_n"], scale, 8),
+                                 a["codec_seed"], min(c["eval_n"], _scaled(c["eval_n"], scale, 4)))
+    maps_anchors = _anchor_file(out / "anchors" / "maps.jsonl", a["task"], a["lengths"], _scaled(a["maps_n"], scale, 8),
+                                a["maps_seed"], 0) if a["maps_n"] else None
+    codecs = {}
+    for family in [f for f in [reference] + families if f in mine]:
+        if family not in codecs:
+            log(f"[{time.perf_counter() - began:7.0f}s] codec: {family}")
+            codecs[family] = _codec(recipe, out / "codecs" / family, models[family], codec_anchors, scale, progress)
+    decoders = {}
+    for family in families:
+        if only is not None and (family not in mine or not _done(out / "codecs" / reference, "align.json")):
+            continue  # a partial run trains the decoders it can: those of its families, once the reference is done
+        if family != reference:
+            log(f"[{time.perf_counter() - began:7.0f}s] decoder reading {reference}: {family}")
+            decoders[family] = _codec(recipe, out / "decoders" / family, models[family], codec_anchors, scale,
+                                      progress, anchor_to=out / "codecs" / reference)
+    if only is not None:
+        return None
+    log(f"[{time.perf_counter() - began:7.0f}s] shared-space maps")
+    from .shared_space import fit_shared_maps
+
+    m = recipe["maps"]
+    fit_shared_maps([str(codecs[f]) for f in families], reference=reference, anchors=str(maps_anchors),
+                    out=str(out / "space"), ridge=m["ridge"], hidden=m["hidden"],
+                    residual_steps=_scaled(m["residual_steps"], scale), decoders={f: str(p) for f, p in decoders.items()})
+    ship = _package(recipe, out, models, scale)
+    log(f"[{time.perf_counter() - began:7.0f}s] shipped files in {ship}")
+    return ship
+
+
+def _package(recipe: dict[str, Any], out: Path, models: dict[str, Path], scale: float) -> Path:
+    """``out/ship``: the long models as checkpoints, the space's codecs in the ship dtype with their
+    fit records naming the family (the shipped checkpoint) as their model; ``space.json`` last."""
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    from latentwire.tinyworld.space import FIT_FILE
+
+    ship = out / "ship"
+    shutil.rmtree(ship, ignore_errors=True)
+    dtype = getattr(torch, recipe["ship_dtype"])
+    for family, folder in models.items():
+        target = ship / "checkpoints" / family
+        target.mkdir(parents=True)
+        for name in ("config.json", "generation_config.json", "model.safetensors", "tinyworld_tokenizer.json",
+                     "tinyworld.json", "lengths_eval.json"):
+            if (folder / name).is_file():
+                shutil.copy2(folder / name, target / name)
+    for family in recipe["families"]:
+        source, target = out / "space" / family, ship / "space" / family
+        target.mkdir(parents=True)
+        weights = load_file(str(source / "model.safetensors"))
+        save_file({k: v.to(dtype) if v.is_floating_point() else v for k, v in weights.items()},
+                  str(target / "model.safetensors"))
+        shutil.copy2(source / "config.json", target / "config.json")
+        fit = json.loads((source / FIT_FILE).read_text())
+        fit["model"] = family  # the shipped checkpoint of the family, wherever the package lives
+        fit.pop("decoder", None)  # a build folder that does not ship
+        (target / FIT_FILE).write_text(json.dumps(fit, indent=2, sort_keys=True) + "\n")
+    files = sorted(p for p in ship.rglob("*") if p.is_file())
+    manifest = {
+        "format": "latentwire-tinyworld-space", "format_version": 1, "recipe": recipe, "scale": scale,
+        "reference": recipe["reference"], "families": recipe["families"],
+        "lengths": recipe["anchors"]["lengths"], "task": recipe["anchors"]["task"],
+        "variant": "weakly supervised (picture term on)",
+        "files": {str(p.relative_to(ship)): {"bytes": p.stat().st_size, "sha256": file_sha256(p)} for p in files},
+    }
+    manifest["total_bytes"] = sum(f["bytes"] for f in manifest["files"].values())
+    text = json.dumps(manifest, indent=2) + "\n"
+    (ship / "space" / MANIFEST).write_text(text)  # `--space ship/space` is checked like the shipped one
+    (ship / MANIFEST).write_text(text)
+    return ship
+
+
+def install(ship: str | os.PathLike[str]) -> Path:
+    """Copy a built ``ship`` folder into the package's tinyworld folder (checkpoints + space)."""
+    from latentwire.tinyworld import checkpoints
+    from latentwire.tinyworld.space import SHIPPED_SPACE
+
+    ship = Path(ship)
+    if not (ship / MANIFEST).is_file():
+        raise ConfigError(f"{ship} has no space.json: not a finished `train ship` output")
+    for family_dir in (ship / "checkpoints").iterdir():
+        target = checkpoints.SHIPPED_DIR / family_dir.name
+        shutil.rmtree(target, ignore_errors=True)
+        shutil.copytree(family_dir, target)
+    shutil.rmtree(SHIPPED_SPACE, ignore_errors=True)
+    shutil.copytree(ship / "space", SHIPPED_SPACE)
+    return SHIPPED_SPACE
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``latentwire train ship``: see the module docstring."""
+    parser = argparse.ArgumentParser(prog="latentwire train ship", description=__doc__.splitlines()[0])
+    parser.add_argument("--out", required=True, help="build folder (a stopped build continues from it)")
+    parser.add_argument("--scale", type=float, default=1.0,
+                        help="multiply every step and anchor count (0.01: a quick check of the recipe)")
+    parser.add_argument("--only", nargs="+", metavar="FAMILY",
+                        help="run only these families' own stages (models, own codec); one process per core")
+    parser.add_argument("--install", action="store_true", help="copy the result into the package")
+    parser.add_argument("--progress", action=argparse.BooleanOptionalAction, default=True)
+    args = parser.parse_args(argv)
+    ship = build(args.out, scale=args.scale, only=args.only, progress=args.progress)
+    if ship is not None and args.install:
+        print(f"installed in {install(ship)}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
