@@ -53,6 +53,21 @@ def bench_parser(name: str, description: str) -> argparse.ArgumentParser:
     return parser
 
 
+def existing_folder(what: str) -> Callable[[str], str]:
+    """An argparse ``type=`` that refuses, while the options are parsed, a path that is not a
+    folder; ``what`` names the folder the option wants (the fix), e.g. "the --out folder of
+    `latentwire train space-maps`". The path itself is passed on as given."""
+
+    def check(text: str) -> str:
+        path = Path(text)
+        if path.is_dir():
+            return text
+        problem = "is a file, not a folder" if path.exists() else "no such folder"
+        raise argparse.ArgumentTypeError(f"{text}: {problem}; give {what}")
+
+    return check
+
+
 def report_header(name: str, started: float) -> dict[str, Any]:
     """The fields every JSON report starts with: benchmark name, start time, duration, machine."""
     return {

@@ -38,7 +38,7 @@ from typing import Any
 
 import numpy as np
 
-from ._report import BenchError, bench_parser, progress, report_header, run_report
+from ._report import BenchError, bench_parser, existing_folder, progress, report_header, run_report
 from ._stats import bootstrap, figure
 
 ONE_SENDER_TASKS = ("secret", "reverse", "sort")
@@ -65,6 +65,7 @@ def _parse(argv: list[str], quick: bool) -> argparse.Namespace:
     # The old name of --space, kept working for scripts written before the rename; not in --help.
     source.add_argument("--hub", dest="space", action=_Deprecated, help=argparse.SUPPRESS)
     source.add_argument("--codecs", nargs="+", metavar="DIR",
+                        type=existing_folder("a `latentwire train codec --out` folder"),
                         help="codec folders already in one space (train codec --anchor-to): the anchored scheme")
     parser.add_argument("--stream", choices=list(STREAMS), default="test",
                         help="episode stream: test (final figures, the default) or dev (tuning)")
@@ -85,14 +86,10 @@ def _parse(argv: list[str], quick: bool) -> argparse.Namespace:
             parser.error(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
     if args.timed > args.n:
         parser.error(f"--timed {args.timed} exceeds --n {args.n}: timed episodes are scored episodes")
-    from latentwire.errors import ConfigError
     from latentwire.tinyworld.space import load_space
 
     if args.space is not None:
         load_space(args.space)  # a missing or foreign folder: one line, exit 2, before any model loads
-    for folder in args.codecs or ():
-        if not Path(folder).is_dir():
-            raise ConfigError(f"no codec folder {folder}: train one with `latentwire train codec --out {folder}`")
     return args
 
 

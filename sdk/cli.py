@@ -11,6 +11,7 @@ import argparse
 import asyncio
 import logging
 import sys
+from urllib.parse import urlsplit
 
 from ._version import __version__
 from .errors import ConfigError, LatentwireError
@@ -28,7 +29,34 @@ def _hash_token(args: argparse.Namespace) -> int:
     return main(args.extra + (["--help"] if args.help else []))
 
 
+# How long `latentwire demo` waits for the hub at --url before it loads any model.
+DEMO_CONNECT_TIMEOUT = 5.0
+
+
+async def _check_demo_url(url: str | None) -> None:
+    """Refuse a bad ``--url`` and reach its hub (then leave) before the demo loads any model: a
+    typo or a hub that is not running ends in one line saying how to fix it, not after the models
+    load. The embedded ``inproc://`` hub needs no check."""
+    from ._connect import URL_ENV, connect
+    from .errors import ConnectError
+
+    # A bad URL raises ConfigError here (exit 2).
+    bus = connect(url, agent="latentwire-demo-check", connect_timeout=DEMO_CONNECT_TIMEOUT)
+    if bus.url.startswith("inproc:"):
+        return
+    try:
+        async with bus:
+            pass
+    except ConnectError as exc:
+        parts = urlsplit(bus.url)
+        start = (f"start one with `latentwire hub --port {parts.port}`" if parts.scheme.startswith("grpc")
+                 else "start the MQTT broker")
+        instead = "leave out --url" if url else f"unset {URL_ENV}"
+        raise ConnectError(f"{exc}; {start}, or {instead} to run the demo on an embedded hub") from exc
+
+
 def _demo(args: argparse.Namespace) -> int:
+    asyncio.run(_check_demo_url(args.url))
     if not args.bus:
         try:
             from .tinyworld.demo import DEFAULT_FAMILIES, run_vlm_demo

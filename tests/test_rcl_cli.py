@@ -75,17 +75,39 @@ def test_a_remote_model_needs_its_url(tmp_path: Path) -> None:
 
 def test_bench_quick_reports_every_configuration(tmp_path: Path, capsys) -> None:
     out = tmp_path / "rcl.json"
-    assert bench_rcl.run(str(out), quick=True, argv=["--seeds", "1", "--iterations", "4"]) == 0
+    assert bench_rcl.run(str(out), quick=True, argv=["--seeds", "2", "--iterations", "4"]) == 0
     report = json.loads(out.read_text())
     assert report["simulated"] is True and "simulated" in report["environment"]
-    expected = {"no_learning", "ace_like", "gepa_like", "rcl", "rcl+all",
+    expected = {"no_learning", "ace_like", "ace_like-refine", "gepa_like", "rcl", "rcl+all",
                 *(f"rcl+{p}" for p in [*bench_rcl.PRIMITIVES, *bench_rcl.PAIRS])}
-    assert set(report["summary"]) == expected
-    for entry in report["summary"].values():
-        assert {"final_val", "best_val", "best_test", "iters_to_90", "llm_calls"} <= set(entry)
-    assert report["summary"]["no_learning"]["llm_calls"] == 8 * 4  # the actor only, no reflection
+    configs = report["summary"]["configurations"]
+    assert set(configs) == expected
+    regimes = list(bench_rcl.QUICK_REGIMES)
+    for by_regime in configs.values():
+        assert list(by_regime) == regimes
+        for entry in by_regime.values():
+            assert {"final_val", "best_val", "best_test", "iters_to_90", "llm_calls"} <= set(entry)
+    assert configs["no_learning"]["base"]["llm_calls"] == 8 * 4  # the actor only, no reflection
+    effects = report["summary"]["effects"]
+    assert {*bench_rcl.PRIMITIVES, "all"} <= set(effects)
+    for by_regime in effects.values():
+        for e in by_regime.values():
+            assert e["n_seeds"] == 2 and e["ci95"][0] <= e["mean"] <= e["ci95"][1]
+            assert e["excludes_zero"] == (e["ci95"][0] > 0 or e["ci95"][1] < 0)
     assert out.with_suffix(".png").read_bytes()[:4] == b"\x89PNG"
     assert "RCL optimiser on the simulated environment" in capsys.readouterr().out
+
+
+def test_bench_intervals_and_bad_settings() -> None:
+    e = bench_rcl.paired_effect([0.6, 0.7, 0.65], [0.4, 0.4, 0.4])
+    assert e["mean"] == pytest.approx(0.25) and e["n_seeds"] == 3 and e["excludes_zero"]
+    assert e["ci95"] == pytest.approx([0.25 - 4.303 * 0.05 / 3 ** 0.5, 0.25 + 4.303 * 0.05 / 3 ** 0.5])
+    inside = bench_rcl.paired_effect([0.5, 0.7, 0.6], [0.4, 0.4, 0.4])
+    assert not inside["excludes_zero"] and inside["ci95"][0] < 0 < inside["ci95"][1]
+    assert bench_rcl.paired_effect([0.5], [0.4])["ci95"] is None
+    assert bench_rcl.t95(200) == pytest.approx(1.972, abs=1e-3)
+    assert bench_rcl.run(None, quick=True, argv=["--set", "bogus=1"]) == 2
+    assert bench_rcl.run(None, quick=True, argv=["--set", "n_test=x"]) == 2
 
 
 def test_bus_example_runs() -> None:

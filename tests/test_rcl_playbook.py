@@ -49,11 +49,26 @@ def test_counters_and_pruning_act_on_the_right_entries() -> None:
     assert list(book.entries) == ["e-0001", "e-0003"]
 
 
+def test_dedup_merges_the_same_guidance_into_its_best_judged_entry() -> None:
+    book = book_with("use a1 for k1", "USE A1 FOR K1 (again)", "use a2 for k2", "k1 wants a1")
+    book.credit("e-0002", helpful=True)
+    book.credit("e-0004", helpful=False)
+    same = {"use a1 for k1": "k1", "USE A1 FOR K1 (again)": "k1", "k1 wants a1": "k1"}
+    gone = book.dedup(lambda content: same.get(content, content))
+    assert [e.id for e in gone] == ["e-0001", "e-0004"]  # e-0002 has the best record
+    assert list(book.entries) == ["e-0002", "e-0003"]
+    assert (book.entries["e-0002"].helpful, book.entries["e-0002"].harmful) == (1, 1)  # counters merged
+    assert book.dedup(lambda content: content) == []
+
+
 def test_renderings() -> None:
     book = book_with("one")
     book.add("style", "two")
     actor = book.render_for_actor()
     assert "## rules\n- [e-0001] one" in actor and "## style\n- [e-0002] two" in actor
+    book.credit("e-0002", helpful=False)
+    assert "- [e-0001] one\n" in book.render_for_actor()  # counters only once judged
+    assert "- [e-0002] two (helpful 0, harmful 1)" in book.render_for_actor()
     opt = book.render_for_optimizer(assessed={"e-0002"})
     assert "  [e-0001] (rules) helpful=0 harmful=0: one" in opt
     assert "* [e-0002] (style)" in opt

@@ -198,11 +198,11 @@ def test_a_space_folder_fitted_before_the_rename_is_read_and_kept(tmp_path):
     assert [r.status for r in again] == ["kept", "kept"] and _digests(space) == before
 
 
-def test_the_old_command_names_still_work(capsys):
+def test_the_old_command_names_still_work(capsys, tmp_path):
     from latentwire.benchmarks.mas import _parse
     from latentwire.cli import main
 
-    assert _parse(["--hub", "runs/space"], quick=False).space == "runs/space"
+    assert _parse(["--hub", str(tmp_path)], quick=False).space == str(tmp_path)  # a folder that exists
     assert "--hub is deprecated, use --space" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         _parse(["--help"], quick=False)

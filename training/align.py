@@ -59,6 +59,7 @@ from latentwire.tinyworld.tasks import TASKS
 from ._jobs import file_sha256
 from .anchors import Anchor
 from .loop import LoopResult, TrainConfig, TrainJob, TrainLoop, config_parser, default
+from .pairs import MODEL_HELP, check_model_spec
 
 __all__ = ["AlignConfig", "align", "main"]
 
@@ -71,8 +72,7 @@ class AlignConfig(TrainConfig):
     out_dir: str = default("out_dir", "runs/codec/{family}")
     steps: int = default("steps", 1500)
     warmup_steps: int = default("warmup_steps", 20)
-    model: str = field(default="gemma3", metadata={
-        "help": "tinyworld family, tinyworld checkpoint folder or Hugging Face VLM id"})
+    model: str = field(default="gemma3", metadata={"help": MODEL_HELP})
     anchors: str | None = field(default=None, metadata={
         "help": "anchor file (JSONL, `latentwire train anchors`); none: n_anchors tinyworld anchors of task"})
     task: str = field(default="secret", metadata={"help": "tinyworld task of the anchors made without a file",
@@ -113,6 +113,7 @@ class AlignConfig(TrainConfig):
         from latentwire.tinyworld.tasks import make_task
 
         super().__post_init__()
+        check_model_spec(self.model)  # a typo fails here, before anchors, models or the network
         if self.anchors is None:
             make_task(self.task, self.length)  # refuse unknown tasks and bad lengths now
         for name in ("latent_steps", "batch_size", "num_tokens", "width", "codec_layers", "eval_n", "image_slots",

@@ -12,6 +12,7 @@ ordered pair of families.
 
 from __future__ import annotations
 
+import difflib
 import json
 import os
 import random
@@ -19,6 +20,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from latentwire.errors import ConfigError
+from latentwire.tinyworld.models import FAMILIES  # light: the family table, no torch
 from latentwire.tinyworld.space import FIT_FILE, LEGACY_FIT_FILE
 
 from .anchors import Anchor
@@ -26,7 +29,8 @@ from .anchors import Anchor
 if TYPE_CHECKING:
     from latentwire.agents.bundle import ModelBundle
 
-__all__ = ["codec_run", "evaluate_pair", "load_model", "read_fit_record", "teacher_replies"]
+__all__ = ["MODEL_HELP", "check_model_spec", "codec_run", "evaluate_pair", "load_model", "read_fit_record",
+           "teacher_replies"]
 
 # FIT_FILE: the record `train space-maps` writes beside each family's codec (`shared_space`);
 # folders fitted before the shared space was renamed from "hub" hold LEGACY_FIT_FILE, with these keys.
@@ -34,17 +38,76 @@ LEGACY_FIT_KEYS = {"hub_hidden": "shared_hidden", "to_hub_mse": "to_shared_mse",
                    "from_hub_mse": "from_shared_mse"}
 
 
+# What a model spec (``--model``) may be: the help of every option that takes one.
+MODEL_HELP = (f"tinyworld family ({', '.join(FAMILIES)}), tinyworld checkpoint or model folder, "
+              "or Hugging Face Hub VLM id (owner/name)")
+
+
+def check_model_spec(spec: str) -> None:
+    """Refuse, without the network, a model spec `load_model` cannot take: not a tinyworld family,
+    not an existing path, and not shaped like a Hugging Face Hub id (``owner/name``). A typo such as
+    ``gemma33`` fails here with the families listed, not after the Hub's retries."""
+    if spec in FAMILIES or Path(spec).exists():
+        return  # a folder's own problems are `load_model`'s to name
+    if spec.count("/") == 1:
+        from huggingface_hub.utils import HFValidationError, validate_repo_id
+
+        try:
+            validate_repo_id(spec)
+        except HFValidationError:
+            pass
+        else:
+            return
+    close = difflib.get_close_matches(spec, FAMILIES, n=1)
+    raise ConfigError(f"model {spec!r} is not a {MODEL_HELP}"
+                      + (f"; did you mean {close[0]!r}?" if close else ""))
+
+
+def _check_hub_model(spec: str) -> None:
+    """Ask the Hub once, without retries, for the config of ``spec`` (a Hub id not in the local
+    cache), so that a model that is not there, or a Hub that cannot be reached, fails at once in one
+    line rather than after transformers' retries with back-off. A cached model is not asked about:
+    it loads without the network."""
+    from huggingface_hub import get_hf_file_metadata, hf_hub_url, try_to_load_from_cache
+    from huggingface_hub.errors import (EntryNotFoundError, GatedRepoError, OfflineModeIsEnabled,
+                                        RepositoryNotFoundError)
+
+    from latentwire.agents.errors import CheckpointError
+
+    if isinstance(try_to_load_from_cache(spec, "config.json"), str):
+        return
+    try:
+        get_hf_file_metadata(hf_hub_url(spec, "config.json"))
+    except GatedRepoError:  # before its base class, RepositoryNotFoundError
+        raise CheckpointError(spec, "a gated model: accept its terms on its Hugging Face page, then log in "
+                                    "(`hf auth login` or HF_TOKEN)", what="model") from None
+    except RepositoryNotFoundError:
+        raise ConfigError(f"model {spec!r}: no such model on the Hugging Face Hub (a private one needs "
+                          "`hf auth login` or HF_TOKEN)") from None
+    except EntryNotFoundError:
+        raise ConfigError(f"model {spec!r}: the Hub repo has no config.json, so it is no transformers "
+                          "model") from None
+    except OfflineModeIsEnabled:
+        raise CheckpointError(spec, "HF_HUB_OFFLINE is set and the model is not in the local cache; download "
+                                    "it once with the network on", what="model") from None
+    except Exception as exc:  # the network or the Hub itself: one line, the details chained
+        reason = (str(exc).splitlines() or [""])[0]
+        raise CheckpointError(spec, f"the Hugging Face Hub did not answer ({type(exc).__name__}: {reason}); "
+                                    "check the network (and HF_ENDPOINT), or give a local folder",
+                              what="model") from exc
+
+
 def load_model(spec: str, *, device: Any = None) -> tuple[Any, Any]:
     """``(model, tokenizer)`` for ``spec``: a tinyworld family name (its shipped checkpoint), a
     tinyworld checkpoint folder, or a Hugging Face model id or folder (`from_pretrained`).
 
-    Refuses, before any weights load, a model without a visual pathway and a family latentwire
-    has no adapter for (`UnsupportedFamily`).
+    Refuses, before any weights load, a spec that can be none of these (`check_model_spec`), a
+    Hub id the Hub does not have or cannot be asked about (one request, no retries), a model
+    without a visual pathway and a family latentwire has no adapter for (`UnsupportedFamily`).
     """
     from latentwire.agents.errors import AgentConfigError, CheckpointError
     from latentwire.agents.families import adapter_for
     from latentwire.tinyworld import checkpoints
-    from latentwire.tinyworld.models import FAMILIES
 
     from .pretrain import load_or_train
 
@@ -52,6 +115,9 @@ def load_model(spec: str, *, device: Any = None) -> tuple[Any, Any]:
         return load_or_train(spec, device=device)
     if (Path(spec) / "tinyworld.json").is_file():
         return checkpoints.load_checkpoint(spec, device=device)
+    check_model_spec(spec)
+    if not Path(spec).exists():
+        _check_hub_model(spec)
     from transformers import AutoConfig, AutoModelForImageTextToText, AutoTokenizer
 
     try:

@@ -50,7 +50,7 @@ from latentwire.errors import ConfigError
 
 from ._jobs import file_sha256, replaced_folder
 from .loop import TrainConfig, TrainJob, TrainLoop, default
-from .pairs import FIT_FILE, read_fit_record
+from .pairs import FIT_FILE, MODEL_HELP, check_model_spec, read_fit_record
 
 __all__ = ["FitResult", "ResidualFitConfig", "fit_maps", "fit_residual", "fit_shared_maps", "main"]
 
@@ -292,7 +292,8 @@ def fit_shared_maps(codecs: list[str | os.PathLike[str]], *, reference: str, anc
             raise ConfigError(f"two codecs of family {family!r}: {sources[family][0]} and {folder}")
         sources[family] = (folder, codec, spec, steps)
     if reference not in sources:
-        raise ConfigError(f"reference family {reference!r} is not among the codecs ({', '.join(sources)})")
+        raise ConfigError(f"reference family {reference!r} is not among the codecs ({', '.join(sources)}); "
+                          f"give --reference one of those, or add a {reference} codec folder to --codec")
     ref_codec = sources[reference][1]
     for family, (folder, codec, _, _) in sources.items():
         shape = (codec.config.num_tokens, codec.config.width)
@@ -384,7 +385,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="width of a residual MLP on each affine map (0: affine maps only)")
     parser.add_argument("--residual-steps", type=int, default=3000, help="training steps of each residual MLP")
     parser.add_argument("--model", action="append", default=[], metavar="FAMILY=SPEC",
-                        help="model to load for a family (default: its align.json)")
+                        help=f"model to load for a family (default: its align.json); SPEC: {MODEL_HELP}")
     parser.add_argument("--decoder", action="append", default=[], metavar="FAMILY=DIR",
                         help="take this family's decoder from a codec trained with --anchor-to the reference")
     args = parser.parse_args(argv)
@@ -399,6 +400,8 @@ def main(argv: list[str] | None = None) -> int:
         return out
 
     models = pairs("model", args.model)
+    for spec in models.values():
+        check_model_spec(spec)  # a typo fails now, not after the reference folder is written
     for r in fit_shared_maps(args.codec, reference=args.reference, anchors=args.anchors, out=args.out,
                           ridge=args.ridge, models=models, hidden=args.hidden,
                           residual_steps=args.residual_steps, decoders=pairs("decoder", args.decoder)):

@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import EnvironmentDataError
+from .playbook import content_key
 
 
 @dataclass(frozen=True)
@@ -108,6 +109,22 @@ class Environment:
     def verify(self, task: Task, response: str) -> Outcome:
         """Judge ``response`` to ``task``."""
         raise NotImplementedError
+
+    def advance(self, iteration: int) -> None:
+        """Move the world to optimiser iteration ``iteration`` (called at the start of each step).
+
+        Fixed environments ignore it; a drifting one (the simulated world with ``drift``) changes
+        its answers here. It must be a function of ``iteration`` alone, so a resumed run sees the
+        world the uninterrupted run saw.
+        """
+
+    def semantic_key(self, content: str) -> object:
+        """What makes two playbook contents the same guidance (de-dup, `Playbook.dedup`).
+
+        The default is the normalised text, which ADD already refuses to duplicate: deciding that
+        two wordings mean the same needs the domain (ACE compares embeddings; see docs/rcl.md).
+        """
+        return content_key(content)
 
     @property
     def label(self) -> str:

@@ -1,14 +1,15 @@
 """The one RCL loop, with every primitive an option of `OptimizerConfig`.
 
-One step: sample a batch (fresh tasks + failure replay) -> run the actor with the playbook (K
-rollouts per task; an annotated credit-assignment run beside each) -> evaluate -> select signal
-traces (failed groups, contrastive ones first) -> reflect (batched or per trace; auxiliary
-fields required if on) -> update helpful/harmful counters, prune -> mutate (ADD / UPDATE /
-DELETE, at most ``max_ops``; ADD-only mode) -> apply with validation -> (GEPA-style: accept only
-if the child beats its parent on the same mini-batch) -> update the ledger -> validate and keep
-the best playbook -> commit a version. `Optimizer.checkpoint` / `Optimizer.restore` hold the
-whole state; randomness is derived from ``(seed, iteration, task, run)``, so a resumed run is
-the run that was not interrupted.
+One step: move the environment to this iteration (a drifting world changes here) -> sample a
+batch (fresh tasks + failure replay) -> run the actor with the playbook (K rollouts per task; an
+annotated credit-assignment run beside each) -> evaluate -> select signal traces (failed groups,
+contrastive ones first) -> reflect (batched or per trace; auxiliary fields required if on) ->
+update helpful/harmful counters, prune -> add the step's signal to the ledger's momentum ->
+mutate (ADD / UPDATE / DELETE, at most ``max_ops``; ADD-only mode) -> apply with validation ->
+de-dup (ACE's refine) -> (GEPA-style: accept only if the child beats its parent on the same
+mini-batch) -> update the ledger -> validate and keep the best playbook -> commit a version.
+`Optimizer.checkpoint` / `Optimizer.restore` hold the whole state; randomness is derived from
+``(seed, iteration, task, run)``, so a resumed run is the run that was not interrupted.
 
 ACE-like and GEPA-like baselines are configurations of this code (`ace_like`, `gepa_like`).
 """
@@ -20,7 +21,7 @@ import logging
 import random
 import statistics
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any, Literal
 
 from .backends import LLMBackend, Usage
@@ -59,14 +60,16 @@ class OptimizerConfig:
     replay_ratio: float = 0.0  # failure replay: share of each batch from the buffer (0 = off)
     replay_graduate_after: int = 2  # consecutive passes that graduate a replayed task
     replay_max_attempts: int = 6  # replays after which a stuck task is evicted
-    optimizer_state: bool = False  # ledger of changes/effects/hypotheses shown to the mutator
+    optimizer_state: bool = False  # ledger of changes/effects/hypotheses/signal momentum shown to the mutator
     ledger_window: int = 20
+    momentum: float = 0.8  # the ledger's decay of past signal per step (0: this step's signal only)
     sampling: str = "uniform"  # uniform | curriculum | hard
     curriculum_warmup: int = 10
     max_ops: int = 3  # operations applied per step
     add_only: bool = False  # ACE-style ADD-only deltas
     counters: bool = True  # helpful/harmful counters from reflections and citations
     prune_threshold: int | None = 3  # prune at harmful - helpful >= this (None = never)
+    dedup: bool = False  # ACE's refine step: merge entries the environment calls the same guidance
     acceptance: Literal["always", "minibatch"] = "always"  # GEPA: keep a child only if it beats its parent
     selection: Literal["current", "pareto"] = "current"  # GEPA: parent drawn from a Pareto pool
     pool_size: int = 8
@@ -81,7 +84,7 @@ class OptimizerConfig:
         checks = {"iterations": self.iterations >= 0, "batch_size": self.batch_size >= 1,
                   "signal_traces": self.signal_traces >= 1, "group_size": self.group_size >= 1,
                   "replay_ratio": 0 <= self.replay_ratio <= 1, "max_ops": self.max_ops >= 0,
-                  "val_every": self.val_every >= 1,
+                  "val_every": self.val_every >= 1, "momentum": 0 <= self.momentum < 1,
                   "sampling": self.sampling in ("uniform", "curriculum", "hard"),
                   "acceptance": self.acceptance in ("always", "minibatch"),
                   "selection": self.selection in ("current", "pareto")}
@@ -92,9 +95,10 @@ class OptimizerConfig:
 
 
 def ace_like(**overrides: Any) -> OptimizerConfig:
-    """ACE: generator/reflector/curator, ADD-only deltas, helpful/harmful counters, per-trace reflection."""
+    """ACE: generator/reflector/curator, ADD-only deltas, helpful/harmful counters, per-trace
+    reflection, and the curator's grow-and-refine (pruning by counters, de-dup)."""
     return OptimizerConfig(**{"add_only": True, "batched_reflection": False, "signal_traces": 1,
-                              "prune_threshold": None, **overrides})
+                              "dedup": True, **overrides})
 
 
 def gepa_like(**overrides: Any) -> OptimizerConfig:
@@ -138,6 +142,7 @@ class StepResult:
     applied: list[tuple[Operation, str]]
     rejected: list[Rejection]
     pruned: list[str]
+    deduped: list[str] = field(default_factory=list)  # entries merged into an equivalent one
 
 
 async def run_actor(env: Environment, actor: LLMBackend, book: Playbook, task: Task, key: str,
@@ -177,7 +182,7 @@ class Optimizer:
         self.iteration = 0
         self.best: Playbook = self.book.copy()
         self.best_val: float | None = None
-        self.ledger = Ledger(cfg.ledger_window) if cfg.optimizer_state else None
+        self.ledger = Ledger(cfg.ledger_window, beta=cfg.momentum) if cfg.optimizer_state else None
         self.replay = (ReplayBuffer(ratio=cfg.replay_ratio, graduate_after=cfg.replay_graduate_after,
                                     max_attempts=cfg.replay_max_attempts) if cfg.replay_ratio > 0 else None)
         self.sampler = Sampler(cfg.sampling, cfg.curriculum_warmup)
@@ -245,11 +250,16 @@ class Optimizer:
         rng = random.Random(f"{cfg.seed}:signal:{key}")
         signal = self.select_signal(trajs, rng)
         result = StepResult([], [], [], [])
-        if cfg.counters:  # entries cited by passing runs earned their keep
-            for t in trajs:
-                for i in (t.cited or []) if t.success else []:
+        votes: list[tuple[str, float]] = []  # this step's signal per content, for the ledger's momentum
+        for t in trajs:  # entries cited by passing runs earned their keep
+            for i in (t.cited or []) if t.success else []:
+                if cfg.counters:
                     book.credit(i, helpful=True)
+                if i in book.entries:
+                    votes.append((book.entries[i].content, 1.0))
         if not signal or (cfg.max_ops == 0 and not cfg.counters):  # nothing would use a reflection
+            if self.ledger is not None:
+                self.ledger.accumulate(votes)
             return result
         calls = [signal] if cfg.batched_reflection else [[g] for g in signal]
         for n, groups in enumerate(calls):
@@ -265,17 +275,23 @@ class Optimizer:
                 result.rejected.append(self._reject("reflection", reason))
                 continue
             result.reflections.append(refl)
-        if cfg.counters:
-            for refl in result.reflections:
-                for entry_id, tag in refl.credit.items():
+        for refl in result.reflections:
+            votes += [(insight, 1.0) for insight in refl.insights]
+            for entry_id, tag in refl.credit.items():
+                if cfg.counters:
                     book.credit(entry_id, helpful=tag == "helpful")
+                if entry_id in book.entries:
+                    votes.append((book.entries[entry_id].content, 1.0 if tag == "helpful" else -1.0))
         if cfg.prune_threshold is not None:
             for e in book.prune(cfg.prune_threshold):
                 result.pruned.append(e.id)
+                votes.append((e.content, -1.0))
                 if self.ledger is not None:
                     self.ledger.refute(e.content)
-        if self.ledger is not None and result.reflections:
-            await self._update_hypotheses(result, key)
+        if self.ledger is not None:
+            self.ledger.accumulate(votes)
+            if result.reflections:
+                await self._update_hypotheses(result, key)
         if not result.reflections or cfg.max_ops == 0:
             return result
         ledger = self.ledger.render() if self.ledger is not None else None
@@ -295,6 +311,8 @@ class Optimizer:
         result.applied = applied.applied
         result.rejected += [self._reject("operation", r.reason) for r in bad]
         result.rejected += [self._reject("operation", r.reason, logged=True) for r in applied.rejected]
+        if cfg.dedup:  # ACE's refine step: the same guidance in other words is kept once
+            result.deduped = [e.id for e in book.dedup(self.env.semantic_key)]
         if self.ledger is not None:
             for op, entry_id in applied.applied:
                 if op.kind != "ADD":  # what an UPDATE or DELETE replaced was judged wrong
@@ -353,6 +371,7 @@ class Optimizer:
     async def step(self) -> dict[str, Any]:
         """One iteration; returns its metrics record (also appended to ``history``)."""
         cfg, it = self.cfg, self.iteration
+        self.env.advance(it)
         rng = random.Random(f"{cfg.seed}:batch:{it}")
         batch = self._batch(rng)
         parent = self._pareto_parent(rng) if cfg.selection == "pareto" else self.book
@@ -378,6 +397,7 @@ class Optimizer:
         record = {"iteration": it, "batch_success": success, "entries": len(self.book),
                   "version": self.book.version, "applied": len(result.applied), "accepted": accepted,
                   "rejected": len(result.rejected), "pruned": len(result.pruned),
+                  "deduped": len(result.deduped),
                   "reflections": len(result.reflections)}
         if (it + 1) % cfg.val_every == 0 or it + 1 == cfg.iterations:
             scores = await self.validate(self.book, monitoring=cfg.selection != "pareto")
@@ -401,6 +421,7 @@ class Optimizer:
     async def run(self, on_step: Callable[[dict[str, Any]], None] | None = None) -> Playbook:
         """Run until ``cfg.iterations``; ``on_step`` sees each metrics record. Returns the best playbook."""
         if self.best_val is None and self.iteration == 0:
+            self.env.advance(0)
             self.best_val = statistics.fmean((await self.validate(self.book)).values())
         while self.iteration < self.cfg.iterations:
             record = await self.step()

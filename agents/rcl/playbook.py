@@ -1,12 +1,13 @@
 """The playbook: the learned object of RCL, an itemised context with counters and history.
 
 Entries have short ids (``e-0001``), a section, content and helpful/harmful counters. The
-playbook renders itself for the actor (sections and bullets) and for the reflector and mutator
-(ids, counters, which entries were assessed this round). Adding refuses duplicates (content
-hash after normalising case and spaces), oversize entries and anything beyond the size budget;
-`Playbook.prune` drops entries whose ``harmful - helpful`` reached a threshold. Every
-`Playbook.commit` snapshots a version; `Playbook.diff` compares two of them. JSON save/load
-checks every field and names what is wrong.
+playbook renders itself for the actor (sections and bullets, counters once judged) and for the
+reflector and mutator (ids, counters, which entries were assessed this round). Adding refuses
+duplicates (content hash after normalising case and spaces), oversize entries and anything
+beyond the size budget; `Playbook.prune` drops entries whose ``harmful - helpful`` reached a
+threshold; `Playbook.dedup` merges entries that state the same guidance in other words (what
+counts as the same is the caller's key). Every `Playbook.commit` snapshots a version;
+`Playbook.diff` compares two of them. JSON save/load checks every field and names what is wrong.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -158,16 +159,38 @@ class Playbook:
             del self.entries[e.id]
         return gone
 
+    def dedup(self, key: Callable[[str], object]) -> list[Entry]:
+        """Merge entries whose contents have the same ``key`` (the same guidance in other words).
+
+        Of each group the entry with the lowest ``harmful - helpful`` stays (the oldest on a tie)
+        and takes the others' counters, as their judgements were of the same guidance; returns
+        the entries removed.
+        """
+        groups: dict[object, list[Entry]] = {}
+        for e in self.entries.values():  # insertion order: oldest first
+            groups.setdefault(key(e.content), []).append(e)
+        gone = []
+        for group in groups.values():
+            keep = min(group, key=lambda e: e.net_harm)  # min keeps the first (oldest) of equals
+            for e in group:
+                if e is not keep:
+                    keep.helpful, keep.harmful = keep.helpful + e.helpful, keep.harmful + e.harmful
+                    gone.append(self.entries.pop(e.id))
+        return gone
+
     # -- renderings
 
     def render_for_actor(self) -> str:
-        """Sections as headings, entries as bullets tagged with their ids (so the actor can cite them)."""
+        """Sections as headings, entries as bullets tagged with their ids (so the actor can cite
+        them) and, once judged, their counters (so it can weigh conflicting entries, as ACE's
+        generator sees its bullets' counts)."""
         if not self.entries:
             return "(the playbook is empty)"
         out = []
         for section, entries in self._by_section().items():
             out.append(f"## {section}")
-            out += [f"- [{e.id}] {e.content}" for e in entries]
+            out += [f"- [{e.id}] {e.content}" + (f" (helpful {e.helpful}, harmful {e.harmful})"
+                                                 if e.helpful or e.harmful else "") for e in entries]
         return "\n".join(out)
 
     def render_for_optimizer(self, assessed: Iterable[str] = ()) -> str:

@@ -124,7 +124,8 @@ def mutator_messages(book: Playbook, reflections: list[Reflection], ledger: str 
                      f"cause: {r.root_cause} | gaps: {r.coverage_gaps}" for r in reflections)
     user = f"Playbook:\n{book.render_for_optimizer()}\n\nReflections:\n{refl}"
     if ledger is not None:
-        user += f"\n\nOptimiser ledger (past changes, their effects, open hypotheses):\n{ledger}"
+        user += (f"\n\nOptimiser ledger (past changes, their effects, open hypotheses, signal "
+                 f"momentum):\n{ledger}")
     return [{"role": "system", "content": system}, {"role": "user", "content": user}]
 
 
