@@ -4,7 +4,8 @@ against a baseline run in the same process or run.
 Each benchmark is a module here with ``run(json_path, quick, argv) -> int`` (the exit status);
 `run_benchmark` picks it by name. Available: ``bus`` (hub vs a raw gRPC relay vs ``inproc://``,
 and backpressure under a stalled consumer), ``crash`` (a journaled hub SIGKILLed mid-stream:
-lost and duplicated messages) and ``journal`` (journaled vs in-memory hub throughput).
+lost and duplicated messages), ``journal`` (journaled vs in-memory hub throughput) and
+``prehello`` (the hub's memory under streams that never say hello).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ BENCHMARKS = {
     "journal": "latentwire.benchmarks.journal",
     "mas": "latentwire.benchmarks.mas",
     "mopd": "latentwire.benchmarks.mopd",
+    "prehello": "latentwire.benchmarks.prehello",
     "rcl": "latentwire.benchmarks.rcl",
 }
 

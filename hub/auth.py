@@ -41,6 +41,7 @@ from __future__ import annotations
 
 import asyncio
 import fnmatch
+import functools
 import json
 import logging
 import secrets
@@ -80,6 +81,14 @@ log = logging.getLogger("latentwire.hub")
 
 # Reply permissions kept per session (requests it was sent and has not answered yet).
 MAX_REPLY_GRANTS = 4096
+# Failed logins must not starve good ones (`LoginThrottle`): token checks running at once (each
+# is scrypt: tens of ms and 16 MiB), the first backoff of an address after a failed check (it
+# doubles per failure, up to the cap), addresses remembered, and the longest a hello waits for
+# its turn before it is refused.
+MAX_CONCURRENT_CHECKS = 4
+LOGIN_BACKOFF, LOGIN_BACKOFF_MAX = 0.05, 2.0
+MAX_LOGIN_PEERS = 4096
+LOGIN_WAIT = 10.0
 
 
 # -- the auth file -------------------------------------------------------------------------
@@ -302,6 +311,89 @@ class Guard:
             self._replies.popitem(last=False)
 
 
+class _Peer:
+    """One address's login state: its lock (one check at a time) and its recent failures."""
+
+    __slots__ = ("lock", "failures")
+
+    def __init__(self) -> None:
+        self.lock = asyncio.Lock()
+        self.failures = 0
+
+
+class LoginThrottle:
+    """Keeps failed logins from starving good ones.
+
+    Token checks run in worker threads, at most ``concurrency`` at once, and one at a time per
+    peer address. After a failed check, the address's next check first waits ``backoff``
+    seconds, doubling with each further failure up to ``backoff_max``; a success resets it.
+    So a flood of wrong tokens from one address queues behind itself, and a login from another
+    address takes the next free slot. ``max_peers`` addresses are remembered (the least recently
+    seen idle one is forgotten first). A hello that waited ``wait`` seconds for its turn is
+    refused with `LimitExceeded`. Addresses are the transport's (`Connection.peer_address`);
+    a connection without one (in process) only takes a slot.
+    """
+
+    def __init__(self, concurrency: int = MAX_CONCURRENT_CHECKS, *, backoff: float = LOGIN_BACKOFF,
+                 backoff_max: float = LOGIN_BACKOFF_MAX, max_peers: int = MAX_LOGIN_PEERS,
+                 wait: float = LOGIN_WAIT) -> None:
+        self.backoff, self.backoff_max, self.max_peers, self.wait = backoff, backoff_max, max_peers, wait
+        self._slots = asyncio.Semaphore(concurrency)
+        self._peers: OrderedDict[str, _Peer] = OrderedDict()
+
+    def failures(self, peer: str) -> int:
+        """Consecutive failed checks from ``peer`` that are remembered."""
+        state = self._peers.get(peer)
+        return state.failures if state is not None else 0
+
+    def __len__(self) -> int:
+        return len(self._peers)
+
+    async def check(self, peer: str | None, verify: Callable[[], bool]) -> bool:
+        """Run the blocking token check ``verify`` in a worker thread when its turn comes; its result."""
+        state = self._remember(peer) if peer else None
+        held = False
+        try:
+            async with asyncio.timeout(self.wait):
+                if state is not None:
+                    await state.lock.acquire()
+                    held = True
+                    if state.failures:
+                        await asyncio.sleep(min(self.backoff * 2 ** (state.failures - 1), self.backoff_max))
+                await self._slots.acquire()
+        except BaseException as exc:  # timed out or cancelled while waiting: give the lock back
+            if held:
+                state.lock.release()
+            if isinstance(exc, TimeoutError):
+                raise LimitExceeded(f"too many logins waiting from {peer or 'this process'}; "
+                                    "retry later") from None
+            raise
+        # The slot is given back when the thread ends, even if this hello is cancelled meanwhile,
+        # so no more than `concurrency` checks ever run at once.
+        work = asyncio.ensure_future(asyncio.to_thread(verify))
+        work.add_done_callback(lambda _: self._slots.release())
+        try:
+            ok = await asyncio.shield(work)
+            if state is not None:
+                state.failures = 0 if ok else state.failures + 1
+            return ok
+        finally:
+            if state is not None:
+                state.lock.release()
+
+    def _remember(self, peer: str) -> _Peer:
+        state = self._peers.get(peer)
+        if state is None:
+            state = self._peers[peer] = _Peer()
+            if len(self._peers) > self.max_peers:
+                idle = next((k for k, v in self._peers.items() if not v.lock.locked() and v is not state),
+                            None)
+                if idle is not None:
+                    del self._peers[idle]
+        self._peers.move_to_end(peer)
+        return state
+
+
 class Policy:
     """The hub's security settings: an optional auth file and the default per-session limits."""
 
@@ -327,14 +419,19 @@ class Policy:
         """Whether agents must present a token."""
         return self.auth is not None
 
-    async def admit(self, agent: str, token: str) -> Guard:
-        """The guard for a new session of ``agent``; raises `Unauthenticated` for a bad token."""
+    async def admit(self, agent: str, token: str, *, logins: LoginThrottle | None = None,
+                    peer: str | None = None) -> Guard:
+        """The guard for a new session of ``agent``; raises `Unauthenticated` for a bad token.
+
+        With ``logins``, the token check waits its turn there (by ``peer`` address), and a
+        hello that waited too long raises `LimitExceeded`."""
         if self.auth is None:
             return Guard(agent, None, self.limits)
         rule = self.auth.agents.get(agent)
         if not token:
             raise Unauthenticated(f"agent {agent!r} gave no token; this hub requires one")
-        ok = await asyncio.to_thread(verify_token, token, rule.token_hash if rule else self._decoy)
+        check = functools.partial(verify_token, token, rule.token_hash if rule else self._decoy)
+        ok = await (logins.check(peer, check) if logins is not None else asyncio.to_thread(check))
         if rule is None or not ok:
             # One reason for both, so a caller cannot probe which agent ids exist.
             raise Unauthenticated(f"invalid token for agent {agent!r}")

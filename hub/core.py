@@ -47,7 +47,7 @@ from latentwire.errors import (
 )
 from latentwire.transports.base import Connection
 
-from .auth import Guard, Policy
+from .auth import Guard, LoginThrottle, Policy
 from .journal import Journal, JournalError, NullJournal, SavedSession
 from .routing import TopicTree
 
@@ -57,6 +57,10 @@ MiB = 1024 * 1024
 # Deliveries are sent in batches of about this many bytes, so one huge backlog does not
 # become one huge write.
 BATCH_BYTES = 4 * MiB
+# Payload bytes a connection's decoder may reassemble before its hello is accepted. A hello
+# carries none, so a chunked frame from a client nobody admitted yet is refused from its
+# header: nothing is buffered for it.
+HELLO_MAX_PAYLOAD = 0
 
 
 @dataclass
@@ -155,6 +159,12 @@ class Session:
     def held_messages(self) -> int:
         return len(self.queue) + len(self.inflight)
 
+    def payload_cap(self) -> int:
+        """The largest payload its connection reassembles: the hub's message cap, or the
+        agent's own limit when lower (a larger payload is refused from its header, unstored)."""
+        own = self.guard.limits.max_message_bytes if self.guard is not None else None
+        return min(self.config.max_message_bytes, own) if own else self.config.max_message_bytes
+
     def _has_room(self, size: int) -> bool:
         if self.held_messages == 0:
             return True  # one message always fits, however large, or it could never pass
@@ -248,7 +258,8 @@ class _Ingress:
     def check_credit(self, size: int) -> None:
         if self.messages and (self.messages >= self.config.publish_window
                               or self.nbytes + size > self.config.publish_window_bytes):
-            raise InvalidMessage(
+            # RESOURCE_EXHAUSTED on the wire: the protocol's code for a limit, not a bad message.
+            raise LimitExceeded(
                 f"publish window exceeded: {self.messages} publishes ({self.nbytes} bytes) unacked, "
                 f"window is {self.config.publish_window} ({self.config.publish_window_bytes} bytes); "
                 "wait for acks")
@@ -279,6 +290,7 @@ class Hub:
         the hub then starts with the sessions it kept, so create it in the event loop."""
         self.config = config or HubConfig()
         self.policy = policy or Policy()  # tokens, ACLs, per-session limits (hub/auth.py)
+        self.logins = LoginThrottle()  # token checks in turn, per peer address; outlives reloads
         self.metrics: Any = NullMetrics()  # a HubMetrics once attached (hub/metrics.py)
         self.traffic: Any = NullTraffic()  # a TrafficStats once attached (hub/stats.py: admin, dashboard)
         self.name = name
@@ -334,10 +346,18 @@ class Hub:
             await conn.aclose()
 
     async def _handshake(self, conn: Connection) -> tuple[Session | None, list]:
-        batch = await asyncio.wait_for(conn.receive(), self.config.hello_timeout)
-        frame, _ = batch[0]
+        try:
+            batch = await asyncio.wait_for(conn.receive(), self.config.hello_timeout)
+        except ProtocolError as exc:
+            self.stats.malformed += 1
+            await self._refuse(conn, pb.MALFORMED, f"first frame must be hello: {exc}")
+            return None, []
+        frame, payload = batch[0]
         if frame.WhichOneof("kind") != "hello":
             await self._refuse(conn, pb.MALFORMED, f"first frame must be hello, got {frame.WhichOneof('kind')}")
+            return None, []
+        if isinstance(payload, Oversize):
+            await self._refuse(conn, pb.MALFORMED, "a hello carries no payload")
             return None, []
         hello = frame.hello
         if self.draining or self.closed:
@@ -356,7 +376,8 @@ class Hub:
                 await self._refuse(conn, pb.INVALID_TOPIC, str(exc))
                 return None, []
         try:
-            guard = await self.policy.admit(hello.agent, hello.token)
+            guard = await self.policy.admit(hello.agent, hello.token, logins=self.logins,
+                                            peer=conn.peer_address)
             guard.check_subscribe(filters, set())
         except (AuthError, LimitExceeded) as exc:
             log.warning("refused agent %r: %s", hello.agent, exc)
@@ -389,6 +410,7 @@ class Hub:
         session.filters = set(filters)
         self.journal.save_session(session.id, session.agent, session.filters)
         session.conn = conn
+        conn.max_payload = session.payload_cap()  # admitted: its own size limit, not the hello's
         session.connected_at = time.time()
         session.window = min(hello.receive_window or 64, self.config.max_receive_window)
         session.control, session.acks, session.rejections = [], [], []
@@ -474,7 +496,7 @@ class Hub:
         env = publish.envelope
         try:
             if isinstance(payload, Oversize):
-                raise MessageTooLarge(payload.size, self.config.max_message_bytes)
+                raise MessageTooLarge(payload.size, payload.limit)
             check_envelope(env, len(payload), self.config.max_message_bytes)
             ingress.check_credit(len(payload))
             session.guard.check_publish(env, len(payload))
@@ -588,6 +610,8 @@ class Hub:
                 self.disconnect(agent)
             elif session.guard is not None:  # None: restored, not yet back; admitted at hello
                 session.guard = policy.renew(session.guard)
+                if session.conn is not None:  # its decoder takes the new size limit too
+                    session.conn.max_payload = session.payload_cap()
         return cut
 
     def disconnect(self, agent: str) -> bool:

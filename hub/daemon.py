@@ -31,7 +31,7 @@ async def _main(args: argparse.Namespace) -> int:
     journal = None
     if args.journal:
         journal = await Journal.open(args.journal, max_age=args.journal_max_age,
-                                     max_bytes=args.journal_max_bytes)
+                                     max_bytes=args.journal_max_bytes, recover=args.journal_recover)
     try:
         return await _serve(args, Hub(config, name="daemon", journal=journal, policy=policy))
     finally:
@@ -43,6 +43,18 @@ async def _serve(args: argparse.Namespace, hub: Hub) -> int:
     metrics = HubMetrics(hub, topic_patterns=args.metrics_topic) if args.metrics_port is not None else None
     server = await serve(hub, host=args.host, port=args.port, tls_cert=args.tls_cert,
                          tls_key=args.tls_key, tls_client_ca=args.tls_client_ca)
+    dashboard = Dashboard(hub) if args.dashboard_port is not None else None
+    metrics_port = dashboard_port = None
+    try:  # before the banner: a metrics or dashboard port in use stops the start, like a bus port
+        if metrics is not None:
+            metrics_port = await metrics.start(args.metrics_port, args.metrics_host)
+        if dashboard is not None:
+            dashboard_port = await dashboard.start(args.dashboard_port, args.dashboard_host)
+    except ConfigError:
+        if metrics is not None:
+            await metrics.stop()
+        await server.stop(grace=0)
+        raise
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -61,16 +73,13 @@ async def _serve(args: argparse.Namespace, hub: Hub) -> int:
     else:
         log.info("auth file %s: %d agents", args.auth_file, len(hub.policy.auth.agents))
     if metrics is not None:
-        port = await metrics.start(args.metrics_port, args.metrics_host)
-        print(f"latentwire hub metrics on http://{args.metrics_host}:{port}/metrics", flush=True)
-    dashboard = Dashboard(hub) if args.dashboard_port is not None else None
+        print(f"latentwire hub metrics on http://{args.metrics_host}:{metrics_port}/metrics", flush=True)
     if dashboard is not None:
-        port = await dashboard.start(args.dashboard_port, args.dashboard_host)
         if hub.policy.auth is None and args.dashboard_host not in ("127.0.0.1", "::1", "localhost"):
             log.warning("dashboard on %s without --auth-file: whoever reaches it sees every agent and "
                         "topic", args.dashboard_host)
         host = f"[{args.dashboard_host}]" if ":" in args.dashboard_host else args.dashboard_host
-        print(f"latentwire hub dashboard on http://{host}:{port}/", flush=True)
+        print(f"latentwire hub dashboard on http://{host}:{dashboard_port}/", flush=True)
     if not hub.journal.durable:
         log.warning("no --journal: messages live in memory only; what is queued or unacknowledged "
                     "is lost if the hub crashes or restarts")

@@ -37,7 +37,7 @@ from urllib.parse import parse_qs, urlencode, urlsplit
 
 from google.protobuf.message import Message as ProtoMessage
 
-from latentwire.errors import AuthError, InvalidTopic, LimitExceeded
+from latentwire.errors import AuthError, ConfigError, InvalidTopic, LimitExceeded
 
 from .admin import AdminGate, bearer
 from .stats import LatentView, TrafficStats
@@ -98,8 +98,13 @@ class Dashboard:
         self._page = resources.files(__package__).joinpath("dashboard.html").read_bytes()
 
     async def start(self, port: int = 0, host: str = "127.0.0.1") -> int:
-        """Listen on ``host:port`` (0 picks a free port); returns the bound port."""
-        self._server = await asyncio.start_server(self._client, host, port, limit=HEAD_LIMIT)
+        """Listen on ``host:port`` (0 picks a free port); returns the bound port. Raises
+        `ConfigError` naming ``--dashboard-port`` when it cannot (e.g. the port is in use)."""
+        try:
+            self._server = await asyncio.start_server(self._client, host, port, limit=HEAD_LIMIT)
+        except OSError as exc:
+            raise ConfigError(f"--dashboard-port {port}: cannot serve the dashboard on {host}:{port}: "
+                              f"{exc.strerror or exc}") from exc
         bound = self._server.sockets[0].getsockname()[1]
         log.info("dashboard on http://%s:%d/", host, bound)
         return bound

@@ -25,6 +25,15 @@ after it was sent) is always applied after it.
 One hub per file: the journal holds an exclusive lock while open (``locking_mode=EXCLUSIVE``),
 so a second hub on the same file is refused, and a hub that died leaves no lock behind.
 
+More than one file: while the hub runs, recent commits live only in ``FILE-wal``. The writer
+checkpoints them into ``FILE`` every `CHECKPOINT_INTERVAL` seconds and at close, and the main
+file records whether the hub stopped cleanly (``meta`` row ``shutdown``: ``running`` from open,
+``clean`` at close) and the journal's commit count. At open, a journal whose hub did not stop
+cleanly and whose ``FILE-wal`` is gone, or a ``FILE-wal`` that SQLite would replay only in
+part (`latentwire.hub.wal`), is refused with `JournalError` naming the file, since SQLite
+would silently start without the messages acknowledged since the last checkpoint;
+``recover=True`` (``--journal-recover``) starts anyway, with a warning.
+
 Retention: ``max_age`` (seconds) and ``max_bytes`` (stored header + payload bytes) bound what
 the journal keeps; the oldest messages go first, and a warning says how many messages and
 deliveries were dropped. Retention limits what survives a restart; a running hub still delivers
@@ -55,11 +64,16 @@ from latentwire._proto import bus_pb2 as pb
 from latentwire._wire import Payload
 from latentwire.errors import LatentwireError
 
+from .wal import inspect_wal
+
 log = logging.getLogger("latentwire.hub.journal")
 
 APPLICATION = "latentwire-hub-journal"
 SCHEMA_VERSION = "1"
 RETENTION_INTERVAL = 1.0  # seconds between retention checks on the writer thread
+# Seconds between checkpoints of the WAL into the main file (when something was committed):
+# what a lost or damaged FILE-wal can take with it.
+CHECKPOINT_INTERVAL = 1.0
 BATCH_BYTES = 32 * 1024 * 1024  # message bytes per transaction, at most (one always fits)
 WAL_LIMIT_BYTES = 64 * 1024 * 1024  # the WAL file is truncated to this after a checkpoint
 PAGE_SIZE = 65536  # bytes per database page (new files); see _open_db
@@ -162,13 +176,17 @@ class Journal:
     durable = True
 
     def __init__(self, path: str | Path, *, max_age: float | None = None,
-                 max_bytes: int | None = None) -> None:
+                 max_bytes: int | None = None, recover: bool = False) -> None:
         for name, value in (("max_age", max_age), ("max_bytes", max_bytes)):
             if value is not None and (isinstance(value, bool) or not value > 0):
                 raise JournalError(path, f"{name} must be a positive number or None, got {value!r}")
         self.path = Path(path)
         self.max_age = max_age
         self.max_bytes = max_bytes
+        self.recover = recover  # open even when FILE-wal is missing or damaged (see `_check_wal`)
+        self._commits = 0  # transactions committed over the journal's life (writer thread)
+        self._checkpointed = 0  # ... of which the last checkpoint folded into the main file
+        self._last_checkpoint = 0.0
         self.stats = JournalStats()
         self.restored: list[SavedSession] = []
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -192,13 +210,14 @@ class Journal:
 
     @classmethod
     async def open(cls, path: str | Path, *, max_age: float | None = None,
-                   max_bytes: int | None = None) -> Journal:
+                   max_bytes: int | None = None, recover: bool = False) -> Journal:
         """Open (or create) the journal at ``path`` and load what it kept into `restored`.
 
         Raises `JournalError` naming the file if it cannot be opened or written, is not a
-        latentwire journal, or holds a corrupt row.
+        latentwire journal, or holds a corrupt row, and naming ``FILE-wal`` when the hub did not
+        stop cleanly and that file is missing or damaged (``recover=True``: open anyway, warn).
         """
-        journal = cls(path, max_age=max_age, max_bytes=max_bytes)
+        journal = cls(path, max_age=max_age, max_bytes=max_bytes, recover=recover)
         journal._loop = asyncio.get_running_loop()
         ready: concurrent.futures.Future = concurrent.futures.Future()
         journal._thread = threading.Thread(target=journal._writer, args=(ready,),
@@ -293,10 +312,12 @@ class Journal:
 
     def _writer(self, ready: concurrent.futures.Future) -> None:
         try:
+            self._check_wal()  # before SQLite touches FILE-wal (closing it would delete it)
             self._open_db()
             self._count()
             self._retain(time.time())  # before loading: what it drops is not replayed
             self._load()
+            self._mark("running")  # until `_write_loop` ends cleanly
         except JournalError as exc:
             self._close_db()
             ready.set_exception(exc)
@@ -344,7 +365,17 @@ class Journal:
                     self._retain(now)
                 except sqlite3.Error as exc:
                     log.error("journal %s: retention failed: %s", self.path, exc)
+            if (not failed and self._commits != self._checkpointed
+                    and now - self._last_checkpoint >= CHECKPOINT_INTERVAL):
+                try:
+                    self._checkpoint("PASSIVE")
+                except sqlite3.Error as exc:
+                    log.error("journal %s: checkpoint failed: %s", self.path, exc)
             if closing and not ops:
+                try:
+                    self._mark("clean")
+                except sqlite3.Error as exc:
+                    log.error("journal %s: could not record a clean stop: %s", self.path, exc)
                 return
 
     def _take_batch(self) -> deque[tuple]:
@@ -358,6 +389,56 @@ class Journal:
                 budget -= op[3]
             ops.append(op)
         return ops
+
+    def _check_wal(self) -> None:
+        """Refuse a journal that would open without acknowledged messages: its hub did not stop
+        cleanly and FILE-wal is gone, or SQLite would replay FILE-wal only in part."""
+        wal = Path(f"{self.path}-wal")
+        shutdown, commits = self._main_file_marker()
+        report = inspect_wal(wal)
+        if report.damage:
+            problem = f"{wal.name} is damaged: {report.damage}"
+        elif shutdown == "running" and not report.exists:
+            problem = (f"the hub did not stop cleanly and {wal.name} is missing: the main file holds "
+                       f"the journal up to commit {commits}, and what was acknowledged after that was "
+                       f"only in {wal.name}")
+        else:
+            if shutdown == "running":
+                log.warning("journal %s: the hub did not stop cleanly; recovering %d transactions "
+                            "from %s", self.path, report.commits, wal.name)
+            return
+        if not self.recover:
+            raise JournalError(self.path, f"{problem}. Put back the {wal.name} that belongs with "
+                                          "this file (same disk or backup), or start with "
+                                          "--journal-recover to accept losing those messages")
+        log.warning("journal %s: %s; --journal-recover: starting from what is left, acknowledged "
+                    "messages may be lost", self.path, problem)
+
+    def _main_file_marker(self) -> tuple[str | None, int]:
+        """The main file's own ``shutdown`` and ``commits`` rows, read without the WAL (immutable
+        and read-only, so nothing is replayed, written or deleted); (None, 0) when it has none."""
+        if not self.path.is_file():
+            return None, 0
+        try:
+            ro = sqlite3.connect(f"{self.path.resolve().as_uri()}?mode=ro&immutable=1", uri=True)
+            try:
+                rows = dict(ro.execute("SELECT key, value FROM meta WHERE key IN ('shutdown', 'commits')"))
+            finally:
+                ro.close()
+            return rows.get("shutdown"), int(rows.get("commits") or 0)
+        except (sqlite3.Error, ValueError):
+            return None, 0  # not a journal (yet): `_open_db` says what is wrong
+
+    def _mark(self, shutdown: str) -> None:
+        """Record in the main file whether the hub is running (a crash leaves ``running``)."""
+        self._db.execute("INSERT OR REPLACE INTO meta VALUES ('shutdown', ?)", (shutdown,))
+        self._checkpoint("TRUNCATE")
+
+    def _checkpoint(self, mode: str) -> None:
+        """Fold the WAL into the main file (``PASSIVE``; ``TRUNCATE`` also empties the WAL)."""
+        self._db.execute(f"PRAGMA wal_checkpoint({mode})").fetchone()
+        self._checkpointed = self._commits
+        self._last_checkpoint = time.time()
 
     def _open_db(self) -> None:
         if self.path.is_dir():
@@ -403,6 +484,7 @@ class Journal:
             raise JournalError(self.path, f"has journal schema {meta.get('schema')!r}; this hub "
                                           f"reads schema {SCHEMA_VERSION!r}")
         db.execute("COMMIT")
+        self._commits = self._checkpointed = int(meta.get("commits") or 0)
 
     def _close_db(self) -> None:
         if self._db is not None:
@@ -521,6 +603,8 @@ class Journal:
             # so a late ack of an old delivery can never match a new one.
             db.executemany("UPDATE sessions SET next_seq = max(next_seq, ?) WHERE id = ?",
                            [(seq + 1, sid) for sid, seq in highest.items()])
+            commits = self._commits + 1  # in the same transaction: the main file has it at checkpoints
+            db.execute("INSERT OR REPLACE INTO meta VALUES ('commits', ?)", (str(commits),))
             removed = removed_bytes = 0
             for key in freed:
                 row = db.execute("DELETE FROM messages WHERE id = ? AND NOT EXISTS "
@@ -534,6 +618,7 @@ class Journal:
             if db.in_transaction:
                 db.execute("ROLLBACK")
             raise
+        self._commits = commits
         s = self.stats
         s.messages += added - removed
         s.stored_bytes += added_bytes - removed_bytes

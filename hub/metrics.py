@@ -20,7 +20,13 @@ from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from prometheus_client import CollectorRegistry, Counter, ProcessCollector, start_http_server
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    ProcessCollector,
+    disable_created_metrics,
+    start_http_server,
+)
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
@@ -107,7 +113,7 @@ class _LevelCollector(Collector):
                 "(receive window minus unacked)", value=snap.receive_credits)
         yield g("latentwire_hub_publishes_unacked", "Publishes accepted from connected clients, not yet "
                 "acked (publish credits in use)", value=snap.publishes_unacked)
-        yield g("latentwire_hub_publish_bytes_unacked", "Payload bytes of those publishes",
+        yield g("latentwire_hub_publishes_unacked_bytes", "Payload bytes of those publishes",
                 value=snap.publish_bytes_unacked)
         yield g("latentwire_hub_max_session_messages", "Most messages held by one session",
                 value=snap.max_session_messages)
@@ -150,14 +156,18 @@ class HubMetrics:
         self._first_levels: set[str] = set()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._server: Any = None
+        # No `_created` series per counter and label: they double what a scrape carries and no
+        # dashboard of ours reads them. (prometheus_client's switch is process-wide.)
+        disable_created_metrics()
         r = self.registry
+        # Names end in their unit (`..._bytes_total`), as Prometheus' naming rules ask.
         self.messages_in = Counter("latentwire_hub_messages_in", "Messages accepted and routed",
                                    ["topic"], registry=r)
-        self.bytes_in = Counter("latentwire_hub_bytes_in", "Bytes (header + payload) accepted",
+        self.bytes_in = Counter("latentwire_hub_messages_in_bytes", "Bytes (header + payload) accepted",
                                 ["topic"], registry=r)
         self.messages_out = Counter("latentwire_hub_messages_out", "Deliveries sent to clients",
                                     ["topic"], registry=r)
-        self.bytes_out = Counter("latentwire_hub_bytes_out", "Payload bytes of deliveries sent",
+        self.bytes_out = Counter("latentwire_hub_messages_out_bytes", "Payload bytes of deliveries sent",
                                  ["topic"], registry=r)
         self.redeliveries = Counter("latentwire_hub_redeliveries", "Deliveries sent again after a "
                                     "reconnect or restart", registry=r)
@@ -245,7 +255,11 @@ class HubMetrics:
     async def start(self, port: int, host: str = "127.0.0.1") -> int:
         """Serve ``/metrics`` on ``host:port`` (0 picks a free port); returns the bound port."""
         self._loop = asyncio.get_running_loop()
-        server, _thread = await asyncio.to_thread(start_http_server, port, host, self.registry)
+        try:
+            server, _thread = await asyncio.to_thread(start_http_server, port, host, self.registry)
+        except OSError as exc:  # e.g. the port is in use
+            raise ConfigError(f"--metrics-port {port}: cannot serve metrics on {host}:{port}: "
+                              f"{exc.strerror or exc}") from exc
         self._server = server
         bound = server.server_address[1]
         log.info("metrics on http://%s:%d/metrics", host, bound)

@@ -51,6 +51,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
       help="drop journaled messages older than this (default: keep until acknowledged)")
     a("--journal-max-bytes", type=int, default=_env("JOURNAL_MAX_BYTES", None), metavar="BYTES",
       help="drop the oldest journaled messages above this many stored bytes (default: no cap)")
+    a("--journal-recover", action="store_true",
+      default=str(_env("JOURNAL_RECOVER", "")).strip().lower() in ("1", "true", "yes", "on"),
+      help="start even though the journal's -wal file is missing or damaged after a crash, accepting "
+           "the loss of what was acknowledged since its last checkpoint (default: refuse)")
     a("--tls-cert", default=_env("TLS_CERT", None), help="PEM certificate (enables TLS: grpcs://)")
     a("--tls-key", default=_env("TLS_KEY", None), help="PEM private key for --tls-cert")
     a("--tls-client-ca", default=_env("TLS_CLIENT_CA", None),
@@ -99,7 +103,13 @@ def policy_from_args(args: argparse.Namespace) -> Policy:
 
 
 def config_from_args(args: argparse.Namespace) -> HubConfig:
-    """The `HubConfig` the flags describe; raises `ConfigError` naming a bad one."""
+    """The `HubConfig` the flags describe; raises `ConfigError` naming a bad one (ports too,
+    which gRPC would wrap into another port, so nothing starts on a wrong one)."""
+    for flag in ("port", "metrics_port", "dashboard_port"):
+        value = getattr(args, flag)
+        if value is not None and not 0 <= value <= 65535:
+            raise ConfigError(f"--{flag.replace('_', '-')} must be a port number from 0 to 65535, "
+                              f"got {value}")
     return HubConfig(
         max_message_bytes=args.max_message_bytes,
         max_frame_bytes=args.max_frame_bytes,

@@ -22,7 +22,7 @@ from latentwire._proto import bus_pb2 as pb
 from latentwire.errors import ConfigError
 
 from .admin import AdminGate, AdminInterceptor, add_admin
-from .core import Hub, HubConfig
+from .core import HELLO_MAX_PAYLOAD, Hub, HubConfig
 from .health import SERVICE_NAME as HEALTH, add_health, mark_draining
 
 log = logging.getLogger("latentwire.hub")
@@ -32,6 +32,11 @@ _STATUS = {
     pb.UNAUTHENTICATED: grpc.StatusCode.UNAUTHENTICATED,
     pb.PERMISSION_DENIED: grpc.StatusCode.PERMISSION_DENIED,
     pb.RESOURCE_EXHAUSTED: grpc.StatusCode.RESOURCE_EXHAUSTED,
+    pb.MALFORMED: grpc.StatusCode.INVALID_ARGUMENT,
+    pb.INVALID_ARGUMENT: grpc.StatusCode.INVALID_ARGUMENT,
+    pb.INVALID_TOPIC: grpc.StatusCode.INVALID_ARGUMENT,
+    pb.ALREADY_EXISTS: grpc.StatusCode.ALREADY_EXISTS,
+    pb.UNAVAILABLE: grpc.StatusCode.UNAVAILABLE,
 }
 
 
@@ -39,9 +44,14 @@ class _StreamConnection(FramedStream):
     """The hub's end of one client stream."""
 
     def __init__(self, context: grpc.aio.ServicerContext, config: HubConfig) -> None:
-        # A payload above the message cap is skipped (and refused), never buffered.
+        # Until the hub accepts its hello, a client may not make the decoder buffer anything;
+        # then the session's own cap applies (`Session.payload_cap`). A payload above the cap
+        # is refused from its header and skipped, never buffered.
         super().__init__(context, f"client {context.peer()}", config.max_frame_bytes,
-                         config.max_message_bytes)
+                         HELLO_MAX_PAYLOAD)
+        # "ipv4:1.2.3.4:5678" -> "ipv4:1.2.3.4": failed logins are paced per address, not per port.
+        peer = context.peer() or ""
+        self.peer_address = peer.rsplit(":", 1)[0] if peer.startswith(("ipv4:", "ipv6:")) else peer or None
         self._task = asyncio.current_task()
         self.closed_by_hub = False
         self.refusal: tuple[int, str] | None = None
@@ -111,6 +121,8 @@ class HubServer:
             await mark_draining(self.health)  # probes see NOT_SERVING while it drains
         drained = await self.hub.drain(grace)
         await self.hub.aclose()
+        if self.health is not None:
+            self.health.end_watches()  # ended by us, not cut by the server's stop
         await self.server.stop(grace=1.0)
         return drained
 
@@ -127,7 +139,9 @@ async def serve(
     """Start a hub on ``host:port`` (port 0 picks a free one) and return it running."""
     hub = hub or Hub()
     config = hub.config
-    server = grpc.aio.server(options=channel_options(config.max_frame_bytes, config.max_frame_bytes),
+    # No SO_REUSEPORT: with it a second hub on a port in use would start and share its traffic.
+    server = grpc.aio.server(options=[*channel_options(config.max_frame_bytes, config.max_frame_bytes),
+                                      ("grpc.so_reuseport", 0)],
                              interceptors=[AdminInterceptor(AdminGate(hub))])
     server.add_generic_rpc_handlers((BusServicer(hub).handler(),))
     add_admin(server, hub, [SERVICE, HEALTH])  # the admin API (hub/admin.py) and gRPC reflection
@@ -143,13 +157,19 @@ async def serve(
             raise ConfigError(f"cannot read TLS file: {exc}") from exc
         creds = grpc.ssl_server_credentials([(key, cert)], root_certificates=client_ca,
                                             require_client_auth=client_ca is not None)
-        bound = server.add_secure_port(address, creds)
     else:
         if tls_client_ca:
             raise ConfigError("--tls-client-ca needs --tls-cert and --tls-key")
-        bound = server.add_insecure_port(address)
+        creds = None
+    if not 0 <= port <= 65535:  # gRPC would wrap it into another port
+        raise ConfigError(f"--port must be a port number from 0 to 65535, got {port}")
+    try:
+        bound = server.add_secure_port(address, creds) if creds else server.add_insecure_port(address)
+    except RuntimeError:  # gRPC's "Failed to bind to address"
+        bound = 0
     if not bound:
-        raise ConfigError(f"cannot bind {address}")
+        raise ConfigError(f"cannot listen on {host}:{port}: the port is in use, or {host} is not an "
+                          "address of this machine; is another hub running? pick another --port")
     health = await add_health(server)
     await server.start()
     log.info("hub %s listening on %s:%d", hub.id, host, bound)

@@ -21,6 +21,8 @@ from latentwire.errors import ConfigError
 SCHEME = "scrypt"
 # scrypt cost: 2**14 x 8 x 1 takes ~50 ms and 16 MiB per check, the usual interactive setting.
 DEFAULT_N, DEFAULT_R, DEFAULT_P = 2**14, 8, 1
+# Shortest token `latentwire hash-token` accepts: a short token is guessable, however well hashed.
+MIN_TOKEN_CHARS = 16
 
 
 def hash_token(token: str, *, n: int = DEFAULT_N, r: int = DEFAULT_R, p: int = DEFAULT_P) -> str:
@@ -80,6 +82,10 @@ def main(argv: list[str] | None = None) -> int:
         token = getpass.getpass("token: ")
     else:
         token = sys.stdin.readline().rstrip("\r\n")
+    if len(token) < MIN_TOKEN_CHARS:
+        print(f"latentwire hash-token: the token has {len(token)} characters; use at least "
+              f"{MIN_TOKEN_CHARS} (`latentwire hash-token --new` makes a random one)", file=sys.stderr)
+        return 2
     try:
         print(hash_token(token) if not args.new else f"token_hash: {hash_token(token)}")
     except ConfigError as exc:

@@ -11,7 +11,9 @@ never wrapped in protobuf, so a relay parses only the small header and forwards 
   wire frame carries the header with ``payload_size`` set to the full payload length and the
   first piece; continuation frames have ``header_len = 0`` and carry the following pieces.
   `FrameDecoder` reassembles them and refuses a payload above its cap without dropping the
-  stream (the frame is returned with an `Oversize` marker so the caller can refuse it).
+  stream: the frame is returned with an `Oversize` marker as soon as its header arrives, so the
+  caller can refuse it at once, and the chunks that follow are skipped. A reassembly buffer
+  grows with the bytes received, never to the size a header declares.
 """
 
 from __future__ import annotations
@@ -95,15 +97,18 @@ def encode_batch(frames: Iterable[WireFrame], max_frame: int) -> list[bytes]:
 class FrameDecoder:
     """Turns received transport messages back into (Frame, payload) pairs, per stream.
 
-    ``max_payload`` (None: no cap) caps one reassembled payload; larger ones are skipped and returned as
-    `Oversize`. A malformed message raises `ProtocolError`; the decoder then drops any partial
-    frame and is ready for the next message, so one bad message does not end the stream.
+    ``max_payload`` (None: no cap) caps one reassembled payload; a larger one is returned as
+    `Oversize` when its first chunk arrives and its chunks are skipped. The cap may change
+    between messages (the hub raises it once a client's hello is accepted). A malformed
+    message raises `ProtocolError`; the decoder then drops any partial frame and is ready for
+    the next message, so one bad message does not end the stream.
     """
 
     def __init__(self, max_payload: int | None = None) -> None:
         self.max_payload = max_payload
         self._frame: pb.Frame | None = None  # header of the frame being reassembled
         self._buffer: bytearray | None = None  # None while skipping an oversize payload
+        self._total = 0  # the payload size its header declared
         self._filled = 0
 
     def feed(self, message: bytes) -> list[tuple[pb.Frame, Payload | Oversize]]:
@@ -148,30 +153,36 @@ class FrameDecoder:
         total = frame.payload_size
         if len(piece) > total:
             raise ProtocolError(f"first chunk of {len(piece)} bytes exceeds payload_size={total}")
-        self._frame = frame
-        self._filled = 0
-        too_big = self.max_payload is not None and total > self.max_payload
-        self._buffer = None if too_big else bytearray(total)
+        frame.payload_size = 0
+        self._frame, self._total, self._filled = frame, total, 0
+        if self.max_payload is not None and total > self.max_payload:
+            # Refused from the header alone: nothing of it is stored, and the caller can
+            # answer before the (possibly never sent) rest arrives.
+            self._buffer = None
+            out.append((frame, Oversize(total, self.max_payload)))
+        else:
+            # Grown with the bytes that arrive: a header may declare any size, and only bytes
+            # a peer really sent may cost memory.
+            self._buffer = bytearray()
         self._continue(piece, out)
 
     def _continue(self, piece: memoryview, out: list) -> None:
-        frame = self._frame
-        if frame is None:
+        if self._frame is None:
             raise ProtocolError("continuation frame without a chunked frame in progress")
-        total = frame.payload_size
+        total = self._total
         if self._filled + len(piece) > total:
             raise ProtocolError(f"chunks exceed payload_size={total}")
         if self._buffer is not None:
-            self._buffer[self._filled:self._filled + len(piece)] = piece
+            self._buffer += piece
         self._filled += len(piece)
         if self._filled == total:
-            payload = Oversize(total, self.max_payload) if self._buffer is None else self._buffer
-            frame.payload_size = 0
-            out.append((frame, payload))
+            if self._buffer is not None:
+                out.append((self._frame, self._buffer))
             self.reset()
 
     def reset(self) -> None:
         """Forget any partially reassembled frame."""
         self._frame = None
         self._buffer = None
+        self._total = 0
         self._filled = 0

@@ -120,3 +120,89 @@ def test_corrupted_encodings_fail_cleanly(frames: list, max_frame: int, data: st
     good, frame = _good_message()
     decoder.reset()  # what the hub does when a stream's partial frame is abandoned
     assert decoder.feed(good) == [(frame, b"hi")]
+
+
+# -- frames from a client the hub has not admitted --------------------------------------------
+
+
+class _Aborted(Exception):
+    pass
+
+
+class _FakeContext:
+    """What the hub's servicer uses of a grpc.aio context: the client's messages in, then the
+    client leaves; the hub's messages and the call's status out."""
+
+    def __init__(self, messages: list[bytes]) -> None:
+        self._messages = list(messages)
+        self.written: list[bytes] = []
+        self.status: object = None
+
+    def peer(self) -> str:
+        return "ipv4:192.0.2.7:40000"
+
+    async def read(self) -> object:
+        import grpc.aio
+
+        return self._messages.pop(0) if self._messages else grpc.aio.EOF
+
+    async def write(self, message: bytes) -> None:
+        self.written.append(message)
+
+    async def abort(self, code: object, details: str) -> None:
+        self.status = code
+        raise _Aborted(details)
+
+
+def _chunk_header(kind: str, declared: int) -> bytes:
+    frame = {"publish": pb.Frame(publish=pb.Publish(seq=1, envelope=pb.Envelope(id="x", topic="t"))),
+             "hello": pb.Frame(hello=pb.Hello(agent="sneaky")),
+             "subscribe": pb.Frame(subscribe=pb.Subscribe(request_id=1, filters=["#"])),
+             "empty": pb.Frame()}[kind]
+    frame.payload_size = declared
+    return frame.SerializeToString()
+
+
+# A first chunk of a frame declaring up to 1 TiB, a frame of any kind, or any bytes.
+_prehello_message = st.one_of(
+    st.builds(lambda kind, declared, piece: PREFIX.pack(len(_chunk_header(kind, declared)), len(piece))
+              + _chunk_header(kind, declared) + piece,
+              st.sampled_from(["publish", "hello", "subscribe", "empty"]),
+              st.integers(1, 2**40), st.binary(max_size=64)),
+    st.builds(lambda frame, payload: PREFIX.pack(len(frame.SerializeToString()), len(payload))
+              + frame.SerializeToString() + payload, _frame, st.binary(max_size=64)),
+    st.binary(min_size=1, max_size=200),
+)
+
+
+@settings(budget, max_examples=max(1, EXAMPLES // 2))
+@given(st.lists(_prehello_message, min_size=1, max_size=4))
+def test_before_hello_nothing_is_buffered_and_every_refusal_has_a_status(messages: list[bytes]) -> None:
+    import asyncio
+    import tracemalloc
+
+    import grpc
+    from latentwire.hub import Hub
+    from latentwire.hub.server import BusServicer
+
+    async def run() -> tuple[_FakeContext, Hub]:
+        context, hub = _FakeContext(messages), Hub()
+        try:
+            await asyncio.wait_for(BusServicer(hub).connect(None, context), 5)
+        except _Aborted:
+            pass
+        return context, hub
+
+    tracemalloc.start()
+    try:
+        context, hub = asyncio.run(run())
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 8 << 20, f"{peak} bytes allocated for a client without an accepted hello"
+    if hub.stats.connections:
+        return  # hypothesis wrote a valid hello: admitted, as any client would be
+    answers = [f for m in context.written for f, _ in FrameDecoder().feed(m)]
+    assert answers, "the hub ended the call without a word"
+    assert answers[0].HasField("error") and answers[0].error.reason
+    assert context.status not in (None, grpc.StatusCode.OK)

@@ -62,7 +62,7 @@ async def test_metrics_endpoint_shows_counters_moving(make_env) -> None:
             await p.flush()
             mid = await scrape(port)  # the consumer took nothing yet: 2 in flight, 3 queued
             assert mid[("latentwire_hub_messages_in_total", cam)] == 5
-            assert mid[("latentwire_hub_bytes_in_total", cam)] > 5 * 64
+            assert mid[("latentwire_hub_messages_in_bytes_total", cam)] > 5 * 64
             assert mid[("latentwire_hub_messages_in_total", (("topic", "logs/#"),))] == 1
             assert mid[("latentwire_hub_messages_out_total", cam)] == 2
             assert mid[("latentwire_hub_inflight_messages", ())] == 2
@@ -77,7 +77,7 @@ async def test_metrics_endpoint_shows_counters_moving(make_env) -> None:
             await asyncio.sleep(0.05)  # let the last acks reach the hub
             after = await scrape(port)
             assert after[("latentwire_hub_messages_out_total", cam)] == 5
-            assert after[("latentwire_hub_bytes_out_total", cam)] == 5 * 64
+            assert after[("latentwire_hub_messages_out_bytes_total", cam)] == 5 * 64
             assert after[("latentwire_hub_queued_messages", ())] == 0
             assert after[("latentwire_hub_inflight_messages", ())] == 0
     finally:

@@ -308,9 +308,9 @@ async def test_tls_refuses_plain_and_untrusting_clients(pki: dict[str, Path]) ->
         url = server.url
         assert url.startswith("grpcs://")
         async with latentwire.connect(url, agent="ok", tls_ca=pki["ca"]) as ok:
-            with pytest.raises(latentwire.ConnectError, match="no hub reachable"):  # plaintext to a TLS port
+            with pytest.raises(latentwire.ConnectError, match="use grpcs://"):  # plaintext to a TLS port
                 await _pinged(url.replace("grpcs://", "grpc://"))
-            with pytest.raises(latentwire.ConnectError, match="no hub reachable"):  # hub cert not trusted
+            with pytest.raises(latentwire.ConnectError, match="certificate is not trusted"):  # untrusted
                 await _pinged(url, tls_ca=pki["other_ca"])
             sub = await ok.subscribe("t")
             await ok.publish("t", "still fine")
@@ -325,9 +325,9 @@ async def test_mutual_tls_needs_a_client_certificate_from_the_ca(pki: dict[str, 
     mine = {"tls_ca": pki["ca"], "tls_cert": pki["client_cert"], "tls_key": pki["client_key"]}
     try:
         async with latentwire.connect(server.url, agent="ok", **mine) as ok:
-            with pytest.raises(latentwire.ConnectError, match="no hub reachable"):  # no client cert
+            with pytest.raises(latentwire.ConnectError, match="pass tls_cert and tls_key"):  # no client cert
                 await _pinged(server.url, tls_ca=pki["ca"])
-            with pytest.raises(latentwire.ConnectError, match="no hub reachable"):  # cert of another CA
+            with pytest.raises(latentwire.ConnectError, match="does not trust"):  # cert of another CA
                 await _pinged(server.url, tls_ca=pki["ca"], tls_cert=pki["stranger_cert"],
                               tls_key=pki["stranger_key"])
             assert await _pinged(server.url, **mine) == "pong"
@@ -336,6 +336,44 @@ async def test_mutual_tls_needs_a_client_certificate_from_the_ca(pki: dict[str, 
             assert (await sub.receive(timeout=5)).text == "still fine"
     finally:
         await server.stop(grace=0.5)
+
+
+@pytest.mark.parametrize("case", ["plain-to-tls", "untrusted-hub", "tls-to-plain", "wrong-name",
+                                  "mtls-no-cert", "mtls-foreign-cert"])
+async def test_tls_mistakes_say_what_is_wrong_at_once(pki: dict[str, Path], case: str) -> None:
+    """Each TLS mistake is reported with its cause, well before the connect timeout."""
+    tls = {"tls_cert": pki["hub_cert"], "tls_key": pki["hub_key"]}
+    mtls = {**tls, "tls_client_ca": pki["ca"]}
+    hub, scheme, options, reason = {
+        "plain-to-tls": (tls, "grpc", {}, "closed the connection before gRPC started.*use grpcs://"),
+        "untrusted-hub": (tls, "grpcs", {"tls_ca": pki["other_ca"]},
+                          r"its TLS certificate is not trusted: unable to get local issuer certificate "
+                          r"\(checked against .*other-ca.pem"),
+        "tls-to-plain": ({}, "grpcs", {"tls_ca": pki["ca"]}, "does not speak TLS.*use grpc://"),
+        "wrong-name": (tls, "grpcs", {"tls_ca": pki["ca"], "tls_server_name": "hub.example"},
+                       "its TLS certificate does not name 'hub.example'"),
+        "mtls-no-cert": (mtls, "grpcs", {"tls_ca": pki["ca"]},
+                         "requires a client certificate.*pass tls_cert and tls_key"),
+        "mtls-foreign-cert": (mtls, "grpcs", {"tls_ca": pki["ca"], "tls_cert": pki["stranger_cert"],
+                                              "tls_key": pki["stranger_key"]},
+                              "does not trust the client certificate .*stranger.pem"),
+    }[case]
+    server = await serve(Hub(), port=0, **hub)
+    try:
+        url = f"{scheme}://127.0.0.1:{server.port}"
+        async with asyncio.timeout(10):  # a connect timeout of 60 s is not waited out
+            with pytest.raises(latentwire.ConnectError, match=reason):
+                async with latentwire.connect(url, agent="tls", connect_timeout=60, **options):
+                    pass
+    finally:
+        await server.stop(grace=0.5)
+
+
+async def test_an_unreachable_hub_says_why_after_the_timeout() -> None:
+    with pytest.raises(latentwire.ConnectError,
+                       match=r"no hub reachable at 127.0.0.1:1 within 0.5 s \(last attempt: .*refused"):
+        async with latentwire.connect("grpc://127.0.0.1:1", agent="x", connect_timeout=0.5):
+            pass
 
 
 async def test_tls_flag_mistakes_are_config_errors(pki: dict[str, Path]) -> None:
@@ -364,9 +402,9 @@ def test_hash_token_command(tmp_path: Path, capsys: pytest.CaptureFixture) -> No
     token_line, hash_line = capsys.readouterr().out.splitlines()
     token, stored = token_line.removeprefix("token: "), hash_line.removeprefix("token_hash: ")
     assert verify_token(token, stored)
-    out = subprocess.run([sys.executable, "-m", "latentwire.cli", "hash-token"], input="typed-token\n",
+    out = subprocess.run([sys.executable, "-m", "latentwire.cli", "hash-token"], input="typed-token-0123\n",
                          capture_output=True, text=True, check=True).stdout.strip()
-    assert verify_token("typed-token", out)
+    assert verify_token("typed-token-0123", out)
 
 
 async def test_daemon_loads_an_auth_file_and_enforces_it(tmp_path: Path) -> None:

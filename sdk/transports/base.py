@@ -31,6 +31,9 @@ class Connection(abc.ABC):
     #: Largest payload accepted from the peer; larger ones arrive as `Oversize` markers.
     #: None until known: the bus sets it from the hub's welcome.
     max_payload: int | None = None
+    #: The peer's network address without its port (None in process); the hub paces failed
+    #: logins per address.
+    peer_address: str | None = None
 
     @abc.abstractmethod
     async def send(self, frames: Sequence[WireFrame]) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import re
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +22,9 @@ from .base import Connection, Transport
 
 DEFAULT_MAX_FRAME_BYTES = 4 * 1024 * 1024
 MAX_RECEIVE_FRAME = 64 * 1024 * 1024
+# Asked when a connection attempt failed: a call that fails fast carries gRPC's reason for it
+# (the channel's state does not). Harmless if the hub answers: the standard health check.
+PROBE_METHOD = "/grpc.health.v1.Health/Check"
 
 
 class _GrpcConnection(FramedStream):
@@ -64,6 +68,9 @@ class GrpcTransport(Transport):
         if not tls and any(x is not None for x in (tls_ca, tls_cert, tls_key)):
             raise ConfigError("TLS files were given for a plain grpc:// URL; use grpcs://")
         self.target = target
+        # What a failed TLS handshake is explained with (`_tls_cause`).
+        self._tls_ca, self._tls_cert = tls_ca, tls_cert
+        self._server_name = tls_server_name or target.rsplit(":", 1)[0].strip("[]")
         self.max_frame_bytes = max_frame_bytes
         self._max_receive = max_receive_bytes
         self._metadata = (("authorization", f"Bearer {token}"),) if token else ()
@@ -110,13 +117,58 @@ class GrpcTransport(Transport):
 
     async def connect(self, timeout: float) -> Connection:
         channel = self._open_channel()
+        failures: list[str] = []
         try:
-            await asyncio.wait_for(channel.channel_ready(), timeout)
+            await asyncio.wait_for(self._ready(channel, failures), timeout)
         except asyncio.TimeoutError as exc:
-            raise ConnectError(f"no hub reachable at {self.target} within {timeout:.3g} s") from exc
+            last = f" (last attempt: {failures[-1]})" if failures else ""
+            raise ConnectError(f"no hub reachable at {self.target} within {timeout:.3g} s{last}") from exc
         with translate_errors(f"hub at {self.target}"):
             call = self._stub(metadata=self._metadata, wait_for_ready=False)
         return _GrpcConnection(call, f"hub at {self.target}", self.max_frame_bytes, self._max_receive)
+
+    async def _ready(self, channel: grpc.aio.Channel, failures: list[str]) -> None:
+        """Wait until ``channel`` is ready. After each failed attempt, append gRPC's reason to
+        ``failures``; a TLS failure raises `ConnectError` at once, since waiting cannot fix it."""
+        state = channel.get_state(try_to_connect=True)
+        while state is not grpc.ChannelConnectivity.READY:
+            if state is grpc.ChannelConnectivity.TRANSIENT_FAILURE:
+                try:
+                    await channel.unary_unary(PROBE_METHOD)(b"", timeout=1.0, wait_for_ready=False)
+                except grpc.aio.AioRpcError as exc:
+                    detail = exc.details() or exc.code().name
+                    failures.append(re.sub(r"^.*last error: [A-Z_]+: (\S+: )?", "", detail))
+                    if (cause := self._tls_cause(detail)) is not None:
+                        raise ConnectError(f"hub at {self.target}: {cause}") from exc
+            await channel.wait_for_state_change(state)
+            state = channel.get_state(try_to_connect=True)
+
+    def _tls_cause(self, detail: str) -> str | None:
+        """What a failed connection attempt (gRPC's ``detail``) says about TLS; None when it is
+        not a TLS mistake (e.g. connection refused: the hub may still be starting)."""
+        if "WRONG_VERSION_NUMBER" in detail and self._creds is not None:
+            return ("it does not speak TLS (the TLS handshake got plain bytes back); use grpc:// for "
+                    "a plain hub")
+        if "CERTIFICATE_VERIFY_FAILED" in detail:
+            why = re.search(r"CERTIFICATE_VERIFY_FAILED: ([^:]+)", detail)
+            return (f"its TLS certificate is not trusted: {why[1] if why else 'verification failed'} "
+                    f"(checked against {self._tls_ca or 'the system roots'}; pass tls_ca= the CA that "
+                    "signed the hub's certificate)")
+        if "Hostname Verification" in detail or "Peer name" in detail:
+            return (f"its TLS certificate does not name {self._server_name!r}; connect to a name the "
+                    "certificate holds, or pass tls_server_name=")
+        if "Socket closed" in detail or "Connection reset" in detail:
+            if self._creds is None:
+                return ("it closed the connection before gRPC started, as a TLS hub does to a plain "
+                        "client; use grpcs://")
+            if self._tls_cert is None:
+                return ("it closed the connection during the TLS handshake: it requires a client "
+                        "certificate (mutual TLS); pass tls_cert and tls_key signed by the hub's "
+                        "--tls-client-ca")
+            return (f"it closed the connection during the TLS handshake: it does not trust the client "
+                    f"certificate {self._tls_cert} (mutual TLS); it must be signed by the hub's "
+                    "--tls-client-ca")
+        return None
 
     async def aclose(self) -> None:
         if self._channel is not None:
