@@ -106,8 +106,10 @@ def test_vlm_demo_runs_both_modes() -> None:
     result = run([*latentwire_command(), "demo", "--episodes", "8"])
     assert result.returncode == 0, result.stdout + result.stderr
     out = result.stdout
-    assert re.search(r"^  text mode: accuracy \d+%, \d+ ms per episode", out, flags=re.M), out
-    assert re.search(r"^latent mode: accuracy \d+%, \d+ ms per episode, 2048 B on the bus", out, flags=re.M)
+    assert re.search(r"^ +text mode: \d+ ms per episode, .*; \d+% exact, \d+% of characters$", out, flags=re.M), out
+    assert re.search(r"^ +latent mode: \d+ ms per episode, 2048 B on the bus .*; \d+% exact, \d+% of characters$",
+                     out, flags=re.M), out
+    assert re.search(r"^no message \(control, blank image\): \d+% exact, \d+% of characters$", out, flags=re.M), out
     # The README's sample is real output (the demo is deterministic; timings left out).
     (sample,) = re.findall(r"^```text\n(latentwire demo: tinyworld.*?)^```", README, flags=re.S | re.M)
     for line in sample.splitlines():
