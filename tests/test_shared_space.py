@@ -202,7 +202,10 @@ def test_the_old_command_names_still_work(capsys, tmp_path):
     from latentwire.benchmarks.mas import _parse
     from latentwire.cli import main
 
-    assert _parse(["--hub", str(tmp_path)], quick=False).space == str(tmp_path)  # a folder that exists
+    from latentwire.tinyworld.space import SHIPPED_SPACE
+
+    space = str(SHIPPED_SPACE)  # a space folder that exists (it is checked while parsing)
+    assert _parse(["--hub", space], quick=False).space == space
     assert "--hub is deprecated, use --space" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         _parse(["--help"], quick=False)

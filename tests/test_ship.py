@@ -127,7 +127,7 @@ def test_missing_family_and_untrained_length_are_named(short_build, tmp_path):
     manifest = json.loads((short_build / "space.json").read_text())
     manifest["files"] = {}
     (folder / "space.json").write_text(json.dumps(manifest))
-    with pytest.raises(SpaceError, match="trained on messages of 8, 16 characters, not 32"):
+    with pytest.raises(SpaceError, match="trained on messages of 8 characters, not 32"):
         load_space(folder, lengths=[32])
     with pytest.raises(SpaceError, match="no shared-space folder"):
         load_space(tmp_path / "nowhere")

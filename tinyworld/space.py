@@ -82,7 +82,8 @@ class Space:
             if untrained:
                 raise SpaceError(f"the codecs in {self.folder} were trained on messages of "
                                  f"{', '.join(map(str, self.lengths))} characters, not {', '.join(map(str, untrained))}; "
-                                 f"use one of those lengths, or {HOW_TO_MAKE} whose recipe lists the others")
+                                 "use one of those lengths, or build a space whose recipe trains that length "
+                                 "(`latentwire train ship --out DIR`) and pass --space DIR")
 
     @property
     def shipped(self) -> bool:
