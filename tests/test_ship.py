@@ -59,6 +59,15 @@ def test_every_shipped_artefact_loads_and_talks():
     assert isinstance(answer, str)
 
 
+def test_the_base_stage_is_the_train_on_first_use_recipe(tmp_path):
+    """A checkpoint trained on first use (`load_or_train`) is made like a shipped one."""
+    from latentwire.training.pretrain import recipe
+    from latentwire.training.ship import RECIPE
+
+    config = recipe("gemma3", tmp_path)
+    assert {k: getattr(config, k) for k in RECIPE["base"]} == RECIPE["base"]
+
+
 def test_shipped_files_stay_under_50_mb():
     from latentwire.tinyworld.checkpoints import SHIPPED_DIR
 

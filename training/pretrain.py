@@ -291,7 +291,8 @@ _RECIPE: dict[str, Any] = {"steps": 2000, "eval_every": 0}
 def recipe(family: str, out_dir: str | Path) -> PretrainConfig:
     """The `PretrainConfig` the shipped checkpoint of ``family`` is trained with.
 
-    `scripts/make_tinyworld_checkpoints.py` and `load_or_train` both use it, so a cached
+    `load_or_train` uses it, and `latentwire train ship` records the same settings as its base
+    stage (`tests/test_ship.py` checks they agree), so a cached
     checkpoint is made the same way as a shipped one.
     """
     return PretrainConfig(family=family, out_dir=str(out_dir), progress=False, **_RECIPE)
