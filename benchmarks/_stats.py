@@ -33,4 +33,5 @@ def bootstrap(statistic: Callable[[np.ndarray], float | None], n_items: int, *, 
 
 def figure(value: float | None, ci: Sequence[float] | None) -> dict[str, object]:
     """A figure as the JSON reports write it: ``{"value": v, "ci95": [low, high]}``."""
-    return {"value": None if value is None else round(float(value), 4), "ci95": None if ci is None else list(ci)}
+    return {"value": None if value is None else round(float(value), 4),
+            "ci95": None if ci is None else list(ci)}

@@ -71,7 +71,8 @@ def test_the_base_stage_is_the_train_on_first_use_recipe(tmp_path):
 def test_shipped_files_stay_under_50_mb():
     from latentwire.tinyworld.checkpoints import SHIPPED_DIR
 
-    total = sum(p.stat().st_size for root in (SHIPPED_DIR, SHIPPED_SPACE) for p in root.rglob("*") if p.is_file())
+    total = sum(p.stat().st_size for root in (SHIPPED_DIR, SHIPPED_SPACE)
+                for p in root.rglob("*") if p.is_file())
     assert total <= 50 * 2**20, f"{total / 2**20:.1f} MiB of shipped tinyworld files"
 
 
@@ -102,7 +103,8 @@ def test_the_recipe_reproduces_itself_in_a_short_run(short_build, tmp_path):
     again = build(tmp_path / "b", recipe=_recipe(), scale=SHORT, progress=False, log=lambda *_: None)
     assert weights(again) == weights(short_build) and len(weights(again)) == 4
     if SHIPPED_SPACE.is_dir():  # the shipped files have the layout a build makes
-        assert {p.name for p in (SHIPPED_SPACE / "llava").iterdir()} == {p.name for p in (short_build / "space" / "llava").iterdir()}
+        shipped = {p.name for p in (SHIPPED_SPACE / "llava").iterdir()}
+        assert shipped == {p.name for p in (short_build / "space" / "llava").iterdir()}
 
 
 def test_a_stopped_build_continues_and_a_changed_recipe_is_refused(short_build):
@@ -110,7 +112,8 @@ def test_a_stopped_build_continues_and_a_changed_recipe_is_refused(short_build):
     from latentwire.training.ship import build
 
     out = short_build.parent
-    assert build(out, recipe=_recipe(), scale=SHORT, progress=False, log=lambda *_: None) == short_build  # all done
+    done = build(out, recipe=_recipe(), scale=SHORT, progress=False, log=lambda *_: None)
+    assert done == short_build  # every stage complete: nothing runs again
     with pytest.raises(ConfigError, match="another recipe or scale"):
         build(out, recipe=_recipe(("gemma3", "smolvlm")), scale=SHORT, progress=False, log=lambda *_: None)
     bad = _recipe()

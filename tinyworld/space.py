@@ -81,7 +81,8 @@ class Space:
             untrained = sorted({int(n) for n in lengths} - set(self.lengths))
             if untrained:
                 raise SpaceError(f"the codecs in {self.folder} were trained on messages of "
-                                 f"{', '.join(map(str, self.lengths))} characters, not {', '.join(map(str, untrained))}; "
+                                 f"{', '.join(map(str, self.lengths))} characters, "
+                                 f"not {', '.join(map(str, untrained))}; "
                                  "use one of those lengths, or build a space whose recipe trains that length "
                                  "(`latentwire train ship --out DIR`) and pass --space DIR")
 
@@ -110,8 +111,8 @@ def load_space(folder: str | os.PathLike[str] | None = None, *, families: Iterab
     path = SHIPPED_SPACE if folder is None else Path(folder)
     if not path.is_dir():
         if folder is None:
-            raise SpaceError(f"this installation ships no trained tinyworld space ({SHIPPED_SPACE} is missing); "
-                             f"{HOW_TO_MAKE}")
+            raise SpaceError(f"this installation ships no trained tinyworld space ({SHIPPED_SPACE} is "
+                             f"missing); {HOW_TO_MAKE}")
         raise SpaceError(f"no shared-space folder {path}; {HOW_TO_MAKE}")
     members = sorted(p.name for p in path.iterdir()
                      if p.is_dir() and ((p / FIT_FILE).is_file() or (p / LEGACY_FIT_FILE).is_file()))
@@ -139,6 +140,7 @@ def _check_checkpoints(path: Path, manifest: dict[str, Any]) -> None:
             continue
         installed = SHIPPED_DIR / parts[1] / "model.safetensors"
         if not installed.is_file() or _sha256(installed) != entry["sha256"]:
-            raise SpaceError(f"the shared space {path} was built for other tinyworld {parts[1]} weights than the "
-                             f"installed {installed} (another tinyworld version); rebuild it for these with "
-                             "`latentwire train ship --out DIR`, or reinstall the package whose space it is")
+            raise SpaceError(f"the shared space {path} was built for other tinyworld {parts[1]} weights "
+                             f"than the installed {installed} (another tinyworld version); rebuild it for "
+                             "these with `latentwire train ship --out DIR`, or reinstall the package whose "
+                             "space it is")

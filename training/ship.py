@@ -62,7 +62,8 @@ RECIPE: dict[str, Any] = {
     "anchors": {"task": "secret", "lengths": [8], "codec_n": 20000, "codec_seed": 100,
                 "maps_n": 60000, "maps_seed": 200},
     # The reference codec trains longer: its decoder and space are what every family is read through.
-    "codec": {"steps": 2000, "reference_steps": 3000, "seed": 0, "latent_steps": 1, "image_slots": 16, "num_tokens": 8, "width": 64,
+    "codec": {"steps": 2000, "reference_steps": 3000, "seed": 0, "latent_steps": 1, "image_slots": 16,
+              "num_tokens": 8, "width": 64,
               "continuation": 20, "eval_n": 64},
     "decoder": {"steps": 1000, "seed": 0},
     "maps": {"ridge": 1e-4, "hidden": 1024, "residual_steps": 6000},
@@ -72,7 +73,8 @@ RECIPE: dict[str, Any] = {
 
 def _seeds(recipe: dict[str, Any]) -> list[int]:
     a = recipe["anchors"]
-    return [recipe["base"]["seed"], a["codec_seed"], a["codec_seed"] + 1, a["maps_seed"], recipe["codec"]["seed"],
+    return [recipe["base"]["seed"], a["codec_seed"], a["codec_seed"] + 1, a["maps_seed"],
+            recipe["codec"]["seed"],
             recipe["decoder"]["seed"]] + ([recipe["long"]["seed"]] if recipe["long"] else [])
 
 
@@ -85,7 +87,8 @@ def check_recipe(recipe: dict[str, Any]) -> None:
         raise ConfigError(f"the reference {recipe['reference']!r} is not among the recipe's families")
     lowest = min(STREAMS.values())
     if any(seed >= lowest for seed in _seeds(recipe)):
-        raise ConfigError(f"recipe seeds must stay below {lowest}: the development and test streams start there")
+        raise ConfigError(f"recipe seeds must stay below {lowest}: the development and test streams "
+                          "start there")
 
 
 def _scaled(n: int, scale: float, floor: int = 2) -> int:
@@ -141,7 +144,8 @@ def _anchor_file(path: Path, task: str, lengths: list[int], n: int, seed: int, e
 
     if path.is_file():
         return path
-    train = [a for length in lengths for a in tinyworld_anchors(task, n // len(lengths), length=length, seed=seed)]
+    train = [a for length in lengths
+             for a in tinyworld_anchors(task, n // len(lengths), length=length, seed=seed)]
     random.Random(f"ship|{seed}").shuffle(train)
     held = [a for length in lengths
             for a in tinyworld_anchors(task, max(1, eval_n // len(lengths)), length=length, seed=seed + 1)]
@@ -164,7 +168,8 @@ def _codec(recipe: dict[str, Any], out: Path, model: Path, anchors: Path, scale:
         steps, seed = _scaled(recipe["decoder"]["steps"], scale), recipe["decoder"]["seed"]
     if not _done(out, "align.json"):
         align(AlignConfig(model=str(model), anchors=str(anchors), out_dir=str(out), steps=steps, seed=seed,
-                          latent_steps=c["latent_steps"], image_slots=c["image_slots"], num_tokens=c["num_tokens"],
+                          latent_steps=c["latent_steps"], image_slots=c["image_slots"],
+                          num_tokens=c["num_tokens"],
                           width=c["width"], continuation=c["continuation"],
                           eval_n=min(c["eval_n"], _scaled(c["eval_n"], scale, 4)),
                           anchor_to=None if anchor_to is None else str(anchor_to),
@@ -202,19 +207,22 @@ def build(out: str | os.PathLike[str], *, recipe: dict[str, Any] | None = None, 
         log(f"[{time.perf_counter() - began:7.0f}s] models: {family}")
         models[family] = _pretrain_stages(recipe, out, family, scale, progress)
     a, c = recipe["anchors"], recipe["codec"]
-    codec_anchors = _anchor_file(out / "anchors" / "codec.jsonl", a["task"], a["lengths"], _scaled(a["codec_n"], scale, 8),
+    codec_anchors = _anchor_file(out / "anchors" / "codec.jsonl", a["task"], a["lengths"],
+                                 _scaled(a["codec_n"], scale, 8),
                                  a["codec_seed"], min(c["eval_n"], _scaled(c["eval_n"], scale, 4)))
-    maps_anchors = _anchor_file(out / "anchors" / "maps.jsonl", a["task"], a["lengths"], _scaled(a["maps_n"], scale, 8),
+    maps_anchors = _anchor_file(out / "anchors" / "maps.jsonl", a["task"], a["lengths"],
+                                _scaled(a["maps_n"], scale, 8),
                                 a["maps_seed"], 0) if a["maps_n"] else None
     codecs = {}
     for family in [f for f in [reference] + families if f in mine]:
         if family not in codecs:
             log(f"[{time.perf_counter() - began:7.0f}s] codec: {family}")
-            codecs[family] = _codec(recipe, out / "codecs" / family, models[family], codec_anchors, scale, progress)
+            codecs[family] = _codec(recipe, out / "codecs" / family, models[family], codec_anchors, scale,
+                                    progress)
     decoders = {}
     for family in families:
         if only is not None and (family not in mine or not _done(out / "codecs" / reference, "align.json")):
-            continue  # a partial run trains the decoders it can: those of its families, once the reference is done
+            continue  # a partial run trains the decoders it can: its families', once the reference is done
         if family != reference:
             log(f"[{time.perf_counter() - began:7.0f}s] decoder reading {reference}: {family}")
             decoders[family] = _codec(recipe, out / "decoders" / family, models[family], codec_anchors, scale,
@@ -227,7 +235,8 @@ def build(out: str | os.PathLike[str], *, recipe: dict[str, Any] | None = None, 
     m = recipe["maps"]
     fit_shared_maps([str(codecs[f]) for f in families], reference=reference, anchors=str(maps_anchors),
                     out=str(out / "space"), ridge=m["ridge"], hidden=m["hidden"],
-                    residual_steps=_scaled(m["residual_steps"], scale), decoders={f: str(p) for f, p in decoders.items()})
+                    residual_steps=_scaled(m["residual_steps"], scale),
+                    decoders={f: str(p) for f, p in decoders.items()})
     ship = _package(recipe, out, models, scale)
     log(f"[{time.perf_counter() - began:7.0f}s] shipped files in {ship}")
     return ship
@@ -268,7 +277,8 @@ def _package(recipe: dict[str, Any], out: Path, models: dict[str, Path], scale: 
         "reference": recipe["reference"], "families": recipe["families"],
         "lengths": recipe["anchors"]["lengths"], "task": recipe["anchors"]["task"],
         "variant": "weakly supervised (picture term on)",
-        "files": {str(p.relative_to(ship)): {"bytes": p.stat().st_size, "sha256": file_sha256(p)} for p in files},
+        "files": {str(p.relative_to(ship)): {"bytes": p.stat().st_size, "sha256": file_sha256(p)}
+                  for p in files},
     }
     manifest["total_bytes"] = sum(f["bytes"] for f in manifest["files"].values())
     text = json.dumps(manifest, indent=2) + "\n"
