@@ -61,23 +61,28 @@ def _parse(argv: list[str], quick: bool) -> argparse.Namespace:
     parser = bench_parser("mas", __doc__.splitlines()[0])
     source = parser.add_mutually_exclusive_group()
     source.add_argument("--space", metavar="DIR",
-                        help="a shared-space folder (train ship / train space-maps); default: the shipped one")
+                        help="a shared-space folder (train ship / train space-maps); "
+                             "default: the shipped one")
     # The old name of --space, kept working for scripts written before the rename; not in --help.
     source.add_argument("--hub", dest="space", action=_Deprecated, help=argparse.SUPPRESS)
     source.add_argument("--codecs", nargs="+", metavar="DIR",
                         type=existing_folder("a `latentwire train codec --out` folder"),
-                        help="codec folders already in one space (train codec --anchor-to): the anchored scheme")
+                        help="codec folders already in one space (train codec --anchor-to): "
+                             "the anchored scheme")
     parser.add_argument("--stream", choices=list(STREAMS), default="test",
                         help="episode stream: test (final figures, the default) or dev (tuning)")
     parser.add_argument("--families", nargs="+", metavar="FAMILY", help="a subset of the space's families")
     parser.add_argument("--tasks", nargs="+", default=["secret"], choices=ONE_SENDER_TASKS)
-    parser.add_argument("--n", type=int, default=8 if quick else 128, help="episodes per pair, task and length")
-    parser.add_argument("--lengths", nargs="+", type=int, help="message lengths (default: every trained length)")
+    parser.add_argument("--n", type=int, default=8 if quick else 128,
+                        help="episodes per pair, task and length")
+    parser.add_argument("--lengths", nargs="+", type=int,
+                        help="message lengths (default: every trained length)")
     parser.add_argument("--timed", type=int, default=4 if quick else 32,
                         help="episodes per length timed one by one (batch 1) for the timed pair")
     parser.add_argument("--timed-pair", nargs=2, metavar=("SENDER", "RECEIVER"),
                         help="the pair to time (default: the first pair never trained together)")
-    parser.add_argument("--batch-size", type=int, default=64, help="episodes per forward pass of the accuracy runs")
+    parser.add_argument("--batch-size", type=int, default=64,
+                        help="episodes per forward pass of the accuracy runs")
     parser.add_argument("--png", help="plot file (default: next to --json)")
     args = parser.parse_args(argv)
     args.quick = quick
@@ -111,7 +116,8 @@ def _parties(args: argparse.Namespace) -> tuple[dict[str, Any], str, list[int] |
         space = load_space(args.space, families=args.families or (), lengths=args.lengths or ())
         lengths = space.lengths
         folders = [space.folder / f for f in space.families if not args.families or f in args.families]
-        scheme = ("shipped" if space.shipped else str(space.folder)) + ": each family aligned alone, joined by shared-space maps"
+        where = "shipped" if space.shipped else str(space.folder)
+        scheme = f"{where}: each family aligned alone, joined by shared-space maps"
     parties = {}
     for folder in folders:
         codec, run = codec_run(folder)
@@ -188,7 +194,8 @@ def _accuracy(parties: dict[str, Any], episodes: list[Any], limit: int, batch_si
     for family, party in parties.items():
         spoken[family] = torch.cat([party.speak(sender_prompts[i:i + batch_size])
                                     for i in range(0, len(episodes), batch_size)])  # (n, K, D)
-        sent[family] = _generate(party, sender_prompts, len(episodes[0].messages[sender_name]) + 4, batch_size)
+        limit_sent = len(episodes[0].messages[sender_name]) + 4
+        sent[family] = _generate(party, sender_prompts, limit_sent, batch_size)
     rows: dict[tuple[str, str], dict[str, tuple[np.ndarray, np.ndarray]]] = {}
     for r_family, receiver in parties.items():
         progress(f"  receiver {r_family}")
@@ -200,10 +207,13 @@ def _accuracy(parties: dict[str, Any], episodes: list[Any], limit: int, batch_si
             for i in range(0, len(episodes), batch_size):
                 chunk = student[i:i + batch_size]
                 latent += receiver.answer(chunk, tokens=tokens[i:i + batch_size], max_new_tokens=limit)
-                shuffled += receiver.answer(chunk, tokens=tokens[order[i:i + batch_size]], max_new_tokens=limit)
-            reading = [ep.prompt(receiver_name, messages={sender_name: m}) for ep, m in zip(episodes, sent[s_family])]
+                shuffled += receiver.answer(chunk, tokens=tokens[order[i:i + batch_size]],
+                                            max_new_tokens=limit)
+            reading = [ep.prompt(receiver_name, messages={sender_name: m})
+                       for ep, m in zip(episodes, sent[s_family])]
             rows[(s_family, r_family)] = {"latent": scored(latent), "shuffled": scored(shuffled),
-                                          "text_sent": scored(_generate(receiver, reading, limit, batch_size)),
+                                          "text_sent": scored(_generate(receiver, reading, limit,
+                                                                        batch_size)),
                                           **alone}
     return rows
 
@@ -222,11 +232,13 @@ def _timed(sender: Any, receiver: Any, episodes: list[Any], limit: int) -> dict[
 
     def text_exchange(ep: Any) -> str:
         written = sender.answer([ep.prompt(sender_name)], max_new_tokens=message_limit)[0]
-        return receiver.answer([ep.prompt(receiver_name, messages={sender_name: written})], max_new_tokens=limit)[0]
+        reading = ep.prompt(receiver_name, messages={sender_name: written})
+        return receiver.answer([reading], max_new_tokens=limit)[0]
 
     def latent_exchange(ep: Any) -> str:
         tokens = sender.speak([ep.prompt(sender_name)])
-        return receiver.answer([ep.prompt(receiver_name, mode="latent")], tokens=tokens, max_new_tokens=limit)[0]
+        student = ep.prompt(receiver_name, mode="latent")
+        return receiver.answer([student], tokens=tokens, max_new_tokens=limit)[0]
 
     out: dict[str, Any] = {"text_s": [], "latent_s": [], "text_exact": [], "latent_exact": []}
     with torch.no_grad():
@@ -244,7 +256,8 @@ def _timed(sender: Any, receiver: Any, episodes: list[Any], limit: int) -> dict[
 # ---- figures -----------------------------------------------------------------------------------
 
 
-def _stack(rows: dict[tuple[str, str], Any], pairs: list[tuple[str, str]], mode: str, metric: int) -> np.ndarray:
+def _stack(rows: dict[tuple[str, str], Any], pairs: list[tuple[str, str]], mode: str,
+           metric: int) -> np.ndarray:
     """``(pairs, n)`` scores of ``mode`` (metric 0: exact, 1: per character)."""
     return np.stack([rows[p][mode][metric] for p in pairs]) if pairs else np.zeros((0, 0))
 
@@ -269,7 +282,8 @@ def _figures(rows: dict[tuple[str, str], Any], cotrained: set[tuple[str, str]]) 
     out: dict[str, Any] = {}
     for metric, suffix in ((0, "exact"), (1, "char")):
         for mode in MODES:
-            out[f"{mode}_{suffix}"] = figure(*bootstrap(lambda i, a=_stack(rows, pairs, mode, metric): _mean_over(a, i), n))
+            a = _stack(rows, pairs, mode, metric)
+            out[f"{mode}_{suffix}"] = figure(*bootstrap(lambda i, a=a: _mean_over(a, i), n))
         for kind, group in (("cotrained", seen), ("unseen", unseen)):
             a = _stack(rows, group, "latent", metric)
             out[f"{kind}_{suffix}"] = figure(*bootstrap(lambda i, a=a: _mean_over(a, i), n))
@@ -308,7 +322,8 @@ def _summary(blocks: dict[int, dict[str, Any]], cotrained: set[tuple[str, str]],
                                         for m in (0, 1)) for mode in MODES}
     overall = _figures(everything, cotrained)
     keys = ("latent_over_text_exact", "latent_over_text_char", "unseen_over_cotrained_exact",
-            "unseen_over_cotrained_char", "latent_exact", "latent_char", "text_oracle_exact", "text_sent_exact",
+            "unseen_over_cotrained_char", "latent_exact", "latent_char", "text_oracle_exact",
+            "text_sent_exact",
             "none_exact", "none_char", "shuffled_exact", "shuffled_char", "cotrained_exact", "unseen_exact")
     return {
         "families": families, "per_length": per_length,
@@ -358,7 +373,8 @@ def _measure(args: argparse.Namespace, json_path: str | None) -> dict[str, Any]:
               **{f"{m}_{k}": round(float(block["rows"][(s, r)][m][i].mean()), 4)
                  for m in MODES for i, k in ((0, "exact"), (1, "char"))}}
              for length, block in blocks.items() for s, r in sorted(block["rows"])]
-    report = {**report_header("mas", started), "quick": args.quick, "stream": args.stream, "stream_seed": seed,
+    report = {**report_header("mas", started), "quick": args.quick, "stream": args.stream,
+              "stream_seed": seed,
               "scheme": scheme, "families": families, "tasks": args.tasks, "n": args.n, "lengths": lengths,
               "trained_lengths": trained, "pairs": pairs}
     summary.update(stream=args.stream, scheme=scheme)
@@ -367,7 +383,8 @@ def _measure(args: argparse.Namespace, json_path: str | None) -> dict[str, Any]:
     else:  # never under the final name: the development stream is where recipes were tuned
         report["dev_summary"] = summary
         report["summary"] = {"ok": True, "stream": "dev", "final": False,
-                             "note": "development-stream figures are in dev_summary; final figures need --stream test"}
+                             "note": "development-stream figures are in dev_summary; "
+                                     "final figures need --stream test"}
     png = Path(args.png) if args.png else (Path(json_path).with_suffix(".png") if json_path else None)
     if png is not None:
         _plot(report, summary, png)
@@ -384,8 +401,10 @@ def _plot(report: dict[str, Any], summary: dict[str, Any], png: Path) -> None:
     rows = summary["per_length"]
     lengths = [r["length"] for r in rows]
     fig, (left, right) = plt.subplots(1, 2, figsize=(12, 4.5))
-    for key, label in (("latent_exact", "latent (all pairs)"), ("unseen_exact", "latent, never trained together"),
-                       ("cotrained_exact", "latent, co-trained"), ("text_oracle_exact", "text (gold message)"),
+    for key, label in (("latent_exact", "latent (all pairs)"),
+                       ("unseen_exact", "latent, never trained together"),
+                       ("cotrained_exact", "latent, co-trained"),
+                       ("text_oracle_exact", "text (gold message)"),
                        ("text_sent_exact", "text (as sent)"), ("none_exact", "no message")):
         values = [r[key]["value"] for r in rows]
         lows = [v - (r[key]["ci95"] or [v, v])[0] if v is not None else 0 for v, r in zip(values, rows)]
@@ -421,20 +440,24 @@ def _render(report: dict[str, Any]) -> str:
     final = report["stream"] == "test"
     s = report["summary"] if final else report["dev_summary"]
     title = "test stream" if final else "DEVELOPMENT stream (where recipes were tuned): not final figures"
-    lines = [f"latentwire bench mas  ({title}; {report['scheme']})" + ("  [quick]" if report["quick"] else ""),
-             "", f"{'len':>4} {'sender':11} {'receiver':12} {'latent':>11} {'text gold':>11} {'text sent':>11} "
+    quick = "  [quick]" if report["quick"] else ""
+    lines = [f"latentwire bench mas  ({title}; {report['scheme']}){quick}",
+             "", f"{'len':>4} {'sender':11} {'receiver':12} {'latent':>11} {'text gold':>11} "
+                 f"{'text sent':>11} "
                  f"{'none':>11} {'shuffled':>11}"]
     for r in report["pairs"]:
         cells = " ".join(f"{r[f'{m}_exact']:>4.2f}/{r[f'{m}_char']:<6.2f}" for m in MODES)
-        lines.append(f"{r['length']:>4} {r['sender']:11} {r['receiver'] + ('*' if r['cotrained'] else ' '):12} {cells}")
+        receiver = r["receiver"] + ("*" if r["cotrained"] else " ")
+        lines.append(f"{r['length']:>4} {r['sender']:11} {receiver:12} {cells}")
     lines += ["", "exact/per-character accuracy; * = encoder and decoder trained together", "",
-              "per length (mean over pairs, 95% bootstrap CI over episodes; timing: {} -> {}, batch 1, median)".format(
-                  *s["timed_pair"]),
+              "per length (mean over pairs, 95% bootstrap CI over episodes; timing: {} -> {}, batch 1, "
+              "median)".format(*s["timed_pair"]),
               f"{'len':>4} {'latent exact':>20} {'text exact':>20} {'unseen/co-trained':>20} "
               f"{'text ms':>8} {'latent ms':>9} {'speedup':>20} matched"]
     for r in s["per_length"]:
         lines.append(f"{r['length']:>4} {_fmt(r['latent_exact']):>20} {_fmt(r['text_oracle_exact']):>20} "
-                     f"{_fmt(r['unseen_over_cotrained_exact']):>20} {r['text_ms']:>8.1f} {r['latent_ms']:>9.1f} "
+                     f"{_fmt(r['unseen_over_cotrained_exact']):>20} {r['text_ms']:>8.1f} "
+                     f"{r['latent_ms']:>9.1f} "
                      f"{_fmt(r['speedup']):>20} {'yes' if r['matched'] else 'no'}")
     lines += ["", f"matched_speedup {_fmt(s['matched_speedup'])} at matched_length {s['matched_length']} "
                   f"({s['match_rule']})",
