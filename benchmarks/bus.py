@@ -596,8 +596,8 @@ async def _start_mosquitto(folder: str) -> tuple[_Child, str] | None:
     config = Path(folder) / "mosquitto.conf"
     # TCP_NODELAY as the client sets it: otherwise Nagle's algorithm holds small packets back.
     # A broker acks publishes whether or not the consumer keeps up, and mosquitto drops what a
-    # client's queue holds beyond max_queued_messages (1000 by default): measured, the 1 MiB run
-    # lost about 15 % with the default, so the queue is deep enough for a whole run here.
+    # client's queue holds beyond max_queued_messages (1000 by default): with the default the 1 MiB
+    # run lost messages (docs/mqtt.md), so the queue is deep enough for a whole run here.
     config.write_text(f"listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n"
                       f"set_tcp_nodelay true\nmax_queued_messages {MQTT_QUEUE}\n")
     return await _start_broker("mosquitto", [binary, "-c", str(config)], port, f"mqtt://127.0.0.1:{port}/bench")

@@ -455,9 +455,8 @@ class Journal:
         # interleaving sessions with the first. WAL then needs no shared-memory file.
         db.execute("PRAGMA locking_mode=EXCLUSIVE")
         # Payloads are blobs of kilobytes to megabytes (latents): 64 KiB pages mean 16x fewer
-        # overflow pages to write and check-point per message than the default 4 KiB; measured
-        # ~1.5x the 64 KiB-message rate for about the same on 64 B messages. Takes effect only
-        # when the file is created.
+        # overflow pages to write and check-point per message than the default 4 KiB (what it
+        # bought: docs/benchmarks.md, bench journal). Takes effect only when the file is created.
         db.execute(f"PRAGMA page_size={PAGE_SIZE}")
         db.execute(f"PRAGMA cache_size=-{CACHE_KIB}")
         mode = db.execute("PRAGMA journal_mode=WAL").fetchone()[0]

@@ -208,8 +208,8 @@ class TrafficStats:
         self._capturing = True
         t = env.tensor
         header = (env.id, env.topic, env.sender, env.created_at_ns, t.dtype, list(t.shape), t.space, t.family)
-        # The norm and the heatmap read the whole latent (a 16 MiB one takes ~0.1 s): in a worker
-        # thread, on the payload bytes, which nothing changes once received.
+        # The norm and the heatmap read the whole latent (long enough, for a large one, to stall
+        # the loop): in a worker thread, on the payload bytes, which nothing changes once received.
         work = asyncio.get_running_loop().run_in_executor(None, _render, t.dtype, header[5], payload)
         work.add_done_callback(lambda done: self._captured(done, header, due))
 

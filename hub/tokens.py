@@ -19,7 +19,8 @@ import sys
 from latentwire.errors import ConfigError
 
 SCHEME = "scrypt"
-# scrypt cost: 2**14 x 8 x 1 takes ~50 ms and 16 MiB per check, the usual interactive setting.
+# scrypt cost: 2**14 x 8 x 1 needs 16 MiB (128 x N x r bytes) and tens of milliseconds of CPU per
+# check, the usual interactive setting.
 DEFAULT_N, DEFAULT_R, DEFAULT_P = 2**14, 8, 1
 # Shortest token `latentwire hash-token` accepts: a short token is guessable, however well hashed.
 MIN_TOKEN_CHARS = 16

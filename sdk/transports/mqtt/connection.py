@@ -86,7 +86,7 @@ __all__ = [
 log = logging.getLogger("latentwire.mqtt")
 
 # Deliveries a broker sends beyond the receive window wait in the connection; some brokers
-# (mosquitto 2.0.11, measured) do not keep to the receive maximum a client asks for. Past
+# (mosquitto 2.0.11 among them, docs/mqtt.md) do not keep to the receive maximum a client asks for. Past
 # this many messages (x the window, at least the minimum) or bytes the client stops reading
 # the socket, so TCP holds the broker back, until half of them went to the bus.
 BACKLOG_FACTOR, BACKLOG_MIN, BACKLOG_BYTES = 8, 1024, 64 * 1024 * 1024
