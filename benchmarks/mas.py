@@ -164,27 +164,19 @@ def _generate(party: Any, texts: list[str], max_new_tokens: int, batch_size: int
     return out
 
 
-def _derangement(n: int, seed: int) -> list[int]:
-    """A fixed permutation of range(n) without fixed points (for n >= 2): whose latent each episode gets."""
-    import random
-
-    order = list(range(n))
-    random.Random(f"shuffle|{seed}").shuffle(order)
-    return [(i + 1) % n if o == i else o for i, o in enumerate(order)]
-
-
 def _accuracy(parties: dict[str, Any], episodes: list[Any], limit: int, batch_size: int) -> dict[str, Any]:
     """Per ordered pair and mode, the per-episode ``(exact, char)`` scores, as arrays ``(n,)``."""
     import torch
 
     from latentwire.tinyworld.tasks import score
+    from latentwire.training.pairs import derangement
 
     gold = [ep.answer for ep in episodes]
     sender_name, receiver_name = episodes[0].senders[0].name, episodes[0].receiver.name
     sender_prompts = [ep.prompt(sender_name) for ep in episodes]
     student = [ep.prompt(receiver_name, mode="latent") for ep in episodes]
     oracle = [ep.prompt(receiver_name) for ep in episodes]
-    order = torch.tensor(_derangement(len(episodes), len(episodes)))
+    order = torch.tensor(derangement(len(episodes), len(episodes)))  # whose latent each episode gets
 
     def scored(predicted: list[str]) -> tuple[np.ndarray, np.ndarray]:
         s = [score(p, g) for p, g in zip(predicted, gold)]

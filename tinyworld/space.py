@@ -31,13 +31,17 @@ from latentwire.errors import ConfigError
 
 from .checkpoints import SHIPPED_DIR
 
-__all__ = ["FIT_FILE", "MANIFEST", "SHIPPED_SPACE", "Space", "SpaceError", "load_space"]
+__all__ = ["FIT_FILE", "LEGACY_FIT_FILE", "MANIFEST", "SHIPPED_SPACE", "Space", "SpaceError", "file_sha256",
+           "load_space", "read_fit_record"]
 
 #: Where the shipped space lives inside the package.
 SHIPPED_SPACE = Path(__file__).resolve().parent / "space"
 MANIFEST = "space.json"
 FIT_FILE = "shared_fit.json"
-LEGACY_FIT_FILE = "hub_fit.json"  # written before the shared space was renamed
+# Folders fitted before the shared space was renamed from "hub" hold this file, with these keys.
+LEGACY_FIT_FILE = "hub_fit.json"
+LEGACY_FIT_KEYS = {"hub_hidden": "shared_hidden", "to_hub_mse": "to_shared_mse",
+                   "from_hub_mse": "from_shared_mse"}
 FORMAT = "latentwire-tinyworld-space"
 HOW_TO_MAKE = "build one with `latentwire train ship --out DIR` (or `train space-maps`) and pass --space DIR"
 
@@ -59,9 +63,7 @@ class Space:
     def record(self, family: str) -> dict[str, Any]:
         """The fit record of ``family`` (how it was fitted; its ``model`` and ``latent_steps``)."""
         self.require([family])
-        folder = self.folder / family
-        name = FIT_FILE if (folder / FIT_FILE).is_file() else LEGACY_FIT_FILE
-        return json.loads((folder / name).read_text())
+        return read_fit_record(self.folder / family) or {}
 
     def codec(self, family: str, *, device: Any = None) -> tuple[Any, int]:
         """``(codec, latent_steps)`` of ``family``: its encoder, maps and decoder, in float32."""
@@ -92,11 +94,26 @@ class Space:
         return self.folder.resolve() == SHIPPED_SPACE
 
 
-def _sha256(path: Path) -> str:
+def read_fit_record(folder: str | os.PathLike[str]) -> dict[str, Any] | None:
+    """The fit record `train space-maps` wrote in a family folder (``shared_fit.json``, or
+    ``hub_fit.json`` written before the rename, its keys mapped to today's), or None if the
+    folder has neither."""
+    folder = Path(folder)
+    if (folder / FIT_FILE).is_file():
+        return json.loads((folder / FIT_FILE).read_text())
+    if not (folder / LEGACY_FIT_FILE).is_file():
+        return None
+    record = json.loads((folder / LEGACY_FIT_FILE).read_text())
+    return {LEGACY_FIT_KEYS.get(key, key): value for key, value in record.items()}
+
+
+def file_sha256(path: str | os.PathLike[str]) -> str:
+    """Hex SHA-256 of a file's bytes, read in blocks: what an artefact records of its sources and
+    what `load_space` checks them against."""
     import hashlib
 
     h = hashlib.sha256()
-    with path.open("rb") as f:
+    with Path(path).open("rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):
             h.update(block)
     return h.hexdigest()
@@ -139,7 +156,7 @@ def _check_checkpoints(path: Path, manifest: dict[str, Any]) -> None:
         if len(parts) != 3 or parts[0] != "checkpoints" or parts[2] != "model.safetensors":
             continue
         installed = SHIPPED_DIR / parts[1] / "model.safetensors"
-        if not installed.is_file() or _sha256(installed) != entry["sha256"]:
+        if not installed.is_file() or file_sha256(installed) != entry["sha256"]:
             raise SpaceError(f"the shared space {path} was built for other tinyworld {parts[1]} weights "
                              f"than the installed {installed} (another tinyworld version); rebuild it for "
                              "these with `latentwire train ship --out DIR`, or reinstall the package whose "

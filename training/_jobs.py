@@ -11,6 +11,11 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
+# The digest a fitted artefact records of its sources; tinyworld.space checks shipped files with it.
+from latentwire.tinyworld.space import file_sha256
+
+__all__ = ["as_if_created", "file_sha256", "replaced_folder"]
+
 
 def as_if_created(path: str | os.PathLike[str]) -> None:
     """Give a scratch file or folder from `tempfile` (created 0600 / 0700, private) the
@@ -37,9 +42,3 @@ def replaced_folder(final: Path) -> Iterator[Path]:
     finally:
         shutil.rmtree(scratch, ignore_errors=True)  # gone already when it was moved into place
 
-
-def file_sha256(path: str | os.PathLike[str]) -> str:
-    """Hex SHA-256 of a file's bytes (what a fitted artefact records of its sources)."""
-    import hashlib
-
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import difflib
 import json
-import os
 import random
 from collections.abc import Sequence
 from pathlib import Path
@@ -22,20 +21,15 @@ from typing import TYPE_CHECKING, Any
 
 from latentwire.errors import ConfigError
 from latentwire.tinyworld.models import FAMILIES  # light: the family table, no torch
-from latentwire.tinyworld.space import FIT_FILE, LEGACY_FIT_FILE
+from latentwire.tinyworld.space import FIT_FILE, read_fit_record
 
 from .anchors import Anchor
 
 if TYPE_CHECKING:
     from latentwire.agents.bundle import ModelBundle
 
-__all__ = ["MODEL_HELP", "check_model_spec", "codec_run", "evaluate_pair", "load_model", "read_fit_record",
-           "teacher_replies"]
-
-# FIT_FILE: the record `train space-maps` writes beside each family's codec (`shared_space`);
-# folders fitted before the shared space was renamed from "hub" hold LEGACY_FIT_FILE, with these keys.
-LEGACY_FIT_KEYS = {"hub_hidden": "shared_hidden", "to_hub_mse": "to_shared_mse",
-                   "from_hub_mse": "from_shared_mse"}
+__all__ = ["FIT_FILE", "MODEL_HELP", "check_model_spec", "codec_run", "derangement", "evaluate_pair",
+           "load_model", "read_fit_record", "teacher_replies"]
 
 
 # What a model spec (``--model``) may be: the help of every option that takes one.
@@ -133,17 +127,12 @@ def load_model(spec: str, *, device: Any = None) -> tuple[Any, Any]:
     return (model.to(device) if device is not None else model).eval(), tokenizer
 
 
-def read_fit_record(folder: str | os.PathLike[str]) -> dict[str, Any] | None:
-    """The fit record `shared_space.fit_shared_maps` wrote in a space-maps family folder
-    (``shared_fit.json``, or ``hub_fit.json`` written before the rename, its keys mapped to
-    today's), or None if the folder has neither."""
-    folder = Path(folder)
-    if (folder / FIT_FILE).is_file():
-        return json.loads((folder / FIT_FILE).read_text())
-    if not (folder / LEGACY_FIT_FILE).is_file():
-        return None
-    record = json.loads((folder / LEGACY_FIT_FILE).read_text())
-    return {LEGACY_FIT_KEYS.get(key, key): value for key, value in record.items()}
+def derangement(n: int, key: object) -> list[int]:
+    """A fixed permutation of ``range(n)`` without fixed points (for n >= 2), seeded by ``key``:
+    which other anchor's latent each anchor gets in the shuffled-latent control."""
+    order = list(range(n))
+    random.Random(f"shuffle|{key}").shuffle(order)
+    return [(i + 1) % n if o == i else o for i, o in enumerate(order)]
 
 
 def codec_run(folder: str | Path) -> tuple[Any, dict[str, Any]]:
@@ -212,9 +201,7 @@ def evaluate_pair(sender: ModelBundle, receiver: ModelBundle, anchors: Sequence[
             answers["text"] += receiver.answer([a.teacher for a in chunk], max_new_tokens=limit)
             answers["none"] += receiver.answer(student, max_new_tokens=limit)
             if shuffled and len(chunk) > 1:
-                order = list(range(len(chunk)))
-                random.Random(f"shuffle|{seed}|{start}").shuffle(order)
-                order = [(i + 1) % len(chunk) if o == i else o for i, o in enumerate(order)]  # no fixed point
+                order = derangement(len(chunk), f"{seed}|{start}")
                 answers["shuffled"] += receiver.answer(student, tokens=tokens[torch.tensor(order)],
                                                        space=space, max_new_tokens=limit)
             elif shuffled:
