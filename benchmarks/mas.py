@@ -93,8 +93,10 @@ def _parse(argv: list[str], quick: bool) -> argparse.Namespace:
         parser.error(f"--timed {args.timed} exceeds --n {args.n}: timed episodes are scored episodes")
     from latentwire.tinyworld.space import load_space
 
-    if args.space is not None:
-        load_space(args.space)  # a missing or foreign folder: one line, exit 2, before any model loads
+    # A missing or foreign space, a family it lacks, a length it was not trained on: one line, exit 2,
+    # before any model loads. `_parties` takes the checked space from here.
+    args.checked_space = None if args.codecs else load_space(
+        args.space, families=args.families or (), lengths=args.lengths or ())
     return args
 
 
@@ -105,7 +107,6 @@ def _parties(args: argparse.Namespace) -> tuple[dict[str, Any], str, list[int] |
     """``(party per family, scheme, trained lengths or None)``: each party a `ModelBundle` with the
     families its encoder and decoder were trained against (``encoder_partner``/``decoder_partner``)."""
     from latentwire.agents.bundle import ModelBundle
-    from latentwire.tinyworld.space import load_space
     from latentwire.training.pairs import codec_run, load_model
 
     lengths: list[int] | None = None
@@ -113,7 +114,7 @@ def _parties(args: argparse.Namespace) -> tuple[dict[str, Any], str, list[int] |
         folders = [Path(c) for c in args.codecs]
         scheme = "anchored: codecs trained against frozen ones in the shared space"
     else:
-        space = load_space(args.space, families=args.families or (), lengths=args.lengths or ())
+        space = args.checked_space
         lengths = space.lengths
         folders = [space.folder / f for f in space.families if not args.families or f in args.families]
         where = "shipped" if space.shipped else str(space.folder)
