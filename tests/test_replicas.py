@@ -1,0 +1,145 @@
+"""Replicas sharing a subscription (``group=``), in the shared transport suite: every transport.
+
+A group's messages are split across its live members, each handled by one of them, while
+subscribers without a group still get every message; a replica that dies holding unacked
+messages gives them to another member, marked redelivered.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import Counter
+from typing import Any
+
+import pytest
+
+import latentwire
+from latentwire.errors import ConfigError
+
+from .conftest import HubEnv
+
+pytestmark = pytest.mark.timeout(90)
+
+N_REPLICAS, N_MESSAGES = 3, 300
+
+
+def replica_options(env: HubEnv) -> dict[str, Any]:
+    """Options that make a dead replica's messages come back within a test's patience."""
+    # JetStream hands a dead replica's unacked messages on after the consumer's ack_wait.
+    return {"ack_wait": 1.0} if env.kind == "nats" else {}
+
+
+async def collect(sub: latentwire.Subscription, into: list[latentwire.Message]) -> None:
+    async for msg in sub:
+        into.append(msg)
+
+
+async def wait_until(check: Any, timeout: float, what: str) -> None:
+    async with asyncio.timeout(timeout):
+        while not check():
+            await asyncio.sleep(0.02)
+    assert check(), what
+
+
+def kill(env: HubEnv, bus: latentwire.Bus) -> None:
+    """Drop ``bus``'s connection abruptly, without bye or acks, and never reconnect: a replica
+    whose process died."""
+    bus._leaving = True  # tests only: the bus must not come back under the same session
+    assert env.hub.disconnect(bus.agent)
+
+
+async def test_a_group_splits_messages_and_plain_subscribers_get_all(env: HubEnv) -> None:
+    options = replica_options(env)
+    async with (env.connect("producer") as producer, env.connect("watcher") as watcher,
+                env.connect("r0", **options) as r0, env.connect("r1", **options) as r1,
+                env.connect("r2", **options) as r2):
+        got: list[list[latentwire.Message]] = [[] for _ in range(N_REPLICAS)]
+        subs = [await bus.subscribe("jobs/#", group="workers") for bus in (r0, r1, r2)]
+        seen_by_watcher = await watcher.subscribe("jobs/#")
+        async with asyncio.TaskGroup() as tg:
+            tasks = [tg.create_task(collect(sub, into)) for sub, into in zip(subs, got)]
+            for i in range(N_MESSAGES):
+                await producer.publish(f"jobs/{i % 7}", str(i), wait=False)
+            await producer.flush(timeout=30)
+            await wait_until(lambda: sum(map(len, got)) >= N_MESSAGES, 30, "every job handled")
+            await asyncio.sleep(0.3)  # a message handled twice would show up now
+            for task in tasks:
+                task.cancel()
+        handled = Counter(m.text for into in got for m in into)
+        assert sorted(handled, key=int) == [str(i) for i in range(N_MESSAGES)]
+        assert set(handled.values()) == {1}, "a message went to two live replicas"
+        assert all(got), f"every live replica takes a share: {[len(g) for g in got]}"
+        watched = [(await seen_by_watcher.receive(timeout=10)).text for _ in range(N_MESSAGES)]
+        assert sorted(watched, key=int) == [str(i) for i in range(N_MESSAGES)]
+
+
+async def test_a_dead_replicas_unacked_messages_go_to_another(env: HubEnv) -> None:
+    options = replica_options(env)
+    producer = env.connect("producer")
+    # r2 takes its share and never reads it: its receive window holds the messages unacked.
+    replicas = [env.connect(f"r{i}", **options) for i in range(2)]
+    stalled = env.connect("r2", receive_window=16, **options)
+    async with producer, replicas[0], replicas[1]:
+        await stalled.open()
+        try:
+            got: list[list[latentwire.Message]] = [[], []]
+            subs = [await bus.subscribe("jobs/#", group="workers") for bus in replicas]
+            held = await stalled.subscribe("jobs/#", group="workers")
+            async with asyncio.TaskGroup() as tg:
+                tasks = [tg.create_task(collect(sub, into)) for sub, into in zip(subs, got)]
+                for i in range(N_MESSAGES):
+                    await producer.publish("jobs/x", str(i), wait=False)
+                await producer.flush(timeout=30)
+                await wait_until(lambda: held._queue.qsize() > 0, 30, "the stalled replica holds some")
+                await wait_until(lambda: sum(map(len, got)) + held._queue.qsize() >= N_MESSAGES, 30,
+                                 "the live replicas handle the rest")
+                unacked = {held._queue.get_nowait()[0].text for _ in range(held._queue.qsize())}
+                kill(env, stalled)
+                await wait_until(lambda: sum(map(len, got)) >= N_MESSAGES, 30,
+                                 "the dead replica's messages handled by the others")
+                await asyncio.sleep(0.3)
+                for task in tasks:
+                    task.cancel()
+            handled = Counter(m.text for into in got for m in into)
+            assert sorted(handled, key=int) == [str(i) for i in range(N_MESSAGES)]
+            assert set(handled.values()) == {1}
+            again = {m.text for into in got for m in into if m.text in unacked}
+            assert again == unacked
+            assert all(m.redelivered for into in got for m in into if m.text in unacked)
+        finally:
+            await stalled.aclose()
+
+
+async def test_an_agent_of_a_group_is_a_replica(env: HubEnv) -> None:
+    class Worker(latentwire.Agent):
+        group = "workers"
+
+        def __init__(self, name: str, handled: list[str]) -> None:
+            super().__init__(name)
+            self.handled = handled
+
+        @latentwire.on("work/#")
+        async def work(self, msg: latentwire.Message) -> None:
+            self.handled.append(msg.text)
+
+    handled: list[str] = []
+    workers = [Worker(f"w{i}", handled) for i in range(N_REPLICAS)]
+    async with latentwire.Runtime(env.url, **env.options).add(*workers):
+        async with env.connect("producer") as producer:
+            for i in range(30):
+                await producer.publish("work/item", str(i), wait=False)
+            await producer.flush(timeout=30)
+            await wait_until(lambda: len(handled) >= 30, 30, "every item handled")
+            await asyncio.sleep(0.2)
+    assert sorted(handled, key=int) == [str(i) for i in range(30)]
+    assert all(w.group == "workers" for w in workers)
+
+
+@pytest.mark.parametrize("group", ["", "work ers", "a/b", "$share", "-x", "a.b", "x" * 65, "w+", 7])
+def test_an_illegal_group_name_is_one_clear_config_error(group: Any) -> None:
+    bus = latentwire.connect("inproc://replicas-bad-input")
+    with pytest.raises(ConfigError, match=r"A-Z a-z 0-9 _ -") as info:
+        bus.subscribe("jobs/#", group=group)
+    assert "\n" not in str(info.value)
+    with pytest.raises(ConfigError, match=r"A-Z a-z 0-9 _ -"):
+        latentwire.Agent("w", group=group)
