@@ -41,6 +41,14 @@ async def wait_until(check: Any, timeout: float, what: str) -> None:
     assert check(), what
 
 
+async def settled(count: Any, quiet: float = 0.5) -> None:
+    """Wait until ``count()`` stops changing for ``quiet`` seconds."""
+    last = -1
+    while count() != last:
+        last = count()
+        await asyncio.sleep(quiet)
+
+
 def kill(env: HubEnv, bus: latentwire.Bus) -> None:
     """Drop ``bus``'s connection abruptly, without bye or acks, and never reconnect: a replica
     whose process died."""
@@ -91,15 +99,20 @@ async def test_a_dead_replicas_unacked_messages_go_to_another(env: HubEnv) -> No
                     await producer.publish("jobs/x", str(i), wait=False)
                 await producer.flush(timeout=30)
                 await wait_until(lambda: held._queue.qsize() > 0, 30, "the stalled replica holds some")
-                await wait_until(lambda: sum(map(len, got)) + held._queue.qsize() >= N_MESSAGES, 30,
-                                 "the live replicas handle the rest")
-                unacked = {held._queue.get_nowait()[0].text for _ in range(held._queue.qsize())}
+                await settled(lambda: sum(map(len, got)))
+                # What the live replicas did not get, the stalled one holds (in its queue, or
+                # beyond its receive window where a broker sends more).
+                unacked = {str(i) for i in range(N_MESSAGES)} - {m.text for into in got for m in into}
+                assert {held._queue.get_nowait()[0].text for _ in range(held._queue.qsize())} <= unacked
                 kill(env, stalled)
-                await wait_until(lambda: sum(map(len, got)) >= N_MESSAGES, 30,
-                                 "the dead replica's messages handled by the others")
+                if env.kind != "mqtt":
+                    await wait_until(lambda: sum(map(len, got)) >= N_MESSAGES, 30,
+                                     "the dead replica's messages handled by the others")
                 await asyncio.sleep(0.3)
                 for task in tasks:
                     task.cancel()
+            if env.kind == "mqtt":
+                await mosquitto_keeps_a_dead_members_share(got, unacked)
             handled = Counter(m.text for into in got for m in into)
             assert sorted(handled, key=int) == [str(i) for i in range(N_MESSAGES)]
             assert set(handled.values()) == {1}
@@ -108,6 +121,18 @@ async def test_a_dead_replicas_unacked_messages_go_to_another(env: HubEnv) -> No
             assert all(m.redelivered for into in got for m in into if m.text in unacked)
         finally:
             await stalled.aclose()
+
+
+async def mosquitto_keeps_a_dead_members_share(got: list[list[latentwire.Message]], unacked: set[str]
+                                               ) -> None:
+    """What mosquitto (2.0) does with a dead shared subscriber's messages: it keeps them in that
+    client's session, for the client id to come back, and never gives them to another member;
+    they are lost when the session expires (docs/mqtt.md). Asserted, so a broker that does
+    better shows up here; the redelivery half of the test cannot pass on it."""
+    await asyncio.sleep(2.0)
+    assert not unacked & {m.text for into in got for m in into}
+    pytest.xfail("mosquitto does not hand a dead shared subscriber's unacked messages to another "
+                 "member (MQTT 5 makes it optional); they wait for that client id's session")
 
 
 async def test_an_agent_of_a_group_is_a_replica(env: HubEnv) -> None:

@@ -12,7 +12,9 @@ dedup, request/reply, reconnects) runs unchanged on top:
 * publish -> PUBLISH at QoS 1; the PUBACK (and its MQTT 5 reason code) -> the publish ack.
   The message is checked here first (`check_envelope`), so what a hub would refuse is refused.
 * subscribe/unsubscribe -> SUBSCRIBE/UNSUBSCRIBE; filters map 1:1 (``+`` and ``#`` mean the
-  same in latentwire and MQTT) under ``namespace/topic/``.
+  same in latentwire and MQTT) under ``namespace/topic/``. A group subscription is the MQTT 5
+  shared subscription ``$share/<group>/namespace/topic/<filter>``, with the group's
+  subscription identifier, which tells the deliveries it brings from plain ones.
 * deliveries -> deliver frames; a message is PUBACKed (manual ack) only when the application
   took it, so unconsumed messages stay with the broker's session and come again after a
   reconnect. At most ``receive_window`` deliveries are handed to the bus unacked.
@@ -47,7 +49,7 @@ from paho.mqtt.properties import Properties
 from ..._codes import code_for, error_for
 from ..._message import check_envelope, is_expired
 from ..._proto import bus_pb2 as pb
-from ..._topics import AGENT_ID, validate_filter
+from ..._topics import AGENT_ID, validate_filter, validate_group
 from ..._wire import Oversize
 from ...errors import (
     AlreadyConnected,
@@ -174,6 +176,7 @@ class MqttConnection(Connection):
         self._backlog_max = BACKLOG_MIN
         self._backlog_bytes = 0
         self._owner: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+        self._groups: dict[int, str] = {}  # subscription identifier -> group name
 
     def _errors(self, what: str, *, connect_timeout: float | None = None
                 ) -> contextlib.AbstractContextManager[None]:
@@ -247,6 +250,10 @@ class MqttConnection(Connection):
         if hello.session_id:
             await asyncio.sleep(TAKEOVER_GRACE)
         self._agent = agent
+        # Known before CONNECT: a resumed session's group messages may come before the SUBACK.
+        shares = [(validate_group(s.group), validate_filter(s.filter)) for s in hello.group_subscriptions]
+        for group, _ in shares:
+            self._identify(group)
         self._window = max(1, min(hello.receive_window or 1, 65535))
         self._backlog_max = max(BACKLOG_MIN, BACKLOG_FACTOR * self._window)
         props = Properties(PacketTypes.CONNECT)
@@ -277,6 +284,8 @@ class MqttConnection(Connection):
             (t.topics.topic(validate_filter(f)), 1) for f in hello.subscriptions]
         with self._errors(f"the subscriptions of {agent!r}"):
             await client.subscribe(filters, self._timeout)
+            for group, pattern in shares:
+                await self._share(group, [pattern], True)
         if hello.session_id and await self._taken_over():
             assert t.taken_over is not None
             raise AlreadyConnected(t.taken_over)
@@ -370,12 +379,34 @@ class MqttConnection(Connection):
 
     # -- subscriptions -------------------------------------------------------------------------
 
+    def _identify(self, group: str) -> int:
+        """The subscription identifier of ``group``, remembered to tell its deliveries apart."""
+        identifier = self._transport.topics.group_identifier(group)
+        if self._groups.setdefault(identifier, group) != group:
+            raise ConfigError(f"groups {group!r} and {self._groups[identifier]!r} share an MQTT "
+                              "subscription identifier on this bus; rename one")
+        return identifier
+
+    async def _share(self, group: str, patterns: list[str], subscribe: bool) -> None:
+        """(Un)subscribe a group's shared subscriptions ``$share/<group>/...`` on ``patterns``."""
+        assert self._client is not None
+        identifier = self._identify(group)
+        shared = [self._transport.topics.shared(group, p) for p in patterns]
+        if subscribe:
+            await self._client.subscribe([(f, 1) for f in shared], self._timeout, identifier)
+        else:
+            await self._client.unsubscribe(shared, self._timeout)
+
     async def _subscription(self, kind: str, request: pb.Subscribe | pb.Unsubscribe) -> None:
         assert self._client is not None
         ack = pb.SubscribeAck(request_id=request.request_id)
         try:
             filters = [self._transport.topics.topic(validate_filter(f)) for f in request.filters]
-            if kind == "subscribe":
+            if request.group:
+                with self._errors(f"{kind} of group {request.group!r} to {list(request.filters)}"):
+                    await self._share(validate_group(request.group), list(request.filters),
+                                      kind == "subscribe")
+            elif kind == "subscribe":
                 with self._errors(f"subscribing to {list(request.filters)}"):
                     await self._client.subscribe([(f, 1) for f in filters], self._timeout)
             else:
@@ -409,7 +440,11 @@ class MqttConnection(Connection):
         if self.max_payload is not None and len(payload) > self.max_payload:
             payload = Oversize(len(payload), self.max_payload)
         t.delivery_seq += 1
-        frame = pb.Frame(deliver=pb.Deliver(seq=t.delivery_seq, envelope=env, redelivered=bool(message.dup)))
+        # A shared subscription's message carries its group's identifier; a plain one none.
+        identifiers = getattr(message.properties, "SubscriptionIdentifier", None) or []
+        group = next((self._groups[i] for i in identifiers if i in self._groups), "")
+        frame = pb.Frame(deliver=pb.Deliver(seq=t.delivery_seq, envelope=env, redelivered=bool(message.dup),
+                                            group=group))
         if len(self._unacked) < self._window and not self._backlog:
             self._hand_over(frame, payload, message.mid, message.qos)
             return
