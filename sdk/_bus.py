@@ -149,15 +149,25 @@ class Subscription:
         self._error = error
         # Release the credits of messages nobody will read, then wake the readers. A group's
         # messages are not acked unread: the hub (or broker) gives them to another member.
+        if self.group:
+            self._give_back()
+        while not self._queue.empty():
+            item = self._queue.get_nowait()
+            if item is not _END:
+                self._bus._consumed(item[1])
+        self._queue.put_nowait(_END)
+
+    def _give_back(self) -> None:
+        """Forget a group's messages not yet read, unacked: another member handles them."""
+        kept = []
         while not self._queue.empty():
             item = self._queue.get_nowait()
             if item is _END:
-                continue
-            if self.group:
-                self._bus._released(item[1], self.group, item[0].id)
+                kept.append(item)
             else:
-                self._bus._consumed(item[1])
-        self._queue.put_nowait(_END)
+                self._bus._released(item[1], self.group, item[0].id)
+        for item in kept:
+            self._queue.put_nowait(item)
 
     async def aclose(self) -> None:
         """Stop receiving; queued messages are released (acked) unread."""
@@ -379,6 +389,11 @@ class Bus:
             if self._leaving:
                 return
             log.warning("%s: connection to %s lost (%s); reconnecting", self.agent, self.url, lost)
+            # The hub gives a lost member's share of a group to the other members (a broker
+            # does once this bus hands it back), so what this bus has not read is not its own.
+            for sub in self._subs:
+                if sub.group:
+                    sub._give_back()
             self.state = BusState.RECONNECTING
             await self._conn.aclose()
             try:

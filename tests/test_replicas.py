@@ -9,12 +9,16 @@ from __future__ import annotations
 
 import asyncio
 from collections import Counter
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 import latentwire
 from latentwire.errors import ConfigError
+from latentwire.hub import Hub
+from latentwire.hub.journal import Journal
+from latentwire.hub.server import serve
 
 from .conftest import HubEnv
 
@@ -121,6 +125,69 @@ async def test_a_dead_replicas_unacked_messages_go_to_another(env: HubEnv) -> No
             assert all(m.redelivered for into in got for m in into if m.text in unacked)
         finally:
             await stalled.aclose()
+
+
+async def test_a_replica_that_reconnects_leaves_its_unread_share_to_the_others(env: HubEnv) -> None:
+    options = replica_options(env)
+    async with (env.connect("producer") as producer, env.connect("r0", **options) as r0,
+                env.connect("r1", receive_window=8, **options) as r1):
+        got: list[list[latentwire.Message]] = [[], []]
+        live = await r0.subscribe("jobs/#", group="workers")
+        blipped = await r1.subscribe("jobs/#", group="workers")
+        async with asyncio.TaskGroup() as tg:
+            reader = tg.create_task(collect(live, got[0]))
+            for i in range(60):
+                await producer.publish("jobs/x", str(i), wait=False)
+            await producer.flush(timeout=30)
+            await wait_until(lambda: blipped._queue.qsize() > 0, 30, "r1 holds some unread")
+            assert env.hub.disconnect("r1")  # a network blip: r1 comes back, same session
+            # The bus drops what it had not read when it notices the loss, then resumes.
+            await wait_until(lambda: blipped._queue.qsize() == 0, 30, "r1 gave its unread share back")
+            await wait_until(lambda: r1.state is latentwire.BusState.OPEN, 30, "r1 is back")
+            late = tg.create_task(collect(blipped, got[1]))
+            await wait_until(lambda: sum(map(len, got)) >= 60, 30, "every job handled")
+            await asyncio.sleep(0.3)
+            reader.cancel()
+            late.cancel()
+        handled = Counter(m.text for into in got for m in into)
+        assert sorted(handled, key=int) == [str(i) for i in range(60)]
+        assert set(handled.values()) == {1}, "r1 handled messages given to r0 as well"
+
+
+async def test_a_group_on_a_restarted_hub_gets_what_no_member_acked(tmp_path: Path) -> None:
+    """The journal keeps a group's messages under the group, once, whichever member held them."""
+    path = tmp_path / "j.db"
+    journal = await Journal.open(path)
+    server = await serve(Hub(journal=journal), port=0)
+    try:
+        buses = [latentwire.connect(server.url, agent=f"r{i}", receive_window=4, reconnect_timeout=20)
+                 for i in range(2)]
+        async with buses[0], buses[1], latentwire.connect(server.url, agent="p") as p:
+            subs = [await bus.subscribe("jobs/#", group="workers") for bus in buses]
+            for i in range(40):
+                await p.publish("jobs/x", str(i), wait=False)
+            await p.flush()  # acknowledged: stored once each, under the group
+            before = [(await sub.receive(timeout=5)).text for sub in subs for _ in range(3)]
+            await asyncio.sleep(0.3)  # their acks reach the journal
+            await server.stop(grace=0.1)
+            await journal.aclose()
+
+            journal = await Journal.open(path)
+            assert journal.stats.restored_deliveries == 40 - len(before)
+            server = await serve(Hub(journal=journal), port=server.port)
+            got: list[list[latentwire.Message]] = [[], []]
+            async with asyncio.TaskGroup() as tg:
+                tasks = [tg.create_task(collect(sub, into)) for sub, into in zip(subs, got)]
+                await wait_until(lambda: sum(map(len, got)) >= 40 - len(before), 30, "the rest handled")
+                await asyncio.sleep(0.3)
+                for task in tasks:
+                    task.cancel()
+            after = [m.text for into in got for m in into]
+            assert sorted(before + after, key=int) == [str(i) for i in range(40)]  # none twice
+            assert all(m.redelivered for into in got for m in into)
+    finally:
+        await server.stop(grace=0.1)
+        await journal.aclose()
 
 
 async def mosquitto_keeps_a_dead_members_share(got: list[list[latentwire.Message]], unacked: set[str]

@@ -96,6 +96,9 @@ GROUP_SEQ_SHIFT = 48
 # A group's consumer serves every member: each bounds what it holds by its pull requests, so
 # the server-side cap is only a backstop (the same for every member, or each would change it).
 GROUP_MAX_ACK_PENDING = 65_536
+# How long a reconnected bus has to ack the group messages it read before the connection lost;
+# the others (which the bus dropped unread) are then NAKed, for another member.
+RELEASE_GRACE = 1.0
 
 
 @contextlib.contextmanager
@@ -233,6 +236,7 @@ class NatsConnection(Connection):
         # deliver frames.
         self._backlog: deque[tuple[pb.Frame, Arrived]] = deque()
         self._pulls: dict[str, _Pull] = {}  # by consumer name: the agent's own, then its groups'
+        self._released: dict[int, list[str]] = {}  # group deliveries of the last connection, by seq
         self._last_error: BaseException | None = None
         self._open = False  # the hello succeeded: from now on a lost connection ends this one
 
@@ -332,6 +336,11 @@ class NatsConnection(Connection):
             session_id, resumed = await self._open_session(hello)
             await nc.subscribe(t.subjects.presence(hello.agent), cb=self._answer_presence)
             await self._start_pull(_Pull(self._consumer))
+            # A reconnecting bus dropped the group messages it had not read; what it read it
+            # acks first thing on this connection. The rest is NAKed after RELEASE_GRACE, so
+            # another member gets it then rather than after ack_wait.
+            for seq in [seq for seq in self._state.unacked if seq >> GROUP_SEQ_SHIFT]:
+                self._released[seq] = self._state.unacked.pop(seq)
             for shared in hello.group_subscriptions:
                 await self._join_group(validate_group(shared.group), validate_filter(shared.filter))
         self._ready.insert(0, (pb.Frame(welcome=pb.Welcome(
@@ -347,7 +356,14 @@ class NatsConnection(Connection):
         self._open = True
         self._spawn(self._watchdog(), "watchdog")
         self._spawn(self._keep_claims(), "claims")
+        if self._released:
+            self._spawn(self._nak_released(), "released")
         await self._pull()
+
+    async def _nak_released(self) -> None:
+        await asyncio.sleep(RELEASE_GRACE)
+        released, self._released = self._released, {}
+        await self._reply([a for acks in released.values() for a in acks], b"-NAK")
 
     async def _start_pull(self, pull: _Pull) -> None:
         """Pull from ``pull.consumer`` from now on."""
@@ -645,7 +661,7 @@ class NatsConnection(Connection):
 
     async def _acked(self, seqs: Sequence[int]) -> None:
         for seq in seqs:
-            acks = self._state.unacked.pop(seq, None)
+            acks = self._state.unacked.pop(seq, None) or self._released.pop(seq, None)
             if acks is not None:  # else already acked: a copy from before a reconnect
                 await self._ack(acks)
         while self._backlog and len(self._state.unacked) < self._window:
