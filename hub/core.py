@@ -202,6 +202,11 @@ class Session:
         return _has_room(self.config, self.held_messages, self.held_bytes, size)
 
     @property
+    def subscriptions(self) -> set[str]:
+        """Its filters, with its group subscriptions spelled ``$share/<group>/<filter>``."""
+        return self.filters | {_share_name(g.name, g.filter) for g in self.groups}
+
+    @property
     def credit(self) -> int:
         """Deliveries a group may still hand this session: its receive window less what it has
         queued and in flight (0 while disconnected)."""
@@ -810,8 +815,7 @@ class Hub:
             if group:
                 validate_group(group)
             if add:
-                held = session.filters | {_share_name(g.name, g.filter) for g in session.groups}
-                session.guard.check_subscribe(checked, held)
+                session.guard.check_subscribe(checked, session.subscriptions)
         except (InvalidMessage, ConfigError, AuthError, LimitExceeded) as exc:
             ack = pb.SubscribeAck(request_id=request.request_id, code=code_for(exc), reason=str(exc))
             session.send_control(pb.Frame(subscribe_ack=ack))
@@ -834,9 +838,7 @@ class Hub:
             joined.dispatch()
 
     def _save_session(self, session: Session) -> None:
-        """Journal the session's filters, its group subscriptions spelled ``$share/<group>/<filter>``."""
-        shared = {_share_name(g.name, g.filter) for g in session.groups}
-        self.journal.save_session(session.id, session.agent, session.filters | shared)
+        self.journal.save_session(session.id, session.agent, session.subscriptions)
 
     # -- subscription groups -----------------------------------------------------------
 

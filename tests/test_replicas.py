@@ -216,13 +216,12 @@ async def test_an_agent_of_a_group_is_a_replica(env: HubEnv) -> None:
 
     handled: list[str] = []
     workers = [Worker(f"w{i}", handled) for i in range(N_REPLICAS)]
-    async with latentwire.Runtime(env.url, **env.options).add(*workers):
-        async with env.connect("producer") as producer:
-            for i in range(30):
-                await producer.publish("work/item", str(i), wait=False)
-            await producer.flush(timeout=30)
-            await wait_until(lambda: len(handled) >= 30, 30, "every item handled")
-            await asyncio.sleep(0.2)
+    async with latentwire.Runtime(env.url, **env.options).add(*workers), env.connect("producer") as producer:
+        for i in range(30):
+            await producer.publish("work/item", str(i), wait=False)
+        await producer.flush(timeout=30)
+        await wait_until(lambda: len(handled) >= 30, 30, "every item handled")
+        await asyncio.sleep(0.2)
     assert sorted(handled, key=int) == [str(i) for i in range(30)]
     assert all(w.group == "workers" for w in workers)
 

@@ -57,9 +57,9 @@ from ...errors import (
     ConnectError,
     InvalidMessage,
     LatentwireError,
-    ProtocolError,
 )
 from ..base import Connection, Transport, WireFrame
+from ..hubless import HublessConnection
 from .client import BrokerRefused, ConnectionLost, MqttClient
 from .format import (
     DEFAULT_NAMESPACE,
@@ -149,26 +149,18 @@ def translate_errors(broker: str, what: str, *, connect_timeout: float | None = 
         raise ConnectError(f"lost the MQTT broker at {broker}: {detail}") from exc
 
 
-class MqttConnection(Connection):
+class MqttConnection(HublessConnection):
     """One MQTT connection that speaks the bus's frames to the `Bus` above it."""
 
-    max_frame_bytes = None  # the broker takes whole messages; nothing is chunked
+    label = "mqtt"
 
     def __init__(self, transport: MqttTransport, timeout: float) -> None:
+        super().__init__()
         self._transport = transport
         self._timeout = timeout
         self._client: MqttClient | None = None  # made by the hello
-        self._welcomed = False
-        self._agent = ""
         self.max_payload: int | None = transport.max_receive_bytes
         self._max_message = 0
-        # Frames for the bus. Bounded by construction: deliveries by the receive window,
-        # publish acks by the publish window, subscribe acks by the bus's open requests.
-        self._ready: list[WireFrame] = []
-        self._wake = asyncio.Event()
-        self._failure: BaseException | None = None
-        self._closed = False
-        self._tasks: set[asyncio.Task[None]] = set()
         # Deliveries handed to the bus and not yet acked, by delivery seq -> (mid, qos).
         self._unacked: dict[int, tuple[int, int]] = {}
         self._window = 1
@@ -187,35 +179,12 @@ class MqttConnection(Connection):
     async def send(self, frames: Sequence[WireFrame]) -> None:
         self._check_open()
         with self._errors("the connection"):
-            if self._failure is not None:
-                raise self._failure
-            for frame, payload in frames:
-                kind = frame.WhichOneof("kind")
-                if kind == "hello":
-                    await self._hello(frame.hello)
-                elif not self._welcomed:
-                    raise ProtocolError(f"{kind!r} frame before hello")
-                elif kind == "publish":
-                    self._publish(frame.publish, payload)
-                elif kind == "delivery_ack":
-                    self._acked(frame.delivery_ack.seqs)
-                elif kind in ("subscribe", "unsubscribe"):
-                    self._spawn(self._subscription(kind, getattr(frame, kind)))
-                elif kind == "bye":
-                    await self._bye()
-                else:
-                    raise ProtocolError(f"a client does not send {kind!r} frames")
+            self._raise_failure()
+            await self._handle(frames)
 
-    async def receive(self) -> list[tuple]:
-        while not self._ready:
-            if self._failure is not None:
-                with self._errors("the connection"):
-                    raise self._failure
-            self._check_open()
-            self._wake.clear()
-            await self._wake.wait()  # set by every frame and by the end of the connection
-        frames, self._ready = self._ready, []
-        return frames
+    def _raise_failure(self) -> None:
+        with self._errors("the connection"):  # paho's ConnectionLost, as latentwire's error
+            super()._raise_failure()
 
     async def aclose(self) -> None:
         if self._closed:
@@ -341,7 +310,7 @@ class MqttConnection(Connection):
 
     # -- publishing ------------------------------------------------------------------------------
 
-    def _publish(self, publish: pb.Publish, payload: Any) -> None:
+    async def _publish(self, publish: pb.Publish, payload: Any) -> None:
         env, seq = publish.envelope, publish.seq
         try:
             check_envelope(env, len(payload), self._max_message)  # what a hub would refuse
@@ -373,10 +342,6 @@ class MqttConnection(Connection):
         else:
             self._push(pb.Frame(publish_ack=pb.Ack(seqs=[seq])), b"")
 
-    def _push_rejection(self, seq: int, code: int, reason: str) -> None:
-        ack = pb.Ack(rejections=[pb.Rejection(seq=seq, code=code, reason=reason)])
-        self._push(pb.Frame(publish_ack=ack), b"")
-
     # -- subscriptions -------------------------------------------------------------------------
 
     def _identify(self, group: str) -> int:
@@ -398,6 +363,10 @@ class MqttConnection(Connection):
             await self._client.unsubscribe(shared, self._timeout)
 
     async def _subscription(self, kind: str, request: pb.Subscribe | pb.Unsubscribe) -> None:
+        # In the background: the bus's other frames (acks above all) do not wait for the SUBACK.
+        self._spawn(self._update_subscription(kind, request), "subscription")
+
+    async def _update_subscription(self, kind: str, request: pb.Subscribe | pb.Unsubscribe) -> None:
         assert self._client is not None
         ack = pb.SubscribeAck(request_id=request.request_id)
         try:
@@ -462,7 +431,7 @@ class MqttConnection(Connection):
         self._unacked[frame.deliver.seq] = (mid, qos)
         self._push(frame, payload)
 
-    def _acked(self, seqs: Sequence[int]) -> None:
+    async def _acked(self, seqs: Sequence[int]) -> None:
         for seq in seqs:
             entry = self._unacked.pop(seq, None)
             if entry is not None:  # else a delivery of an earlier connection: the broker resends it
@@ -482,15 +451,6 @@ class MqttConnection(Connection):
 
     # -- plumbing --------------------------------------------------------------------------------
 
-    def _push(self, frame: pb.Frame, payload: Any) -> None:
-        self._ready.append((frame, payload))
-        self._wake.set()
-
-    def _spawn(self, coro: Any) -> None:
-        task = asyncio.create_task(coro, name=f"latentwire[{self._agent}].mqtt-subscription")
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-
     def _on_disconnected(self, fut: asyncio.Future[ConnectionLost]) -> None:
         lost = fut.result()
         if lost.reason_code == RC_SESSION_TAKEN_OVER:
@@ -499,15 +459,6 @@ class MqttConnection(Connection):
                 f"agent {self._agent!r} connected to the MQTT broker again elsewhere; the broker "
                 "handed this session over to the newer connection")
         self._fail(lost)
-
-    def _fail(self, exc: BaseException) -> None:
-        if self._failure is None:
-            self._failure = exc
-        self._wake.set()
-
-    def _check_open(self) -> None:
-        if self._closed:
-            raise ConnectError("MQTT connection closed")
 
 
 class MqttTransport(Transport):

@@ -62,12 +62,12 @@ from ...errors import (
     LimitExceeded,
     MessageTooLarge,
     PermissionDenied,
-    ProtocolError,
     Unauthenticated,
     Unavailable,
     UnknownAgent,
 )
-from ..base import Connection, WireFrame
+from ..base import WireFrame
+from ..hubless import HublessConnection
 from .chunks import HDR_CHUNK, Arrived, Reassembler, split
 from .format import decode_message, encode_message
 from .settings import NatsSettings
@@ -208,24 +208,19 @@ class _Pull:
         return bool(self.group) and self.offset <= seq < self.offset + (1 << GROUP_SEQ_SHIFT)
 
 
-class NatsConnection(Connection):
+class NatsConnection(HublessConnection):
     """One NATS connection that speaks the bus's frames to the `Bus` above it."""
 
-    max_frame_bytes = None  # large messages are chunked here, onto separate stream messages
+    label = "nats"  # large messages are chunked here, onto separate stream messages (chunks.py)
 
     def __init__(self, settings: NatsSettings, state: SessionState, timeout: float) -> None:
+        super().__init__()
         self._s = settings
         self._state = state
         self._timeout = timeout
         self._nc: NATS | None = None
-        self._agent = ""
         self._consumer = ""
         self.max_payload: int | None = settings.max_receive_bytes
-        self._ready: list[WireFrame] = []
-        self._wake = asyncio.Event()
-        self._failure: BaseException | None = None
-        self._closed = False
-        self._tasks: set[asyncio.Task] = set()
         self._filters: set[str] = set()
         self._window = 1
         self._chunk_room = 0
@@ -238,41 +233,13 @@ class NatsConnection(Connection):
         self._pulls: dict[str, _Pull] = {}  # by consumer name: the agent's own, then its groups'
         self._released: dict[int, list[str]] = {}  # group deliveries of the last connection, by seq
         self._last_error: BaseException | None = None
-        self._open = False  # the hello succeeded: from now on a lost connection ends this one
 
     # -- the Connection contract ---------------------------------------------------------------
 
     async def send(self, frames: Sequence[WireFrame]) -> None:
         self._check_open()
-        await self._isolated(self._send(frames))
-
-    async def _send(self, frames: Sequence[WireFrame]) -> None:
-        for frame, payload in frames:
-            kind = frame.WhichOneof("kind")
-            if kind == "hello":
-                await self._hello(frame.hello)
-            elif self._nc is None:
-                raise ProtocolError(f"{kind!r} frame before hello")
-            elif kind == "publish":
-                await self._publish(frame.publish, payload)
-            elif kind == "delivery_ack":
-                await self._acked(frame.delivery_ack.seqs)
-            elif kind in ("subscribe", "unsubscribe"):
-                await self._subscription(kind, getattr(frame, kind))
-            elif kind == "bye":
-                await self._leave()
-            else:
-                raise ProtocolError(f"a client does not send {kind!r} frames")
-
-    async def receive(self) -> list[tuple]:
-        while not self._ready:
-            if self._failure is not None:
-                raise self._failure
-            self._check_open()
-            self._wake.clear()
-            await self._wake.wait()
-        frames, self._ready = self._ready, []
-        return frames
+        self._raise_failure()
+        await self._isolated(self._handle(frames))
 
     async def aclose(self) -> None:
         if self._closed:
@@ -353,7 +320,7 @@ class NatsConnection(Connection):
             hub_id=f"nats://{t.address}/{t.subjects.namespace}",
         )), b""))
         self._wake.set()
-        self._open = True
+        self._welcomed = True  # from now on a lost connection ends this one
         self._spawn(self._watchdog(), "watchdog")
         self._spawn(self._keep_claims(), "claims")
         if self._released:
@@ -525,10 +492,6 @@ class NatsConnection(Connection):
             return
         self._push(pb.Frame(publish_ack=pb.Ack(seqs=[seq])), b"")
 
-    def _push_rejection(self, seq: int, code: int, reason: str) -> None:
-        ack = pb.Ack(rejections=[pb.Rejection(seq=seq, code=code, reason=reason)])
-        self._push(pb.Frame(publish_ack=ack), b"")
-
     # -- subscriptions and leaving -----------------------------------------------------------------
 
     async def _subscription(self, kind: str, request: pb.Subscribe | pb.Unsubscribe) -> None:
@@ -556,7 +519,7 @@ class NatsConnection(Connection):
             ack.code, ack.reason = code_for(exc), str(exc)
         self._push(pb.Frame(subscribe_ack=ack), b"")
 
-    async def _leave(self) -> None:
+    async def _bye(self) -> None:
         """bye: delete the consumer, so the session and anything still queued for it are gone;
         the groups' consumers stay for their other members."""
         for pull in list(self._pulls.values()):
@@ -715,20 +678,9 @@ class NatsConnection(Connection):
 
     # -- plumbing --------------------------------------------------------------------------------
 
-    def _push(self, frame: pb.Frame, payload: Any) -> None:
-        # Bounded by construction: deliveries by the receive window, publish acks by the
-        # publish window, subscribe acks by the bus's outstanding requests.
-        self._ready.append((frame, payload))
-        self._wake.set()
-
-    def _spawn(self, coro: Any, name: str) -> None:
-        task = asyncio.create_task(coro, name=f"latentwire[{self._agent}].nats.{name}")
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-
     async def _on_error(self, exc: Exception) -> None:
         self._last_error = exc
-        if self._open and isinstance(exc, _CONNECTION_LOST):
+        if self._welcomed and isinstance(exc, _CONNECTION_LOST):
             # nats-py reports a dead socket here first; its closed callback may never come.
             self._fail(ConnectError(f"lost NATS at {self._s.address}: {exc or type(exc).__name__}"))
         elif isinstance(exc, nats.errors.SlowConsumerError):
@@ -741,15 +693,7 @@ class NatsConnection(Connection):
         self._fail(ConnectError(f"lost NATS at {self._s.address}: {detail or 'connection closed'}"))
 
     def _fail(self, exc: BaseException) -> None:
-        if self._failure is None:
-            self._failure = exc
-        for task in list(self._tasks):
+        super()._fail(exc)
+        for task in list(self._tasks):  # pulls, claims and PubAck waits are of no use now
             if task is not asyncio.current_task():
                 task.cancel()
-        self._wake.set()
-
-    def _check_open(self) -> None:
-        if self._closed:
-            raise ConnectError("NATS connection closed")
-        if self._failure is not None:
-            raise self._failure
