@@ -154,6 +154,50 @@ async def test_a_replica_that_reconnects_leaves_its_unread_share_to_the_others(e
         assert set(handled.values()) == {1}, "r1 handled messages given to r0 as well"
 
 
+async def test_with_no_live_member_a_groups_messages_wait_for_one(env: HubEnv) -> None:
+    if env.kind == "mqtt":
+        pytest.skip("mosquitto gives a dead member's session its turn of new messages and keeps "
+                    "them there (docs/mqtt.md); a member joining later gets only its own turns")
+    options = replica_options(env)
+    async with env.connect("producer") as producer, env.connect("r1", **options) as r1:
+        r0 = env.connect("r0", **options)
+        await r0.open()
+        try:
+            await r0.subscribe("jobs/#", group="workers")
+            kill(env, r0)  # the group's only member is gone; the group stays
+            await asyncio.sleep(0.2)
+            for i in range(20):
+                await producer.publish("jobs/x", str(i), wait=False)
+            await producer.flush(timeout=30)
+            late = await r1.subscribe("jobs/#", group="workers")
+            got = [(await late.receive(timeout=15)).text for _ in range(20)]
+            assert sorted(got, key=int) == [str(i) for i in range(20)]
+        finally:
+            await r0.aclose()
+
+
+async def test_leaving_a_group_hands_unread_messages_to_the_others(env: HubEnv) -> None:
+    if env.kind == "mqtt":
+        pytest.skip("MQTT has no negative ack: a shared subscriber's unacked messages stay with "
+                    "its session after it unsubscribes (docs/mqtt.md)")
+    options = replica_options(env)
+    async with (env.connect("producer") as producer, env.connect("r0", **options) as r0,
+                env.connect("r1", receive_window=8, **options) as r1):
+        leaving = await r1.subscribe("jobs/#", group="workers")
+        got: list[latentwire.Message] = []
+        staying = await r0.subscribe("jobs/#", group="workers")
+        async with asyncio.TaskGroup() as tg:
+            reader = tg.create_task(collect(staying, got))
+            for i in range(40):
+                await producer.publish("jobs/x", str(i), wait=False)
+            await producer.flush(timeout=30)
+            await wait_until(lambda: leaving._queue.qsize() > 0, 30, "r1 holds some unread")
+            await leaving.aclose()  # never read: the group gives them to r0
+            await wait_until(lambda: len(got) >= 40, 30, "r0 handles everything")
+            reader.cancel()
+        assert sorted((m.text for m in got), key=int) == [str(i) for i in range(40)]
+
+
 async def test_a_group_on_a_restarted_hub_gets_what_no_member_acked(tmp_path: Path) -> None:
     """The journal keeps a group's messages under the group, once, whichever member held them."""
     path = tmp_path / "j.db"
