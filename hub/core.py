@@ -15,6 +15,11 @@ Memory is bounded: a session holds at most ``session_max_bytes`` (queued plus un
 ``session_max_messages``; a client has at most ``publish_window`` publishes in flight.
 A session outlives its connection for ``session_expiry`` seconds; unacked deliveries are
 redelivered, with the same sequence number, when the agent reconnects.
+
+A subscription group (`SharedGroup`: a group name and one filter, shared by the sessions of
+several replicas) has its own bounded queue; each message in it goes to one live member with a
+free receive credit, the least busy one (ties in turn). A member whose connection drops gives
+its unacked and still queued group messages back, and they go to another live member.
 """
 
 from __future__ import annotations
@@ -31,7 +36,7 @@ from typing import Any
 from latentwire._codes import code_for
 from latentwire._message import check_envelope, is_expired, message_size
 from latentwire._proto import bus_pb2 as pb
-from latentwire._topics import AGENT_ID, validate_filter
+from latentwire._topics import AGENT_ID, validate_filter, validate_group
 from latentwire._tracing import hub_span
 from latentwire._wire import Oversize, Payload
 from latentwire.errors import (
@@ -120,6 +125,31 @@ class NullTraffic:
         """A publish of ``size`` bytes is being routed."""
 
 
+# A member's shared subscription as the journal stores it with the session's filters (MQTT's
+# spelling: no filter or agent id can start with '$', so it never clashes), and the agent name
+# of a group's own journal row.
+SHARE_PREFIX = "$share/"
+
+
+def _share_name(group: str, pattern: str) -> str:
+    return f"{SHARE_PREFIX}{group}/{pattern}"
+
+
+def _split_share(name: str) -> tuple[str, str] | None:
+    """(group, filter) of a name made by `_share_name`, else None."""
+    if not name.startswith(SHARE_PREFIX):
+        return None
+    group, _, pattern = name[len(SHARE_PREFIX):].partition("/")
+    return group, pattern
+
+
+def _has_room(config: HubConfig, messages: int, nbytes: int, size: int) -> bool:
+    """Whether a queue holding ``messages`` (``nbytes``) takes one more of ``size`` bytes."""
+    if messages == 0:
+        return True  # one message always fits, however large, or it could never pass
+    return nbytes + size <= config.session_max_bytes and messages < config.session_max_messages
+
+
 @dataclass(slots=True)
 class _Delivery:
     envelope: pb.Envelope
@@ -127,6 +157,8 @@ class _Delivery:
     size: int
     seq: int
     redelivered: bool = False
+    group: SharedGroup | None = None  # handed to this member by a group (which holds its bytes)
+    group_seq: int = 0  # its sequence number in that group
 
 
 @dataclass(eq=False)
@@ -154,6 +186,7 @@ class Session:
     guard: Guard | None = None  # what this agent may do (hub/auth.py); set at hello
     ingress: _Ingress | None = None  # the attached connection's unacked publishes (for metrics)
     connected_at: float = 0.0  # Unix time of the current (or last) connection's hello
+    groups: set[SharedGroup] = field(default_factory=set)  # subscription groups it is a member of
 
     @property
     def held_messages(self) -> int:
@@ -166,10 +199,44 @@ class Session:
         return min(self.config.max_message_bytes, own) if own else self.config.max_message_bytes
 
     def _has_room(self, size: int) -> bool:
-        if self.held_messages == 0:
-            return True  # one message always fits, however large, or it could never pass
-        return (self.held_bytes + size <= self.config.session_max_bytes
-                and self.held_messages < self.config.session_max_messages)
+        return _has_room(self.config, self.held_messages, self.held_bytes, size)
+
+    @property
+    def subscriptions(self) -> set[str]:
+        """Its filters, with its group subscriptions spelled ``$share/<group>/<filter>``."""
+        return self.filters | {_share_name(g.name, g.filter) for g in self.groups}
+
+    @property
+    def credit(self) -> int:
+        """Deliveries a group may still hand this session: its receive window less what it has
+        queued and in flight (0 while disconnected)."""
+        return self.window - self.held_messages if self.conn is not None else 0
+
+    def take_from_group(self, group: SharedGroup, d: _Delivery) -> int:
+        """Queue a group's delivery for this member; its sequence number here."""
+        seq = self.next_seq
+        self.next_seq += 1
+        self.queue.append(_Delivery(d.envelope, d.payload, d.size, seq, d.redelivered, group, d.seq))
+        self.wake.set()
+        return seq
+
+    def give_back(self, group: SharedGroup | None = None) -> None:
+        """Return the queued and unacked deliveries of ``group`` (None: every group) to their
+        groups, which hand them to other members; those already sent count as redelivered."""
+        def mine(d: _Delivery) -> bool:
+            return d.group is not None and (group is None or d.group is group)
+
+        sent = [d for d in self.inflight.values() if mine(d)]
+        unsent = [d for d in self.queue if mine(d)]
+        if not sent and not unsent:
+            return
+        for d in sent:
+            del self.inflight[d.seq]
+        self.queue = deque(d for d in self.queue if not mine(d))
+        for owner in {d.group for d in sent + unsent}:
+            owner.take_back([d.group_seq for d in sent if d.group is owner],
+                            [d.group_seq for d in unsent if d.group is owner])
+        self.wake.set()
 
     async def enqueue(self, envelope: pb.Envelope, payload: Payload, size: int) -> int:
         """Queue a delivery, waiting while the session is full; its sequence number, or 0 if
@@ -186,7 +253,10 @@ class Session:
         self.wake.set()
         return seq
 
-    def _release(self, delivery: _Delivery) -> None:
+    def _release(self, delivery: _Delivery, acked: bool = False) -> None:
+        if delivery.group is not None:
+            delivery.group.done(delivery.group_seq, acked)
+            return
         self.held_bytes -= delivery.size
         self.space.set()
 
@@ -195,7 +265,7 @@ class Session:
         for seq in seqs:
             d = self.inflight.pop(seq, None)
             if d is not None:
-                self._release(d)
+                self._release(d, acked=True)
         self.wake.set()
 
     def requeue_inflight(self) -> None:
@@ -235,13 +305,142 @@ class Session:
                 self._release(d)
                 continue
             self.inflight[d.seq] = d
-            deliver = pb.Deliver(seq=d.seq, envelope=d.envelope, redelivered=d.redelivered)
+            deliver = pb.Deliver(seq=d.seq, envelope=d.envelope, redelivered=d.redelivered,
+                                 group=d.group.name if d.group is not None else "")
             frames.append((pb.Frame(deliver=deliver), d.payload))
             budget -= d.size
             stats.delivered += 1
         if self.queue and len(self.inflight) < self.window:
             self.wake.set()  # more is deliverable: come round again after this batch
         return frames
+
+
+class SharedGroup:
+    """A subscription group: the sessions subscribed to ``filter`` under the group ``name``
+    (replicas of one role), which split its messages.
+
+    Routing queues a message here once (bounded like a session's queue: a full group makes the
+    router wait). `dispatch` hands each queued message to one live member with a free receive
+    credit, the least busy one (fewest queued and unacked messages; ties go round in turn): a
+    slow or stalled replica is not given more than its window while others are idle, which
+    round robin alone would do. The group holds a message's bytes until a member acks it; a
+    member that leaves or loses its connection gives its share back (`take_back`) and it goes
+    to another live member. With no live member, messages wait here for one.
+    """
+
+    def __init__(self, name: str, pattern: str, config: HubConfig, journal: Journal | NullJournal,
+                 *, id: str | None = None, next_seq: int = 1) -> None:
+        self.name = name
+        self.filter = pattern
+        self.config = config
+        self.journal = journal
+        self.id = id or uuid.uuid4().hex  # its rows in the journal
+        self.members: list[Session] = []
+        self.queue: deque[_Delivery] = deque()  # not yet handed to a member
+        self.inflight: dict[int, _Delivery] = {}  # handed to a member, not yet acked, by group seq
+        self.held_bytes = 0
+        self.next_seq = next_seq
+        self.closed = False
+        self.expiry: asyncio.TimerHandle | None = None  # set while it has no members
+        self.space = asyncio.Event()
+        self._turn = 0
+
+    def __repr__(self) -> str:
+        return f"<SharedGroup {self.name!r} {self.filter!r} members={len(self.members)}>"
+
+    @property
+    def agent(self) -> str:
+        """The name of its journal row (not an agent id: those never start with '$')."""
+        return _share_name(self.name, self.filter)
+
+    @property
+    def held_messages(self) -> int:
+        return len(self.queue) + len(self.inflight)
+
+    async def enqueue(self, envelope: pb.Envelope, payload: Payload, size: int) -> int:
+        """Queue a message for the group, waiting while it is full; its group sequence number,
+        or 0 if the group was dropped."""
+        while not self.closed and not _has_room(self.config, self.held_messages, self.held_bytes, size):
+            self.space.clear()
+            await self.space.wait()
+        if self.closed:
+            return 0
+        seq = self.next_seq
+        self.next_seq += 1
+        self.queue.append(_Delivery(envelope, payload, size, seq))
+        self.held_bytes += size
+        self.dispatch()
+        return seq
+
+    def dispatch(self) -> None:
+        """Hand queued messages to live members while one has a free credit."""
+        while self.queue and not self.closed:
+            member = self._pick()
+            if member is None:
+                return
+            d = self.queue.popleft()
+            self.inflight[d.seq] = d
+            self.journal.seq_used(member.id, member.take_from_group(self, d))
+
+    def _pick(self) -> Session | None:
+        best: Session | None = None
+        count = len(self.members)
+        for i in range(count):
+            member = self.members[(self._turn + i) % count]
+            if member.credit > 0 and (best is None or member.held_messages < best.held_messages):
+                best = member
+        if best is not None:
+            self._turn = (self.members.index(best) + 1) % count
+        return best
+
+    def done(self, seq: int, acked: bool) -> None:
+        """A member acked (or dropped, expired) delivery ``seq``: free its room."""
+        d = self.inflight.pop(seq, None)
+        if d is None:
+            return
+        self.held_bytes -= d.size
+        if acked:
+            self.journal.ack(self.id, [seq])
+        self.space.set()
+        self.dispatch()
+
+    def take_back(self, sent: list[int], unsent: list[int]) -> None:
+        """Deliveries a member will not ack go back to the front, in order: ``sent`` ones
+        marked redelivered; then they go to other live members."""
+        for seq in sorted(sent + unsent, reverse=True):
+            d = self.inflight.pop(seq, None)
+            if d is not None:
+                d.redelivered = d.redelivered or seq in sent
+                self.queue.appendleft(d)
+        self.dispatch()
+
+    def add_member(self, session: Session) -> None:
+        """``session`` joins (again); it is handed messages while connected."""
+        if self.expiry is not None:
+            self.expiry.cancel()
+            self.expiry = None
+        if session not in self.members:
+            self.members.append(session)
+            session.groups.add(self)
+
+    def remove_member(self, session: Session) -> None:
+        """``session`` leaves; its share goes to the other members."""
+        if session in self.members:
+            self.members.remove(session)
+        session.groups.discard(self)
+        session.give_back(self)
+        self.dispatch()
+
+    def close(self) -> None:
+        """Drop the group and what it holds."""
+        self.closed = True
+        if self.expiry is not None:
+            self.expiry.cancel()
+            self.expiry = None
+        self.queue.clear()
+        self.inflight.clear()
+        self.held_bytes = 0
+        self.space.set()  # producers waiting for room see the group is gone
 
 
 class _Ingress:
@@ -297,14 +496,16 @@ class Hub:
         self.id = uuid.uuid4().hex[:12]
         self.stats = HubStats()
         self.sessions: dict[str, Session] = {}
+        self.groups: dict[tuple[str, str], SharedGroup] = {}  # by (group name, filter)
         self.draining = False
         self.closed = False
-        self._tree: TopicTree[Session] = TopicTree()
+        self._tree: TopicTree[Session | SharedGroup] = TopicTree()
         self._tasks: set[asyncio.Task] = set()
         self._connections: set[Connection] = set()
         # Without a journal, a null one: the core journals unconditionally and it stores nothing.
         self.journal: Journal | NullJournal = journal if journal is not None else NullJournal()
-        for saved in self.journal.restored:
+        # Groups first, so that restored members join the groups with their messages.
+        for saved in sorted(self.journal.restored, key=lambda s: _split_share(s.agent) is None):
             self._restore(saved)
 
     # -- connections -------------------------------------------------------------------
@@ -369,16 +570,19 @@ class Hub:
                                "starting with a letter or digit")
             return None, []
         filters = []
-        for f in hello.subscriptions:
-            try:
+        shared: set[tuple[str, str]] = set()
+        try:
+            for f in hello.subscriptions:
                 filters.append(validate_filter(f))
-            except InvalidMessage as exc:
-                await self._refuse(conn, pb.INVALID_TOPIC, str(exc))
-                return None, []
+            for sub in hello.group_subscriptions:
+                shared.add((validate_group(sub.group), validate_filter(sub.filter)))
+        except (InvalidMessage, ConfigError) as exc:
+            await self._refuse(conn, code_for(exc), str(exc))
+            return None, []
         try:
             guard = await self.policy.admit(hello.agent, hello.token, logins=self.logins,
                                             peer=conn.peer_address)
-            guard.check_subscribe(filters, set())
+            guard.check_subscribe([*filters, *(f for _, f in shared)], set())
         except (AuthError, LimitExceeded) as exc:
             log.warning("refused agent %r: %s", hello.agent, exc)
             await self._refuse(conn, code_for(exc), str(exc))
@@ -408,7 +612,12 @@ class Hub:
         for f in filters:
             self._tree.add(f, session)
         session.filters = set(filters)
-        self.journal.save_session(session.id, session.agent, session.filters)
+        for group in list(session.groups):
+            if (group.name, group.filter) not in shared:
+                self._leave_group(session, group)
+        for name, pattern in shared:
+            self._join_group(session, name, pattern)
+        self._save_session(session)
         session.conn = conn
         conn.max_payload = session.payload_cap()  # admitted: its own size limit, not the hello's
         session.connected_at = time.time()
@@ -426,6 +635,8 @@ class Hub:
             hub_id=self.id,
         )
         session.send_control(pb.Frame(welcome=welcome))
+        for group in session.groups:  # after the welcome: its share of what waits
+            group.dispatch()
         log.debug("session %s for %r %s", session.id, session.agent, "resumed" if resumed else "opened")
         return session, batch[1:]
 
@@ -438,6 +649,7 @@ class Hub:
         if session.conn is not conn:
             return  # already taken over by a newer connection
         session.conn = None
+        session.give_back()  # a group's messages go to its other members, not wait for this one
         session.requeue_inflight()
         if bye or self.closed:
             self._drop(session)
@@ -453,6 +665,8 @@ class Hub:
         for f in session.filters:
             self._tree.remove(f, session)
         session.filters.clear()
+        for group in list(session.groups):
+            self._leave_group(session, group)
         session.closed = True
         session.queue.clear()
         session.inflight.clear()
@@ -470,12 +684,13 @@ class Hub:
                 if kind == "publish":
                     self._accept_publish(session, frame.publish, payload, ingress)
                 elif kind == "delivery_ack":
+                    # A group's deliveries are acked under the group's id (Session._release).
                     session.ack_deliveries(list(frame.delivery_ack.seqs))
                     self.journal.ack(session.id, frame.delivery_ack.seqs)
                 elif kind == "subscribe":
-                    self._subscribe(session, frame.subscribe.request_id, frame.subscribe.filters, add=True)
+                    self._subscribe(session, frame.subscribe, add=True)
                 elif kind == "unsubscribe":
-                    self._subscribe(session, frame.unsubscribe.request_id, frame.unsubscribe.filters, add=False)
+                    self._subscribe(session, frame.unsubscribe, add=False)
                 elif kind == "bye":
                     return True
                 else:
@@ -567,35 +782,97 @@ class Hub:
             await conn.aclose()  # the reader notices and ends the connection
 
     def _restore(self, saved: SavedSession) -> None:
-        """Rebuild a session the journal kept; it waits ``session_expiry`` s for its agent."""
+        """Rebuild a session (or a subscription group) the journal kept; a session waits
+        ``session_expiry`` s for its agent."""
+        share = _split_share(saved.agent)
+        if share is not None:
+            group = SharedGroup(*share, self.config, self.journal, id=saved.id, next_seq=saved.next_seq)
+            for d in saved.deliveries:
+                group.queue.append(_Delivery(d.envelope, d.payload, d.size, d.seq, redelivered=True))
+                group.held_bytes += d.size
+            self.groups[share] = group
+            self._tree.add(group.filter, group)
+            self._orphaned(group)  # until a member comes back
+            return
         session = Session(saved.agent, self.config, id=saved.id, next_seq=saved.next_seq)
         for d in saved.deliveries:
             session.queue.append(_Delivery(d.envelope, d.payload, d.size, d.seq, redelivered=True))
             session.held_bytes += d.size
-        session.filters = set(saved.filters)
-        for f in session.filters:
-            self._tree.add(f, session)
+        for name in saved.filters:
+            share = _split_share(name)
+            if share is None:
+                session.filters.add(name)
+                self._tree.add(name, session)
+            else:
+                self._join_group(session, *share)
         self.sessions[session.agent] = session
         session.expiry = asyncio.get_running_loop().call_later(self.config.session_expiry, self._drop, session)
 
-    def _subscribe(self, session: Session, request_id: int, filters: Any, add: bool) -> None:
+    def _subscribe(self, session: Session, request: pb.Subscribe | pb.Unsubscribe, add: bool) -> None:
+        group = request.group
         try:
-            checked = [validate_filter(f) for f in filters]
+            checked = [validate_filter(f) for f in request.filters]
+            if group:
+                validate_group(group)
             if add:
-                session.guard.check_subscribe(checked, session.filters)
-        except (InvalidMessage, AuthError, LimitExceeded) as exc:
-            ack = pb.SubscribeAck(request_id=request_id, code=code_for(exc), reason=str(exc))
+                session.guard.check_subscribe(checked, session.subscriptions)
+        except (InvalidMessage, ConfigError, AuthError, LimitExceeded) as exc:
+            ack = pb.SubscribeAck(request_id=request.request_id, code=code_for(exc), reason=str(exc))
             session.send_control(pb.Frame(subscribe_ack=ack))
             return
         for f in checked:
-            if add and f not in session.filters:
+            if group:
+                if add:
+                    self._join_group(session, group, f)
+                elif (joined := self.groups.get((group, f))) is not None and session in joined.members:
+                    self._leave_group(session, joined)
+            elif add and f not in session.filters:
                 session.filters.add(f)
                 self._tree.add(f, session)
             elif not add and f in session.filters:
                 session.filters.discard(f)
                 self._tree.remove(f, session)
-        self.journal.save_session(session.id, session.agent, session.filters)
-        session.send_control(pb.Frame(subscribe_ack=pb.SubscribeAck(request_id=request_id)))
+        self._save_session(session)
+        session.send_control(pb.Frame(subscribe_ack=pb.SubscribeAck(request_id=request.request_id)))
+        for joined in session.groups:
+            joined.dispatch()
+
+    def _save_session(self, session: Session) -> None:
+        self.journal.save_session(session.id, session.agent, session.subscriptions)
+
+    # -- subscription groups -----------------------------------------------------------
+
+    def _join_group(self, session: Session, name: str, pattern: str) -> None:
+        group = self.groups.get((name, pattern))
+        if group is None:
+            group = self.groups[(name, pattern)] = SharedGroup(name, pattern, self.config, self.journal)
+            self._tree.add(pattern, group)
+            self.journal.save_session(group.id, group.agent, [])
+        group.add_member(session)
+
+    def _leave_group(self, session: Session, group: SharedGroup) -> None:
+        group.remove_member(session)
+        if not group.members:
+            self._orphaned(group)
+
+    def _orphaned(self, group: SharedGroup) -> None:
+        """A group without members is dropped, at once when it holds nothing, else after
+        ``session_expiry`` s unless a member joins meanwhile (its messages wait for one)."""
+        if self.closed or not group.held_messages:
+            self._drop_group(group)
+        elif group.expiry is None:
+            loop = asyncio.get_running_loop()
+            group.expiry = loop.call_later(self.config.session_expiry, self._drop_group, group)
+
+    def _drop_group(self, group: SharedGroup) -> None:
+        if group.members and not self.closed:
+            return  # a member joined since
+        if not self.closed:
+            self.journal.forget_session(group.id)  # on shutdown groups stay for the restart
+        if self.groups.get((group.name, group.filter)) is group:
+            del self.groups[(group.name, group.filter)]
+            self._tree.remove(group.filter, group)
+        group.close()
 
     # -- lifecycle -----------------------------------------------------------------------
 
@@ -627,8 +904,10 @@ class Hub:
         return True
 
     def busy(self) -> bool:
-        """Whether a connected session still has messages queued or unacked."""
-        return any(s.conn is not None and (s.queue or s.inflight) for s in self.sessions.values())
+        """Whether a connected session, or a group with a connected member, still has messages
+        queued or unacked."""
+        return (any(s.conn is not None and (s.queue or s.inflight) for s in self.sessions.values())
+                or any(g.queue and any(m.conn is not None for m in g.members) for g in self.groups.values()))
 
     async def drain(self, timeout: float) -> bool:
         """Refuse new sessions, let connected clients take what is queued, then say Drain.
@@ -658,3 +937,5 @@ class Hub:
             if session.expiry is not None:
                 session.expiry.cancel()
             self._drop(session)
+        for group in list(self.groups.values()):
+            self._drop_group(group)

@@ -267,6 +267,12 @@ class Journal:
         if seqs:
             self._submit(("ack", session_id, list(seqs)))
 
+    def seq_used(self, session_id: str, seq: int) -> None:
+        """Delivery ``seq`` of the session went out without a row of its own (a group's message,
+        stored under the group): after a restart the session numbers its deliveries above it,
+        so a late ack of it cannot match a new delivery."""
+        self._submit(("seq", session_id, seq))
+
     def when_synced(self, callback: Callable[[JournalError | None], None]) -> None:
         """Call ``callback(None)`` on the event loop once every operation submitted so far is
         committed, or ``callback(error)`` if the journal failed. Callbacks run in submission
@@ -592,6 +598,10 @@ class Journal:
                     db.execute("INSERT INTO sessions VALUES (?, ?, ?, 1) ON CONFLICT (id) DO UPDATE "
                                "SET agent = excluded.agent, filters = excluded.filters",
                                (sid, agent, filters))
+                elif kind == "seq":
+                    _, sid, seq = op
+                    if seq > highest.get(sid, 0):
+                        highest[sid] = seq
                 elif kind == "forget":
                     sid = op[1]
                     freed.update(r[0] for r in db.execute(
@@ -706,6 +716,9 @@ class NullJournal:
 
     def ack(self, session_id: str, seqs: list[int]) -> None:
         """Nothing to drop."""
+
+    def seq_used(self, session_id: str, seq: int) -> None:
+        """Nothing to record."""
 
     def when_synced(self, callback: Callable[[JournalError | None], None]) -> None:
         """Call ``callback(None)`` at once: there is nothing to wait for."""

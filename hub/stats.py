@@ -293,7 +293,7 @@ class TrafficStats:
         unacked_bytes = sum(d.size for d in session.inflight.values())
         return apb.SessionInfo(
             agent=session.agent, session_id=session.id, connected=session.conn is not None,
-            connected_at_ns=int(session.connected_at * 1e9), subscriptions=sorted(session.filters),
+            connected_at_ns=int(session.connected_at * 1e9), subscriptions=sorted(session.subscriptions),
             queued_messages=len(session.queue), queued_bytes=max(0, session.held_bytes - unacked_bytes),
             unacked_messages=len(session.inflight), unacked_bytes=unacked_bytes,
             receive_window=session.window,

@@ -31,6 +31,7 @@ from ._bus import Bus, Subscription
 from ._connect import connect
 from ._latent import Latent
 from ._message import Control, Message
+from ._topics import validate_group
 from ._tracing import process_span
 from .errors import LatentwireError
 
@@ -85,13 +86,22 @@ class Agent:
 
     ``self.bus`` is the agent's connected `Bus` while it runs. Override `on_start` for work
     after every agent of the runtime is connected and subscribed, `on_stop` for clean-up.
+
+    ``group`` (argument, else the class attribute) makes the agent one replica of a role: its
+    topic subscriptions join that subscription group, so agents of the same group (each with
+    its own id) split the messages between them, as `Bus.subscribe` describes (a NATS queue
+    group, an MQTT ``$share/<group>/`` subscription). Direct messages are never shared.
     """
 
     #: Default agent id (else the lower-cased class name).
     name: ClassVar[str | None] = None
+    #: Default subscription group of the agent's topic handlers (None: every replica gets all).
+    group: str | None = None
 
-    def __init__(self, name: str | None = None) -> None:
+    def __init__(self, name: str | None = None, *, group: str | None = None) -> None:
         self.id = name or type(self).name or type(self).__name__.lower()
+        group = group if group is not None else type(self).group
+        self.group = validate_group(group) if group is not None else None
         self._bus: Bus | None = None
 
     def __repr__(self) -> str:
@@ -134,7 +144,8 @@ class Agent:
     async def _subscribe(self, bus: Bus) -> list[tuple[Subscription, Handler]]:
         self._bus = bus
         topics, direct = self._handlers()
-        routes = [(await bus.subscribe(*filters), handler) for filters, handler in topics]
+        routes = [(await bus.subscribe(*filters, group=self.group), handler)
+                  for filters, handler in topics]
         # The inbox is always read: unread direct messages would hold the receive window and
         # stall every subscription of this agent.
         routes.append((bus.inbox(), direct[0] if direct else self._no_direct_handler))

@@ -28,7 +28,7 @@ from ._codes import error_for
 from ._credits import Credits
 from ._message import ERROR_TYPE_HEADER, Control, Message, check_envelope, from_envelope, to_envelope
 from ._proto import bus_pb2 as pb
-from ._topics import topic_matches, validate_filter
+from ._topics import topic_matches, validate_filter, validate_group
 from ._tracing import publish_span
 from ._version import __version__
 from .errors import (
@@ -51,6 +51,11 @@ log = logging.getLogger("latentwire.bus")
 
 _END = object()  # ends a subscription's queue
 BYE_TIMEOUT = 2.0  # seconds aclose() waits for the hub to end the stream after bye
+
+
+def _seen_key(group: str, msg_id: str) -> str:
+    """What dedup remembers of a delivery: its id, and the group it came for, if any."""
+    return f"{group}\x00{msg_id}" if group else msg_id
 
 
 class BusState(enum.Enum):
@@ -81,13 +86,16 @@ class Subscription:
                 ...
 
     The subscription is active on the hub once awaited or entered. Iteration ends when the
-    subscription or the bus is closed, and raises `ConnectError` if the bus failed.
+    subscription or the bus is closed, and raises `ConnectError` if the bus failed. ``group``
+    is the subscription group it belongs to ("" for none; see `Bus.subscribe`).
     """
 
-    def __init__(self, bus: Bus, filters: tuple[str, ...], *, direct: bool = False) -> None:
+    def __init__(self, bus: Bus, filters: tuple[str, ...], *, direct: bool = False,
+                 group: str = "") -> None:
         self._bus = bus
         self.filters = filters
         self.direct = direct
+        self.group = group
         self._queue: asyncio.Queue = asyncio.Queue(bus.receive_window + 1)
         self._active = direct
         self._closed = False
@@ -139,12 +147,27 @@ class Subscription:
 
     def _end(self, error: BaseException | None = None) -> None:
         self._error = error
-        # Release the credits of messages nobody will read, then wake the readers.
+        # Release the credits of messages nobody will read, then wake the readers. A group's
+        # messages are not acked unread: the hub (or broker) gives them to another member.
+        if self.group:
+            self._give_back()
         while not self._queue.empty():
             item = self._queue.get_nowait()
             if item is not _END:
                 self._bus._consumed(item[1])
         self._queue.put_nowait(_END)
+
+    def _give_back(self) -> None:
+        """Forget a group's messages not yet read, unacked: another member handles them."""
+        kept = []
+        while not self._queue.empty():
+            item = self._queue.get_nowait()
+            if item is _END:
+                kept.append(item)
+            else:
+                self._bus._released(item[1], self.group, item[0].id)
+        for item in kept:
+            self._queue.put_nowait(item)
 
     async def aclose(self) -> None:
         """Stop receiving; queued messages are released (acked) unread."""
@@ -201,7 +224,8 @@ class Bus:
         self._requests: dict[str, asyncio.Future] = {}
         self._sub_requests: dict[int, asyncio.Future] = {}
         self._subs: set[Subscription] = set()
-        self._filters: Counter[str] = Counter()
+        # Local subscriptions per (group, filter); group "" is an ordinary subscription.
+        self._filters: Counter[tuple[str, str]] = Counter()
         # Local consumers still to take a delivery, by (session epoch, delivery seq): a new
         # session (hub restarted) numbers its deliveries from 1 again.
         self._refs: dict[tuple[int, int], int] = {}
@@ -306,7 +330,9 @@ class Bus:
             session_id=self.session_id,
             receive_window=self.receive_window,
             token=self._token,
-            subscriptions=sorted(self._filters),
+            subscriptions=sorted(f for g, f in self._filters if not g),
+            group_subscriptions=[pb.GroupSubscription(group=g, filter=f)
+                                 for g, f in sorted(self._filters) if g],
             client=f"latentwire-python/{__version__}",
         )
         try:
@@ -363,6 +389,11 @@ class Bus:
             if self._leaving:
                 return
             log.warning("%s: connection to %s lost (%s); reconnecting", self.agent, self.url, lost)
+            # The hub gives a lost member's share of a group to the other members (a broker
+            # does once this bus hands it back), so what this bus has not read is not its own.
+            for sub in self._subs:
+                if sub.group:
+                    sub._give_back()
             self.state = BusState.RECONNECTING
             await self._conn.aclose()
             try:
@@ -477,11 +508,13 @@ class Bus:
                     fut.set_exception(exc)
             return
         key = (self._epoch, seq)
-        if env.id in self._seen:
+        # One message may come once plainly and once per group this bus is a member of.
+        seen = _seen_key(deliver.group, env.id)
+        if seen in self._seen:
             if key not in self._refs:  # consumed earlier; the ack was lost with a connection
                 self._ack(seq)
             return
-        self._seen[env.id] = None
+        self._seen[seen] = None
         if len(self._seen) > self._dedup_window:
             self._seen.popitem(last=False)
         try:
@@ -494,7 +527,8 @@ class Bus:
             log.warning("%s: dropping undecodable message %s from %r: %s", self.agent, env.id, env.sender, exc)
             self._ack(seq)
             return
-        targets = [self._inbox] if env.recipient else [s for s in self._subs if s.matches(env.topic)]
+        targets = [self._inbox] if env.recipient else [
+            s for s in self._subs if s.group == deliver.group and s.matches(env.topic)]
         if not targets:
             self._ack(seq)
             return
@@ -510,17 +544,36 @@ class Bus:
         if self._refs.pop(key, None) is not None and key[0] == self._epoch:
             self._ack(key[1])  # a delivery of an earlier session has no one to ack to
 
+    def _released(self, key: tuple[int, int], group: str, msg_id: str) -> None:
+        """A group's delivery that a closed subscription never read: left unacked, so the hub
+        (or broker) hands it to another member; forgotten here, so it is handled if it comes back."""
+        left = self._refs.get(key, 0) - 1
+        if left > 0:
+            self._refs[key] = left
+            return
+        self._refs.pop(key, None)
+        self._seen.pop(_seen_key(group, msg_id), None)
+
     def _ack(self, seq: int) -> None:
         self._acks.append(seq)
         self._wake.set()
 
     # -- subscriptions -----------------------------------------------------------------------
 
-    def subscribe(self, *filters: str) -> Subscription:
-        """Messages published to topics matching any of ``filters`` (``+`` and ``#`` allowed)."""
+    def subscribe(self, *filters: str, group: str | None = None) -> Subscription:
+        """Messages published to topics matching any of ``filters`` (``+`` and ``#`` allowed).
+
+        ``group`` makes replicas share the load: the agents subscribed to the same filter with
+        the same group name split its messages, each message going to one live member
+        (a queue group on NATS, a shared subscription ``$share/<group>/<filter>`` on MQTT 5).
+        Messages a member had not acknowledged when its connection dropped go to another
+        member, marked `Message.redelivered`; subscribers without a group still get every
+        message. A name is 1-64 of ``A-Z a-z 0-9 _ -`` (else `ConfigError`).
+        """
         if not filters:
             raise InvalidMessage("subscribe() needs at least one topic filter")
-        return Subscription(self, tuple(validate_filter(f) for f in filters))
+        checked = tuple(validate_filter(f) for f in filters)
+        return Subscription(self, checked, group=validate_group(group) if group is not None else "")
 
     def inbox(self) -> Subscription:
         """Direct messages and requests sent to this agent (see `send` and `request`)."""
@@ -529,25 +582,29 @@ class Bus:
     async def _add_subscription(self, sub: Subscription) -> None:
         self._check_usable()
         self._subs.add(sub)  # before the hub knows, so nothing routed after the ack is missed
-        new = [f for f in sub.filters if self._filters[f] == 0]
-        self._filters.update(sub.filters)
+        keys = [(sub.group, f) for f in sub.filters]
+        new = [f for g, f in keys if self._filters[(g, f)] == 0]
+        self._filters.update(keys)
         if new:
             try:
-                await self._subscription_request(pb.Frame(subscribe=pb.Subscribe(filters=new)))
+                await self._subscription_request(
+                    pb.Frame(subscribe=pb.Subscribe(filters=new, group=sub.group)))
             except BaseException:
                 self._subs.discard(sub)
-                self._filters.subtract(sub.filters)
+                self._filters.subtract(keys)
                 self._filters = +self._filters
                 raise
 
     async def _remove_subscription(self, sub: Subscription) -> None:
         self._subs.discard(sub)
-        self._filters.subtract(sub.filters)
-        gone = [f for f in sub.filters if self._filters[f] <= 0]
+        keys = [(sub.group, f) for f in sub.filters]
+        self._filters.subtract(keys)
+        gone = [f for g, f in keys if self._filters[(g, f)] <= 0]
         self._filters = +self._filters
         if gone and self.state is BusState.OPEN and not self._closing:
             with contextlib.suppress(LatentwireError, TimeoutError):
-                await self._subscription_request(pb.Frame(unsubscribe=pb.Unsubscribe(filters=gone)))
+                await self._subscription_request(
+                    pb.Frame(unsubscribe=pb.Unsubscribe(filters=gone, group=sub.group)))
 
     async def _subscription_request(self, frame: pb.Frame) -> None:
         self._seq += 1

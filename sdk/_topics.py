@@ -8,11 +8,14 @@ from __future__ import annotations
 
 import re
 
-from .errors import InvalidTopic
+from .errors import ConfigError, InvalidTopic
 
 MAX_TOPIC_LENGTH = 1024
 # What an agent id may be, on every transport and in the hub (a hub, a broker and the SDK must agree).
 AGENT_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:@-]{0,127}")
+# What a subscription group may be called: a name every transport carries as is (an MQTT
+# share name has no '/', '+', '#'; a NATS consumer name no '.', '*', '>', whitespace).
+GROUP_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}")
 
 
 def _check_common(topic: object) -> str:
@@ -52,6 +55,14 @@ def validate_filter(pattern: object) -> str:
         if "+" in level and level != "+":
             raise InvalidTopic(name, "'+' must be a whole level")
     return name
+
+
+def validate_group(group: object) -> str:
+    """Return ``group`` if it is a valid subscription group name, else raise `ConfigError`."""
+    if not isinstance(group, str) or not GROUP_NAME.fullmatch(group):
+        raise ConfigError(f"invalid subscription group {group!r}: use 1-64 of A-Z a-z 0-9 _ -, "
+                          "starting with a letter or digit (e.g. group='workers')")
+    return group
 
 
 def topic_matches(pattern: str, topic: str) -> bool:

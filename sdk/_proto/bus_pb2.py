@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import struct_pb2 as google_dot_protobuf_dot_struct__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17latentwire/v1/bus.proto\x12\rlatentwire.v1\x1a\x1cgoogle/protobuf/struct.proto\"S\n\x06Tensor\x12\r\n\x05\x64type\x18\x01 \x01(\t\x12\r\n\x05shape\x18\x02 \x03(\x03\x12\x0c\n\x04\x64\x61ta\x18\x03 \x01(\x0c\x12\r\n\x05space\x18\x04 \x01(\t\x12\x0e\n\x06\x66\x61mily\x18\x05 \x01(\t\">\n\x07\x43ontrol\x12\x0c\n\x04kind\x18\x01 \x01(\t\x12%\n\x04\x61rgs\x18\x02 \x01(\x0b\x32\x17.google.protobuf.Struct\"\xec\x02\n\x08\x45nvelope\x12\n\n\x02id\x18\x01 \x01(\t\x12\r\n\x05topic\x18\x02 \x01(\t\x12\x0e\n\x06sender\x18\x03 \x01(\t\x12\x11\n\trecipient\x18\x04 \x01(\t\x12\x16\n\x0e\x63orrelation_id\x18\x05 \x01(\t\x12\x10\n\x08reply_to\x18\x06 \x01(\t\x12\x35\n\x07headers\x18\x07 \x03(\x0b\x32$.latentwire.v1.Envelope.HeadersEntry\x12\x15\n\rcreated_at_ns\x18\x08 \x01(\x03\x12\x0e\n\x06ttl_ms\x18\t \x01(\r\x12\x0e\n\x04text\x18\n \x01(\tH\x00\x12\'\n\x06tensor\x18\x0b \x01(\x0b\x32\x15.latentwire.v1.TensorH\x00\x12)\n\x07\x63ontrol\x18\x0c \x01(\x0b\x32\x16.latentwire.v1.ControlH\x00\x1a.\n\x0cHeadersEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x42\x06\n\x04\x62ody\"x\n\x05Hello\x12\r\n\x05\x61gent\x18\x01 \x01(\t\x12\x12\n\nsession_id\x18\x02 \x01(\t\x12\x16\n\x0ereceive_window\x18\x03 \x01(\r\x12\r\n\x05token\x18\x04 \x01(\t\x12\x15\n\rsubscriptions\x18\x05 \x03(\t\x12\x0e\n\x06\x63lient\x18\x06 \x01(\t\"\xa8\x01\n\x07Welcome\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x0f\n\x07resumed\x18\x02 \x01(\x08\x12\x16\n\x0epublish_window\x18\x03 \x01(\r\x12\x1c\n\x14publish_window_bytes\x18\x07 \x01(\x04\x12\x19\n\x11max_message_bytes\x18\x04 \x01(\x04\x12\x17\n\x0fmax_frame_bytes\x18\x05 \x01(\x04\x12\x0e\n\x06hub_id\x18\x06 \x01(\t\"A\n\x07Publish\x12\x0b\n\x03seq\x18\x01 \x01(\x04\x12)\n\x08\x65nvelope\x18\x02 \x01(\x0b\x32\x17.latentwire.v1.Envelope\"V\n\x07\x44\x65liver\x12\x0b\n\x03seq\x18\x01 \x01(\x04\x12)\n\x08\x65nvelope\x18\x02 \x01(\x0b\x32\x17.latentwire.v1.Envelope\x12\x13\n\x0bredelivered\x18\x03 \x01(\x08\"_\n\tRejection\x12\x0b\n\x03seq\x18\x01 \x01(\x04\x12&\n\x04\x63ode\x18\x02 \x01(\x0e\x32\x18.latentwire.v1.ErrorCode\x12\x0e\n\x06reason\x18\x03 \x01(\t\x12\r\n\x05limit\x18\x04 \x01(\x04\"A\n\x03\x41\x63k\x12\x0c\n\x04seqs\x18\x01 \x03(\x04\x12,\n\nrejections\x18\x02 \x03(\x0b\x32\x18.latentwire.v1.Rejection\"0\n\tSubscribe\x12\x12\n\nrequest_id\x18\x01 \x01(\x04\x12\x0f\n\x07\x66ilters\x18\x02 \x03(\t\"2\n\x0bUnsubscribe\x12\x12\n\nrequest_id\x18\x01 \x01(\x04\x12\x0f\n\x07\x66ilters\x18\x02 \x03(\t\"Z\n\x0cSubscribeAck\x12\x12\n\nrequest_id\x18\x01 \x01(\x04\x12&\n\x04\x63ode\x18\x02 \x01(\x0e\x32\x18.latentwire.v1.ErrorCode\x12\x0e\n\x06reason\x18\x03 \x01(\t\"?\n\x05\x45rror\x12&\n\x04\x63ode\x18\x01 \x01(\x0e\x32\x18.latentwire.v1.ErrorCode\x12\x0e\n\x06reason\x18\x02 \x01(\t\"\x05\n\x03\x42ye\"\x17\n\x05\x44rain\x12\x0e\n\x06reason\x18\x01 \x01(\t\"\xad\x04\n\x05\x46rame\x12\x14\n\x0cpayload_size\x18\x01 \x01(\x04\x12%\n\x05hello\x18\x02 \x01(\x0b\x32\x14.latentwire.v1.HelloH\x00\x12)\n\x07welcome\x18\x03 \x01(\x0b\x32\x16.latentwire.v1.WelcomeH\x00\x12)\n\x07publish\x18\x04 \x01(\x0b\x32\x16.latentwire.v1.PublishH\x00\x12)\n\x07\x64\x65liver\x18\x05 \x01(\x0b\x32\x16.latentwire.v1.DeliverH\x00\x12)\n\x0bpublish_ack\x18\x06 \x01(\x0b\x32\x12.latentwire.v1.AckH\x00\x12*\n\x0c\x64\x65livery_ack\x18\x07 \x01(\x0b\x32\x12.latentwire.v1.AckH\x00\x12-\n\tsubscribe\x18\x08 \x01(\x0b\x32\x18.latentwire.v1.SubscribeH\x00\x12\x31\n\x0bunsubscribe\x18\t \x01(\x0b\x32\x1a.latentwire.v1.UnsubscribeH\x00\x12\x34\n\rsubscribe_ack\x18\n \x01(\x0b\x32\x1b.latentwire.v1.SubscribeAckH\x00\x12%\n\x05\x65rror\x18\x0b \x01(\x0b\x32\x14.latentwire.v1.ErrorH\x00\x12!\n\x03\x62ye\x18\x0c \x01(\x0b\x32\x12.latentwire.v1.ByeH\x00\x12%\n\x05\x64rain\x18\r \x01(\x0b\x32\x14.latentwire.v1.DrainH\x00\x42\x06\n\x04kind\"\x1b\n\tWireBatch\x12\x0e\n\x06\x66rames\x18\x01 \x01(\x0c*\x8f\x02\n\tErrorCode\x12\x1a\n\x16\x45RROR_CODE_UNSPECIFIED\x10\x00\x12\x14\n\x10INVALID_ARGUMENT\x10\x01\x12\x15\n\x11PAYLOAD_TOO_LARGE\x10\x02\x12\r\n\tNOT_FOUND\x10\x03\x12\r\n\tMALFORMED\x10\x04\x12\x13\n\x0fUNAUTHENTICATED\x10\x05\x12\x15\n\x11PERMISSION_DENIED\x10\x06\x12\x12\n\x0e\x41LREADY_EXISTS\x10\x07\x12\x0f\n\x0bUNAVAILABLE\x10\x08\x12\x0b\n\x07\x45XPIRED\x10\t\x12\x11\n\rINVALID_TOPIC\x10\n\x12\x12\n\x0eINVALID_TENSOR\x10\x0b\x12\x16\n\x12RESOURCE_EXHAUSTED\x10\x0c\x32H\n\x03\x42us\x12\x41\n\x07\x43onnect\x12\x18.latentwire.v1.WireBatch\x1a\x18.latentwire.v1.WireBatch(\x01\x30\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17latentwire/v1/bus.proto\x12\rlatentwire.v1\x1a\x1cgoogle/protobuf/struct.proto\"S\n\x06Tensor\x12\r\n\x05\x64type\x18\x01 \x01(\t\x12\r\n\x05shape\x18\x02 \x03(\x03\x12\x0c\n\x04\x64\x61ta\x18\x03 \x01(\x0c\x12\r\n\x05space\x18\x04 \x01(\t\x12\x0e\n\x06\x66\x61mily\x18\x05 \x01(\t\">\n\x07\x43ontrol\x12\x0c\n\x04kind\x18\x01 \x01(\t\x12%\n\x04\x61rgs\x18\x02 \x01(\x0b\x32\x17.google.protobuf.Struct\"\xec\x02\n\x08\x45nvelope\x12\n\n\x02id\x18\x01 \x01(\t\x12\r\n\x05topic\x18\x02 \x01(\t\x12\x0e\n\x06sender\x18\x03 \x01(\t\x12\x11\n\trecipient\x18\x04 \x01(\t\x12\x16\n\x0e\x63orrelation_id\x18\x05 \x01(\t\x12\x10\n\x08reply_to\x18\x06 \x01(\t\x12\x35\n\x07headers\x18\x07 \x03(\x0b\x32$.latentwire.v1.Envelope.HeadersEntry\x12\x15\n\rcreated_at_ns\x18\x08 \x01(\x03\x12\x0e\n\x06ttl_ms\x18\t \x01(\r\x12\x0e\n\x04text\x18\n \x01(\tH\x00\x12\'\n\x06tensor\x18\x0b \x01(\x0b\x32\x15.latentwire.v1.TensorH\x00\x12)\n\x07\x63ontrol\x18\x0c \x01(\x0b\x32\x16.latentwire.v1.ControlH\x00\x1a.\n\x0cHeadersEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x42\x06\n\x04\x62ody\"\xb7\x01\n\x05Hello\x12\r\n\x05\x61gent\x18\x01 \x01(\t\x12\x12\n\nsession_id\x18\x02 \x01(\t\x12\x16\n\x0ereceive_window\x18\x03 \x01(\r\x12\r\n\x05token\x18\x04 \x01(\t\x12\x15\n\rsubscriptions\x18\x05 \x03(\t\x12\x0e\n\x06\x63lient\x18\x06 \x01(\t\x12=\n\x13group_subscriptions\x18\x07 \x03(\x0b\x32 .latentwire.v1.GroupSubscription\"2\n\x11GroupSubscription\x12\r\n\x05group\x18\x01 \x01(\t\x12\x0e\n\x06\x66ilter\x18\x02 \x01(\t\"\xa8\x01\n\x07Welcome\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x0f\n\x07resumed\x18\x02 \x01(\x08\x12\x16\n\x0epublish_window\x18\x03 \x01(\r\x12\x1c\n\x14publish_window_bytes\x18\x07 \x01(\x04\x12\x19\n\x11max_message_bytes\x18\x04 \x01(\x04\x12\x17\n\x0fmax_frame_bytes\x18\x05 \x01(\x04\x12\x0e\n\x06hub_id\x18\x06 \x01(\t\"A\n\x07Publish\x12\x0b\n\x03seq\x18\x01 \x01(\x04\x12)\n\x08\x65nvelope\x18\x02 \x01(\x0b\x32\x17.latentwire.v1.Envelope\"e\n\x07\x44\x65liver\x12\x0b\n\x03seq\x18\x01 \x01(\x04\x12)\n\x08\x65nvelope\x18\x02 \x01(\x0b\x32\x17.latentwire.v1.Envelope\x12\x13\n\x0bredelivered\x18\x03 \x01(\x08\x12\r\n\x05group\x18\x04 \x01(\t\"_\n\tRejection\x12\x0b\n\x03seq\x18\x01 \x01(\x04\x12&\n\x04\x63ode\x18\x02 \x01(\x0e\x32\x18.latentwire.v1.ErrorCode\x12\x0e\n\x06reason\x18\x03 \x01(\t\x12\r\n\x05limit\x18\x04 \x01(\x04\"A\n\x03\x41\x63k\x12\x0c\n\x04seqs\x18\x01 \x03(\x04\x12,\n\nrejections\x18\x02 \x03(\x0b\x32\x18.latentwire.v1.Rejection\"?\n\tSubscribe\x12\x12\n\nrequest_id\x18\x01 \x01(\x04\x12\x0f\n\x07\x66ilters\x18\x02 \x03(\t\x12\r\n\x05group\x18\x03 \x01(\t\"A\n\x0bUnsubscribe\x12\x12\n\nrequest_id\x18\x01 \x01(\x04\x12\x0f\n\x07\x66ilters\x18\x02 \x03(\t\x12\r\n\x05group\x18\x03 \x01(\t\"Z\n\x0cSubscribeAck\x12\x12\n\nrequest_id\x18\x01 \x01(\x04\x12&\n\x04\x63ode\x18\x02 \x01(\x0e\x32\x18.latentwire.v1.ErrorCode\x12\x0e\n\x06reason\x18\x03 \x01(\t\"?\n\x05\x45rror\x12&\n\x04\x63ode\x18\x01 \x01(\x0e\x32\x18.latentwire.v1.ErrorCode\x12\x0e\n\x06reason\x18\x02 \x01(\t\"\x05\n\x03\x42ye\"\x17\n\x05\x44rain\x12\x0e\n\x06reason\x18\x01 \x01(\t\"\xad\x04\n\x05\x46rame\x12\x14\n\x0cpayload_size\x18\x01 \x01(\x04\x12%\n\x05hello\x18\x02 \x01(\x0b\x32\x14.latentwire.v1.HelloH\x00\x12)\n\x07welcome\x18\x03 \x01(\x0b\x32\x16.latentwire.v1.WelcomeH\x00\x12)\n\x07publish\x18\x04 \x01(\x0b\x32\x16.latentwire.v1.PublishH\x00\x12)\n\x07\x64\x65liver\x18\x05 \x01(\x0b\x32\x16.latentwire.v1.DeliverH\x00\x12)\n\x0bpublish_ack\x18\x06 \x01(\x0b\x32\x12.latentwire.v1.AckH\x00\x12*\n\x0c\x64\x65livery_ack\x18\x07 \x01(\x0b\x32\x12.latentwire.v1.AckH\x00\x12-\n\tsubscribe\x18\x08 \x01(\x0b\x32\x18.latentwire.v1.SubscribeH\x00\x12\x31\n\x0bunsubscribe\x18\t \x01(\x0b\x32\x1a.latentwire.v1.UnsubscribeH\x00\x12\x34\n\rsubscribe_ack\x18\n \x01(\x0b\x32\x1b.latentwire.v1.SubscribeAckH\x00\x12%\n\x05\x65rror\x18\x0b \x01(\x0b\x32\x14.latentwire.v1.ErrorH\x00\x12!\n\x03\x62ye\x18\x0c \x01(\x0b\x32\x12.latentwire.v1.ByeH\x00\x12%\n\x05\x64rain\x18\r \x01(\x0b\x32\x14.latentwire.v1.DrainH\x00\x42\x06\n\x04kind\"\x1b\n\tWireBatch\x12\x0e\n\x06\x66rames\x18\x01 \x01(\x0c*\x8f\x02\n\tErrorCode\x12\x1a\n\x16\x45RROR_CODE_UNSPECIFIED\x10\x00\x12\x14\n\x10INVALID_ARGUMENT\x10\x01\x12\x15\n\x11PAYLOAD_TOO_LARGE\x10\x02\x12\r\n\tNOT_FOUND\x10\x03\x12\r\n\tMALFORMED\x10\x04\x12\x13\n\x0fUNAUTHENTICATED\x10\x05\x12\x15\n\x11PERMISSION_DENIED\x10\x06\x12\x12\n\x0e\x41LREADY_EXISTS\x10\x07\x12\x0f\n\x0bUNAVAILABLE\x10\x08\x12\x0b\n\x07\x45XPIRED\x10\t\x12\x11\n\rINVALID_TOPIC\x10\n\x12\x12\n\x0eINVALID_TENSOR\x10\x0b\x12\x16\n\x12RESOURCE_EXHAUSTED\x10\x0c\x32H\n\x03\x42us\x12\x41\n\x07\x43onnect\x12\x18.latentwire.v1.WireBatch\x1a\x18.latentwire.v1.WireBatch(\x01\x30\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -34,8 +34,8 @@ if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_ENVELOPE_HEADERSENTRY']._loaded_options = None
   _globals['_ENVELOPE_HEADERSENTRY']._serialized_options = b'8\001'
-  _globals['_ERRORCODE']._serialized_start=2081
-  _globals['_ERRORCODE']._serialized_end=2352
+  _globals['_ERRORCODE']._serialized_start=2242
+  _globals['_ERRORCODE']._serialized_end=2513
   _globals['_TENSOR']._serialized_start=72
   _globals['_TENSOR']._serialized_end=155
   _globals['_CONTROL']._serialized_start=157
@@ -44,34 +44,36 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_ENVELOPE']._serialized_end=586
   _globals['_ENVELOPE_HEADERSENTRY']._serialized_start=532
   _globals['_ENVELOPE_HEADERSENTRY']._serialized_end=578
-  _globals['_HELLO']._serialized_start=588
-  _globals['_HELLO']._serialized_end=708
-  _globals['_WELCOME']._serialized_start=711
-  _globals['_WELCOME']._serialized_end=879
-  _globals['_PUBLISH']._serialized_start=881
-  _globals['_PUBLISH']._serialized_end=946
-  _globals['_DELIVER']._serialized_start=948
-  _globals['_DELIVER']._serialized_end=1034
-  _globals['_REJECTION']._serialized_start=1036
-  _globals['_REJECTION']._serialized_end=1131
-  _globals['_ACK']._serialized_start=1133
-  _globals['_ACK']._serialized_end=1198
-  _globals['_SUBSCRIBE']._serialized_start=1200
-  _globals['_SUBSCRIBE']._serialized_end=1248
-  _globals['_UNSUBSCRIBE']._serialized_start=1250
-  _globals['_UNSUBSCRIBE']._serialized_end=1300
-  _globals['_SUBSCRIBEACK']._serialized_start=1302
-  _globals['_SUBSCRIBEACK']._serialized_end=1392
-  _globals['_ERROR']._serialized_start=1394
-  _globals['_ERROR']._serialized_end=1457
-  _globals['_BYE']._serialized_start=1459
-  _globals['_BYE']._serialized_end=1464
-  _globals['_DRAIN']._serialized_start=1466
-  _globals['_DRAIN']._serialized_end=1489
-  _globals['_FRAME']._serialized_start=1492
-  _globals['_FRAME']._serialized_end=2049
-  _globals['_WIREBATCH']._serialized_start=2051
-  _globals['_WIREBATCH']._serialized_end=2078
-  _globals['_BUS']._serialized_start=2354
-  _globals['_BUS']._serialized_end=2426
+  _globals['_HELLO']._serialized_start=589
+  _globals['_HELLO']._serialized_end=772
+  _globals['_GROUPSUBSCRIPTION']._serialized_start=774
+  _globals['_GROUPSUBSCRIPTION']._serialized_end=824
+  _globals['_WELCOME']._serialized_start=827
+  _globals['_WELCOME']._serialized_end=995
+  _globals['_PUBLISH']._serialized_start=997
+  _globals['_PUBLISH']._serialized_end=1062
+  _globals['_DELIVER']._serialized_start=1064
+  _globals['_DELIVER']._serialized_end=1165
+  _globals['_REJECTION']._serialized_start=1167
+  _globals['_REJECTION']._serialized_end=1262
+  _globals['_ACK']._serialized_start=1264
+  _globals['_ACK']._serialized_end=1329
+  _globals['_SUBSCRIBE']._serialized_start=1331
+  _globals['_SUBSCRIBE']._serialized_end=1394
+  _globals['_UNSUBSCRIBE']._serialized_start=1396
+  _globals['_UNSUBSCRIBE']._serialized_end=1461
+  _globals['_SUBSCRIBEACK']._serialized_start=1463
+  _globals['_SUBSCRIBEACK']._serialized_end=1553
+  _globals['_ERROR']._serialized_start=1555
+  _globals['_ERROR']._serialized_end=1618
+  _globals['_BYE']._serialized_start=1620
+  _globals['_BYE']._serialized_end=1625
+  _globals['_DRAIN']._serialized_start=1627
+  _globals['_DRAIN']._serialized_end=1650
+  _globals['_FRAME']._serialized_start=1653
+  _globals['_FRAME']._serialized_end=2210
+  _globals['_WIREBATCH']._serialized_start=2212
+  _globals['_WIREBATCH']._serialized_end=2239
+  _globals['_BUS']._serialized_start=2515
+  _globals['_BUS']._serialized_end=2587
 # @@protoc_insertion_point(module_scope)

@@ -95,20 +95,30 @@ class Envelope(_message.Message):
     def __init__(self, id: _Optional[str] = ..., topic: _Optional[str] = ..., sender: _Optional[str] = ..., recipient: _Optional[str] = ..., correlation_id: _Optional[str] = ..., reply_to: _Optional[str] = ..., headers: _Optional[_Mapping[str, str]] = ..., created_at_ns: _Optional[int] = ..., ttl_ms: _Optional[int] = ..., text: _Optional[str] = ..., tensor: _Optional[_Union[Tensor, _Mapping]] = ..., control: _Optional[_Union[Control, _Mapping]] = ...) -> None: ...
 
 class Hello(_message.Message):
-    __slots__ = ("agent", "session_id", "receive_window", "token", "subscriptions", "client")
+    __slots__ = ("agent", "session_id", "receive_window", "token", "subscriptions", "client", "group_subscriptions")
     AGENT_FIELD_NUMBER: _ClassVar[int]
     SESSION_ID_FIELD_NUMBER: _ClassVar[int]
     RECEIVE_WINDOW_FIELD_NUMBER: _ClassVar[int]
     TOKEN_FIELD_NUMBER: _ClassVar[int]
     SUBSCRIPTIONS_FIELD_NUMBER: _ClassVar[int]
     CLIENT_FIELD_NUMBER: _ClassVar[int]
+    GROUP_SUBSCRIPTIONS_FIELD_NUMBER: _ClassVar[int]
     agent: str
     session_id: str
     receive_window: int
     token: str
     subscriptions: _containers.RepeatedScalarFieldContainer[str]
     client: str
-    def __init__(self, agent: _Optional[str] = ..., session_id: _Optional[str] = ..., receive_window: _Optional[int] = ..., token: _Optional[str] = ..., subscriptions: _Optional[_Iterable[str]] = ..., client: _Optional[str] = ...) -> None: ...
+    group_subscriptions: _containers.RepeatedCompositeFieldContainer[GroupSubscription]
+    def __init__(self, agent: _Optional[str] = ..., session_id: _Optional[str] = ..., receive_window: _Optional[int] = ..., token: _Optional[str] = ..., subscriptions: _Optional[_Iterable[str]] = ..., client: _Optional[str] = ..., group_subscriptions: _Optional[_Iterable[_Union[GroupSubscription, _Mapping]]] = ...) -> None: ...
+
+class GroupSubscription(_message.Message):
+    __slots__ = ("group", "filter")
+    GROUP_FIELD_NUMBER: _ClassVar[int]
+    FILTER_FIELD_NUMBER: _ClassVar[int]
+    group: str
+    filter: str
+    def __init__(self, group: _Optional[str] = ..., filter: _Optional[str] = ...) -> None: ...
 
 class Welcome(_message.Message):
     __slots__ = ("session_id", "resumed", "publish_window", "publish_window_bytes", "max_message_bytes", "max_frame_bytes", "hub_id")
@@ -137,14 +147,16 @@ class Publish(_message.Message):
     def __init__(self, seq: _Optional[int] = ..., envelope: _Optional[_Union[Envelope, _Mapping]] = ...) -> None: ...
 
 class Deliver(_message.Message):
-    __slots__ = ("seq", "envelope", "redelivered")
+    __slots__ = ("seq", "envelope", "redelivered", "group")
     SEQ_FIELD_NUMBER: _ClassVar[int]
     ENVELOPE_FIELD_NUMBER: _ClassVar[int]
     REDELIVERED_FIELD_NUMBER: _ClassVar[int]
+    GROUP_FIELD_NUMBER: _ClassVar[int]
     seq: int
     envelope: Envelope
     redelivered: bool
-    def __init__(self, seq: _Optional[int] = ..., envelope: _Optional[_Union[Envelope, _Mapping]] = ..., redelivered: _Optional[bool] = ...) -> None: ...
+    group: str
+    def __init__(self, seq: _Optional[int] = ..., envelope: _Optional[_Union[Envelope, _Mapping]] = ..., redelivered: _Optional[bool] = ..., group: _Optional[str] = ...) -> None: ...
 
 class Rejection(_message.Message):
     __slots__ = ("seq", "code", "reason", "limit")
@@ -167,20 +179,24 @@ class Ack(_message.Message):
     def __init__(self, seqs: _Optional[_Iterable[int]] = ..., rejections: _Optional[_Iterable[_Union[Rejection, _Mapping]]] = ...) -> None: ...
 
 class Subscribe(_message.Message):
-    __slots__ = ("request_id", "filters")
+    __slots__ = ("request_id", "filters", "group")
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     FILTERS_FIELD_NUMBER: _ClassVar[int]
+    GROUP_FIELD_NUMBER: _ClassVar[int]
     request_id: int
     filters: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, request_id: _Optional[int] = ..., filters: _Optional[_Iterable[str]] = ...) -> None: ...
+    group: str
+    def __init__(self, request_id: _Optional[int] = ..., filters: _Optional[_Iterable[str]] = ..., group: _Optional[str] = ...) -> None: ...
 
 class Unsubscribe(_message.Message):
-    __slots__ = ("request_id", "filters")
+    __slots__ = ("request_id", "filters", "group")
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     FILTERS_FIELD_NUMBER: _ClassVar[int]
+    GROUP_FIELD_NUMBER: _ClassVar[int]
     request_id: int
     filters: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, request_id: _Optional[int] = ..., filters: _Optional[_Iterable[str]] = ...) -> None: ...
+    group: str
+    def __init__(self, request_id: _Optional[int] = ..., filters: _Optional[_Iterable[str]] = ..., group: _Optional[str] = ...) -> None: ...
 
 class SubscribeAck(_message.Message):
     __slots__ = ("request_id", "code", "reason")

@@ -215,11 +215,18 @@ class MqttClient:
             raise ConnectionLost(f"cannot publish: {paho.error_string(info.rc)}")
         return self._expect(info.mid)
 
-    async def subscribe(self, filters: Sequence[tuple[str, int]], timeout: float) -> None:
+    async def subscribe(self, filters: Sequence[tuple[str, int]], timeout: float,
+                        identifier: int = 0) -> None:
         """SUBSCRIBE to ``(filter, qos)`` pairs and wait up to ``timeout`` for the SUBACK;
-        raises `BrokerRefused` if the broker refused any of them."""
+        raises `BrokerRefused` if the broker refused any of them. A nonzero ``identifier`` (MQTT
+        5 subscription identifier) comes back on every message these filters match."""
         self._check_connected()
-        rc, mid = self._client.subscribe([(f, SubscribeOptions(qos=qos)) for f, qos in filters])
+        props = None
+        if identifier:
+            props = Properties(PacketTypes.SUBSCRIBE)
+            props.SubscriptionIdentifier = identifier
+        rc, mid = self._client.subscribe([(f, SubscribeOptions(qos=qos)) for f, qos in filters],
+                                         properties=props)
         if rc != paho.MQTT_ERR_SUCCESS or mid is None:
             raise ConnectionLost(f"cannot subscribe: {paho.error_string(rc)}")
         refused = _refusal("SUBACK", await self._answer(mid, timeout))

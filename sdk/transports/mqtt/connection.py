@@ -12,7 +12,9 @@ dedup, request/reply, reconnects) runs unchanged on top:
 * publish -> PUBLISH at QoS 1; the PUBACK (and its MQTT 5 reason code) -> the publish ack.
   The message is checked here first (`check_envelope`), so what a hub would refuse is refused.
 * subscribe/unsubscribe -> SUBSCRIBE/UNSUBSCRIBE; filters map 1:1 (``+`` and ``#`` mean the
-  same in latentwire and MQTT) under ``namespace/topic/``.
+  same in latentwire and MQTT) under ``namespace/topic/``. A group subscription is the MQTT 5
+  shared subscription ``$share/<group>/namespace/topic/<filter>``, with the group's
+  subscription identifier, which tells the deliveries it brings from plain ones.
 * deliveries -> deliver frames; a message is PUBACKed (manual ack) only when the application
   took it, so unconsumed messages stay with the broker's session and come again after a
   reconnect. At most ``receive_window`` deliveries are handed to the bus unacked.
@@ -47,7 +49,7 @@ from paho.mqtt.properties import Properties
 from ..._codes import code_for, error_for
 from ..._message import check_envelope, is_expired
 from ..._proto import bus_pb2 as pb
-from ..._topics import AGENT_ID, validate_filter
+from ..._topics import AGENT_ID, validate_filter, validate_group
 from ..._wire import Oversize
 from ...errors import (
     AlreadyConnected,
@@ -55,9 +57,9 @@ from ...errors import (
     ConnectError,
     InvalidMessage,
     LatentwireError,
-    ProtocolError,
 )
 from ..base import Connection, Transport, WireFrame
+from ..hubless import HublessConnection
 from .client import BrokerRefused, ConnectionLost, MqttClient
 from .format import (
     DEFAULT_NAMESPACE,
@@ -147,26 +149,18 @@ def translate_errors(broker: str, what: str, *, connect_timeout: float | None = 
         raise ConnectError(f"lost the MQTT broker at {broker}: {detail}") from exc
 
 
-class MqttConnection(Connection):
+class MqttConnection(HublessConnection):
     """One MQTT connection that speaks the bus's frames to the `Bus` above it."""
 
-    max_frame_bytes = None  # the broker takes whole messages; nothing is chunked
+    label = "mqtt"
 
     def __init__(self, transport: MqttTransport, timeout: float) -> None:
+        super().__init__()
         self._transport = transport
         self._timeout = timeout
         self._client: MqttClient | None = None  # made by the hello
-        self._welcomed = False
-        self._agent = ""
         self.max_payload: int | None = transport.max_receive_bytes
         self._max_message = 0
-        # Frames for the bus. Bounded by construction: deliveries by the receive window,
-        # publish acks by the publish window, subscribe acks by the bus's open requests.
-        self._ready: list[WireFrame] = []
-        self._wake = asyncio.Event()
-        self._failure: BaseException | None = None
-        self._closed = False
-        self._tasks: set[asyncio.Task[None]] = set()
         # Deliveries handed to the bus and not yet acked, by delivery seq -> (mid, qos).
         self._unacked: dict[int, tuple[int, int]] = {}
         self._window = 1
@@ -174,6 +168,7 @@ class MqttConnection(Connection):
         self._backlog_max = BACKLOG_MIN
         self._backlog_bytes = 0
         self._owner: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+        self._groups: dict[int, str] = {}  # subscription identifier -> group name
 
     def _errors(self, what: str, *, connect_timeout: float | None = None
                 ) -> contextlib.AbstractContextManager[None]:
@@ -184,35 +179,12 @@ class MqttConnection(Connection):
     async def send(self, frames: Sequence[WireFrame]) -> None:
         self._check_open()
         with self._errors("the connection"):
-            if self._failure is not None:
-                raise self._failure
-            for frame, payload in frames:
-                kind = frame.WhichOneof("kind")
-                if kind == "hello":
-                    await self._hello(frame.hello)
-                elif not self._welcomed:
-                    raise ProtocolError(f"{kind!r} frame before hello")
-                elif kind == "publish":
-                    self._publish(frame.publish, payload)
-                elif kind == "delivery_ack":
-                    self._acked(frame.delivery_ack.seqs)
-                elif kind in ("subscribe", "unsubscribe"):
-                    self._spawn(self._subscription(kind, getattr(frame, kind)))
-                elif kind == "bye":
-                    await self._bye()
-                else:
-                    raise ProtocolError(f"a client does not send {kind!r} frames")
+            self._raise_failure()
+            await self._handle(frames)
 
-    async def receive(self) -> list[tuple]:
-        while not self._ready:
-            if self._failure is not None:
-                with self._errors("the connection"):
-                    raise self._failure
-            self._check_open()
-            self._wake.clear()
-            await self._wake.wait()  # set by every frame and by the end of the connection
-        frames, self._ready = self._ready, []
-        return frames
+    def _raise_failure(self) -> None:
+        with self._errors("the connection"):  # paho's ConnectionLost, as latentwire's error
+            super()._raise_failure()
 
     async def aclose(self) -> None:
         if self._closed:
@@ -247,6 +219,10 @@ class MqttConnection(Connection):
         if hello.session_id:
             await asyncio.sleep(TAKEOVER_GRACE)
         self._agent = agent
+        # Known before CONNECT: a resumed session's group messages may come before the SUBACK.
+        shares = [(validate_group(s.group), validate_filter(s.filter)) for s in hello.group_subscriptions]
+        for group, _ in shares:
+            self._identify(group)
         self._window = max(1, min(hello.receive_window or 1, 65535))
         self._backlog_max = max(BACKLOG_MIN, BACKLOG_FACTOR * self._window)
         props = Properties(PacketTypes.CONNECT)
@@ -277,6 +253,8 @@ class MqttConnection(Connection):
             (t.topics.topic(validate_filter(f)), 1) for f in hello.subscriptions]
         with self._errors(f"the subscriptions of {agent!r}"):
             await client.subscribe(filters, self._timeout)
+            for group, pattern in shares:
+                await self._share(group, [pattern], True)
         if hello.session_id and await self._taken_over():
             assert t.taken_over is not None
             raise AlreadyConnected(t.taken_over)
@@ -332,7 +310,7 @@ class MqttConnection(Connection):
 
     # -- publishing ------------------------------------------------------------------------------
 
-    def _publish(self, publish: pb.Publish, payload: Any) -> None:
+    async def _publish(self, publish: pb.Publish, payload: Any) -> None:
         env, seq = publish.envelope, publish.seq
         try:
             check_envelope(env, len(payload), self._max_message)  # what a hub would refuse
@@ -364,18 +342,40 @@ class MqttConnection(Connection):
         else:
             self._push(pb.Frame(publish_ack=pb.Ack(seqs=[seq])), b"")
 
-    def _push_rejection(self, seq: int, code: int, reason: str) -> None:
-        ack = pb.Ack(rejections=[pb.Rejection(seq=seq, code=code, reason=reason)])
-        self._push(pb.Frame(publish_ack=ack), b"")
-
     # -- subscriptions -------------------------------------------------------------------------
 
+    def _identify(self, group: str) -> int:
+        """The subscription identifier of ``group``, remembered to tell its deliveries apart."""
+        identifier = self._transport.topics.group_identifier(group)
+        if self._groups.setdefault(identifier, group) != group:
+            raise ConfigError(f"groups {group!r} and {self._groups[identifier]!r} share an MQTT "
+                              "subscription identifier on this bus; rename one")
+        return identifier
+
+    async def _share(self, group: str, patterns: list[str], subscribe: bool) -> None:
+        """(Un)subscribe a group's shared subscriptions ``$share/<group>/...`` on ``patterns``."""
+        assert self._client is not None
+        identifier = self._identify(group)
+        shared = [self._transport.topics.shared(group, p) for p in patterns]
+        if subscribe:
+            await self._client.subscribe([(f, 1) for f in shared], self._timeout, identifier)
+        else:
+            await self._client.unsubscribe(shared, self._timeout)
+
     async def _subscription(self, kind: str, request: pb.Subscribe | pb.Unsubscribe) -> None:
+        # In the background: the bus's other frames (acks above all) do not wait for the SUBACK.
+        self._spawn(self._update_subscription(kind, request), "subscription")
+
+    async def _update_subscription(self, kind: str, request: pb.Subscribe | pb.Unsubscribe) -> None:
         assert self._client is not None
         ack = pb.SubscribeAck(request_id=request.request_id)
         try:
             filters = [self._transport.topics.topic(validate_filter(f)) for f in request.filters]
-            if kind == "subscribe":
+            if request.group:
+                with self._errors(f"{kind} of group {request.group!r} to {list(request.filters)}"):
+                    await self._share(validate_group(request.group), list(request.filters),
+                                      kind == "subscribe")
+            elif kind == "subscribe":
                 with self._errors(f"subscribing to {list(request.filters)}"):
                     await self._client.subscribe([(f, 1) for f in filters], self._timeout)
             else:
@@ -409,7 +409,11 @@ class MqttConnection(Connection):
         if self.max_payload is not None and len(payload) > self.max_payload:
             payload = Oversize(len(payload), self.max_payload)
         t.delivery_seq += 1
-        frame = pb.Frame(deliver=pb.Deliver(seq=t.delivery_seq, envelope=env, redelivered=bool(message.dup)))
+        # A shared subscription's message carries its group's identifier; a plain one none.
+        identifiers = getattr(message.properties, "SubscriptionIdentifier", None) or []
+        group = next((self._groups[i] for i in identifiers if i in self._groups), "")
+        frame = pb.Frame(deliver=pb.Deliver(seq=t.delivery_seq, envelope=env, redelivered=bool(message.dup),
+                                            group=group))
         if len(self._unacked) < self._window and not self._backlog:
             self._hand_over(frame, payload, message.mid, message.qos)
             return
@@ -427,7 +431,7 @@ class MqttConnection(Connection):
         self._unacked[frame.deliver.seq] = (mid, qos)
         self._push(frame, payload)
 
-    def _acked(self, seqs: Sequence[int]) -> None:
+    async def _acked(self, seqs: Sequence[int]) -> None:
         for seq in seqs:
             entry = self._unacked.pop(seq, None)
             if entry is not None:  # else a delivery of an earlier connection: the broker resends it
@@ -447,15 +451,6 @@ class MqttConnection(Connection):
 
     # -- plumbing --------------------------------------------------------------------------------
 
-    def _push(self, frame: pb.Frame, payload: Any) -> None:
-        self._ready.append((frame, payload))
-        self._wake.set()
-
-    def _spawn(self, coro: Any) -> None:
-        task = asyncio.create_task(coro, name=f"latentwire[{self._agent}].mqtt-subscription")
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-
     def _on_disconnected(self, fut: asyncio.Future[ConnectionLost]) -> None:
         lost = fut.result()
         if lost.reason_code == RC_SESSION_TAKEN_OVER:
@@ -464,15 +459,6 @@ class MqttConnection(Connection):
                 f"agent {self._agent!r} connected to the MQTT broker again elsewhere; the broker "
                 "handed this session over to the newer connection")
         self._fail(lost)
-
-    def _fail(self, exc: BaseException) -> None:
-        if self._failure is None:
-            self._failure = exc
-        self._wake.set()
-
-    def _check_open(self) -> None:
-        if self._closed:
-            raise ConnectError("MQTT connection closed")
 
 
 class MqttTransport(Transport):

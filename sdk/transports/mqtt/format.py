@@ -14,6 +14,7 @@ import json
 import math
 import time
 import uuid
+import zlib
 from typing import Any
 
 from google.protobuf import json_format
@@ -41,6 +42,8 @@ DEFAULT_NAMESPACE = "latentwire"
 PACKET_SLACK = 64 * 1024
 # The largest MQTT packet is 268,435,455 bytes; leave room for the topic and properties.
 MQTT_MAX_MESSAGE = 256 * 1024 * 1024 - PACKET_SLACK
+# The largest MQTT 5 subscription identifier (a variable byte integer).
+MAX_SUBSCRIPTION_ID = 268_435_455
 PROPERTY_PREFIX = "lw:"  # user properties that carry envelope fields (reserved)
 CONTENT_TEXT = "text/plain; charset=utf-8"
 CONTENT_TENSOR = "application/x-latentwire-tensor"
@@ -64,6 +67,16 @@ class TopicMap:
     def inbox(self, agent: str) -> str:
         """The topic an agent's direct messages, requests and replies go to."""
         return self._inboxes + agent
+
+    def shared(self, group: str, pattern: str) -> str:
+        """The MQTT 5 shared subscription of a (valid) group on a latentwire filter."""
+        return f"$share/{group}/{self.topic(pattern)}"
+
+    @staticmethod
+    def group_identifier(group: str) -> int:
+        """The subscription identifier of a group's shared subscriptions: a digest of its
+        name, so the same on every connection and process that resumes the broker's session."""
+        return zlib.crc32(group.encode()) % MAX_SUBSCRIPTION_ID + 1
 
     def owner(self, agent: str) -> str:
         """The retained topic that names the bus currently holding an agent id."""

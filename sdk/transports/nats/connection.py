@@ -16,6 +16,12 @@ usual frames and this connection translates them:
   messages waits unacknowledged in the bus; a message is acked to JetStream only when the
   application took it (the bus's delivery ack). The consumer's ``max_ack_pending`` is the
   window plus the chunks of one largest message, so the server never sends more.
+* a group subscription (``group=``) -> the group's shared durable consumer on that filter (a
+  JetStream queue group: `SubjectMap.group_consumer` names it), created by the first member
+  and pulled from by every member's connection; each message goes to one of them. A member
+  renews the claim on what it holds (``+WPI``) while it lives, so only a dead member's unacked
+  messages come back, after ``ack_wait``, to another member; a member that unsubscribes or says
+  bye hands back what its application never read (``-NAK``), so others get it at once.
 * bye -> the consumer is deleted: the session is gone, and messages to the agent are refused.
 
 Every failure of nats-py is translated in one place, `nats_errors`.
@@ -25,6 +31,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
 import logging
 import math
@@ -43,23 +50,24 @@ from nats.js import api
 from ..._codes import code_for
 from ..._message import check_envelope, is_expired
 from ..._proto import bus_pb2 as pb
-from ..._topics import AGENT_ID, validate_filter
+from ..._topics import AGENT_ID, validate_filter, validate_group
 from ..._wire import Oversize
 from ...errors import (
     AlreadyConnected,
     BusError,
+    ConfigError,
     ConnectError,
     InvalidMessage,
     LatentwireError,
     LimitExceeded,
     MessageTooLarge,
     PermissionDenied,
-    ProtocolError,
     Unauthenticated,
     Unavailable,
     UnknownAgent,
 )
-from ..base import Connection, WireFrame
+from ..base import WireFrame
+from ..hubless import HublessConnection
 from .chunks import HDR_CHUNK, Arrived, Reassembler, split
 from .format import decode_message, encode_message
 from .settings import NatsSettings
@@ -82,6 +90,15 @@ PRESENCE_WAIT = 0.5
 PARTIAL_TIMEOUT = 120.0
 # Consumer reset (back to the ack floor) exists from this server version on.
 RESET_SINCE = (2, 14)
+# A group's deliveries are numbered apart from the agent's own (its slot shifted this far, plus
+# the stream sequence), since one stream message can come through both consumers.
+GROUP_SEQ_SHIFT = 48
+# A group's consumer serves every member: each bounds what it holds by its pull requests, so
+# the server-side cap is only a backstop (the same for every member, or each would change it).
+GROUP_MAX_ACK_PENDING = 65_536
+# How long a reconnected bus has to ack the group messages it read before the connection lost;
+# the others (which the bus dropped unread) are then NAKed, for another member.
+RELEASE_GRACE = 1.0
 
 
 @contextlib.contextmanager
@@ -163,75 +180,66 @@ class SessionState:
     unacked: dict[int, list[str]] = field(default_factory=dict)
     #: Deliveries dropped because their ttl had passed.
     expired: int = 0
+    #: A number per group consumer, kept across reconnects, so a group's delivery seqs stay stable.
+    group_slots: dict[str, int] = field(default_factory=dict)
+
+    def group_offset(self, consumer: str) -> int:
+        """What is added to a stream sequence to make a delivery seq of this group consumer."""
+        slot = self.group_slots.setdefault(consumer, len(self.group_slots) + 1)
+        return slot << GROUP_SEQ_SHIFT
 
 
-class NatsConnection(Connection):
+@dataclass(eq=False)
+class _Pull:
+    """A consumer this connection pulls from: the agent's own (its session) or a group's."""
+
+    consumer: str
+    group: str = ""  # "" for the agent's own consumer
+    offset: int = 0  # added to stream sequences to make delivery seqs
+    chunks: Reassembler = field(default_factory=Reassembler)
+    subject: str = ""  # where pull requests go
+    inbox: str = ""  # where the consumer answers them
+    subscription: Any = None  # nats-py's subscription of the inbox
+    outstanding: int = 0  # messages asked for and not yet arrived
+    last_heard: float = 0.0
+
+    def holds(self, seq: int) -> bool:
+        """Whether delivery ``seq`` came through this (group) consumer."""
+        return bool(self.group) and self.offset <= seq < self.offset + (1 << GROUP_SEQ_SHIFT)
+
+
+class NatsConnection(HublessConnection):
     """One NATS connection that speaks the bus's frames to the `Bus` above it."""
 
-    max_frame_bytes = None  # large messages are chunked here, onto separate stream messages
+    label = "nats"  # large messages are chunked here, onto separate stream messages (chunks.py)
 
     def __init__(self, settings: NatsSettings, state: SessionState, timeout: float) -> None:
+        super().__init__()
         self._s = settings
         self._state = state
         self._timeout = timeout
         self._nc: NATS | None = None
-        self._agent = ""
         self._consumer = ""
         self.max_payload: int | None = settings.max_receive_bytes
-        self._ready: list[WireFrame] = []
-        self._wake = asyncio.Event()
-        self._failure: BaseException | None = None
-        self._closed = False
-        self._tasks: set[asyncio.Task] = set()
         self._filters: set[str] = set()
         self._window = 1
         self._chunk_room = 0
-        self._chunks = Reassembler(settings.max_receive_bytes)
         self._js: Any = None  # nats-py's JetStreamContext, after the hello
         self._session = ""
         # Whole messages beyond the receive window (the server may send more when chunks of a
-        # large message are still missing), with their deliver frames.
+        # large message are still missing, and each consumer asks for the window), with their
+        # deliver frames.
         self._backlog: deque[tuple[pb.Frame, Arrived]] = deque()
-        self._outstanding = 0  # messages asked for by pull requests and not yet arrived
-        self._pull_subject = ""
-        self._pull_inbox = ""
-        self._last_heard = 0.0
+        self._pulls: dict[str, _Pull] = {}  # by consumer name: the agent's own, then its groups'
+        self._released: dict[int, list[str]] = {}  # group deliveries of the last connection, by seq
         self._last_error: BaseException | None = None
-        self._open = False  # the hello succeeded: from now on a lost connection ends this one
 
     # -- the Connection contract ---------------------------------------------------------------
 
     async def send(self, frames: Sequence[WireFrame]) -> None:
         self._check_open()
-        await self._isolated(self._send(frames))
-
-    async def _send(self, frames: Sequence[WireFrame]) -> None:
-        for frame, payload in frames:
-            kind = frame.WhichOneof("kind")
-            if kind == "hello":
-                await self._hello(frame.hello)
-            elif self._nc is None:
-                raise ProtocolError(f"{kind!r} frame before hello")
-            elif kind == "publish":
-                await self._publish(frame.publish, payload)
-            elif kind == "delivery_ack":
-                await self._acked(frame.delivery_ack.seqs)
-            elif kind in ("subscribe", "unsubscribe"):
-                await self._subscription(kind, getattr(frame, kind))
-            elif kind == "bye":
-                await self._leave()
-            else:
-                raise ProtocolError(f"a client does not send {kind!r} frames")
-
-    async def receive(self) -> list[tuple]:
-        while not self._ready:
-            if self._failure is not None:
-                raise self._failure
-            self._check_open()
-            self._wake.clear()
-            await self._wake.wait()
-        frames, self._ready = self._ready, []
-        return frames
+        self._raise_failure()
+        await self._isolated(self._handle(frames))
 
     async def aclose(self) -> None:
         if self._closed:
@@ -294,9 +302,14 @@ class NatsConnection(Connection):
             self._chunk_room = max(1024, nc.max_payload - HEADER_ROOM)
             session_id, resumed = await self._open_session(hello)
             await nc.subscribe(t.subjects.presence(hello.agent), cb=self._answer_presence)
-            self._pull_inbox = nc.new_inbox()
-            self._pull_subject = f"$JS.API.CONSUMER.MSG.NEXT.{t.subjects.stream}.{self._consumer}"
-            await nc.subscribe(self._pull_inbox, cb=self._on_pull_message)
+            await self._start_pull(_Pull(self._consumer))
+            # A reconnecting bus dropped the group messages it had not read; what it read it
+            # acks first thing on this connection. The rest is NAKed after RELEASE_GRACE, so
+            # another member gets it then rather than after ack_wait.
+            for seq in [seq for seq in self._state.unacked if seq >> GROUP_SEQ_SHIFT]:
+                self._released[seq] = self._state.unacked.pop(seq)
+            for shared in hello.group_subscriptions:
+                await self._join_group(validate_group(shared.group), validate_filter(shared.filter))
         self._ready.insert(0, (pb.Frame(welcome=pb.Welcome(
             session_id=session_id,
             resumed=resumed,
@@ -307,10 +320,62 @@ class NatsConnection(Connection):
             hub_id=f"nats://{t.address}/{t.subjects.namespace}",
         )), b""))
         self._wake.set()
-        self._open = True
-        self._last_heard = asyncio.get_running_loop().time()
+        self._welcomed = True  # from now on a lost connection ends this one
         self._spawn(self._watchdog(), "watchdog")
+        self._spawn(self._keep_claims(), "claims")
+        if self._released:
+            self._spawn(self._nak_released(), "released")
         await self._pull()
+
+    async def _nak_released(self) -> None:
+        await asyncio.sleep(RELEASE_GRACE)
+        released, self._released = self._released, {}
+        await self._reply([a for acks in released.values() for a in acks], b"-NAK")
+
+    async def _start_pull(self, pull: _Pull) -> None:
+        """Pull from ``pull.consumer`` from now on."""
+        pull.chunks.max_payload = self.max_payload
+        pull.subject = f"$JS.API.CONSUMER.MSG.NEXT.{self._s.subjects.stream}.{pull.consumer}"
+        pull.inbox = self._nc.new_inbox()
+        pull.last_heard = asyncio.get_running_loop().time()
+        pull.subscription = await self._nc.subscribe(
+            pull.inbox, cb=functools.partial(self._on_pull_message, pull))
+        self._pulls[pull.consumer] = pull
+
+    async def _join_group(self, group: str, pattern: str) -> None:
+        """Create the group's consumer on ``pattern`` if no member did yet, and pull from it."""
+        t = self._s
+        name = t.subjects.group_consumer(group, pattern)
+        if name in self._pulls:
+            return
+        await self._js.add_consumer(t.subjects.stream, api.ConsumerConfig(
+            name=name, durable_name=name,
+            deliver_policy=api.DeliverPolicy.NEW, ack_policy=api.AckPolicy.EXPLICIT,
+            ack_wait=t.ack_wait, max_ack_pending=GROUP_MAX_ACK_PENDING,
+            filter_subjects=t.subjects.filter(pattern),
+            # It lives while any member pulls from it, like a session while its agent is away.
+            inactive_threshold=t.session_expiry,
+            description=f"latentwire group {group!r} on {pattern!r}"))
+        await self._start_pull(_Pull(name, group, self._state.group_offset(name)))
+
+    async def _leave_group(self, group: str, pattern: str) -> None:
+        """Stop pulling from the group's consumer and hand back what the bus did not ack."""
+        pull = self._pulls.pop(self._s.subjects.group_consumer(group, pattern), None)
+        if pull is None:
+            return
+        with contextlib.suppress(nats.errors.Error):
+            await pull.subscription.unsubscribe()
+        await self._hand_back(pull)
+
+    async def _hand_back(self, pull: _Pull) -> None:
+        """NAK a group's deliveries this bus holds, so another member gets them now rather than
+        after ``ack_wait`` (the bus released them unread; it acks what it read first)."""
+        held = [seq for seq in self._state.unacked if pull.holds(seq)]
+        subjects = [a for seq in held for a in self._state.unacked.pop(seq)]
+        kept = [(f, a) for f, a in self._backlog if not pull.holds(a.seq)]
+        subjects += [a for _, arrived in self._backlog if pull.holds(arrived.seq) for a in arrived.acks]
+        self._backlog = deque(kept)
+        await self._reply(subjects, b"-NAK")
 
     async def _check_presence(self, nc: NATS) -> None:
         """Refuse the agent id if another live bus answers for it (as the hub refuses it)."""
@@ -427,21 +492,25 @@ class NatsConnection(Connection):
             return
         self._push(pb.Frame(publish_ack=pb.Ack(seqs=[seq])), b"")
 
-    def _push_rejection(self, seq: int, code: int, reason: str) -> None:
-        ack = pb.Ack(rejections=[pb.Rejection(seq=seq, code=code, reason=reason)])
-        self._push(pb.Frame(publish_ack=ack), b"")
-
     # -- subscriptions and leaving -----------------------------------------------------------------
 
     async def _subscription(self, kind: str, request: pb.Subscribe | pb.Unsubscribe) -> None:
         ack = pb.SubscribeAck(request_id=request.request_id)
         try:
             filters = {validate_filter(f) for f in request.filters}
+            if request.group:
+                group = validate_group(request.group)
+                with nats_errors(f"{kind} of {self._agent!r} in group {group!r}"):
+                    for pattern in sorted(filters):
+                        await (self._join_group if kind == "subscribe" else self._leave_group)(group, pattern)
+                self._push(pb.Frame(subscribe_ack=ack), b"")
+                await self._pull()
+                return
             wanted = self._filters | filters if kind == "subscribe" else self._filters - filters
             with nats_errors(f"updating the consumer of {self._agent!r}"):
                 await self._js.add_consumer(self._s.subjects.stream, self._consumer_config(wanted))
             self._filters = wanted
-        except InvalidMessage as exc:
+        except (InvalidMessage, ConfigError) as exc:
             ack.code, ack.reason = code_for(exc), str(exc)
         except (ConnectError, Unavailable) as exc:
             self._fail(ConnectError(f"NATS {kind} failed: {exc}"))
@@ -450,8 +519,12 @@ class NatsConnection(Connection):
             ack.code, ack.reason = code_for(exc), str(exc)
         self._push(pb.Frame(subscribe_ack=ack), b"")
 
-    async def _leave(self) -> None:
-        """bye: delete the consumer, so the session and anything still queued for it are gone."""
+    async def _bye(self) -> None:
+        """bye: delete the consumer, so the session and anything still queued for it are gone;
+        the groups' consumers stay for their other members."""
+        for pull in list(self._pulls.values()):
+            if pull.group:
+                await self._hand_back(pull)
         with contextlib.suppress(LatentwireError, TimeoutError):
             async with asyncio.timeout(self._timeout):
                 with nats_errors(f"deleting the consumer of {self._agent!r}"):
@@ -462,63 +535,67 @@ class NatsConnection(Connection):
     # -- deliveries ------------------------------------------------------------------------------
 
     async def _pull(self) -> None:
-        """Ask the consumer for as many messages as the bus has room for (credits)."""
-        room = max(self._window - len(self._state.unacked) - len(self._backlog), self._chunks.missing)
-        want = room - self._outstanding
+        """Ask each consumer for as many messages as the bus has room for (credits)."""
+        for pull in list(self._pulls.values()):
+            await self._pull_from(pull)
+
+    async def _pull_from(self, pull: _Pull) -> None:
+        room = max(self._window - len(self._state.unacked) - len(self._backlog), pull.chunks.missing)
+        want = room - pull.outstanding
         # Small grants wait until they add up, so few pull requests are open at once.
-        if want <= 0 or (self._outstanding and want < max(1, self._window // 4)):
+        if want <= 0 or (pull.outstanding and want < max(1, self._window // 4)):
             return
-        if self._nc is None or self._failure is not None:
+        if self._nc is None or self._failure is not None or self._pulls.get(pull.consumer) is not pull:
             return
-        self._outstanding += want
+        pull.outstanding += want
         request = {"batch": want, "expires": int(PULL_EXPIRES * 1e9),
                    "idle_heartbeat": int(PULL_HEARTBEAT * 1e9)}
         with contextlib.suppress(nats.errors.Error):  # a lost connection is noticed by closed_cb
-            await self._nc.publish(self._pull_subject, json.dumps(request).encode(), reply=self._pull_inbox)
+            await self._nc.publish(pull.subject, json.dumps(request).encode(), reply=pull.inbox)
 
-    async def _on_pull_message(self, msg: Msg) -> None:
-        # Called by nats-py, in order, for everything the consumer sends to the pull inbox.
-        self._last_heard = asyncio.get_running_loop().time()
+    async def _on_pull_message(self, pull: _Pull, msg: Msg) -> None:
+        # Called by nats-py, in order, for everything a consumer sends to its pull inbox.
+        pull.last_heard = asyncio.get_running_loop().time()
         if not msg.reply:  # a status of a pull request, not a delivery
-            await self._on_status(msg.headers or {})
+            await self._on_status(pull, msg.headers or {})
             return
-        self._outstanding = max(0, self._outstanding - 1)
+        pull.outstanding = max(0, pull.outstanding - 1)
         meta = msg.metadata
         headers = msg.headers or {}
-        self._chunks.max_payload = self.max_payload  # the bus sets it from the welcome
+        pull.chunks.max_payload = self.max_payload  # the bus sets it from the welcome
         redelivered = meta.num_delivered > 1
+        seq = pull.offset + meta.sequence.stream
         chunk = headers.get(HDR_CHUNK)
         try:
             if chunk is None:
-                arrived: Arrived | None = Arrived(meta.sequence.stream, headers, msg.data, [msg.reply],
-                                                  redelivered)
+                arrived: Arrived | None = Arrived(seq, headers, msg.data, [msg.reply], redelivered)
             else:
-                arrived = self._chunks.add(chunk, headers, msg.data, meta.sequence.stream, msg.reply,
-                                           redelivered)
+                arrived = pull.chunks.add(chunk, headers, msg.data, seq, msg.reply, redelivered)
             if arrived is not None:
-                await self._arrived(msg.subject, arrived)
+                await self._arrived(msg.subject, arrived, pull.group)
         except InvalidMessage as exc:
             log.warning("%s: dropping a NATS message: %s", self._agent, exc)
             await self._ack([msg.reply])
         await self._pull()
 
-    async def _on_status(self, headers: dict[str, str]) -> None:
+    async def _on_status(self, pull: _Pull, headers: dict[str, str]) -> None:
         status = headers.get("Status", "")
         if status == "100":  # idle heartbeat
             return
         description = headers.get("Description", "")
         if status == "409" and "deleted" in description.lower():
-            self._fail(ConnectError(f"the NATS consumer (session) of {self._agent!r} was deleted"))
+            whose = f"group {pull.group!r}" if pull.group else "session"
+            self._fail(ConnectError(f"the NATS consumer ({whose}) of {self._agent!r} was deleted"))
             return
         pending = headers.get("Nats-Pending-Messages")
         if pending is not None and pending.isdigit():  # what the ended request did not fill
-            self._outstanding = max(0, self._outstanding - int(pending))
+            pull.outstanding = max(0, pull.outstanding - int(pending))
         else:
-            self._outstanding = 0  # the request is gone; asking again costs at most a duplicate
+            pull.outstanding = 0  # the request is gone; asking again costs at most a duplicate
         log.debug("%s: pull request ended: %s %s", self._agent, status, description)
-        await self._pull()
+        await self._pull_from(pull)
 
-    async def _arrived(self, subject: str, arrived: Arrived) -> None:
+    async def _arrived(self, subject: str, arrived: Arrived, group: str) -> None:
         t = self._s
         if arrived.seq in self._state.unacked:  # a copy of a message the bus holds: only its acks are new
             self._state.unacked[arrived.seq] = arrived.acks
@@ -530,7 +607,8 @@ class NatsConnection(Connection):
                 and len(payload) > self.max_payload):
             payload = Oversize(len(payload), self.max_payload)
         arrived.payload = payload
-        frame = pb.Frame(deliver=pb.Deliver(seq=arrived.seq, envelope=env, redelivered=arrived.redelivered))
+        frame = pb.Frame(deliver=pb.Deliver(seq=arrived.seq, envelope=env, redelivered=arrived.redelivered,
+                                            group=group))
         if len(self._state.unacked) < self._window and not self._backlog:
             await self._hand_over(frame, arrived)
         else:
@@ -546,7 +624,7 @@ class NatsConnection(Connection):
 
     async def _acked(self, seqs: Sequence[int]) -> None:
         for seq in seqs:
-            acks = self._state.unacked.pop(seq, None)
+            acks = self._state.unacked.pop(seq, None) or self._released.pop(seq, None)
             if acks is not None:  # else already acked: a copy from before a reconnect
                 await self._ack(acks)
         while self._backlog and len(self._state.unacked) < self._window:
@@ -555,11 +633,15 @@ class NatsConnection(Connection):
 
     async def _ack(self, subjects: list[str]) -> None:
         # JetStream acks by stream sequence, so an ack subject from an earlier connection works.
+        await self._reply(subjects, b"+ACK")
+
+    async def _reply(self, subjects: list[str], answer: bytes) -> None:
+        """Send ``answer`` (+ACK, -NAK, +WPI) to each delivery's ack subject."""
         if self._nc is None or self._failure is not None:
             return  # unacked deliveries come again on the next connection
         with contextlib.suppress(nats.errors.Error):
             for subject in subjects:
-                await self._nc.publish(subject, b"+ACK")
+                await self._nc.publish(subject, answer)
 
     async def _watchdog(self) -> None:
         loop = asyncio.get_running_loop()
@@ -569,31 +651,36 @@ class NatsConnection(Connection):
                 why = self._nc.last_error or "disconnected"
                 self._fail(ConnectError(f"lost NATS at {self._s.address}: {why}"))
                 return
-            if self._outstanding and loop.time() - self._last_heard > 2.5 * PULL_HEARTBEAT:
-                log.debug("%s: no heartbeat from the consumer; pulling again", self._agent)
-                self._outstanding = 0
-                self._last_heard = loop.time()
-                await self._pull()
-            for msg_id, acks in self._chunks.expire(PARTIAL_TIMEOUT):
-                log.warning("%s: dropping the incomplete chunked message %s", self._agent, msg_id)
-                await self._ack(acks)
+            for pull in list(self._pulls.values()):
+                if pull.outstanding and loop.time() - pull.last_heard > 2.5 * PULL_HEARTBEAT:
+                    log.debug("%s: no heartbeat from consumer %s; pulling again", self._agent, pull.consumer)
+                    pull.outstanding = 0
+                    pull.last_heard = loop.time()
+                    await self._pull_from(pull)
+                for msg_id, acks in pull.chunks.expire(PARTIAL_TIMEOUT):
+                    log.warning("%s: dropping the incomplete chunked message %s", self._agent, msg_id)
+                    await self._ack(acks)
+
+    async def _keep_claims(self) -> None:
+        """While this bus lives, tell JetStream it is still working on the group deliveries it
+        holds (``+WPI`` restarts their ``ack_wait``): a slow member keeps its messages, and
+        only a dead one's go to another member."""
+        while self._failure is None and not self._closed:
+            await asyncio.sleep(self._s.ack_wait / 3)
+            groups = [p for p in self._pulls.values() if p.group]
+            if not groups:
+                continue
+            held = [a for seq, acks in self._state.unacked.items() if any(p.holds(seq) for p in groups)
+                    for a in acks]
+            held += [a for _, arrived in self._backlog if any(p.holds(arrived.seq) for p in groups)
+                     for a in arrived.acks]
+            await self._reply(held, b"+WPI")
 
     # -- plumbing --------------------------------------------------------------------------------
 
-    def _push(self, frame: pb.Frame, payload: Any) -> None:
-        # Bounded by construction: deliveries by the receive window, publish acks by the
-        # publish window, subscribe acks by the bus's outstanding requests.
-        self._ready.append((frame, payload))
-        self._wake.set()
-
-    def _spawn(self, coro: Any, name: str) -> None:
-        task = asyncio.create_task(coro, name=f"latentwire[{self._agent}].nats.{name}")
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-
     async def _on_error(self, exc: Exception) -> None:
         self._last_error = exc
-        if self._open and isinstance(exc, _CONNECTION_LOST):
+        if self._welcomed and isinstance(exc, _CONNECTION_LOST):
             # nats-py reports a dead socket here first; its closed callback may never come.
             self._fail(ConnectError(f"lost NATS at {self._s.address}: {exc or type(exc).__name__}"))
         elif isinstance(exc, nats.errors.SlowConsumerError):
@@ -606,15 +693,7 @@ class NatsConnection(Connection):
         self._fail(ConnectError(f"lost NATS at {self._s.address}: {detail or 'connection closed'}"))
 
     def _fail(self, exc: BaseException) -> None:
-        if self._failure is None:
-            self._failure = exc
-        for task in list(self._tasks):
+        super()._fail(exc)
+        for task in list(self._tasks):  # pulls, claims and PubAck waits are of no use now
             if task is not asyncio.current_task():
                 task.cancel()
-        self._wake.set()
-
-    def _check_open(self) -> None:
-        if self._closed:
-            raise ConnectError("NATS connection closed")
-        if self._failure is not None:
-            raise self._failure

@@ -11,7 +11,7 @@ With namespace ``NS``:
 * a live bus answers on ``NS.presence.<agent>`` (core NATS, never stored), which is how a second
   bus with the same agent id is refused;
 * the stream ``LW_NS`` stores ``NS.topic.>`` and ``NS.inbox.>``; each agent's session is the
-  durable consumer named after it.
+  durable consumer named after it; a subscription group shares one per filter (`group_consumer`).
 
 A message is its raw payload (tensor bytes, UTF-8 text, or a control message as JSON) plus NATS
 headers: ``Lw-Body`` (``text``, ``tensor`` or ``control``; absent means text, so a plain NATS
@@ -139,6 +139,13 @@ class SubjectMap:
         if len(name) > MAX_NAME:  # an id of many escaped characters: keep it unique, and short
             name = f"{name[:MAX_NAME - 33]}-{hashlib.sha256(agent.encode()).hexdigest()[:32]}"
         return name
+
+    def group_consumer(self, group: str, pattern: str) -> str:
+        """The durable consumer a subscription group shares on one filter (a JetStream queue
+        group). Stable, so every member finds it; legal, since a (valid) group name is plain
+        token characters and the filter, which is not, enters only as a digest; and apart from
+        the agents' consumers, whose names never start with ``_``."""
+        return f"_g_{group}_{hashlib.sha256(pattern.encode()).hexdigest()[:16]}"
 
     def parse(self, subject: str) -> tuple[str, str]:
         """``("topic", name)`` or ``("inbox", agent)``; raises `InvalidMessage` for others."""
