@@ -329,6 +329,20 @@ async def test_tls_verifies_the_server_certificate(tmp_path: Path, tls_files: di
                 pass
 
 
+async def test_tls_refuses_a_server_that_would_talk_in_plain_text(tmp_path: Path,
+                                                                  tls_files: dict[str, Path]) -> None:
+    # Without this check nats-py would send the CONNECT (and the password) unencrypted: it
+    # upgrades only when the server requires TLS.
+    port = free_port()
+    config = (f'listen: "127.0.0.1:{port}"\njetstream {{ store_dir: "{tmp_path / "store"}" }}\n'
+              'authorization { user: "alice", password: "s3cret" }\n')
+    with run_nats_server(tmp_path, config, port):
+        with pytest.raises(latentwire.ConfigError, match=rf"127.0.0.1:{port} does not require TLS.*use nats://"):
+            async with latentwire.connect(f"tls://alice:s3cret@127.0.0.1:{port}/ns", agent="a",
+                                          tls_ca=tls_files["cert"]):
+                pass
+
+
 def test_nkey_and_creds_need_the_nkeys_package(tmp_path: Path) -> None:
     seed = tmp_path / "user.nk"
     seed.write_text("SUAMK2FG4MI6UE3ACF3FK3OIQBCEIEZV7NSWFFEW63UXMRLFM2XLAXK4GY\n")

@@ -99,6 +99,44 @@ GROUP_MAX_ACK_PENDING = 65_536
 # How long a reconnected bus has to ack the group messages it read before the connection lost;
 # the others (which the bus dropped unread) are then NAKed, for another member.
 RELEASE_GRACE = 1.0
+# How long a tls:// connection waits for a server's INFO line before leaving the check to nats-py.
+PROBE_TIMEOUT = 2.0
+
+
+async def require_tls(servers: Sequence[tuple[str, int]], timeout: float) -> None:
+    """Refuse, before any credential is sent, a server that does not require TLS.
+
+    nats-py upgrades a connection to TLS only when the server's first line (``INFO {...}``, the
+    NATS protocol's greeting) says ``tls_required``; against any other server a ``tls://`` URL
+    would send the CONNECT, credentials included, in plain text. So each server of a TLS URL is
+    asked for its INFO first, on a connection of its own that is closed at once. A server that
+    cannot be reached or says nothing in time (e.g. one that expects the TLS handshake first) is
+    left to nats-py, which reports it."""
+
+    async def info(host: str, port: int) -> dict[str, Any] | None:
+        try:
+            async with asyncio.timeout(timeout):
+                reader, writer = await asyncio.open_connection(host, port)
+                try:
+                    line = await reader.readline()
+                finally:
+                    writer.close()
+                    with contextlib.suppress(OSError):
+                        await writer.wait_closed()
+        except (OSError, TimeoutError, ValueError):
+            return None
+        if not line.startswith(b"INFO "):
+            return None
+        with contextlib.suppress(ValueError):
+            return json.loads(line[5:])
+        return None
+
+    infos = await asyncio.gather(*(info(h, p) for h, p in servers))
+    for (host, port), found in zip(servers, infos):
+        if found is not None and not found.get("tls_required"):
+            raise ConfigError(f"the NATS server at {host}:{port} does not require TLS, so a tls:// URL would "
+                              "talk to it in plain text (nats-py upgrades only when the server requires "
+                              "it); give the server a tls { cert_file, key_file } block, or use nats://")
 
 
 @contextlib.contextmanager
@@ -280,6 +318,8 @@ class NatsConnection(HublessConnection):
         nc = NATS()
         self._nc = nc
         where = f"NATS at {t.address}"
+        if t.tls:
+            await require_tls(t.servers, min(self._timeout, PROBE_TIMEOUT))
         try:
             async with asyncio.timeout(self._timeout):
                 with nats_errors(f"connecting to {where} as {hello.agent!r} with "
