@@ -633,6 +633,7 @@ class Hub:
             max_message_bytes=self.config.max_message_bytes,
             max_frame_bytes=self.config.max_frame_bytes,
             hub_id=self.id,
+            groups=True,
         )
         session.send_control(pb.Frame(welcome=welcome))
         for group in session.groups:  # after the welcome: its share of what waits

@@ -36,6 +36,7 @@ from .errors import (
     AuthError,
     BusClosed,
     BusError,
+    ConfigError,
     ConnectError,
     InvalidMessage,
     LatentwireError,
@@ -215,6 +216,7 @@ class Bus:
         self._leaving = False  # bye sent: a lost connection is not re-established
         self._failure: BaseException | None = None
         self._credits = Credits(1, 1)  # replaced by the hub's window at the first welcome
+        self._groups_routed = True  # until a welcome says otherwise (an older hub)
         self._seq = 0
         self._unacked: dict[int, _PendingPublish] = {}
         self._async_errors: list[BaseException] = []
@@ -370,6 +372,10 @@ class Bus:
             conn.max_frame_bytes = min(conn.max_frame_bytes, welcome.max_frame_bytes)
         if first:
             self._credits = Credits(welcome.publish_window, welcome.publish_window_bytes)
+        self._groups_routed = welcome.groups
+        if not welcome.groups and any(sub.group for sub in self._subs):
+            log.warning("%s: hub %s does not route subscription groups (it is older than this client); "
+                        "this bus's group subscriptions get nothing until it is upgraded", self.agent, welcome.hub_id)
         self._conn = conn
         return batch[1:]
 
@@ -581,6 +587,11 @@ class Bus:
 
     async def _add_subscription(self, sub: Subscription) -> None:
         self._check_usable()
+        if sub.group and not self._groups_routed:
+            # An older hub would take it for a plain subscription, and its deliveries would
+            # reach no group subscription here.
+            raise ConfigError(f"the hub at {self.url} does not route subscription groups (it is older than "
+                              f"this client); upgrade the hub, or subscribe without group=")
         self._subs.add(sub)  # before the hub knows, so nothing routed after the ack is missed
         keys = [(sub.group, f) for f in sub.filters]
         new = [f for g, f in keys if self._filters[(g, f)] == 0]

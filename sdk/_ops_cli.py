@@ -29,6 +29,8 @@ def add_commands(commands: Any) -> None:
     sub = commands.add_parser("sub", help="print messages on topic filters as they arrive (like mosquitto_sub -v)")
     sub.add_argument("filters", nargs="+", metavar="FILTER", help="topic filter, + and # wildcards ('#': everything)")
     sub.add_argument("--json", action="store_true", help="one JSON object per message")
+    sub.add_argument("--group", default=None, metavar="NAME",
+                     help="share the messages with the other subscribers of this group (replicas): each goes to one")
     sub.add_argument("-n", "--count", type=int, default=0, metavar="N", help="exit after N messages (default: run until Ctrl-C)")
     _common(sub, agent=True)
     sub.set_defaults(func=_run_sub)
@@ -90,9 +92,11 @@ def _check(kind: str, value: str, check: Any) -> str:
 
 
 def _run_sub(args: argparse.Namespace) -> int:
-    from ._topics import validate_filter
+    from ._topics import validate_filter, validate_group
 
     filters = [_check("filter", f, validate_filter) for f in args.filters]
+    if args.group is not None:
+        validate_group(args.group)  # a ConfigError: one line, exit 2
     if args.count < 0:
         raise ConfigError(f"--count must be 0 (no limit) or more, got {args.count}")
     try:
@@ -105,9 +109,10 @@ def _run_sub(args: argparse.Namespace) -> int:
 async def _sub(args: argparse.Namespace, filters: list[str]) -> int:
     from ._peek import describe, summary_line
 
-    async with _bus(args, "sub") as bus, bus.subscribe(*filters) as sub:
+    async with _bus(args, "sub") as bus, bus.subscribe(*filters, group=args.group) as sub:
         # On stderr, so stdout holds only messages; scripts can wait for this line.
-        print(f"latentwire sub: subscribed to {' '.join(filters)} as {bus.agent}", file=sys.stderr, flush=True)
+        group = f" in group {args.group}" if args.group else ""
+        print(f"latentwire sub: subscribed to {' '.join(filters)}{group} as {bus.agent}", file=sys.stderr, flush=True)
         seen = 0
         async for msg in sub:
             print(json.dumps(describe(msg)) if args.json else summary_line(msg), flush=True)

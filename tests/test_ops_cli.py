@@ -70,6 +70,14 @@ async def test_sub_prints_what_pub_sends_and_top_shows_agents_and_topics(hub_url
                                   "norm": pytest.approx(float(np.linalg.norm(latent)), rel=1e-5)}
     assert lines[2]["latent"]["space"] is None
 
+    # --group: the subscriber joins a subscription group (its share of the messages; here the only member).
+    sub = await start("sub", "--url", hub_url, "jobs", "--group", "workers", "-n", "1")
+    line = await asyncio.wait_for(sub.stderr.readline(), 30)
+    assert line.startswith(b"latentwire sub: subscribed to jobs in group workers as "), line
+    await run("pub", "--url", hub_url, "jobs", "job 1", "--agent", "boss")
+    out, err = await asyncio.wait_for(sub.communicate(), 30)
+    assert out.decode().strip() == "jobs [boss] job 1", err
+
     # The plain format: one line per message, topic, [sender], body.
     sub = await start("sub", "--url", hub_url, "cam/#", "-n", "2")
     await subscribed(sub)
@@ -88,9 +96,9 @@ async def test_sub_prints_what_pub_sends_and_top_shows_agents_and_topics(hub_url
         code, out, err = await run("top", "--url", hub_url, "--once")
     assert code == 0, err
     assert "robot-7" in out and "cam/#" in out and "connected" in out
-    for topic in ("cam/status", "cam/front", "cam/raw", "elsewhere"):
+    for topic in ("cam/status", "cam/front", "cam/raw", "elsewhere", "jobs"):
         assert topic in out
-    assert "published 6" in out
+    assert "published 7" in out
 
 
 async def test_sub_and_pub_work_over_mqtt(mosquitto) -> None:
@@ -129,6 +137,7 @@ async def test_pub_refuses_a_bad_latent_file_in_one_line(tmp_path: Path, name: s
     (["pub", "t"], "give the TEXT to publish or --latent FILE.npy"),
     (["pub", "t", "text", "--space", "hub"], "--space and --family describe a --latent"),
     (["sub", "a/#/b"], "filter 'a/#/b': "),
+    (["sub", "jobs", "--group", "two words"], "invalid subscription group 'two words'"),
     (["top", "--url", "inproc://", "--once"], "needs a hub daemon's grpc:// or grpcs:// URL"),
 ])
 async def test_bad_arguments_exit_2_with_one_line(args: list[str], reason: str) -> None:

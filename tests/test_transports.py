@@ -115,3 +115,46 @@ def test_each_transport_names_the_url_and_shows_a_good_one(url: str, reason: str
 def test_a_transport_without_a_scheme_says_how_to_use_it() -> None:
     with pytest.raises(latentwire.ConfigError, match=r"pass it as connect\(transport=Transport"):
         Transport.from_url("x://y")
+
+
+class _OlderHubConnection:
+    """A connection to a hub that predates subscription groups: its welcome leaves ``groups`` unset."""
+
+    def __init__(self, inner: Connection) -> None:
+        self._inner = inner
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._inner, name)
+
+    async def receive(self) -> list[tuple]:
+        frames = await self._inner.receive()
+        for frame, _ in frames:
+            if frame.WhichOneof("kind") == "welcome":
+                frame.welcome.ClearField("groups")
+        return frames
+
+
+class OlderHubTransport(LoopbackTransport):
+    """``olderhub://name``: the embedded hub ``name`` as a hub from before subscription groups."""
+
+    async def connect(self, timeout: float) -> Connection:
+        return _OlderHubConnection(await super().connect(timeout))
+
+
+register_transport("olderhub", f"{__name__}:OlderHubTransport")
+
+
+async def test_a_group_subscription_on_a_hub_without_groups_is_refused() -> None:
+    # An older hub would route it as a plain subscription, whose deliveries no group
+    # subscription of this bus would take.
+    name = f"old-{uuid.uuid4().hex[:8]}"
+    try:
+        async with latentwire.connect(f"olderhub://{name}", agent="a") as bus:
+            with pytest.raises(latentwire.ConfigError, match="does not route subscription groups.*upgrade the hub"):
+                async with bus.subscribe("jobs", group="workers"):
+                    pass
+            async with bus.subscribe("jobs") as sub:  # plain subscriptions still work
+                await bus.publish("jobs", "x")
+                assert (await sub.receive(timeout=5)).text == "x"
+    finally:
+        await embedded_hub(name).aclose()

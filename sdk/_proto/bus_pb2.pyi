@@ -121,7 +121,7 @@ class GroupSubscription(_message.Message):
     def __init__(self, group: _Optional[str] = ..., filter: _Optional[str] = ...) -> None: ...
 
 class Welcome(_message.Message):
-    __slots__ = ("session_id", "resumed", "publish_window", "publish_window_bytes", "max_message_bytes", "max_frame_bytes", "hub_id")
+    __slots__ = ("session_id", "resumed", "publish_window", "publish_window_bytes", "max_message_bytes", "max_frame_bytes", "hub_id", "groups")
     SESSION_ID_FIELD_NUMBER: _ClassVar[int]
     RESUMED_FIELD_NUMBER: _ClassVar[int]
     PUBLISH_WINDOW_FIELD_NUMBER: _ClassVar[int]
@@ -129,6 +129,7 @@ class Welcome(_message.Message):
     MAX_MESSAGE_BYTES_FIELD_NUMBER: _ClassVar[int]
     MAX_FRAME_BYTES_FIELD_NUMBER: _ClassVar[int]
     HUB_ID_FIELD_NUMBER: _ClassVar[int]
+    GROUPS_FIELD_NUMBER: _ClassVar[int]
     session_id: str
     resumed: bool
     publish_window: int
@@ -136,7 +137,8 @@ class Welcome(_message.Message):
     max_message_bytes: int
     max_frame_bytes: int
     hub_id: str
-    def __init__(self, session_id: _Optional[str] = ..., resumed: _Optional[bool] = ..., publish_window: _Optional[int] = ..., publish_window_bytes: _Optional[int] = ..., max_message_bytes: _Optional[int] = ..., max_frame_bytes: _Optional[int] = ..., hub_id: _Optional[str] = ...) -> None: ...
+    groups: bool
+    def __init__(self, session_id: _Optional[str] = ..., resumed: _Optional[bool] = ..., publish_window: _Optional[int] = ..., publish_window_bytes: _Optional[int] = ..., max_message_bytes: _Optional[int] = ..., max_frame_bytes: _Optional[int] = ..., hub_id: _Optional[str] = ..., groups: _Optional[bool] = ...) -> None: ...
 
 class Publish(_message.Message):
     __slots__ = ("seq", "envelope")

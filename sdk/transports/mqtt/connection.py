@@ -272,6 +272,7 @@ class MqttConnection(HublessConnection):
             max_message_bytes=self._max_message,
             max_frame_bytes=0,
             hub_id=f"mqtt://{t.address}/{t.topics.namespace}",
+            groups=True,
         )), b""))
         self._welcomed = True
         self._wake.set()

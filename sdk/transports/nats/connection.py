@@ -358,6 +358,7 @@ class NatsConnection(HublessConnection):
             max_message_bytes=t.max_message_bytes,
             max_frame_bytes=0,
             hub_id=f"nats://{t.address}/{t.subjects.namespace}",
+            groups=True,
         )), b""))
         self._wake.set()
         self._welcomed = True  # from now on a lost connection ends this one
