@@ -57,7 +57,8 @@ def test_square_pictures_are_laid_out_as_the_familys_image_processor_does(family
     pictures = picture.message_pictures(adapter, "K7pQ2zX9", adapter.slots_per_image())
     size = adapter.vision_config.image_size
     real = getattr(transformers, processor)(size={"height": size, "width": size}, do_center_crop=False,
-                                            image_mean=list(adapter.image_mean), image_std=list(adapter.image_std))
+                                            image_mean=list(adapter.image_mean),
+                                            image_std=list(adapter.image_std))
     expected = real(images=pictures, return_tensors="pt")["pixel_values"]  # (1, 3, S, S)
     got = adapter.picture_pixel_inputs(pictures, [adapter.slots_per_image()])["pixel_values"]
     torch.testing.assert_close(got, expected, atol=1e-5, rtol=0)
@@ -78,7 +79,8 @@ def test_rendering_is_deterministic_and_tiles_follow_the_slots():
 
 def _hf_folder(tmp_path: Path) -> Path:
     """tinyworld llava as a standard Hugging Face folder with a standard tokenizer."""
-    spec = importlib.util.spec_from_file_location("tinyworld_hf_folder", ROOT / "scripts" / "tinyworld_hf_folder.py")
+    script = ROOT / "scripts" / "tinyworld_hf_folder.py"
+    spec = importlib.util.spec_from_file_location("tinyworld_hf_folder", script)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module.write_folder("llava", tmp_path / "tinyworld-llava")
@@ -95,7 +97,8 @@ def test_a_real_model_id_path_trains_with_the_rendered_target(tmp_path, monkeypa
     loaded, calls = [], []
     load_model, features = pairs.load_model, picture.picture_features
     monkeypatch.setattr(pairs, "load_model", lambda spec: loaded.append(load_model(spec)) or loaded[-1])
-    monkeypatch.setattr(picture, "picture_features", lambda *a, **k: calls.append(a[0].family) or features(*a, **k))
+    monkeypatch.setattr(picture, "picture_features",
+                        lambda *a, **k: calls.append(a[0].family) or features(*a, **k))
     small = dict(model=str(folder), steps=2, batch_size=2, eval_every=0, eval_n=2, n_anchors=8, log_every=1,
                  progress=False)
 
@@ -126,7 +129,8 @@ def _without_vision_config(model):
 
 @pytest.mark.parametrize("break_model, reason", [(_without_tower, "failed on a picture"),
                                                  (_without_vision_config, "no vision_config")])
-def test_a_model_without_a_vision_tower_is_refused_before_training(tmp_path, monkeypatch, break_model, reason):
+def test_a_model_without_a_vision_tower_is_refused_before_training(tmp_path, monkeypatch, break_model,
+                                                                   reason):
     import latentwire.training.pairs as pairs
     from latentwire.tinyworld.tokenizer import TinyTokenizer
 

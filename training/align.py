@@ -1,4 +1,4 @@
-"""``latentwire train codec``: align ONE family's codec by label-free self-distillation.
+"""``latentwire train codec``: align ONE family's codec by self-distillation, label-free or weakly supervised.
 
 The model stays frozen; only its `UniversalVisualCodec` trains, with gradients flowing *through*
 the model into the codec. Per anchor (`anchors.Anchor`) of a batch:
@@ -46,6 +46,8 @@ Commands::
     # CPU
     latentwire train codec --model gemma3 --anchors anchors.jsonl --out runs/codec/gemma3
     latentwire train codec --model gemma3 --out runs/codec/gemma3 --resume      # after a crash
+    # a real VLM, weakly supervised by the message rendered as an image through its own vision tower
+    latentwire train codec --model HuggingFaceTB/SmolVLM-256M-Instruct --picture-target rendered
     # one GPU: the same command (accelerate picks the device), bf16 where supported
     latentwire train codec --model gemma3 --out runs/codec/gemma3 --mixed-precision bf16
     # several GPUs or processes
@@ -223,7 +225,8 @@ def _make_batch(anchors: list[Anchor], replies: list[list[int]], party: Any, dev
         return torch.tensor([[len(p) - 1 + min(j, len(r) - 1) for j in range(A)]
                              for p, r in zip(prompts, replies)], device=device)
 
-    pictures = [None if picture_target is None else _picture(party, a.message, picture_target) for a in anchors]
+    pictures = [None if picture_target is None else _picture(party, a.message, picture_target)
+                for a in anchors]
     return _Batch(sender=[a.sender for a in anchors],
                   teacher=_pad([p + r for p, r in zip(teacher, replies)], party.pad_id, device),
                   student=_pad([p + r for p, r in zip(student, replies)], party.pad_id, device),
@@ -278,7 +281,8 @@ def _receiver_loss(party: Any, decoded: Any, batch: _Batch, config: AlignConfig,
     rows = [i for i, shown in enumerate(batch.pictures) if shown is not None]
     if config.picture_weight and rows:
         with torch.no_grad():
-            target = _picture_target(party, [batch.pictures[i] for i in rows], config.picture_target)  # (b, k, H)
+            shown = [batch.pictures[i] for i in rows]
+            target = _picture_target(party, shown, config.picture_target)  # (b, k, H)
         shown = decoded.gate * decoded.embeddings[rows].float()
         picture = ((shown - target) ** 2).mean() / (target ** 2).mean().clamp_min(1e-6)
         loss = loss + config.picture_weight * picture
@@ -514,7 +518,7 @@ def align(config: AlignConfig) -> Path:
 def _parser() -> Any:
     """One ``--flag`` per `AlignConfig` field, with its help, default and choices."""
     return config_parser(AlignConfig, "latentwire train codec",
-                         "Align one family's codec by label-free self-distillation.")
+                         "Align one family's codec by self-distillation (label-free or weakly supervised).")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -5,7 +5,7 @@ has, how the real processor wraps an image block, how its pixels are laid out an
 which token types its processor returns, where the language model (whose hidden states are
 read) sits, and the family's real quirks (Qwen's M-RoPE grids, Gemma 3's token types and masks,
 Qwen3-VL's deepstack features). Nothing here merges, lays out or realigns: the shared modules
-(`prompt`, `blank`, `merge`, `realign`) do that from these facts, and `base.FamilyAdapter` is the
+(`prompt`, `blank`, `picture`, `merge`, `realign`) do that from these facts, and `base.FamilyAdapter` is the
 door to them. A family module subclasses `FamilyAdapter`, sets the class facts and overrides
 the hooks marked "family fact".
 """

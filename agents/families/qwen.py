@@ -80,7 +80,8 @@ class QwenAdapter(FamilyAdapter):
         vc = self.vision_config
         processor = Qwen2VLImageProcessorPil(
             do_resize=False, patch_size=int(vc.patch_size), temporal_patch_size=int(vc.temporal_patch_size),
-            merge_size=int(vc.spatial_merge_size), image_mean=list(self.image_mean), image_std=list(self.image_std))
+            merge_size=int(vc.spatial_merge_size), image_mean=list(self.image_mean),
+            image_std=list(self.image_std))
         out = processor(images=list(images), return_tensors="pt")
         grids = out["image_grid_thw"].to(device)  # (I, 3)
         expected = [self.grid_thw(s) for s in image_slots]
