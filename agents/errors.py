@@ -10,7 +10,8 @@ its message was built from as attributes.
     │   ├── CodecConfigError            a bad CodecConfig field (also a CodecError)
     │   ├── AgentConfigError            a bad VLMAgent or pipeline setting (names field and allowed values)
     │   ├── UnsupportedFamily           a model_type with no family adapter (lists the supported ones)
-    │   └── ImageSlotMismatch           image-placeholder slots != vectors meant for them
+    │   ├── ImageSlotMismatch           image-placeholder slots != vectors meant for them
+    │   └── MissingVisionTower          a rendered message's features asked of a model that cannot give them
     ├── CheckpointError                 a checkpoint folder that is missing, corrupt or does not fit
     │   └── CodecCheckpointError        ... of a codec (also a CodecError)
     └── CodecError                      anything the Universal Visual Codec refuses
@@ -33,6 +34,7 @@ __all__ = [
     "CodecConfigError",
     "CodecError",
     "ImageSlotMismatch",
+    "MissingVisionTower",
     "ShapeMismatch",
     "SpaceMismatch",
     "UnsupportedFamily",
@@ -129,3 +131,14 @@ class ImageSlotMismatch(ConfigError):
                          f"features: {features}" + (f" ({detail})" if detail else ""))
         self.slots = slots
         self.features = features
+
+
+class MissingVisionTower(ConfigError):
+    """Raised when a rendered message's image features are asked of a model without a working
+    vision tower and projector (the weakly supervised codec target needs them)."""
+
+    def __init__(self, family: str, reason: str) -> None:
+        super().__init__(f"{family}: the picture target 'rendered' needs the model's own vision tower and "
+                         f"projector, but {reason}; train label-free instead (picture_weight=0)")
+        self.family = family
+        self.reason = reason

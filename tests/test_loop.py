@@ -114,6 +114,20 @@ def test_a_stopped_run_keeps_a_checkpoint_that_only_the_same_settings_resume(tmp
         TrainLoop(again).run(ToyJob(again), tmp_path / "run")
 
 
+def test_a_checkpoint_from_before_a_field_existed_resumes_at_that_fields_default(tmp_path):
+    first = ToyConfig(max_seconds=0)
+    TrainLoop(first).run(ToyJob(first), tmp_path / "run")
+    state_file = tmp_path / "run" / "checkpoint-1" / "loop_state.json"
+    state = json.loads(state_file.read_text())
+    del state["config"]["kind"]  # as if written before the field was added
+    state_file.write_text(json.dumps(state))
+    changed = ToyConfig(resume=True, kind="nan")
+    with pytest.raises(ConfigError, match=r"other settings \(kind\)"):
+        TrainLoop(changed).run(ToyJob(changed), tmp_path / "run")
+    again = ToyConfig(resume=True)
+    assert TrainLoop(again).run(ToyJob(again), tmp_path / "run").finished
+
+
 def test_non_finite_losses_skip_the_update_and_are_counted(tmp_path):
     config = ToyConfig(steps=3, checkpoint_every=0)
     job = ToyJob(config, nan_at=1)

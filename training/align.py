@@ -1,4 +1,4 @@
-"""``latentwire train codec``: align ONE family's codec by label-free self-distillation.
+"""``latentwire train codec``: align ONE family's codec by self-distillation, label-free or weakly supervised.
 
 The model stays frozen; only its `UniversalVisualCodec` trains, with gradients flowing *through*
 the model into the codec. Per anchor (`anchors.Anchor`) of a batch:
@@ -16,8 +16,21 @@ Loss over every reply position (up to ``continuation`` tokens) = ``kl_weight`` *
 student) of the next-token distributions + ``hidden_weight`` * MSE of the hidden states (every
 layer, normalised by the teacher's mean square) + ``scale_weight`` * a term pulling the decoded
 embeddings' mean norm to the norm of real (blank) image embeddings + ``picture_weight`` * the
-distance of the gated embeddings to the message's picture (tinyworld models only: what the model
-sees when the message is shown as an image, `tinyworld.screen`; 0 turns it off).
+distance of the gated embeddings to the message's picture: what the model would see at its slots
+if the message were shown to it as an image (0 turns it off).
+
+Two variants, then: **label-free** (``picture_weight`` 0: pure self-distillation) and **weakly
+supervised** (``picture_weight`` > 0), whose picture is chosen by ``picture_target``:
+
+* ``screen`` (the default; tinyworld models only): tinyworld's picture of text, the message's own
+  token embeddings over the blank image, one character per slot (`tinyworld.screen`);
+* ``rendered`` (any family with a vision tower): the message drawn as pictures and read by the
+  family's own vision tower and projector (`agents.families.picture`), minus the blank image's
+  features, because the gated embeddings are added onto the blank image (``"add"`` merge). A
+  model whose tower cannot give them is refused before training (`MissingVisionTower`).
+
+A message that does not fit its picture (a screen: more tokens than slots; rendered: smaller
+than the smallest font) has no picture term.
 
 The job runs on the training loop (`loop.TrainLoop`: accelerate, AdamW with warm-up and cosine
 decay, ``mixed_precision``, clipping, non-finite steps skipped and counted, progress,
@@ -33,6 +46,8 @@ Commands::
     # CPU
     latentwire train codec --model gemma3 --anchors anchors.jsonl --out runs/codec/gemma3
     latentwire train codec --model gemma3 --out runs/codec/gemma3 --resume      # after a crash
+    # a real VLM, weakly supervised by the message rendered as an image through its own vision tower
+    latentwire train codec --model HuggingFaceTB/SmolVLM-256M-Instruct --picture-target rendered
     # one GPU: the same command (accelerate picks the device), bf16 where supported
     latentwire train codec --model gemma3 --out runs/codec/gemma3 --mixed-precision bf16
     # several GPUs or processes
@@ -61,7 +76,10 @@ from .anchors import Anchor
 from .loop import LoopResult, TrainConfig, TrainJob, TrainLoop, config_parser, default
 from .pairs import MODEL_HELP, check_model_spec
 
-__all__ = ["AlignConfig", "align", "main"]
+__all__ = ["PICTURE_TARGETS", "AlignConfig", "align", "main"]
+
+#: What the weakly supervised variant regresses the gated embeddings onto (`AlignConfig.picture_target`).
+PICTURE_TARGETS = ("screen", "rendered")
 
 
 @dataclass
@@ -93,8 +111,12 @@ class AlignConfig(TrainConfig):
     scale_weight: float = field(default=0.0, metadata={
         "help": "weight of the pull of the decoded embeddings' norm to real image embeddings'"})
     picture_weight: float | None = field(default=None, metadata={
-        "help": "weight of the distance to the message's picture (none: 1 for tinyworld models, whose "
-                "pictures of text exist, else 0)"})
+        "help": "weight of the distance to the message's picture, the weakly supervised variant (0: label-free; "
+                "none: 1 for tinyworld models and with picture_target rendered, else 0)"})
+    picture_target: str = field(default="screen", metadata={
+        "help": "the message's picture: screen (tinyworld models only: its token embeddings, one per slot) or "
+                "rendered (any VLM: the message drawn as an image, through the family's own vision tower and "
+                "projector)", "choices": list(PICTURE_TARGETS)})
     gate_init: float = field(default=1.0, metadata={
         "help": "the gate's raw value at the start (tanh(0) = 0 would give the embeddings no gradient)"})
     latent_noise: float = field(default=0.0, metadata={
@@ -123,6 +145,9 @@ class AlignConfig(TrainConfig):
         for name in ("kl_weight", "hidden_weight", "scale_weight", "picture_weight", "latent_noise"):
             if getattr(self, name) is not None and getattr(self, name) < 0:
                 raise ConfigError(f"{name} must be >= 0, got {getattr(self, name)}")
+        if self.picture_target not in PICTURE_TARGETS:
+            raise ConfigError(f"picture_target must be one of {', '.join(PICTURE_TARGETS)}, "
+                              f"got {self.picture_target!r}")
         if self.anchor_to is not None:  # recorded in align.json: absolute, readable from anywhere
             self.anchor_to = os.path.abspath(self.anchor_to)
         if self.decoder_only and self.anchor_to is None:
@@ -156,14 +181,39 @@ class _Batch:
     teacher_pos: Any      # (B, A) positions whose logits predict the reply tokens
     student_pos: Any      # (B, A)
     reply_mask: Any       # (B, A) True at real reply tokens
-    screens: list         # per anchor, its message as `screen_ids` (None: no picture for it)
+    pictures: list        # per anchor, its message's picture (`_picture`; None: no picture term)
+
+
+def _picture(party: Any, message: str, target: str) -> Any:
+    """What the ``target`` picture of ``message`` is made from: its `screen_ids` (screen) or its
+    pictures (rendered); None when the message does not fit."""
+    if target == "rendered":
+        from latentwire.agents.families.picture import message_pictures
+
+        return message_pictures(party.adapter, message, party.n_slots)
+    from latentwire.tinyworld.screen import screen_ids
+
+    if len(party.tokenizer.encode(message, add_special_tokens=False)) > party.n_slots:
+        return None
+    return screen_ids(party.tokenizer, message, party.n_slots)
+
+
+def _picture_target(party: Any, pictures: list, target: str) -> Any:
+    """``(b, k, H)`` float targets of the gated embeddings for these `_picture` values."""
+    from latentwire.agents.families.picture import picture_features
+    from latentwire.tinyworld.screen import screen_embeddings
+
+    model = party.model
+    if target == "screen":
+        return screen_embeddings(model, pictures).float()
+    shown = picture_features(party.adapter, model, pictures, party.n_slots).float()  # (b, k, H)
+    # The merge adds the gated embeddings onto the blank image: the picture is blank + target.
+    return shown - party.adapter.blank_image_embeddings(model, party.n_slots).float()  # (b, k, H)
 
 
 def _make_batch(anchors: list[Anchor], replies: list[list[int]], party: Any, device: Any,
-                pictures: bool) -> _Batch:
+                picture_target: str | None) -> _Batch:
     import torch
-
-    from latentwire.tinyworld.screen import screen_ids
 
     teacher = [p.input_ids for p in party.prompts([a.teacher for a in anchors])]
     student = [p.input_ids for p in party.prompts([a.student for a in anchors])]
@@ -175,17 +225,13 @@ def _make_batch(anchors: list[Anchor], replies: list[list[int]], party: Any, dev
         return torch.tensor([[len(p) - 1 + min(j, len(r) - 1) for j in range(A)]
                              for p, r in zip(prompts, replies)], device=device)
 
-    screens: list = [None] * len(anchors)
-    if pictures:
-        fits = [len(party.tokenizer.encode(a.message, add_special_tokens=False)) <= party.n_slots
+    pictures = [None if picture_target is None else _picture(party, a.message, picture_target)
                 for a in anchors]
-        screens = [screen_ids(party.tokenizer, a.message, party.n_slots) if ok else None
-                   for a, ok in zip(anchors, fits)]
     return _Batch(sender=[a.sender for a in anchors],
                   teacher=_pad([p + r for p, r in zip(teacher, replies)], party.pad_id, device),
                   student=_pad([p + r for p, r in zip(student, replies)], party.pad_id, device),
                   teacher_pos=positions(teacher), student_pos=positions(student), reply_mask=reply_mask,
-                  screens=screens)
+                  pictures=pictures)
 
 
 def _gather(x: Any, pos: Any) -> Any:
@@ -232,12 +278,11 @@ def _receiver_loss(party: Any, decoded: Any, batch: _Batch, config: AlignConfig,
     scale = (norm / image_scale - 1.0) ** 2
     loss = config.kl_weight * kl + config.hidden_weight * hidden + config.scale_weight * scale
     picture = torch.zeros((), device=loss.device)
-    rows = [i for i, ids in enumerate(batch.screens) if ids is not None]
+    rows = [i for i, shown in enumerate(batch.pictures) if shown is not None]
     if config.picture_weight and rows:
-        from latentwire.tinyworld.screen import screen_embeddings
-
         with torch.no_grad():
-            target = screen_embeddings(model, [batch.screens[i] for i in rows]).float()  # (b, k, H)
+            shown = [batch.pictures[i] for i in rows]
+            target = _picture_target(party, shown, config.picture_target)  # (b, k, H)
         shown = decoded.gate * decoded.embeddings[rows].float()
         picture = ((shown - target) ** 2).mean() / (target ** 2).mean().clamp_min(1e-6)
         loss = loss + config.picture_weight * picture
@@ -327,7 +372,8 @@ class _AlignJob(TrainJob):
     progress_keys = ("loss", "gate")
 
     def __init__(self, config: AlignConfig, party: Any, ref: Any, trained: Any, train_anchors: list[Anchor],
-                 eval_anchors: list[Anchor], image_scale: float, pictures: bool, device: Any, process: int) -> None:
+                 eval_anchors: list[Anchor], image_scale: float, picture_target: str | None, device: Any,
+                 process: int) -> None:
         import torch
 
         from .pairs import teacher_replies
@@ -335,7 +381,8 @@ class _AlignJob(TrainJob):
         self.config, self.party, self.ref, self.module = config, party, ref, trained
         self.codec = party.codec
         self.train_anchors, self.eval_anchors = train_anchors, eval_anchors
-        self.image_scale, self.pictures, self.device, self.process = image_scale, pictures, device, process
+        self.image_scale, self.device, self.process = image_scale, device, process
+        self.picture_target = picture_target  # None: no picture term (label-free)
         self.ref_scale = None if ref is None else ref.adapter.embedding_scale(ref.model).image
         self.name = f"codec {self.codec.config.family}"
         with torch.no_grad():
@@ -351,7 +398,7 @@ class _AlignJob(TrainJob):
         rng = random.Random(f"align|{config.seed}|{self.process}|{step}")
         picks = [rng.randrange(len(self.train_anchors)) for _ in range(config.batch_size)]
         chosen = [self.train_anchors[i] for i in picks]
-        batch = _make_batch(chosen, [self.replies[i] for i in picks], party, self.device, self.pictures)
+        batch = _make_batch(chosen, [self.replies[i] for i in picks], party, self.device, self.picture_target)
         if ref is None:
             noise = (torch.Generator(self.device).manual_seed(rng.randrange(2 ** 63))
                      if config.latent_noise else None)  # a generator only where noise is drawn
@@ -359,7 +406,7 @@ class _AlignJob(TrainJob):
         if config.decoder_only:  # the reference encoder reads the same sender texts
             _, to_new = model(None, None, *ref.think(batch.sender))
             return _receiver_loss(party, to_new, batch, config, self.image_scale)
-        ref_batch = _make_batch(chosen, [self.ref_replies[i] for i in picks], ref, self.device, self.pictures)
+        ref_batch = _make_batch(chosen, [self.ref_replies[i] for i in picks], ref, self.device, self.picture_target)
         to_ref, to_new = model(*party.think(batch.sender), *ref.think(ref_batch.sender))
         enc_loss, enc_parts = _receiver_loss(ref, to_ref, ref_batch, config, self.ref_scale)
         loss, parts = _receiver_loss(party, to_new, batch, config, self.image_scale)
@@ -416,6 +463,7 @@ def align(config: AlignConfig) -> Path:
     from latentwire.agents.bundle import ModelBundle
     from latentwire.agents.codec import CodecConfig, UniversalVisualCodec
     from latentwire.agents.families import adapter_for
+    from latentwire.agents.families.picture import check_picture_path
     from latentwire.tinyworld.tokenizer import TinyTokenizer
 
     from .pairs import load_model
@@ -429,14 +477,18 @@ def align(config: AlignConfig) -> Path:
     model.eval()
     model.to(accelerator.device)
     adapter = adapter_for(model)
+    rendered = config.picture_target == "rendered"
     if config.picture_weight is None:
-        config.picture_weight = 1.0 if isinstance(tokenizer, TinyTokenizer) else 0.0
-    pictures = config.picture_weight > 0
-    if pictures and not isinstance(tokenizer, TinyTokenizer):
+        config.picture_weight = 1.0 if rendered or isinstance(tokenizer, TinyTokenizer) else 0.0
+    picture_target = config.picture_target if config.picture_weight > 0 else None
+    if picture_target == "screen" and not isinstance(tokenizer, TinyTokenizer):
         from latentwire.errors import ConfigError
 
-        raise ConfigError("picture_weight needs a tinyworld model (pictures of text are tinyworld's "
-                          "screens); set it to 0 for other models")
+        raise ConfigError("picture_target 'screen' needs a tinyworld model (screens are tinyworld's pictures of "
+                          "text); set picture_target=rendered (the message drawn as an image, through the model's "
+                          "vision tower) or picture_weight=0")
+    if picture_target == "rendered":  # a model whose tower cannot give the target fails here, not mid-run
+        check_picture_path(adapter, model, config.image_slots)
     codec = UniversalVisualCodec(CodecConfig(family=adapter.family, hidden_size=adapter.hidden_size(model),
                                              num_tokens=config.num_tokens, width=config.width,
                                              num_layers=config.codec_layers, image_slots=config.image_slots,
@@ -452,9 +504,12 @@ def align(config: AlignConfig) -> Path:
     party = ModelBundle(model, tokenizer, codec, latent_steps=config.latent_steps)
     ref = None if config.anchor_to is None else _reference_party(config.anchor_to, accelerator.device,
                                                                  adapter.family, config)
+    if ref is not None and picture_target == "rendered":  # the reference reads its pictures too
+        check_picture_path(ref.adapter, ref.model, ref.n_slots)
     trained = codec if ref is None else _anchored_pair(codec, ref.codec, config.decoder_only)
     job = _AlignJob(config, party, ref, trained, train_anchors, eval_anchors,
-                    adapter.embedding_scale(model).image, pictures, accelerator.device, accelerator.process_index)
+                    adapter.embedding_scale(model).image, picture_target, accelerator.device,
+                    accelerator.process_index)
     out = Path(config.out_dir.format(family=adapter.family))
     loop.run(job, out)
     return out
@@ -463,7 +518,7 @@ def align(config: AlignConfig) -> Path:
 def _parser() -> Any:
     """One ``--flag`` per `AlignConfig` field, with its help, default and choices."""
     return config_parser(AlignConfig, "latentwire train codec",
-                         "Align one family's codec by label-free self-distillation.")
+                         "Align one family's codec by self-distillation (label-free or weakly supervised).")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -338,7 +338,12 @@ class TrainLoop:
         job.load_state(state.get("job", {}))
         free = RESUME_FREE | job.resume_free
         mine = _jsonable(dataclasses.asdict(self.config))
-        changed = sorted(k for k, v in mine.items() if k not in free and saved.get(k) != v)
+        # A field the checkpoint does not record was added later: at its default it computes what
+        # the old run computed, so only a non-default value counts as a change.
+        defaults = {f.name: _jsonable(f.default) for f in dataclasses.fields(self.config)
+                    if f.default is not dataclasses.MISSING}
+        changed = sorted(k for k, v in mine.items() if k not in free
+                         and (saved[k] != v if k in saved else k not in defaults or defaults[k] != v))
         if changed:
             raise ConfigError(f"{folder} was written by a run with other settings ({', '.join(changed)}); "
                               "use another out_dir or --no-resume")

@@ -7,7 +7,8 @@
     >>> logits = model(**inputs).logits
 
 A family module holds only facts (`facts.FamilyFacts` lists them); the prompt layout, the blank
-image, the merge and realignment are shared (`prompt`, `blank`, `merge`, `realign`), and
+image, the rendered message, the merge and realignment are shared (`prompt`, `blank`, `picture`,
+`merge`, `realign`), and
 `base.FamilyAdapter` applies them to the facts. A family is one module plus one `register` line
 below.
 Supported ``model_type``s: qwen2_vl, qwen2_5_vl, qwen3_vl, gemma3, llava, smolvlm, idefics3.

@@ -5,6 +5,7 @@ them); everything latentwire *does* with a family lives once, in shared modules:
 
 - `prompt`: the prompt layout (`build_prompt`, `image_slots`, `images_in`);
 - `blank`: the blank image through the real vision tower (cached per model);
+- `picture`: a message rendered as pictures through the real vision tower (the weakly supervised target);
 - `merge`: the llava-style merge (`inject`: mask, count check quoting both numbers, cast, scatter);
 - `realign`: hidden state -> input embedding for latent steps (`realign`, `embedding_scale`).
 
@@ -24,7 +25,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import torch
 
 from ..errors import ImageSlotMismatch, UnsupportedFamily
-from . import blank, cache, merge, prompt, realign
+from . import blank, cache, merge, picture, prompt, realign
 from .facts import FamilyFacts
 from .inputs import InjectedInputs
 from .prompt import Prompt
@@ -73,6 +74,11 @@ class FamilyAdapter(FamilyFacts):
         """Kwargs for the real pixel path on ``input_ids`` with blank images:
         ``model(input_ids=input_ids, **adapter.blank_pixel_forward_inputs(model, input_ids))``."""
         return blank.blank_pixel_forward_inputs(self, model, input_ids)
+
+    def message_features(self, model: PreTrainedModel, text: str, n_slots: int) -> torch.Tensor:
+        """Projected image features ``(n_slots, D)`` of ``text`` rendered as pictures, through
+        ``model``'s vision tower and projector (`picture.message_features`)."""
+        return picture.message_features(self, model, text, n_slots)
 
     def clear_cache(self, model: PreTrainedModel) -> None:
         """Forget cached blank embeddings, realignment and scales of ``model`` (after weight changes)."""

@@ -22,9 +22,9 @@ if TYPE_CHECKING:
 
     from .facts import FamilyFacts
 
-__all__ = ["blank_features", "blank_image_embeddings", "blank_pixel_forward_inputs"]
+__all__ = ["blank_features", "blank_image_embeddings", "blank_pixel_forward_inputs", "flat_features"]
 
-def _flat_features(pooler_output: Any, hidden_size: int) -> torch.Tensor:
+def flat_features(pooler_output: Any, hidden_size: int) -> torch.Tensor:
     """Projected image features as ``(N, D)``, whether a tensor or a per-image tuple/list."""
     if isinstance(pooler_output, (list, tuple)):
         return torch.cat([f.reshape(-1, hidden_size) for f in pooler_output])  # (N, D)
@@ -44,7 +44,7 @@ def blank_features(adapter: FamilyFacts, model: PreTrainedModel,
         for size in sorted(set(slots)):
             inputs = adapter.blank_pixel_inputs([size], device=model.device, dtype=model.dtype)
             out = adapter.image_features(model, inputs)
-            per_size[size] = (_flat_features(out.pooler_output, adapter.hidden_size(model)),
+            per_size[size] = (flat_features(out.pooler_output, adapter.hidden_size(model)),
                               adapter.blank_extras(out))
         embeds = torch.cat([per_size[s][0] for s in slots])  # (N, D)
         extras = adapter.join_extras([per_size[s][1] for s in slots])

@@ -5,7 +5,7 @@ has, how the real processor wraps an image block, how its pixels are laid out an
 which token types its processor returns, where the language model (whose hidden states are
 read) sits, and the family's real quirks (Qwen's M-RoPE grids, Gemma 3's token types and masks,
 Qwen3-VL's deepstack features). Nothing here merges, lays out or realigns: the shared modules
-(`prompt`, `blank`, `merge`, `realign`) do that from these facts, and `base.FamilyAdapter` is the
+(`prompt`, `blank`, `picture`, `merge`, `realign`) do that from these facts, and `base.FamilyAdapter` is the
 door to them. A family module subclasses `FamilyAdapter`, sets the class facts and overrides
 the hooks marked "family fact".
 """
@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import torch
 
 if TYPE_CHECKING:
+    from PIL.Image import Image
     from transformers import PretrainedConfig, PreTrainedModel
 
     from .inputs import InjectedInputs
@@ -53,7 +54,8 @@ class FamilyFacts:
 
     Class facts: `family`, `model_types`, `image_mean`/`image_std`, `language_model_attr`,
     `token_types`, `image_feature_config`. Family-fact hooks: `slots_per_image` (required),
-    `default_slots`, `image_block`, `blank_pixel_inputs`, and for real quirks `image_features`,
+    `default_slots`, `image_block`, `blank_pixel_inputs`, `square_pixel_inputs`, `picture_size`,
+    `picture_pixel_inputs`, and for real quirks `image_features`,
     `blank_extras`/`join_extras`, `positions`, `position_ids_after`, `finish_kwargs`.
     The embedding scale needs no fact: the shared code always calls the embedding layer, so a
     scale a family keeps inside it (Gemma's sqrt(d)) is included, and the hidden states are read
@@ -139,7 +141,42 @@ class FamilyFacts:
         family fact: the pixel layout of the vision tower; the default is one square image each,
         ``(I, 3, S, S)``.
         """
-        return {"pixel_values": self.square_images(len(image_slots), device, dtype)}
+        return self.square_pixel_inputs(self.square_images(len(image_slots), device, dtype))
+
+    def square_pixel_inputs(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Pixel kwargs for normalised square images ``(I, 3, S, S)`` (blank or pictures).
+
+        family fact: how the tower takes a batch of square images; the default passes them as they are.
+        """
+        return {"pixel_values": images}
+
+    def picture_size(self, n_slots: int) -> tuple[int, int]:
+        """``(height, width)`` in pixels of one picture of ``n_slots`` slots, a size the family's
+        processor passes to the tower unresized.
+
+        family fact; the default is the tower's square ``image_size``.
+        """
+        size = int(self.vision_config.image_size)
+        return size, size
+
+    def picture_pixel_inputs(self, images: Sequence[Image], image_slots: Sequence[int],
+                             device: torch.device | str | None = None,
+                             dtype: torch.dtype = torch.float32) -> dict[str, torch.Tensor]:
+        """Pixel kwargs for RGB pictures of these slot counts, each at its `picture_size`: rescaled
+        to [0, 1] and normalised as the family's image processor does (CLIP's and SigLIP's
+        processors do exactly this to an image already at the tower's size).
+
+        family fact; the default lays square images out with `square_pixel_inputs`.
+        """
+        rows = []
+        for image in images:
+            rgb = image.convert("RGB")
+            raw = torch.frombuffer(bytearray(rgb.tobytes()), dtype=torch.uint8)
+            rows.append(raw.view(rgb.height, rgb.width, 3).permute(2, 0, 1))  # (3, S, S)
+        mean = torch.tensor(self.image_mean).view(1, 3, 1, 1)
+        std = torch.tensor(self.image_std).view(1, 3, 1, 1)
+        pixels = (torch.stack(rows).float() / 255.0 - mean) / std  # (I, 3, S, S)
+        return self.square_pixel_inputs(pixels.to(device=device, dtype=dtype))
 
     def blank_channels(self, device: torch.device | str | None, dtype: torch.dtype) -> torch.Tensor:
         """The blank pixel per channel after the family's normalisation, ``(3,)``."""

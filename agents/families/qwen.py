@@ -67,6 +67,29 @@ class QwenAdapter(FamilyAdapter):
         row = self.blank_channels(device, dtype).repeat_interleave(per_patch)  # (C * tp * p * p,)
         return {"pixel_values": row.expand(n_patches, -1).contiguous(), "image_grid_thw": grids}
 
+    def picture_size(self, n_slots: int) -> tuple[int, int]:
+        _, h, w = self.grid_thw(n_slots)
+        patch = int(self.vision_config.patch_size)
+        return h * patch, w * patch  # the grid's pixels: the processor keeps this size as it is
+
+    def picture_pixel_inputs(self, images, image_slots, device=None, dtype=torch.float32):
+        # The real processor patchifies (temporal frames, channel-major patches, merge order);
+        # transformers' own does it, sized from the vision config, so the layout is exactly theirs.
+        from transformers import Qwen2VLImageProcessorPil
+
+        vc = self.vision_config
+        processor = Qwen2VLImageProcessorPil(
+            do_resize=False, patch_size=int(vc.patch_size), temporal_patch_size=int(vc.temporal_patch_size),
+            merge_size=int(vc.spatial_merge_size), image_mean=list(self.image_mean),
+            image_std=list(self.image_std))
+        out = processor(images=list(images), return_tensors="pt")
+        grids = out["image_grid_thw"].to(device)  # (I, 3)
+        expected = [self.grid_thw(s) for s in image_slots]
+        if grids.tolist() != [list(g) for g in expected]:
+            raise ValueError(f"pictures of grids {grids.tolist()} for slot counts {list(image_slots)} "
+                             f"(grids {expected}): each picture must be at its picture_size")
+        return {"pixel_values": out["pixel_values"].to(device=device, dtype=dtype), "image_grid_thw": grids}
+
     def positions(self, model, input_ids, attention_mask, images):
         grids = torch.tensor([self.grid_thw(s) for row in images for s in row], dtype=torch.long,
                              device=input_ids.device)  # (I, 3)

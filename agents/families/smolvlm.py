@@ -14,7 +14,6 @@ The facts:
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from typing import Any
 
 import torch
@@ -45,7 +44,5 @@ class SmolVLMAdapter(FamilyAdapter):
         global_img = int(tokenizer.convert_tokens_to_ids(self.global_image_token))
         return [fake, global_img, *[self.image_token_id] * n_slots, fake]
 
-    def blank_pixel_inputs(self, image_slots: Sequence[int], device: torch.device | str | None = None,
-                           dtype: torch.dtype = torch.float32) -> dict[str, torch.Tensor]:
-        images = self.square_images(len(image_slots), device, dtype)  # (I, 3, S, S)
+    def square_pixel_inputs(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
         return {"pixel_values": images.unsqueeze(0)}  # (1, I, 3, S, S): one batch row holds every image
