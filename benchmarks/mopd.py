@@ -228,9 +228,10 @@ def _over_seeds(values: list[float], cfg: MopdBenchConfig) -> dict[str, Any]:
 
 
 def _teacher_names(meta: dict[str, Any]) -> dict[str, str]:
-    return {"opd_separate": (f"separate: {meta.get('path')} (the student's recipe, {meta.get('steps')} steps; "
-                             f"greedy success {meta.get('plain_success')} on its {meta.get('eval_n')} questions)"),
-            "opd_privileged": "privileged: the EMA student with the gold answer in its context as a correct solution"}
+    separate = (f"separate: {meta.get('path')} (the student's recipe, {meta.get('steps')} steps; "
+                f"greedy success {meta.get('plain_success')} on its {meta.get('eval_n')} questions)")
+    privileged = "privileged: the EMA student with the gold answer in its context as a correct solution"
+    return {"opd_separate": separate, "opd_privileged": privileged}
 
 
 def summarize(training: dict[str, Any], signal_result: dict[str, Any], teacher_meta: dict[str, Any],
@@ -346,8 +347,8 @@ def _measure(cfg: MopdBenchConfig, out: str | None, json_path: str | None) -> di
                   "torch": torch.__version__, "threads": torch.get_num_threads(),
                   "summary": summarize(training, signal_result, teacher_meta, cfg), "peer_check": check,
                   "signal": signal_result,
-                  "training": {name: {"final_success": m["final_success"], "initial_success": m["initial_success"],
-                                      "histories": m["histories"]} for name, m in training["methods"].items()}}
+                  "training": {name: {k: m[k] for k in ("final_success", "initial_success", "histories")}
+                               for name, m in training["methods"].items()}}
         if json_path:
             target = Path(json_path).with_suffix(".png")
             target.parent.mkdir(parents=True, exist_ok=True)

@@ -9,8 +9,8 @@ torch = pytest.importorskip("torch")
 from latentwire.training.mopd.analysis import ModeScores, matched_subset, mode_figures, score_modes
 from latentwire.training.mopd.peers import PeerConfig
 
-MODES = ("none", "positive", "contrastive", "random_peer", "unrelated", "privileged", "contrastive_success_only",
-         "contrastive_lower_only", "contrastive_reversed")
+MODES = ("none", "positive", "contrastive", "random_peer", "unrelated", "privileged",
+         "contrastive_success_only", "contrastive_lower_only", "contrastive_reversed")
 
 
 def test_matched_subset_is_where_every_mode_has_a_context() -> None:

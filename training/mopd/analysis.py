@@ -26,8 +26,8 @@ from typing import Any
 from .peers import PeerConfig, build_contexts
 from .rollouts import RolloutBatch, completion_logprobs, encode_prompt
 
-__all__ = ["DERIVED_MODES", "ModeScores", "auroc", "format_table", "matched_subset", "mode_figures", "rank_average",
-           "score_completions", "score_modes", "spearman", "teacher_signal"]
+__all__ = ["DERIVED_MODES", "ModeScores", "auroc", "format_table", "matched_subset", "mode_figures",
+           "rank_average", "score_completions", "score_modes", "spearman", "teacher_signal"]
 
 
 def rank_average(values: Sequence[float]) -> list[float]:
@@ -107,8 +107,9 @@ class ModeScores:
         return [i for i, t in enumerate(self.teacher) if t is not None]
 
 
-def _token_logprobs(model: Any, tokenizer: Any, prompt_texts: Sequence[str], completions: Sequence[Sequence[int]],
-                    batch_size: int = 64, temperature: float = 1.0) -> list[list[float]]:
+def _token_logprobs(model: Any, tokenizer: Any, prompt_texts: Sequence[str],
+                    completions: Sequence[Sequence[int]], batch_size: int = 64,
+                    temperature: float = 1.0) -> list[list[float]]:
     import torch
 
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
@@ -123,8 +124,9 @@ def _token_logprobs(model: Any, tokenizer: Any, prompt_texts: Sequence[str], com
 
 
 def score_modes(teacher: Any, tokenizer: Any, questions: Sequence[str], rollouts: RolloutBatch,
-                rewards: Sequence[float], modes: Sequence[str], peers: PeerConfig, golds: Sequence[Any] | None = None,
-                seed: int = 0, temperature: float = 1.0) -> dict[str, ModeScores]:
+                rewards: Sequence[float], modes: Sequence[str], peers: PeerConfig,
+                golds: Sequence[Any] | None = None, seed: int = 0,
+                temperature: float = 1.0) -> dict[str, ModeScores]:
     """Every rollout scored by ``teacher`` under each of ``modes`` (`peers.CONTEXT_MODES` or
     `DERIVED_MODES`: ``contrastive_success_only`` is the contrastive prompt without its failed
     peers, only where one was shown; ``contrastive_lower_only`` the per-token lower of the two,
@@ -154,8 +156,9 @@ def score_modes(teacher: Any, tokenizer: Any, questions: Sequence[str], rollouts
         if mode == "contrastive_success_only":
             per_token[mode] = token_scores(contexts("contrastive").success_only)
         elif mode in ("contrastive_lower_only", "contrastive_reversed"):
-            full = per_token.get("contrastive") or token_scores(contexts("contrastive").texts)
-            alone = per_token.get("contrastive_success_only") or token_scores(contexts("contrastive").success_only)
+            built = contexts("contrastive")
+            full = per_token.get("contrastive") or token_scores(built.texts)
+            alone = per_token.get("contrastive_success_only") or token_scores(built.success_only)
             per_token["contrastive"], per_token["contrastive_success_only"] = full, alone
 
             def combine(x: float, y: float, lower: bool = mode == "contrastive_lower_only") -> float:
@@ -168,8 +171,9 @@ def score_modes(teacher: Any, tokenizer: Any, questions: Sequence[str], rollouts
     result = {}
     for mode in modes:
         rows = per_token[mode]
-        result[mode] = ModeScores(mode, [None if r is None else sum(r) / max(1, len(r)) for r in rows],
-                                  [None if r is None else [t - o for t, o in zip(r, mine)] for r, mine in zip(rows, own)])
+        means = [None if r is None else sum(r) / max(1, len(r)) for r in rows]
+        advantages = [None if r is None else [t - o for t, o in zip(r, mine)] for r, mine in zip(rows, own)]
+        result[mode] = ModeScores(mode, means, advantages)
     return result
 
 
@@ -188,7 +192,8 @@ def mode_figures(scores: ModeScores, rewards: Sequence[float], indices: Sequence
     advantage = [_mean(scores.advantage[i]) for i in indices]
 
     def tokens(success: bool) -> float | None:
-        return _mean([a for i, label in zip(indices, labels) if label == success for a in scores.advantage[i]])
+        picked = [i for i, label in zip(indices, labels) if label == success]
+        return _mean([a for i in picked for a in scores.advantage[i]])
 
     return {"n": len(indices), "successes": sum(labels), "auroc": auroc(teacher, labels),
             "spearman": spearman(teacher, [rewards[i] for i in indices]),
@@ -203,8 +208,8 @@ def teacher_signal(teacher: Any, tokenizer: Any, questions: Sequence[str], rollo
                    scores: dict[str, ModeScores] | None = None) -> list[dict[str, Any]]:
     """One row per context mode over the rollouts it covers (its own subset): coverage, AUROC and
     Spearman of the teacher and advantage scores (``scores`` from `score_modes`, else scored here)."""
-    scores = scores or score_modes(teacher, tokenizer, questions, rollouts, rewards, modes, peers, golds, seed,
-                                   temperature)
+    scores = scores or score_modes(teacher, tokenizer, questions, rollouts, rewards, modes, peers, golds,
+                                   seed, temperature)
     rows = []
     for mode in modes:
         kept = scores[mode].kept
@@ -212,7 +217,8 @@ def teacher_signal(teacher: Any, tokenizer: Any, questions: Sequence[str], rollo
         labels = [rewards[i] >= 1.0 for i in kept]
         rows.append({"mode": mode, "coverage": round(len(kept) / max(1, len(rewards)), 4), "n": len(kept),
                      "successes": sum(labels),
-                     **{k: _round(figures[k]) for k in ("auroc", "spearman", "auroc_advantage", "spearman_advantage")},
+                     **{k: _round(figures[k])
+                        for k in ("auroc", "spearman", "auroc_advantage", "spearman_advantage")},
                      "mean_teacher_logp_success": _round(_mean([scores[mode].teacher[i] for i, label
                                                                 in zip(kept, labels) if label])),
                      "mean_teacher_logp_failure": _round(_mean([scores[mode].teacher[i] for i, label

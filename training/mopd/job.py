@@ -76,11 +76,13 @@ METHOD_PRESETS: dict[str, dict[str, Any]] = {
     # OPD with the EMA self-teacher: a control only (no context, so its advantage is exactly 0).
     "opd": {"method": "opd", "context": "none"},
     # OPD with informative teachers: a stronger separately trained model, or the student told the answer.
-    "opd_separate": {"method": "opd", "context": "none", "teacher": "separate", "teacher_path": str(SHIPPED_TEACHER)},
+    "opd_separate": {"method": "opd", "context": "none", "teacher": "separate",
+                     "teacher_path": str(SHIPPED_TEACHER)},
     "opd_privileged": {"method": "opd", "context": "privileged"},
     "mopd_positive": {"method": "mopd", "context": "positive"},
     "mopd_contrastive": {"method": "mopd", "context": "contrastive"},
-    "mopd_contrastive_lower_only": {"method": "mopd", "context": "contrastive", "failure_signal": "lower_only"},
+    "mopd_contrastive_lower_only": {"method": "mopd", "context": "contrastive",
+                                    "failure_signal": "lower_only"},
     "mopd_contrastive_reversed": {"method": "mopd", "context": "contrastive", "failure_signal": "reversed"},
     "mopd_random_peer": {"method": "mopd", "context": "random_peer"},
     "mopd_unrelated": {"method": "mopd", "context": "unrelated"},
@@ -113,10 +115,10 @@ class MopdConfig(TrainConfig):
     context: str = field(default="contrastive", metadata={
         "help": "peer context of the mopd teacher", "choices": list(CONTEXT_MODES)})
     failure_signal: str = field(default="context", metadata={
-        "help": "contrastive only. context: the teacher reads the prompt with the failed peer as is; lower_only: "
-                "per token the lower of its log-probabilities with and without the failed peer (a failure may "
-                "only lower a token's score); reversed: the failed peer's effect on each token with its sign "
-                "flipped (2 x without - with)", "choices": list(FAILURE_SIGNALS)})
+        "help": "contrastive only. context: the teacher reads the prompt with the failed peer as is; "
+                "lower_only: per token the lower of its log-probabilities with and without the failed peer "
+                "(a failure may only lower a token's score); reversed: the failed peer's effect on each "
+                "token with its sign flipped (2 x without - with)", "choices": list(FAILURE_SIGNALS)})
     methods: list[str] = field(default_factory=list, metadata={
         "help": "run each of these presets in out_dir/<name> and compare them", "choices": list(METHOD_PRESETS)})
     student: str = field(default="", metadata={"help": "student model folder (empty: the shipped tinyworld student)"})
@@ -215,7 +217,8 @@ class MopdConfig(TrainConfig):
         """The method's display name: ``grpo``, ``opd``, ``opd_privileged``, ``opd_separate``,
         ``mopd_contrastive``, ``mopd_contrastive_lower_only``, ..."""
         if self.method == "mopd":
-            return f"mopd_{self.context}" + ("" if self.failure_signal == "context" else f"_{self.failure_signal}")
+            suffix = "" if self.failure_signal == "context" else f"_{self.failure_signal}"
+            return f"mopd_{self.context}{suffix}"
         if self.method == "opd":
             return "opd" + ("_privileged" if self.context == "privileged" else "") + (
                 "_separate" if self.teacher == "separate" else "")
@@ -315,9 +318,13 @@ def _step_loss(config: MopdConfig, model: Any, teacher: Any, tokenizer: Any, que
                 # Same successes without the failure; where no failure was shown both prompts are one.
                 plain = [s if s is not None else t for s, t in zip(contexts.success_only, texts)]
                 p_prompts = [encode_prompt(tokenizer, t, config.max_prompt_tokens) for t in plain]
-                p_logp = completion_logprobs(teacher.model, p_prompts, completions, pad, config.temperature)[0]
+                p_logp = completion_logprobs(teacher.model, p_prompts, completions, pad,
+                                             config.temperature)[0]
                 # lower_only: a failure may only lower a token; reversed: what it raises is lowered instead.
-                t_logp = torch.minimum(t_logp, p_logp) if config.failure_signal == "lower_only" else 2 * p_logp - t_logp
+                if config.failure_signal == "lower_only":
+                    t_logp = torch.minimum(t_logp, p_logp)
+                else:
+                    t_logp = 2 * p_logp - t_logp
         if config.loss == "sampled_rkl":
             loss = losses.sampled_reverse_kl(new, rollouts.old_logprobs, t_logp, keep, config.clip_eps,
                                              config.advantage_clip, config.centre_advantage)
@@ -392,8 +399,8 @@ class _MopdJob(TrainJob):
         golds = [g for _, g in drawn for _ in range(config.group_size)]
         rewards = torch.tensor([self.verify(text, gold).reward for text, gold in zip(rollouts.texts, golds)],
                                device=self.device)
-        contexts = build_contexts(questions, rollouts.texts, rewards.tolist(), config.group_size, self.peers, rng,
-                                  golds=[g for _, g in drawn])
+        contexts = build_contexts(questions, rollouts.texts, rewards.tolist(), config.group_size, self.peers,
+                                  rng, golds=[g for _, g in drawn])
         reward = rewards.mean().item()
         for _ in range(config.epochs_per_batch):
             loss, parts = _step_loss(config, model, self.teacher, tokenizer, questions, rollouts, rewards, contexts,
@@ -446,7 +453,8 @@ def train(config: MopdConfig) -> dict[str, Any]:
 
 
 def compare(config: MopdConfig, names: tuple[str, ...] | list[str],
-            seeds: tuple[int, ...] | None = None, announce: Callable[[str], None] | None = None) -> dict[str, Any]:
+            seeds: tuple[int, ...] | None = None,
+            announce: Callable[[str], None] | None = None) -> dict[str, Any]:
     """Run each method preset in ``names`` (for each of ``seeds``) with otherwise the same settings.
 
     Runs go to ``<out_dir>/<name>/seed<seed>``; the combined ``report.json`` and ``success.png``

@@ -133,8 +133,8 @@ def build_contexts(questions: Sequence[str], completions: Sequence[str], rewards
         raise ValueError(f"{len(questions)} questions x group size {group_size} != "
                          f"{len(completions)} completions / {len(rewards)} rewards")
     if config.mode == "privileged" and (golds is None or len(golds) != len(questions)):
-        raise ValueError(f"context 'privileged' needs one gold answer per question: {len(questions)} questions, "
-                         f"{'no' if golds is None else len(golds)} golds")
+        raise ValueError(f"context 'privileged' needs one gold answer per question: "
+                         f"{len(questions)} questions, {'no' if golds is None else len(golds)} golds")
     success = [r >= success_threshold for r in rewards]
     texts: list[str | None] = []
     shown: list[tuple[int, ...]] = []
@@ -172,7 +172,8 @@ def build_contexts(questions: Sequence[str], completions: Sequence[str], rewards
             shown.append(())
             continue
         good_texts = [completions[k] for k in picked_good]
-        texts.append(render_context(question, good_texts, [completions[k] for k in picked_bad], config.templates))
+        bad_texts = [completions[k] for k in picked_bad]
+        texts.append(render_context(question, good_texts, bad_texts, config.templates))
         shown.append(tuple(picked_good + picked_bad))
         if picked_bad:
             success_only[-1] = render_context(question, good_texts, [], config.templates)
