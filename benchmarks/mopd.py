@@ -69,7 +69,7 @@ class MopdBenchConfig:
     """Sizes of one benchmark run (``quick`` shrinks them)."""
 
     seeds: int = 5
-    steps: int = 40
+    steps: int = 80
     group_size: int = 8
     prompts_per_step: int = 8
     eval_n: int = 128
