@@ -80,6 +80,8 @@ class MopdBenchConfig:
     temperature: float = 1.0
     loss: str = "sampled_rkl"
     resamples: int = 1000
+    #: torch threads while it runs: the tiny model is fastest on one, and more contend on shared cores
+    threads: int = 1
     quick: bool = False
     methods: tuple[str, ...] = METHODS
 
@@ -319,12 +321,23 @@ def render(report: dict[str, Any]) -> str:
 
 def _measure(cfg: MopdBenchConfig, out: str | None, json_path: str | None) -> dict[str, Any]:
     import torch
-    from latentwire.training.mopd.job import MopdConfig, compare
-    from latentwire.training.mopd.student import SHIPPED_STUDENT, SHIPPED_TEACHER, load_student
-    from latentwire.tinyworld.tasks import make_task
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()  # a bar per checkpoint load/save would bury the tables
+    threads = torch.get_num_threads()
+    torch.set_num_threads(cfg.threads)
+    try:
+        return _measure_with(cfg, out, json_path)
+    finally:
+        torch.set_num_threads(threads)  # the caller's setting again (tests run benchmarks in-process)
+
+
+def _measure_with(cfg: MopdBenchConfig, out: str | None, json_path: str | None) -> dict[str, Any]:
+    import torch
+    from latentwire.training.mopd.job import MopdConfig, compare
+    from latentwire.training.mopd.student import SHIPPED_STUDENT, SHIPPED_TEACHER, load_student
+    from latentwire.tinyworld.tasks import make_task
+
     started = time.time()
     model, tokenizer, meta = load_student(SHIPPED_STUDENT)
     separate, _, teacher_meta = load_student(SHIPPED_TEACHER)
