@@ -41,6 +41,11 @@ def tiny(tmp_path: Path, **overrides) -> MopdConfig:
     ({"method": "mopd", "context": "none"}, "is OPD"),
     ({"data": "/nonexistent/problems.jsonl"}, "data file '/nonexistent/problems.jsonl' does not exist"),
     ({"methods": ("grpo", "dpo")}, "unknown method preset 'dpo'"),
+    ({"method": "mopd", "context": "privileged"}, "is OPD (no peers): set method to 'opd'"),
+    ({"failure_signal": "ignore"}, "unknown failure_signal 'ignore'; choose one of context, lower_only"),
+    ({"context": "positive", "failure_signal": "lower_only"},
+     "needs method 'mopd' with context 'contrastive'"),
+    ({"failure_signal": "lower_only", "loss": "jsd"}, "set loss to 'sampled_rkl'"),
 ])
 def test_bad_config_fails_at_start(overrides: dict, message: str) -> None:
     with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace(")", r"\)")):
@@ -127,6 +132,27 @@ def test_every_method_and_loss_trains(tmp_path: Path, overrides: dict) -> None:
     step = next(line for line in lines if "loss" in line)
     if overrides["method"] in ("mopd", "opd"):
         assert 0.0 <= step["masked_fraction"] <= 1.0
+
+
+def test_informative_opd_presets_and_their_names() -> None:
+    from latentwire.training.mopd.student import SHIPPED_TEACHER
+
+    named = {name: MopdConfig(**preset) for name, preset in job.METHOD_PRESETS.items()}
+    assert all(config.name == name for name, config in named.items())
+    assert named["opd_privileged"].peer_config().mode == "privileged"
+    assert named["opd"].peer_config().mode == "none" and named["opd_separate"].peer_config().mode == "none"
+    assert Path(named["opd_separate"].teacher_path) == SHIPPED_TEACHER
+    assert (SHIPPED_TEACHER / "model.safetensors").is_file()
+
+
+@pytest.mark.parametrize("preset", ["opd_privileged", "mopd_contrastive_lower_only"])
+def test_informative_opd_and_lower_only_train(tmp_path: Path, preset: str) -> None:
+    report = train(tiny(tmp_path, steps=1, checkpoint_every=0, **job.METHOD_PRESETS[preset]))
+    lines = [json.loads(line) for line in (tmp_path / preset / "metrics.jsonl").read_text().splitlines()]
+    step = next(line for line in lines if "loss" in line)
+    assert report["name"] == preset and 0.0 <= step["masked_fraction"] <= 1.0
+    if preset == "opd_privileged":  # the gold answer is always there: nothing masked, a nonzero signal
+        assert step["masked_fraction"] == 0.0 and step["teacher_advantage"] != 0.0
 
 
 def test_jsonl_problems_with_the_math_verifier(tmp_path: Path) -> None:

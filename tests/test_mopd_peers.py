@@ -16,8 +16,9 @@ REWARDS = [1.0, 1.0, 1.0, 0.0, 0.0, 0.0,   # group 0: three successes, three fai
            0.0, 0.0, 0.0, 0.0, 0.0, 1.0]   # group 1: one success
 
 
-def contexts(mode: str, texts=TEXTS, rewards=REWARDS, seed: int = 0, **options):
-    return build_contexts(QUESTIONS, texts, rewards, 6, PeerConfig(mode=mode, **options), random.Random(seed))
+def contexts(mode: str, texts=TEXTS, rewards=REWARDS, seed: int = 0, golds=None, **options):
+    return build_contexts(QUESTIONS, texts, rewards, 6, PeerConfig(mode=mode, **options), random.Random(seed),
+                          golds=golds)
 
 
 @pytest.mark.parametrize("mode", ["positive", "contrastive", "random_peer", "unrelated"])
@@ -87,6 +88,32 @@ def test_random_peer_and_unrelated_controls() -> None:
 
 def test_none_mode_is_the_plain_question() -> None:
     assert contexts("none").texts == [QUESTIONS[0]] * 6 + [QUESTIONS[1]] * 6
+
+
+def test_privileged_context_is_the_gold_answer_as_a_correct_solution() -> None:
+    golds = ["abc", "xyz"]
+    built = contexts("privileged", golds=golds)
+    assert built.mask == [True] * 12  # never masked: the answer is always there
+    for i, text in enumerate(built.texts):
+        assert text == render_context(QUESTIONS[i // 6], [golds[i // 6]], [])
+        assert TEXTS[i] not in text
+    assert all(shown == () for shown in built.peers)
+    with pytest.raises(ValueError, match="'privileged' needs one gold answer per question"):
+        contexts("privileged")
+    with pytest.raises(ValueError, match="2 questions, 1 golds"):
+        contexts("privileged", golds=["abc"])
+
+
+def test_contrastive_keeps_the_same_successes_without_the_failure() -> None:
+    built = contexts("contrastive")
+    for i, (text, alone, shown) in enumerate(zip(built.texts, built.success_only, built.peers)):
+        good = [TEXTS[k] for k in shown if REWARDS[k] == 1.0]
+        if text is None or len(good) == len(shown):  # masked, or no failure shown
+            assert alone is None
+        else:
+            assert alone == render_context(QUESTIONS[i // 6], good, [])
+            assert text.startswith(alone)
+    assert contexts("positive").success_only == [None] * 12
 
 
 def test_bad_peer_settings() -> None:

@@ -20,13 +20,14 @@ from __future__ import annotations
 import math
 import random
 from collections.abc import Sequence
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from typing import Any
 
 from .peers import PeerConfig, build_contexts
 from .rollouts import RolloutBatch, completion_logprobs, encode_prompt
 
-__all__ = ["auroc", "format_table", "rank_average", "score_completions", "spearman", "teacher_signal"]
+__all__ = ["DERIVED_MODES", "ModeScores", "auroc", "format_table", "matched_subset", "mode_figures",
+           "rank_average", "score_completions", "score_modes", "spearman", "teacher_signal"]
 
 
 def rank_average(values: Sequence[float]) -> list[float]:
@@ -84,29 +85,144 @@ def score_completions(model: Any, tokenizer: Any, prompt_texts: Sequence[str], c
     return scores
 
 
+#: Modes derived from the contrastive context (same picked peers, scored from its two prompts).
+DERIVED_MODES = ("contrastive_success_only", "contrastive_lower_only", "contrastive_reversed")
+
+
+@dataclass
+class ModeScores:
+    """One context mode's scores of every rollout of a batch (None where the mode gives no context).
+
+    ``teacher``: mean teacher log-probability per token; ``advantage``: per token, teacher minus
+    the student's own (sampling) log-probability, the advantage of the sampled-token loss.
+    """
+
+    mode: str
+    teacher: list[float | None]
+    advantage: list[list[float] | None]
+
+    @property
+    def kept(self) -> list[int]:
+        """Indices of the rollouts this mode gives a context."""
+        return [i for i, t in enumerate(self.teacher) if t is not None]
+
+
+def _token_logprobs(model: Any, tokenizer: Any, prompt_texts: Sequence[str],
+                    completions: Sequence[Sequence[int]], batch_size: int = 64,
+                    temperature: float = 1.0) -> list[list[float]]:
+    import torch
+
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    rows: list[list[float]] = []
+    with torch.no_grad():
+        for start in range(0, len(completions), batch_size):
+            prompts = [encode_prompt(tokenizer, t) for t in prompt_texts[start:start + batch_size]]
+            chunk = completions[start:start + batch_size]
+            logp, _, _ = completion_logprobs(model, prompts, chunk, pad, temperature)
+            rows += [logp[r, :len(c)].tolist() for r, c in enumerate(chunk)]
+    return rows
+
+
+def score_modes(teacher: Any, tokenizer: Any, questions: Sequence[str], rollouts: RolloutBatch,
+                rewards: Sequence[float], modes: Sequence[str], peers: PeerConfig,
+                golds: Sequence[Any] | None = None, seed: int = 0,
+                temperature: float = 1.0) -> dict[str, ModeScores]:
+    """Every rollout scored by ``teacher`` under each of ``modes`` (`peers.CONTEXT_MODES` or
+    `DERIVED_MODES`: ``contrastive_success_only`` is the contrastive prompt without its failed
+    peers, only where one was shown; ``contrastive_lower_only`` the per-token lower of the two,
+    ``contrastive_reversed`` the failure's effect with its sign flipped: 2 x without - with).
+    The contrastive family draws its peers from one seed, so all three see the same successes."""
+    own = [rollouts.old_logprobs[i, :len(c)].tolist() for i, c in enumerate(rollouts.completion_ids)]
+    cache: dict[str, Any] = {}
+
+    def contexts(mode: str) -> Any:
+        if mode not in cache:
+            cache[mode] = build_contexts(questions, rollouts.texts, rewards, rollouts.group_size,
+                                         replace(peers, mode=mode), random.Random(f"signal|{seed}|{mode}"),
+                                         golds=golds)
+        return cache[mode]
+
+    def token_scores(texts: Sequence[str | None]) -> list[list[float] | None]:
+        kept = [i for i, t in enumerate(texts) if t is not None]
+        scored = _token_logprobs(teacher, tokenizer, [texts[i] for i in kept],
+                                 [rollouts.completion_ids[i] for i in kept], temperature=temperature)
+        out: list[list[float] | None] = [None] * len(texts)
+        for i, row in zip(kept, scored):
+            out[i] = row
+        return out
+
+    per_token: dict[str, list[list[float] | None]] = {}
+    for mode in modes:
+        if mode == "contrastive_success_only":
+            per_token[mode] = token_scores(contexts("contrastive").success_only)
+        elif mode in ("contrastive_lower_only", "contrastive_reversed"):
+            built = contexts("contrastive")
+            full = per_token.get("contrastive") or token_scores(built.texts)
+            alone = per_token.get("contrastive_success_only") or token_scores(built.success_only)
+            per_token["contrastive"], per_token["contrastive_success_only"] = full, alone
+
+            def combine(x: float, y: float, lower: bool = mode == "contrastive_lower_only") -> float:
+                return min(x, y) if lower else 2 * y - x
+
+            per_token[mode] = [f if a is None or f is None else [combine(x, y) for x, y in zip(f, a)]
+                               for f, a in zip(full, alone)]
+        else:
+            per_token[mode] = token_scores(contexts(mode).texts)
+    result = {}
+    for mode in modes:
+        rows = per_token[mode]
+        means = [None if r is None else sum(r) / max(1, len(r)) for r in rows]
+        advantages = [None if r is None else [t - o for t, o in zip(r, mine)] for r, mine in zip(rows, own)]
+        result[mode] = ModeScores(mode, means, advantages)
+    return result
+
+
+def matched_subset(scores: dict[str, ModeScores]) -> list[int]:
+    """Indices of the rollouts that every mode in ``scores`` gives a context (scored by all)."""
+    sets = [set(s.kept) for s in scores.values()]
+    return sorted(set.intersection(*sets)) if sets else []
+
+
+def mode_figures(scores: ModeScores, rewards: Sequence[float], indices: Sequence[int]) -> dict[str, Any]:
+    """AUROC and Spearman of the teacher score and of the mean advantage, and the mean per-token
+    advantage of successful and failed rollouts, over ``indices`` (repeats allowed: a resample)."""
+    indices = [i for i in indices if scores.teacher[i] is not None]
+    labels = [rewards[i] >= 1.0 for i in indices]
+    teacher = [scores.teacher[i] for i in indices]
+    advantage = [_mean(scores.advantage[i]) for i in indices]
+
+    def tokens(success: bool) -> float | None:
+        picked = [i for i, label in zip(indices, labels) if label == success]
+        return _mean([a for i in picked for a in scores.advantage[i]])
+
+    return {"n": len(indices), "successes": sum(labels), "auroc": auroc(teacher, labels),
+            "spearman": spearman(teacher, [rewards[i] for i in indices]),
+            "auroc_advantage": auroc(advantage, labels),
+            "spearman_advantage": spearman(advantage, [rewards[i] for i in indices]),
+            "token_advantage_success": tokens(True), "token_advantage_failure": tokens(False)}
+
+
 def teacher_signal(teacher: Any, tokenizer: Any, questions: Sequence[str], rollouts: RolloutBatch,
                    rewards: Sequence[float], modes: Sequence[str], peers: PeerConfig, seed: int = 0,
-                   temperature: float = 1.0) -> list[dict[str, Any]]:
-    """One row per context mode: coverage, AUROC and Spearman of the teacher and advantage scores."""
-    own = (rollouts.old_logprobs.sum(1) / rollouts.mask.sum(1).clamp_min(1)).tolist()
-    success = [r >= 1.0 for r in rewards]
+                   temperature: float = 1.0, golds: Sequence[Any] | None = None,
+                   scores: dict[str, ModeScores] | None = None) -> list[dict[str, Any]]:
+    """One row per context mode over the rollouts it covers (its own subset): coverage, AUROC and
+    Spearman of the teacher and advantage scores (``scores`` from `score_modes`, else scored here)."""
+    scores = scores or score_modes(teacher, tokenizer, questions, rollouts, rewards, modes, peers, golds,
+                                   seed, temperature)
     rows = []
     for mode in modes:
-        contexts = build_contexts(questions, rollouts.texts, rewards, rollouts.group_size,
-                                  replace(peers, mode=mode), random.Random(f"signal|{seed}|{mode}"))
-        kept = [i for i, text in enumerate(contexts.texts) if text is not None]
-        scores = score_completions(teacher, tokenizer, [contexts.texts[i] for i in kept],
-                                   [rollouts.completion_ids[i] for i in kept], temperature=temperature)
-        labels = [success[i] for i in kept]
-        advantage = [s - own[i] for s, i in zip(scores, kept)]
+        kept = scores[mode].kept
+        figures = mode_figures(scores[mode], rewards, kept)
+        labels = [rewards[i] >= 1.0 for i in kept]
         rows.append({"mode": mode, "coverage": round(len(kept) / max(1, len(rewards)), 4), "n": len(kept),
                      "successes": sum(labels),
-                     "auroc": _round(auroc(scores, labels)),
-                     "spearman": _round(spearman(scores, [rewards[i] for i in kept])),
-                     "auroc_advantage": _round(auroc(advantage, labels)),
-                     "spearman_advantage": _round(spearman(advantage, [rewards[i] for i in kept])),
-                     "mean_teacher_logp_success": _round(_mean([s for s, l in zip(scores, labels) if l])),
-                     "mean_teacher_logp_failure": _round(_mean([s for s, l in zip(scores, labels) if not l]))})
+                     **{k: _round(figures[k])
+                        for k in ("auroc", "spearman", "auroc_advantage", "spearman_advantage")},
+                     "mean_teacher_logp_success": _round(_mean([scores[mode].teacher[i] for i, label
+                                                                in zip(kept, labels) if label])),
+                     "mean_teacher_logp_failure": _round(_mean([scores[mode].teacher[i] for i, label
+                                                                in zip(kept, labels) if not label]))})
     return rows
 
 
@@ -120,7 +236,7 @@ def _round(value: float | None) -> float | None:
 
 def format_table(rows: Sequence[dict[str, Any]]) -> str:
     """The teacher-signal rows as a plain-text table."""
-    header = (f"{'context mode':<14}{'coverage':>9}{'n':>6}{'AUROC':>8}{'Spearman':>10}{'AUROC adv':>11}"
+    header = (f"{'context mode':<26}{'coverage':>9}{'n':>6}{'AUROC':>8}{'Spearman':>10}{'AUROC adv':>11}"
               f"{'Spearman adv':>14}")
     lines = [header, "-" * len(header)]
 
@@ -128,7 +244,7 @@ def format_table(rows: Sequence[dict[str, Any]]) -> str:
         return "-" if value is None else f"{value:.3f}"
 
     for row in rows:
-        lines.append(f"{row['mode']:<14}{row['coverage']:>9.2f}{row['n']:>6}{fmt(row['auroc']):>8}"
+        lines.append(f"{row['mode']:<26}{row['coverage']:>9.2f}{row['n']:>6}{fmt(row['auroc']):>8}"
                      f"{fmt(row['spearman']):>10}{fmt(row['auroc_advantage']):>11}"
                      f"{fmt(row['spearman_advantage']):>14}")
     return "\n".join(lines)

@@ -49,6 +49,7 @@ import json
 import os
 import random
 import sys
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, Literal, get_args
@@ -59,6 +60,7 @@ from latentwire.tinyworld.tasks import TASKS
 from ..loop import LoopResult, TrainConfig, TrainJob, TrainLoop, config_parser, default, json_object
 from .losses import DIVERGENCES
 from .peers import CONTEXT_MODES, PeerConfig, PeerTemplates
+from .student import SHIPPED_TEACHER
 from .teacher import TEACHER_KINDS
 from .verifiers import VERIFIERS
 
@@ -71,12 +73,22 @@ LOSSES = ("sampled_rkl", *DIVERGENCES)
 METHOD_PRESETS: dict[str, dict[str, Any]] = {
     "grpo": {"method": "grpo"},
     "sft": {"method": "sft"},
+    # OPD with the EMA self-teacher: a control only (no context, so its advantage is exactly 0).
     "opd": {"method": "opd", "context": "none"},
+    # OPD with informative teachers: a stronger separately trained model, or the student told the answer.
+    "opd_separate": {"method": "opd", "context": "none", "teacher": "separate",
+                     "teacher_path": str(SHIPPED_TEACHER)},
+    "opd_privileged": {"method": "opd", "context": "privileged"},
     "mopd_positive": {"method": "mopd", "context": "positive"},
     "mopd_contrastive": {"method": "mopd", "context": "contrastive"},
+    "mopd_contrastive_lower_only": {"method": "mopd", "context": "contrastive",
+                                    "failure_signal": "lower_only"},
+    "mopd_contrastive_reversed": {"method": "mopd", "context": "contrastive", "failure_signal": "reversed"},
     "mopd_random_peer": {"method": "mopd", "context": "random_peer"},
     "mopd_unrelated": {"method": "mopd", "context": "unrelated"},
 }
+#: How the failed peers of a contrastive context reach the teacher's score (`MopdConfig.failure_signal`).
+FAILURE_SIGNALS = ("context", "lower_only", "reversed")
 #: Config-file keys of older versions and the fields they are now.
 RENAMED = {"save_every": "checkpoint_every"}
 
@@ -102,6 +114,11 @@ class MopdConfig(TrainConfig):
                 "reward only; sft: likelihood of the verified successes"})
     context: str = field(default="contrastive", metadata={
         "help": "peer context of the mopd teacher", "choices": list(CONTEXT_MODES)})
+    failure_signal: str = field(default="context", metadata={
+        "help": "contrastive only. context: the teacher reads the prompt with the failed peer as is; "
+                "lower_only: per token the lower of its log-probabilities with and without the failed peer "
+                "(a failure may only lower a token's score); reversed: the failed peer's effect on each "
+                "token with its sign flipped (2 x without - with)", "choices": list(FAILURE_SIGNALS)})
     methods: list[str] = field(default_factory=list, metadata={
         "help": "run each of these presets in out_dir/<name> and compare them", "choices": list(METHOD_PRESETS)})
     student: str = field(default="", metadata={"help": "student model folder (empty: the shipped tinyworld student)"})
@@ -157,9 +174,18 @@ class MopdConfig(TrainConfig):
             raise ConfigError(f"unknown method {self.method!r}; choose one of {', '.join(METHODS)}")
         if self.context not in CONTEXT_MODES:
             raise ConfigError(f"unknown context mode {self.context!r}; choose one of {', '.join(CONTEXT_MODES)}")
-        if self.method == "mopd" and self.context == "none":
-            raise ConfigError("method 'mopd' with context 'none' is OPD: "
+        if self.method == "mopd" and self.context in ("none", "privileged"):
+            raise ConfigError(f"method 'mopd' with context {self.context!r} is OPD (no peers): "
                               "set method to 'opd' or pick a peer context")
+        if self.failure_signal not in FAILURE_SIGNALS:
+            raise ConfigError(f"unknown failure_signal {self.failure_signal!r}; choose one of "
+                              f"{', '.join(FAILURE_SIGNALS)}")
+        if self.failure_signal != "context" and not (self.method == "mopd" and self.context == "contrastive"):
+            raise ConfigError(f"failure_signal {self.failure_signal!r} needs method 'mopd' with context "
+                              f"'contrastive' (only that context shows failed peers)")
+        if self.failure_signal != "context" and self.loss != "sampled_rkl":
+            raise ConfigError(f"failure_signal {self.failure_signal!r} works on the sampled tokens: "
+                              f"set loss to 'sampled_rkl' (got {self.loss!r})")
         if self.teacher not in TEACHER_KINDS:
             raise ConfigError(f"unknown teacher {self.teacher!r}; choose one of {', '.join(TEACHER_KINDS)}")
         if self.teacher == "separate" and not self.teacher_path:
@@ -188,14 +214,24 @@ class MopdConfig(TrainConfig):
 
     @property
     def name(self) -> str:
-        """The method's display name: ``grpo``, ``opd``, ``mopd_contrastive``, ..."""
-        return f"mopd_{self.context}" if self.method == "mopd" else self.method
+        """The method's display name: ``grpo``, ``opd``, ``opd_privileged``, ``opd_separate``,
+        ``mopd_contrastive``, ``mopd_contrastive_lower_only``, ..."""
+        if self.method == "mopd":
+            suffix = "" if self.failure_signal == "context" else f"_{self.failure_signal}"
+            return f"mopd_{self.context}{suffix}"
+        if self.method == "opd":
+            return "opd" + ("_privileged" if self.context == "privileged" else "") + (
+                "_separate" if self.teacher == "separate" else "")
+        return self.method
 
     def peer_config(self) -> PeerConfig:
-        """The peer-context settings of this run (mode ``none`` for every method but mopd)."""
+        """The peer-context settings of this run: its context for mopd and for opd with context
+        ``privileged`` (the teacher is told the gold answer), else mode ``none``."""
         templates = PeerTemplates(context=self.context_template, positive=self.positive_template,
                                   negative=self.negative_template)
-        return PeerConfig(mode=self.context if self.method == "mopd" else "none", n_positive=self.n_positive,
+        privileged = self.method == "opd" and self.context == "privileged"
+        mode = self.context if self.method == "mopd" or privileged else "none"
+        return PeerConfig(mode=mode, n_positive=self.n_positive,
                           n_negative=self.n_negative, require_negative=self.require_negative,
                           exclude_identical=self.exclude_identical, templates=templates)
 
@@ -278,6 +314,17 @@ def _step_loss(config: MopdConfig, model: Any, teacher: Any, tokenizer: Any, que
         with torch.no_grad():
             t_logp, _, t_logits = completion_logprobs(teacher.model, t_prompts, completions, pad,
                                                       config.temperature, want_logits)
+            if config.failure_signal != "context":
+                # Same successes without the failure; where no failure was shown both prompts are one.
+                plain = [s if s is not None else t for s, t in zip(contexts.success_only, texts)]
+                p_prompts = [encode_prompt(tokenizer, t, config.max_prompt_tokens) for t in plain]
+                p_logp = completion_logprobs(teacher.model, p_prompts, completions, pad,
+                                             config.temperature)[0]
+                # lower_only: a failure may only lower a token; reversed: what it raises is lowered instead.
+                if config.failure_signal == "lower_only":
+                    t_logp = torch.minimum(t_logp, p_logp)
+                else:
+                    t_logp = 2 * p_logp - t_logp
         if config.loss == "sampled_rkl":
             loss = losses.sampled_reverse_kl(new, rollouts.old_logprobs, t_logp, keep, config.clip_eps,
                                              config.advantage_clip, config.centre_advantage)
@@ -352,7 +399,8 @@ class _MopdJob(TrainJob):
         golds = [g for _, g in drawn for _ in range(config.group_size)]
         rewards = torch.tensor([self.verify(text, gold).reward for text, gold in zip(rollouts.texts, golds)],
                                device=self.device)
-        contexts = build_contexts(questions, rollouts.texts, rewards.tolist(), config.group_size, self.peers, rng)
+        contexts = build_contexts(questions, rollouts.texts, rewards.tolist(), config.group_size, self.peers,
+                                  rng, golds=[g for _, g in drawn])
         reward = rewards.mean().item()
         for _ in range(config.epochs_per_batch):
             loss, parts = _step_loss(config, model, self.teacher, tokenizer, questions, rollouts, rewards, contexts,
@@ -405,20 +453,26 @@ def train(config: MopdConfig) -> dict[str, Any]:
 
 
 def compare(config: MopdConfig, names: tuple[str, ...] | list[str],
-            seeds: tuple[int, ...] | None = None) -> dict[str, Any]:
+            seeds: tuple[int, ...] | None = None,
+            announce: Callable[[str], None] | None = None) -> dict[str, Any]:
     """Run each method preset in ``names`` (for each of ``seeds``) with otherwise the same settings.
 
     Runs go to ``<out_dir>/<name>/seed<seed>``; the combined ``report.json`` and ``success.png``
-    (mean success over steps per method, shaded min-max over seeds) go to ``out_dir``.
+    (mean success over steps per method, shaded min-max over seeds) go to ``out_dir``. Seeds
+    run one after another, every method within a seed (the runs are independent, so the order
+    changes no figure; a comparison cut short has whole seeds). ``announce`` gets a line per run.
     """
     seeds = tuple(seeds) if seeds else (config.seed,)
     root = Path(config.out_dir.format(name="compare", method="compare"))
-    runs: dict[str, list[dict[str, Any]]] = {}
-    for name in names:
-        for seed in seeds:
+    runs: dict[str, list[dict[str, Any]]] = {name: [] for name in names}
+    for seed in seeds:
+        for name in names:
             run_config = replace(config, methods=[], seed=seed, out_dir=str(root / name / f"seed{seed}"),
                                  **METHOD_PRESETS[name])
-            runs.setdefault(name, []).append(train(run_config))
+            runs[name].append(train(run_config))
+            if announce:
+                announce(f"{name} seed {seed}: success {runs[name][-1]['initial_success']} -> "
+                         f"{runs[name][-1]['final_success']} ({runs[name][-1]['seconds']} s)")
     report = {"methods": {name: {"final_success": [r["final_success"] for r in rs],
                                  "initial_success": [r["initial_success"] for r in rs],
                                  "histories": [r["history"] for r in rs]} for name, rs in runs.items()},

@@ -17,7 +17,13 @@ mode                      context for rollout i (nothing available -> masked: no
                           when ``require_negative``, at least one failure)
 ``random_peer``           one peer drawn at random, written as a success whatever its reward
 ``unrelated``             one success from another prompt's group, written as a success
+``privileged``            the gold answer, written as a correct solution (the teacher is told the
+                          answer: a supervised signal, not a peer one; needs ``golds``; never
+                          masked)
 ========================  ======================================================================
+
+For ``contrastive`` the success-only prompt with the same picked successes (no failure) is kept
+too (`PeerContexts.success_only`): the effect of the failure is the difference between the two.
 
 Which peers are picked is random (seeded by the caller's ``random.Random``), so each rollout
 sees a different subset. The templates are settings (`PeerTemplates`); the shipped student was
@@ -29,13 +35,13 @@ from __future__ import annotations
 
 import random
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from latentwire.errors import ConfigError
 
 __all__ = ["CONTEXT_MODES", "PeerConfig", "PeerContexts", "PeerTemplates", "build_contexts", "render_context"]
 
-CONTEXT_MODES = ("none", "positive", "contrastive", "random_peer", "unrelated")
+CONTEXT_MODES = ("none", "positive", "contrastive", "random_peer", "unrelated", "privileged")
 
 
 @dataclass(frozen=True)
@@ -86,6 +92,8 @@ class PeerContexts:
 
     texts: list[str | None]
     peers: list[tuple[int, ...]]  # flat rollout indices shown to each rollout, in shown order
+    #: contrastive only: the same prompt without its failed peers (None where masked or no failure shown).
+    success_only: list[str | None] = field(default_factory=list)
 
     @property
     def mask(self) -> list[bool]:
@@ -113,24 +121,31 @@ def render_context(question: str, successes: Sequence[str], failures: Sequence[s
 
 def build_contexts(questions: Sequence[str], completions: Sequence[str], rewards: Sequence[float],
                    group_size: int, config: PeerConfig, rng: random.Random,
-                   success_threshold: float = 1.0) -> PeerContexts:
+                   success_threshold: float = 1.0, golds: Sequence[object] | None = None) -> PeerContexts:
     """Teacher prompts for every rollout of a batch laid out group by group.
 
-    ``questions`` has one entry per group; ``completions`` / ``rewards`` have ``group_size``
-    entries per group (rollout ``g * group_size + j`` is sample j of question g). A rollout is a
-    success when its reward is >= ``success_threshold``.
+    ``questions`` (and ``golds``, the gold answers, which only mode ``privileged`` reads) have one
+    entry per group; ``completions`` / ``rewards`` have ``group_size`` entries per group (rollout
+    ``g * group_size + j`` is sample j of question g). A rollout is a success when its reward is
+    >= ``success_threshold``.
     """
     if len(completions) != len(questions) * group_size or len(rewards) != len(completions):
         raise ValueError(f"{len(questions)} questions x group size {group_size} != "
                          f"{len(completions)} completions / {len(rewards)} rewards")
+    if config.mode == "privileged" and (golds is None or len(golds) != len(questions)):
+        raise ValueError(f"context 'privileged' needs one gold answer per question: "
+                         f"{len(questions)} questions, {'no' if golds is None else len(golds)} golds")
     success = [r >= success_threshold for r in rewards]
     texts: list[str | None] = []
     shown: list[tuple[int, ...]] = []
+    success_only: list[str | None] = []
     for i, own in enumerate(completions):
         group = i // group_size
         question = questions[group]
-        if config.mode == "none":
-            texts.append(question)
+        success_only.append(None)
+        if config.mode in ("none", "privileged"):
+            gold = [str(golds[group])] if config.mode == "privileged" else []
+            texts.append(render_context(question, gold, [], config.templates))
             shown.append(())
             continue
         if config.mode == "unrelated":
@@ -156,7 +171,10 @@ def build_contexts(questions: Sequence[str], completions: Sequence[str], rewards
             texts.append(None)
             shown.append(())
             continue
-        texts.append(render_context(question, [completions[k] for k in picked_good],
-                                    [completions[k] for k in picked_bad], config.templates))
+        good_texts = [completions[k] for k in picked_good]
+        bad_texts = [completions[k] for k in picked_bad]
+        texts.append(render_context(question, good_texts, bad_texts, config.templates))
         shown.append(tuple(picked_good + picked_bad))
-    return PeerContexts(texts=texts, peers=shown)
+        if picked_bad:
+            success_only[-1] = render_context(question, good_texts, [], config.templates)
+    return PeerContexts(texts=texts, peers=shown, success_only=success_only)

@@ -46,10 +46,12 @@ from ..loop import LoopResult, TrainConfig, TrainJob, TrainLoop, config_parser, 
 from .peers import PeerTemplates, render_context
 from .rollouts import SamplingConfig, completion_logprobs, encode_prompt, generate
 
-__all__ = ["SHIPPED_STUDENT", "StudentConfig", "build_student", "corrupt", "load_student", "main",
-           "pretrain_student", "success_rate"]
+__all__ = ["SHIPPED_STUDENT", "SHIPPED_TEACHER", "StudentConfig", "build_student", "corrupt", "load_student",
+           "main", "pretrain_student", "success_rate"]
 
 SHIPPED_STUDENT = Path(__file__).parent / "checkpoints" / "sort_student"
+#: The stronger OPD teacher: the student's recipe trained longer (its ``mopd_student.json`` has the record).
+SHIPPED_TEACHER = Path(__file__).parent / "checkpoints" / "sort_teacher"
 META_FILE = "mopd_student.json"
 
 
