@@ -13,7 +13,7 @@ from latentwire.agents.codec import CodecConfig, UniversalVisualCodec  # noqa: E
 from latentwire.errors import ConfigError  # noqa: E402
 from latentwire.training.anchors import (  # noqa: E402
     AnchorError, anchors_from_texts, read_anchors, tinyworld_anchors, write_anchors)
-from latentwire.training.shared_space import fit_shared_maps  # noqa: E402
+from latentwire.training.shared_space import fit_maps, fit_shared_maps, split_rows  # noqa: E402
 
 
 def test_tinyworld_anchors_round_trip(tmp_path):
@@ -217,3 +217,45 @@ def test_the_old_command_names_still_work(capsys, tmp_path):
     assert main(["train"]) == 2
     listing = capsys.readouterr().out
     assert "space-maps" in listing and "hub-maps" not in listing
+
+
+def test_anchor_rows_split_three_ways_without_overlap():
+    fit, stop, report = split_rows(1000)
+    assert (fit, stop, report) == (slice(0, 800), slice(800, 900), slice(900, 1000))
+    assert split_rows(10, 0.2, 0.3) == (slice(0, 5), slice(5, 7), slice(7, 10))
+    with pytest.raises(ConfigError, match="too few"):
+        split_rows(3)
+    with pytest.raises(ConfigError, match="sum below 1"):
+        split_rows(100, 0.5, 0.5)
+
+
+def test_the_reported_map_error_comes_from_rows_nothing_was_fitted_on():
+    """The ridge sees only the fit rows (report rows that break the pattern do not move it), and the
+    error in ``heldout`` is the one on the report rows."""
+    from latentwire.agents.codec.shared_space import ridge_affine
+
+    k, d, n = 2, 4, 400
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(n, k, d, generator=gen)
+    y = 2 * x + 1
+    y[360:] = torch.randn(40, k, d, generator=gen)  # the report rows follow another rule
+    codec = UniversalVisualCodec(CodecConfig(family="toy", hidden_size=8, num_tokens=k, width=d))
+    fit = fit_maps(codec, x, y, ridge=1e-6)
+    W, b = ridge_affine(x[:320].flatten(1), y[:320].flatten(1), 1e-6)
+    torch.testing.assert_close(codec.shared.to_shared.weight, W.T.float(), atol=1e-5, rtol=1e-5)
+    assert fit.to_shared_mse < 1e-8  # on the fit rows
+    held = fit.heldout["to_shared"]
+    assert held["step"] == 0 and held["affine"] == held["map"] > 1  # worse than the mean on the report rows
+
+
+def test_a_space_folder_fitted_before_the_three_way_split_is_refitted(tmp_path):
+    anchors = write_anchors(tinyworld_anchors("secret", 80), tmp_path / "anchors.jsonl")
+    gemma, smol = (_codec_folder(tmp_path / "codecs", f, s) for f, s in (("gemma3", 0), ("smolvlm", 1)))
+    space = tmp_path / "space"
+    fit_shared_maps([gemma, smol], reference="gemma3", anchors=anchors, out=space)
+    record = json.loads((space / "smolvlm" / "shared_fit.json").read_text())
+    assert record["splits"] == {"fit": 0.8, "stop": 0.1, "report": 0.1}
+    del record["splits"]
+    (space / "smolvlm" / "shared_fit.json").write_text(json.dumps(record))
+    again = fit_shared_maps([gemma, smol], reference="gemma3", anchors=anchors, out=space)
+    assert [(r.family, r.status) for r in again] == [("gemma3", "kept"), ("smolvlm", "fitted")]

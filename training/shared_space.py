@@ -19,10 +19,14 @@ anchors and source codec) is left alone, byte for byte; adding a family computes
 Each codec folder's ``align.json`` names the model it was trained with (``config.model``) and its
 ``latent_steps``; ``--model FAMILY=SPEC`` overrides the model.
 
-``--hidden N`` adds a residual MLP (N wide) to each affine map, trained on the anchors with the
-last tenth held out to pick the step kept (`fit_maps`, `fit_residual`: a small job on the training
-loop, `loop.TrainLoop`, without checkpoints); the printout and
-``shared_fit.json`` give the held-out error of the affine part alone and of the whole map. Two codecs
+The anchors are split three ways (`split_rows`): the maps are fitted on the first 80 %, the next
+10 % (stop rows) only pick the step a residual MLP keeps, and the errors the printout and
+``shared_fit.json`` give (``heldout``: the affine part alone and the whole map) are measured on the
+last 10 % (report rows), which nothing was fitted or chosen on.
+
+``--hidden N`` adds a residual MLP (N wide) to each affine map, trained on what the affine part
+leaves (`fit_maps`, `fit_residual`: a small job on the training loop, `loop.TrainLoop`, without
+checkpoints). Two codecs
 trained apart are not affine functions of each other, so this needs many anchors (tens of
 thousands: they cost only a forward pass each) and pays: see docs/benchmarks.md.
 
@@ -78,7 +82,7 @@ OPTIONAL_KEYS = ("shared_hidden", "residual_steps", "decoder_sha256")
 @dataclass
 class ResidualFitConfig(TrainConfig):
     """How `fit_residual` trains a map's residual MLP: constant ``lr``, plain AdamW, no clipping,
-    no files; evaluated on the held-out rows every ``eval_every`` steps and at the end."""
+    no files; evaluated on the stop rows every ``eval_every`` steps and at the end."""
 
     steps: int = default("steps", 3000)
     lr: float = default("lr", 1e-3)
@@ -89,8 +93,28 @@ class ResidualFitConfig(TrainConfig):
     checkpoint_every: int = default("checkpoint_every", 0)
     progress: bool = default("progress", False)
     batch_size: int = field(default=256, metadata={"help": "anchor rows per step"})
-    holdout: float = field(default=0.1, metadata={
-        "help": "share of the rows (the last ones) held out to pick the step kept"})
+    stop_share: float = field(default=0.1, metadata={
+        "help": "share of the rows (just before the report rows) that picks the step kept; never fitted"})
+    report_share: float = field(default=0.1, metadata={
+        "help": "share of the rows (the last ones) the reported errors are measured on; nothing is "
+                "fitted or chosen on them"})
+
+
+def split_rows(n: int, stop_share: float = 0.1, report_share: float = 0.1) -> tuple[slice, slice, slice]:
+    """Three disjoint row ranges of an anchor set: ``fit`` (the ridge and the MLP are fitted on it),
+    ``stop`` (early stopping picks the MLP's step on it) and ``report`` (the errors a fit record
+    gives are measured on it, and nothing else). The last rows are held out; anchors are drawn at
+    random, so the order carries no information."""
+    if not (0 < stop_share < 1 and 0 < report_share < 1 and stop_share + report_share < 1):
+        raise ConfigError(f"stop_share and report_share must be in (0, 1) with a sum below 1, "
+                          f"got {stop_share} and {report_share}")
+    n_report = max(1, int(round(n * report_share)))
+    n_stop = max(1, int(round(n * stop_share)))
+    n_fit = n - n_stop - n_report
+    if n_fit < 2:
+        raise ConfigError(f"{n} anchors are too few to fit a map and hold out rows to stop and to report on; "
+                          "make more anchors (latentwire train anchors --n)")
+    return slice(0, n_fit), slice(n_fit, n_fit + n_stop), slice(n_fit + n_stop, n)
 
 
 def _relative(prediction: Any, target: Any) -> float:
@@ -99,28 +123,23 @@ def _relative(prediction: Any, target: Any) -> float:
 
 
 class _ResidualJob(TrainJob):
-    """The residual MLP of a `TokenMap` fitted to what its affine part leaves; keeps the MLP of
-    the best held-out evaluation (step 0: the MLP adds nothing)."""
+    """The residual MLP of a `TokenMap` fitted to what its affine part leaves on the fit rows; keeps
+    the MLP of the best evaluation on the stop rows (step 0: the MLP adds nothing)."""
 
     name = "residual map"
 
     def __init__(self, token_map: Any, x: Any, y: Any, config: ResidualFitConfig) -> None:
         import torch
-        import torch.nn.functional as F
         from torch import nn
 
         mlp = token_map.residual
         if mlp is None:
             raise ValueError("this map has no residual MLP (shared_hidden = 0)")
-        n_held = max(1, int(round(x.shape[0] * config.holdout)))
-        if x.shape[0] - n_held < 2:
-            raise ValueError(f"{x.shape[0]} anchors are too few to train and hold out a residual map")
-        self.module, self.config, self.y, self.n_held = mlp, config, y, n_held
+        fit, stop, _ = split_rows(x.shape[0], config.stop_share, config.report_share)
+        self.module, self.config, self.token_map = mlp, config, token_map
         with torch.no_grad():
-            self.affine = F.linear(x, token_map.weight, token_map.bias)  # (N, F)
-            residual = y - self.affine
-            self.train_x, self.held_x = x[:-n_held], x[-n_held:]
-            train_r = residual[:-n_held]
+            self.train_x, self.stop_x, self.stop_y = x[fit], x[stop], y[stop]
+            train_r = y[fit] - token_map.affine(self.train_x)
             mlp.in_mean.copy_(self.train_x.mean(0))
             mlp.in_scale.copy_(self.train_x.std(0).clamp_min(1e-6))
             mlp.out_scale.copy_(train_r.std(0).clamp_min(1e-6))
@@ -131,16 +150,14 @@ class _ResidualJob(TrainJob):
             nn.init.zeros_(mlp.up.weight)
             nn.init.zeros_(mlp.up.bias)
         self.generator = torch.Generator(device="cpu").manual_seed(config.seed)
-        self.best = (self.held_error(), 0, self.snapshot())
-        self.affine_error = self.best[0]
+        self.best = (self.stop_error(), 0, self.snapshot())
 
-    def held_error(self) -> float:
-        """The whole map's relative error on the held-out rows."""
+    def stop_error(self) -> float:
+        """The whole map's relative error on the stop rows."""
         import torch
 
-        n = self.n_held
         with torch.no_grad():
-            return _relative(self.affine[-n:] + self.module(self.held_x), self.y[-n:])
+            return _relative(self.token_map.flat(self.stop_x), self.stop_y)
 
     def snapshot(self) -> dict[str, Any]:
         return {k: v.clone() for k, v in self.module.state_dict().items()}
@@ -157,43 +174,61 @@ class _ResidualJob(TrainJob):
         return F.mse_loss(model.core(self.train_x[rows]), self.target[rows]), {}
 
     def evaluate(self, step: int) -> dict[str, Any]:
-        error = self.held_error()
+        error = self.stop_error()
         if error < self.best[0]:
             self.best = (error, step, self.snapshot())
-        return {"heldout": error}
+        return {"stop_error": error}
+
+
+def report_errors(token_map: Any, x: Any, y: Any, config: ResidualFitConfig | None = None) -> dict[str, float]:
+    """A fitted map's relative errors on the report rows of ``x``/``y`` (N, F): of its affine part
+    alone (``affine``) and of the whole map (``map``; the same without a residual MLP)."""
+    import torch
+
+    config = config or ResidualFitConfig()
+    _, _, report = split_rows(x.shape[0], config.stop_share, config.report_share)
+    with torch.no_grad():
+        xr, yr = x[report], y[report]
+        return {"affine": round(_relative(token_map.affine(xr), yr), 5), "map": round(_relative(token_map.flat(xr), yr), 5)}
 
 
 def fit_residual(token_map: Any, x: Any, y: Any, config: ResidualFitConfig | None = None) -> dict[str, float]:
     """Train ``token_map``'s residual MLP on what its (already fitted) affine part leaves of
-    ``y (N, F)`` from ``x (N, F)``; the last ``config.holdout`` share of rows is held out and the
-    MLP of the best held-out step is kept (early stopping; step 0 = the MLP adds nothing, so the
-    map is never worse than its affine part). Deterministic for ``config.seed``. Returns the
-    held-out relative errors (``affine``, ``map``) and the ``step`` kept."""
+    ``y (N, F)`` from ``x (N, F)`` on the fit rows (`split_rows`), keeping the MLP of the best step
+    on the stop rows (early stopping; step 0 = the MLP adds nothing). Deterministic for
+    ``config.seed``. Returns the errors on the report rows (`report_errors`), the error on the stop
+    rows (``stop``) and the ``step`` kept."""
     config = config or ResidualFitConfig()
     job = _ResidualJob(token_map, x, y, config)
     TrainLoop(config, device_placement=False).run(job, None)
     job.module.load_state_dict(job.best[2])
-    return {"affine": round(job.affine_error, 5), "map": round(job.best[0], 5), "step": job.best[1]}
+    return {**report_errors(token_map, x, y, config), "stop": round(job.best[0], 5), "step": job.best[1]}
 
 
 def fit_maps(codec: Any, family_tokens: Any, reference_tokens: Any, ridge: float = 1e-3, *,
              residual_steps: int = 3000, seed: int = 0, from_shared: bool = True) -> Any:
-    """Fit ``codec``'s shared-space maps on paired anchor tokens (N, K, D): the affine parts by ridge
-    regression (`UniversalVisualCodec.fit_shared_maps`), then, where ``config.shared_hidden`` > 0, each
-    map's residual MLP (`fit_residual`, ``residual_steps`` steps). Returns the `SharedSpaceFit`, with the
-    held-out errors of the residual fits."""
+    """Fit ``codec``'s shared-space maps on paired anchor tokens (N, K, D), three ways split
+    (`split_rows`): the affine parts by ridge regression on the fit rows
+    (`UniversalVisualCodec.fit_shared_maps`), then, where ``config.shared_hidden`` > 0, each map's
+    residual MLP (`fit_residual`, ``residual_steps`` steps on the fit rows, the step kept chosen on
+    the stop rows). Returns the `SharedSpaceFit` (its mean squared errors on the fit rows), with the
+    errors on the report rows in ``heldout``."""
     import torch
 
-    fit = codec.fit_shared_maps(family_tokens, reference_tokens, ridge, from_shared=from_shared)
+    config = ResidualFitConfig(steps=residual_steps, seed=seed)
+    n = torch.as_tensor(family_tokens).shape[0]
+    fit_rows, _, _ = split_rows(n, config.stop_share, config.report_share)
+    codec.fit_shared_maps(family_tokens[fit_rows], reference_tokens[fit_rows], ridge, from_shared=from_shared)
     maps = codec.shared
-    if maps.to_shared.residual is None:
-        return fit
     like = maps.to_shared.weight
     x, y = torch.as_tensor(family_tokens).to(like), torch.as_tensor(reference_tokens).to(like)
-    config = ResidualFitConfig(steps=residual_steps, seed=seed)
     directions = [("to_shared", maps.to_shared, x, y)] + ([("from_shared", maps.from_shared, y, x)] if from_shared else [])
-    heldout = {name: fit_residual(linear, a.flatten(1), b.flatten(1), config) for name, linear, a, b in directions}
-    return maps.measure(x, y, from_shared=from_shared, heldout=heldout)
+    heldout = {}
+    for name, token_map, a, b in directions:
+        a, b = a.flatten(1), b.flatten(1)
+        heldout[name] = (fit_residual(token_map, a, b, config) if token_map.residual is not None
+                         else {**report_errors(token_map, a, b, config), "step": 0})
+    return maps.measure(x[fit_rows], y[fit_rows], from_shared=from_shared, heldout=heldout)
 
 
 # ---- the job ---------------------------------------------------------------------------------
@@ -265,7 +300,8 @@ def fit_shared_maps(codecs: list[str | os.PathLike[str]], *, reference: str, anc
     them); write ``out/<family>/``. Returns what happened per family, reference first.
 
     ``hidden`` > 0 adds a residual MLP of that width to each affine map, trained ``residual_steps``
-    steps on the anchors (the last tenth held out to pick the step kept).
+    steps on the anchors' fit rows (the stop rows pick the step kept; errors are reported on the
+    report rows: `split_rows`).
 
     ``decoders``: per family, an anchored codec folder (``train codec --anchor-to`` the reference
     codec) whose decoder reads the shared space directly; that family keeps its own encoder (and map
@@ -323,7 +359,11 @@ def fit_shared_maps(codecs: list[str | os.PathLike[str]], *, reference: str, anc
         residual = {"shared_hidden": hidden, "residual_steps": residual_steps} if hidden else {}
         decoder = ({"decoder_sha256": file_sha256(shared_decoders[family][0] / "model.safetensors")}
                    if family in shared_decoders else {})
-        return {**values, "ridge": ridge, **residual, **decoder}
+        # The rows each part of the fit saw: a folder fitted before the three-way split is refitted.
+        shares = ResidualFitConfig()
+        splits = {"splits": {"fit": round(1 - shares.stop_share - shares.report_share, 6),
+                             "stop": shares.stop_share, "report": shares.report_share}}
+        return {**values, "ridge": ridge, **splits, **residual, **decoder}
 
     def up_to_date(family: str) -> bool:
         saved, wanted = read_fit_record(out / family), record(family)
@@ -407,7 +447,8 @@ def main(argv: list[str] | None = None) -> int:
                           residual_steps=args.residual_steps, decoders=pairs("decoder", args.decoder)):
         from_shared = "anchored decoder" if r.from_shared_mse is None else f"from-shared {r.from_shared_mse:.4g}"
         errors = "" if r.to_shared_mse is None else f" (to-shared mse {r.to_shared_mse:.4g}, {from_shared})"
-        held = "".join(f"; held-out {name}: affine {h['affine']:.3g} -> with MLP {h['map']:.3g} (step {h['step']})"
+        held = "".join(f"; report rows {name}: affine {h['affine']:.3g}"
+                       + (f" -> with MLP {h['map']:.3g} (step {h['step']})" if "stop" in h else "")
                        for name, h in (r.heldout or {}).items())
         print(f"{r.family}: {r.status}{errors}{held}")
     return 0

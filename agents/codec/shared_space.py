@@ -28,9 +28,10 @@ from .config import CodecConfig
 class SharedSpaceFit:
     """How well the fitted shared-space maps reproduce their targets (mean squared error per value).
 
-    With residual MLPs, ``heldout`` has per direction (``to_shared``, ``from_shared``) the error on the
-    held-out anchors relative to the targets' variance, of the affine part alone (``affine``) and
-    of the whole map (``map``), and the training step kept (``step``).
+    ``heldout`` has per direction fitted (``to_shared``, ``from_shared``) the error on the report
+    anchors (never fitted or chosen on) relative to the targets' variance, of the affine part alone
+    (``affine``) and of the whole map (``map``), the residual MLP's step kept (``step``, 0 without
+    one) and, with an MLP, its error on the stop anchors that chose that step (``stop``).
     """
 
     to_shared_mse: float
@@ -94,13 +95,18 @@ class TokenMap(nn.Linear):
             nn.init.zeros_(self.residual.up.weight)
             nn.init.zeros_(self.residual.up.bias)
 
+    def affine(self, flat: Tensor) -> Tensor:
+        """The affine part alone, on flattened latents ``(..., K * D)``."""
+        return super().forward(flat)
+
+    def flat(self, flat: Tensor) -> Tensor:
+        """The whole map on flattened latents ``(..., K * D)``."""
+        out = self.affine(flat)
+        return out + self.residual(flat) if self.residual is not None else out
+
     def forward(self, tokens: Tensor) -> Tensor:
         lead = tokens.shape[:-2]
-        flat = tokens.reshape(*lead, -1)
-        out = super().forward(flat)
-        if self.residual is not None:
-            out = out + self.residual(flat)
-        return out.reshape(*lead, *self.block)
+        return self.flat(tokens.reshape(*lead, -1)).reshape(*lead, *self.block)
 
 
 class SharedSpaceMaps(nn.Module):
