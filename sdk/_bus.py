@@ -375,7 +375,8 @@ class Bus:
         self._groups_routed = welcome.groups
         if not welcome.groups and any(sub.group for sub in self._subs):
             log.warning("%s: hub %s does not route subscription groups (it is older than this client); "
-                        "this bus's group subscriptions get nothing until it is upgraded", self.agent, welcome.hub_id)
+                        "this bus's group subscriptions get nothing until it is upgraded",
+                        self.agent, welcome.hub_id)
         self._conn = conn
         return batch[1:]
 

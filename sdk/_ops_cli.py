@@ -30,7 +30,8 @@ def add_commands(commands: Any) -> None:
     sub.add_argument("filters", nargs="+", metavar="FILTER", help="topic filter, + and # wildcards ('#': everything)")
     sub.add_argument("--json", action="store_true", help="one JSON object per message")
     sub.add_argument("--group", default=None, metavar="NAME",
-                     help="share the messages with the other subscribers of this group (replicas): each goes to one")
+                     help="share the messages with the other subscribers of this group (replicas): "
+                          "each goes to one")
     sub.add_argument("-n", "--count", type=int, default=0, metavar="N", help="exit after N messages (default: run until Ctrl-C)")
     _common(sub, agent=True)
     sub.set_defaults(func=_run_sub)
@@ -112,7 +113,8 @@ async def _sub(args: argparse.Namespace, filters: list[str]) -> int:
     async with _bus(args, "sub") as bus, bus.subscribe(*filters, group=args.group) as sub:
         # On stderr, so stdout holds only messages; scripts can wait for this line.
         group = f" in group {args.group}" if args.group else ""
-        print(f"latentwire sub: subscribed to {' '.join(filters)}{group} as {bus.agent}", file=sys.stderr, flush=True)
+        print(f"latentwire sub: subscribed to {' '.join(filters)}{group} as {bus.agent}",
+              file=sys.stderr, flush=True)
         seen = 0
         async for msg in sub:
             print(json.dumps(describe(msg)) if args.json else summary_line(msg), flush=True)

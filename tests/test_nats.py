@@ -337,7 +337,8 @@ async def test_tls_refuses_a_server_that_would_talk_in_plain_text(tmp_path: Path
     config = (f'listen: "127.0.0.1:{port}"\njetstream {{ store_dir: "{tmp_path / "store"}" }}\n'
               'authorization { user: "alice", password: "s3cret" }\n')
     with run_nats_server(tmp_path, config, port):
-        with pytest.raises(latentwire.ConfigError, match=rf"127.0.0.1:{port} does not require TLS.*use nats://"):
+        refused = rf"127.0.0.1:{port} does not require TLS.*use nats://"
+        with pytest.raises(latentwire.ConfigError, match=refused):
             async with latentwire.connect(f"tls://alice:s3cret@127.0.0.1:{port}/ns", agent="a",
                                           tls_ca=tls_files["cert"]):
                 pass

@@ -150,7 +150,8 @@ async def test_a_group_subscription_on_a_hub_without_groups_is_refused() -> None
     name = f"old-{uuid.uuid4().hex[:8]}"
     try:
         async with latentwire.connect(f"olderhub://{name}", agent="a") as bus:
-            with pytest.raises(latentwire.ConfigError, match="does not route subscription groups.*upgrade the hub"):
+            refused = "does not route subscription groups.*upgrade the hub"
+            with pytest.raises(latentwire.ConfigError, match=refused):
                 async with bus.subscribe("jobs", group="workers"):
                     pass
             async with bus.subscribe("jobs") as sub:  # plain subscriptions still work

@@ -180,7 +180,8 @@ class _ResidualJob(TrainJob):
         return {"stop_error": error}
 
 
-def report_errors(token_map: Any, x: Any, y: Any, config: ResidualFitConfig | None = None) -> dict[str, float]:
+def report_errors(token_map: Any, x: Any, y: Any,
+                  config: ResidualFitConfig | None = None) -> dict[str, float]:
     """A fitted map's relative errors on the report rows of ``x``/``y`` (N, F): of its affine part
     alone (``affine``) and of the whole map (``map``; the same without a residual MLP)."""
     import torch
@@ -189,7 +190,8 @@ def report_errors(token_map: Any, x: Any, y: Any, config: ResidualFitConfig | No
     _, _, report = split_rows(x.shape[0], config.stop_share, config.report_share)
     with torch.no_grad():
         xr, yr = x[report], y[report]
-        return {"affine": round(_relative(token_map.affine(xr), yr), 5), "map": round(_relative(token_map.flat(xr), yr), 5)}
+        return {"affine": round(_relative(token_map.affine(xr), yr), 5),
+                "map": round(_relative(token_map.flat(xr), yr), 5)}
 
 
 def fit_residual(token_map: Any, x: Any, y: Any, config: ResidualFitConfig | None = None) -> dict[str, float]:
