@@ -66,7 +66,7 @@ RECIPE: dict[str, Any] = {
               "num_tokens": 8, "width": 64,
               "continuation": 20, "eval_n": 64},
     "decoder": {"steps": 1000, "seed": 0},
-    "maps": {"ridge": 1e-4, "hidden": 1024, "residual_steps": 6000},
+    "maps": {"ridge": 1e-4, "hidden": 1024, "residual_steps": 15000},
     "ship_dtype": "float16",
 }
 
