@@ -90,6 +90,13 @@ class Transport(abc.ABC):
         return parts
 
     @staticmethod
+    def check_positive(**values: float) -> None:
+        """`ConfigError` naming the first option that is not above 0."""
+        for name, value in values.items():
+            if not value > 0:
+                raise ConfigError(f"{name} must be positive, got {value!r}")
+
+    @staticmethod
     def tls_client_context(tls_ca: str | Path | None, tls_cert: str | Path | None = None,
                            tls_key: str | Path | None = None) -> ssl.SSLContext:
         """A TLS client context that trusts ``tls_ca`` (default: the system's roots) and presents

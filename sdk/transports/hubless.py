@@ -102,6 +102,18 @@ class HublessConnection(Connection):
         self._ready.append((frame, payload))
         self._wake.set()
 
+    def _welcome(self, session_id: str, resumed: bool, publish_window: int, publish_window_bytes: int,
+                 max_message_bytes: int, hub_id: str) -> None:
+        """Hand the bus its welcome, ahead of anything already waiting (a resumed session's
+        messages may have arrived first); from now on a lost connection ends this one. A broker
+        takes whole messages (no frame limit) and routes subscription groups."""
+        welcome = pb.Welcome(session_id=session_id, resumed=resumed, publish_window=publish_window,
+                             publish_window_bytes=publish_window_bytes, max_message_bytes=max_message_bytes,
+                             max_frame_bytes=0, hub_id=hub_id, groups=True)
+        self._ready.insert(0, (pb.Frame(welcome=welcome), b""))
+        self._welcomed = True
+        self._wake.set()
+
     def _push_rejection(self, seq: int, code: int, reason: str) -> None:
         """Refuse publish ``seq`` with wire ``code``, as a hub's publish ack would."""
         ack = pb.Ack(rejections=[pb.Rejection(seq=seq, code=code, reason=reason)])

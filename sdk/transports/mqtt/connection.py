@@ -263,19 +263,8 @@ class MqttConnection(HublessConnection):
             async with asyncio.timeout(self._timeout):
                 await client.publish(owner_topic, t.nonce.encode(), retain=True)
         resumed = connack.session_present and bool(hello.session_id)
-        # A resumed session's messages may already have arrived; the welcome goes first.
-        self._ready.insert(0, (pb.Frame(welcome=pb.Welcome(
-            session_id=hello.session_id if resumed else uuid.uuid4().hex,
-            resumed=resumed,
-            publish_window=publish_window,
-            publish_window_bytes=t.publish_window_bytes,
-            max_message_bytes=self._max_message,
-            max_frame_bytes=0,
-            hub_id=f"mqtt://{t.address}/{t.topics.namespace}",
-            groups=True,
-        )), b""))
-        self._welcomed = True
-        self._wake.set()
+        self._welcome(hello.session_id if resumed else uuid.uuid4().hex, resumed, publish_window,
+                      t.publish_window_bytes, self._max_message, f"mqtt://{t.address}/{t.topics.namespace}")
 
     async def _taken_over(self) -> bool:
         """On a reconnect: has a newer bus claimed this agent id since? Then give it back.
@@ -501,12 +490,8 @@ class MqttTransport(Transport):
             raise ConfigError("tls_cert and tls_key must be given together for a client certificate")
         if not tls and any(x is not None for x in (tls_ca, tls_cert, tls_key)):
             raise ConfigError("TLS files were given for a plain mqtt:// URL; use mqtts://")
-        for name, value in (("session_expiry", session_expiry), ("keepalive", keepalive),
-                            ("publish_window", publish_window),
-                            ("publish_window_bytes", publish_window_bytes),
-                            ("max_message_bytes", max_message_bytes)):
-            if not value > 0:
-                raise ConfigError(f"{name} must be positive, got {value!r}")
+        self.check_positive(session_expiry=session_expiry, keepalive=keepalive, publish_window=publish_window,
+                            publish_window_bytes=publish_window_bytes, max_message_bytes=max_message_bytes)
         if max_message_bytes > MQTT_MAX_MESSAGE:
             raise ConfigError(f"max_message_bytes above MQTT's packet limit ({MQTT_MAX_MESSAGE})")
         self.host = host

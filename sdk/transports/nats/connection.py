@@ -350,18 +350,8 @@ class NatsConnection(HublessConnection):
                 self._released[seq] = self._state.unacked.pop(seq)
             for shared in hello.group_subscriptions:
                 await self._join_group(validate_group(shared.group), validate_filter(shared.filter))
-        self._ready.insert(0, (pb.Frame(welcome=pb.Welcome(
-            session_id=session_id,
-            resumed=resumed,
-            publish_window=t.publish_window,
-            publish_window_bytes=t.publish_window_bytes,
-            max_message_bytes=t.max_message_bytes,
-            max_frame_bytes=0,
-            hub_id=f"nats://{t.address}/{t.subjects.namespace}",
-            groups=True,
-        )), b""))
-        self._wake.set()
-        self._welcomed = True  # from now on a lost connection ends this one
+        self._welcome(session_id, resumed, t.publish_window, t.publish_window_bytes, t.max_message_bytes,
+                      f"nats://{t.address}/{t.subjects.namespace}")
         self._spawn(self._watchdog(), "watchdog")
         self._spawn(self._keep_claims(), "claims")
         if self._released:

@@ -94,14 +94,10 @@ class NatsSettings:
             raise ConfigError("give one kind of NATS credentials: token, user/password, nkey_seed or creds")
         if (user is None) != (password is None):
             raise ConfigError("user and password must be given together")
-        for name, value in (("replicas", replicas), ("session_expiry", session_expiry),
-                            ("ack_wait", ack_wait), ("keepalive", keepalive),
-                            ("publish_window", publish_window),
-                            ("publish_window_bytes", publish_window_bytes),
-                            ("puback_timeout", puback_timeout), ("max_message_bytes", max_message_bytes),
-                            ("duplicate_window", duplicate_window)):
-            if not value > 0:
-                raise ConfigError(f"{name} must be positive, got {value!r}")
+        Transport.check_positive(replicas=replicas, session_expiry=session_expiry, ack_wait=ack_wait,
+                                 keepalive=keepalive, publish_window=publish_window,
+                                 publish_window_bytes=publish_window_bytes, puback_timeout=puback_timeout,
+                                 max_message_bytes=max_message_bytes, duplicate_window=duplicate_window)
         if replicas > 5:
             raise ConfigError(f"replicas must be 1-5 (JetStream's limit), got {replicas}")
         for name, value in (("nkey_seed", nkey_seed), ("creds", creds)):
