@@ -195,6 +195,41 @@ def test_anchored_scheme_trains_a_new_family_into_a_frozen_codecs_space(tmp_path
         AlignConfig(model="gemma3", decoder_only=True)
 
 
+@pytest.mark.timeout(300)
+def test_encoder_only_tune_trains_a_mapped_encoder_through_the_reference(tmp_path):
+    """The tune stage of `train ship`: a family's codec with fitted maps (the shipped llava) starts the
+    run; only its encoder and its map into the shared space move, through gemma3's frozen decoder."""
+    from latentwire.errors import ConfigError
+    from latentwire.tinyworld.space import load_space
+
+    space = load_space()
+    init, reference = space.folder / "llava", space.folder / "gemma3"
+    before = _tensors(init)
+    folder = align(AlignConfig(model="llava", init=str(init), anchor_to=str(reference), encoder_only=True,
+                               picture_weight=0.0, steps=2, batch_size=4, eval_every=0, eval_n=4, n_anchors=16,
+                               log_every=1, progress=False, out_dir=str(tmp_path / "tuned")))
+    meta = json.loads((folder / "align.json").read_text())
+    assert meta["scheme"] == "anchored to gemma3 (encoder only)" and meta["step"] == 2
+    assert meta["init_sha256"] == hashlib.sha256((init / "model.safetensors").read_bytes()).hexdigest()
+    assert set(meta["eval"]) == {"latent", "text", "none", "shuffled"}  # llava -> gemma3
+    after = _tensors(folder)
+    moved = {k for k in before if not torch.equal(before[k].float(), after[k].float())}
+    assert moved and all(k.startswith(("encoder.", "shared.to_shared.")) for k in moved), moved
+    assert any(k.startswith("shared.to_shared.residual.") for k in moved)  # the MLP of the map trains too
+    lines = [json.loads(line) for line in (folder / "metrics.jsonl").read_text().splitlines() if "loss" in line]
+    assert lines[0]["picture"] == 0.0  # label-free: KL and hidden states to gemma3 reading the text
+
+    with pytest.raises(ConfigError, match="encoder_only .* needs anchor_to .* and init"):
+        AlignConfig(model="llava", encoder_only=True, anchor_to=str(reference))
+    with pytest.raises(ConfigError, match="at most one"):
+        AlignConfig(model="llava", encoder_only=True, decoder_only=True, anchor_to=str(reference), init=str(init))
+    with pytest.raises(ConfigError, match="not a codec folder"):
+        AlignConfig(model="llava", init=str(tmp_path))
+    with pytest.raises(ConfigError, match="codec of llava"):
+        align(AlignConfig(model="smolvlm", init=str(init), steps=1, eval_every=0, eval_n=4, n_anchors=8,
+                          progress=False, out_dir=str(tmp_path / "x")))
+
+
 def test_job_outputs_are_created_with_the_users_umask(tmp_path: Path) -> None:
     """Artefacts are written through private scratch files and folders; once in place they must
     be as readable as anything else the user writes (not 0600/0700)."""

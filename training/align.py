@@ -127,6 +127,12 @@ class AlignConfig(TrainConfig):
                 "encoder learns to speak to its decoder and its decoder to read its encoder"})
     decoder_only: bool = field(default=False, metadata={
         "help": "with anchor_to: train only the decoder (for `train space-maps --decoder`)"})
+    encoder_only: bool = field(default=False, metadata={
+        "help": "with anchor_to and init: train only the encoder and its map into the shared space, end to end "
+                "through the frozen reference decoder and model (the tune of a family already mapped in)"})
+    init: str | None = field(default=None, metadata={
+        "help": "a codec folder to start from (its architecture, weights and shared-space maps), e.g. a family "
+                "folder of a shared space; none: a new codec"})
     eval_n: int = field(default=64, metadata={"help": "held-out anchors of each evaluation"})
 
     def __post_init__(self) -> None:
@@ -152,6 +158,16 @@ class AlignConfig(TrainConfig):
             self.anchor_to = os.path.abspath(self.anchor_to)
         if self.decoder_only and self.anchor_to is None:
             raise ConfigError("decoder_only trains a decoder to read a frozen codec's encoder; it needs anchor_to")
+        if self.encoder_only and (self.anchor_to is None or self.init is None):
+            raise ConfigError("encoder_only tunes a mapped family's encoder through a frozen codec's decoder; "
+                              "it needs anchor_to (that codec) and init (the family's codec with its maps)")
+        if self.encoder_only and self.decoder_only:
+            raise ConfigError("encoder_only and decoder_only each train one half; set at most one")
+        if self.init is not None:
+            if not (Path(self.init) / "config.json").is_file():
+                raise ConfigError(f"init {self.init} is not a codec folder (no config.json); pass a "
+                                  "`train codec` output or a family folder of a shared space")
+            self.init = os.path.abspath(self.init)
         if self.latent_noise and self.anchor_to is not None:
             raise ConfigError("latent_noise applies to self-distillation; the anchored scheme (anchor_to) "
                               "trains without it")
@@ -325,10 +341,11 @@ def _reference_party(folder: str, device: Any, family: str, config: AlignConfig)
     return party
 
 
-def _anchored_pair(new: Any, reference: Any, decoder_only: bool = False) -> Any:
+def _anchored_pair(new: Any, reference: Any, decoder_only: bool = False, encoder_only: bool = False) -> Any:
     """One module (so DDP syncs its gradients) running both directions through the frozen
     reference codec: new encoder -> reference decoder (None when ``decoder_only``), reference
-    encoder -> new decoder."""
+    encoder -> new decoder (None when ``encoder_only``). With ``encoder_only`` the new encoder's
+    tokens go through its map into the shared space (the reference's space) first."""
     from torch import nn
 
     class AnchoredPair(nn.Module):
@@ -338,8 +355,9 @@ def _anchored_pair(new: Any, reference: Any, decoder_only: bool = False) -> Any:
 
         def forward(self, new_steps: Any, new_mask: Any, ref_steps: Any, ref_mask: Any) -> tuple[Any, Any]:
             to_reference = None if decoder_only else self.reference.decoder(
-                self.new.encode_tokens(new_steps, new_mask, to_shared=False))
-            to_new = self.new.decoder(self.reference.encode_tokens(ref_steps, ref_mask, to_shared=False))
+                self.new.encode_tokens(new_steps, new_mask, to_shared=encoder_only))
+            to_new = None if encoder_only else self.new.decoder(
+                self.reference.encode_tokens(ref_steps, ref_mask, to_shared=False))
             return to_reference, to_new
 
     return AnchoredPair()
@@ -385,8 +403,9 @@ class _AlignJob(TrainJob):
         self.picture_target = picture_target  # None: no picture term (label-free)
         self.ref_scale = None if ref is None else ref.adapter.embedding_scale(ref.model).image
         self.name = f"codec {self.codec.config.family}"
-        with torch.no_grad():
-            self.replies = teacher_replies(party, train_anchors, max_new_tokens=config.continuation)
+        with torch.no_grad():  # the encoder-only tune's student and teacher are the reference alone
+            self.replies = None if config.encoder_only else teacher_replies(
+                party, train_anchors, max_new_tokens=config.continuation)
             self.ref_replies = None if ref is None or config.decoder_only else teacher_replies(
                 ref, train_anchors, max_new_tokens=config.continuation)
 
@@ -398,6 +417,11 @@ class _AlignJob(TrainJob):
         rng = random.Random(f"align|{config.seed}|{self.process}|{step}")
         picks = [rng.randrange(len(self.train_anchors)) for _ in range(config.batch_size)]
         chosen = [self.train_anchors[i] for i in picks]
+        if config.encoder_only:  # this family speaks, the frozen reference listens
+            ref_batch = _make_batch(chosen, [self.ref_replies[i] for i in picks], ref, self.device,
+                                    self.picture_target)
+            to_ref, _ = model(*party.think(ref_batch.sender), None, None)
+            return _receiver_loss(ref, to_ref, ref_batch, config, self.ref_scale)
         batch = _make_batch(chosen, [self.replies[i] for i in picks], party, self.device, self.picture_target)
         if ref is None:
             noise = (torch.Generator(self.device).manual_seed(rng.randrange(2 ** 63))
@@ -422,6 +446,8 @@ class _AlignJob(TrainJob):
         # Anchored: both codecs live in the reference's space, which is the shared space (identity maps).
         if self.config.decoder_only:  # the encoder is untrained: only reference -> new means anything
             return {"eval": {"to_new": evaluate_pair(ref, party, anchors, shuffled=True)}}
+        if self.config.encoder_only:  # the decoder is frozen: only new -> reference is trained
+            return {"eval": evaluate_pair(party, ref, anchors, shuffled=True)}
         return {"eval": {**evaluate_pair(party, ref, anchors, shuffled=True),
                          "to_new": evaluate_pair(ref, party, anchors, shuffled=False)}}
 
@@ -445,8 +471,10 @@ class _AlignJob(TrainJob):
         meta = {"step": result.step, "skipped_steps": result.skipped_steps, "config": asdict(config),
                 "eval": result.eval.get("eval", {}),
                 "scheme": "self-distillation" if ref is None else f"anchored to {ref.family}"
-                          + (" (decoder only)" if config.decoder_only else ""),
+                          + (" (decoder only)" if config.decoder_only else "")
+                          + (" (encoder only)" if config.encoder_only else ""),
                 **({} if ref is None else {"anchor_sha256": file_sha256(Path(config.anchor_to) / "model.safetensors")}),
+                **({} if config.init is None else {"init_sha256": file_sha256(Path(config.init) / "model.safetensors")}),
                 "eval_n": len(self.eval_anchors), "train_anchors": len(self.train_anchors),
                 "image_scale": self.image_scale, "gate": float(torch.tanh(codec.decoder.gate.detach())),
                 "train_seconds": result.train_seconds, "processes": result.processes}
@@ -489,30 +517,53 @@ def align(config: AlignConfig) -> Path:
                           "vision tower) or picture_weight=0")
     if picture_target == "rendered":  # a model whose tower cannot give the target fails here, not mid-run
         check_picture_path(adapter, model, config.image_slots)
-    codec = UniversalVisualCodec(CodecConfig(family=adapter.family, hidden_size=adapter.hidden_size(model),
-                                             num_tokens=config.num_tokens, width=config.width,
-                                             num_layers=config.codec_layers, image_slots=config.image_slots,
-                                             latent_steps=config.latent_steps))
-    with torch.no_grad():
-        codec.decoder.gate.fill_(config.gate_init)
-    # The shared-space maps stay identity here (fitted later, across families): out of the optimiser and
-    # out of DDP's gradient bookkeeping (they take no part in the loss).
+    if config.init is not None:
+        codec = _init_codec(config, adapter.family, adapter.hidden_size(model))
+    else:
+        codec = UniversalVisualCodec(CodecConfig(family=adapter.family, hidden_size=adapter.hidden_size(model),
+                                                 num_tokens=config.num_tokens, width=config.width,
+                                                 num_layers=config.codec_layers, image_slots=config.image_slots,
+                                                 latent_steps=config.latent_steps))
+        with torch.no_grad():
+            codec.decoder.gate.fill_(config.gate_init)
+    # The shared-space maps stay as they are here (fitted across families by `train space-maps`): out of the
+    # optimiser and out of DDP's gradient bookkeeping (they take no part in the loss), except the map
+    # into the shared space of an encoder-only tune, which is what it trains with the encoder.
     codec.shared.requires_grad_(False)
     if config.decoder_only:
         codec.encoder.requires_grad_(False)  # untrained, unused: out of the optimiser and of DDP
+    if config.encoder_only:
+        codec.decoder.requires_grad_(False)  # reads the reference's encoder: not this job's
+        codec.shared.to_shared.requires_grad_(True)
     codec.train().to(accelerator.device)
     party = ModelBundle(model, tokenizer, codec, latent_steps=config.latent_steps)
     ref = None if config.anchor_to is None else _reference_party(config.anchor_to, accelerator.device,
                                                                  adapter.family, config)
     if ref is not None and picture_target == "rendered":  # the reference reads its pictures too
         check_picture_path(ref.adapter, ref.model, ref.n_slots)
-    trained = codec if ref is None else _anchored_pair(codec, ref.codec, config.decoder_only)
+    trained = codec if ref is None else _anchored_pair(codec, ref.codec, config.decoder_only, config.encoder_only)
     job = _AlignJob(config, party, ref, trained, train_anchors, eval_anchors,
                     adapter.embedding_scale(model).image, picture_target, accelerator.device,
                     accelerator.process_index)
     out = Path(config.out_dir.format(family=adapter.family))
     loop.run(job, out)
     return out
+
+
+def _init_codec(config: AlignConfig, family: str, hidden_size: int) -> Any:
+    """The codec in ``config.init``, checked against the model; the run's codec shape fields are
+    set to its shape (recorded in align.json as what ran)."""
+    from latentwire.agents.codec import UniversalVisualCodec
+    from latentwire.errors import ConfigError
+
+    codec = UniversalVisualCodec.from_pretrained(config.init)
+    c = codec.config
+    if c.family != family or c.hidden_size != hidden_size:
+        raise ConfigError(f"init {config.init} is a codec of {c.family} (hidden size {c.hidden_size}); the model "
+                          f"is {family} (hidden size {hidden_size}): start from a codec of this model")
+    config.num_tokens, config.width, config.codec_layers = c.num_tokens, c.width, c.num_layers
+    config.image_slots, config.latent_steps = c.image_slots, c.latent_steps
+    return codec.float()
 
 
 def _parser() -> Any:
