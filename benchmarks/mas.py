@@ -83,6 +83,10 @@ def _parse(argv: list[str], quick: bool) -> argparse.Namespace:
                         help="the pair to time (default: the first pair never trained together)")
     parser.add_argument("--batch-size", type=int, default=64,
                         help="episodes per forward pass of the accuracy runs")
+    parser.add_argument("--compare-space", metavar="DIR",
+                        help="a space of the other codec variant (label-free or weakly supervised, as its "
+                             "space.json records): the same episodes through it, each variant's summary under "
+                             "its name and their difference")
     parser.add_argument("--png", help="plot file (default: next to --json)")
     args = parser.parse_args(argv)
     args.quick = quick
@@ -97,6 +101,10 @@ def _parse(argv: list[str], quick: bool) -> argparse.Namespace:
     # before any model loads. `_parties` takes the checked space from here.
     args.checked_space = None if args.codecs else load_space(
         args.space, families=args.families or (), lengths=args.lengths or ())
+    if args.compare_space is not None:
+        if args.codecs:
+            parser.error("--compare-space compares two spaces; it does not apply to --codecs")
+        load_space(args.compare_space, families=args.families or (), lengths=args.lengths or ())
     return args
 
 
@@ -130,7 +138,8 @@ def _parties(args: argparse.Namespace) -> tuple[dict[str, Any], str, list[int] |
         kind = run.get("scheme", "")  # "anchored to X", "anchored to X (decoder only)"
         anchored = kind.split()[2] if kind.startswith("anchored to ") else None
         untrained_encoder = run.get("decoder_anchored_to") or run.get("decoder_only")
-        party.encoder_partner = None if untrained_encoder else (anchored or family)
+        # An encoder tuned through the reference's decoder (`train ship`'s tune stage) speaks to it.
+        party.encoder_partner = run.get("encoder_tuned_to") or (None if untrained_encoder else (anchored or family))
         party.decoder_partner = run.get("decoder_anchored_to") or anchored or family
         parties[family] = party
     if args.families:
@@ -333,10 +342,75 @@ def _summary(blocks: dict[int, dict[str, Any]], cotrained: set[tuple[str, str]],
 # ---- the run -------------------------------------------------------------------------------------
 
 
+def _variant_key(space: Any) -> str | None:
+    """``"weakly_supervised"`` or ``"label_free"``: the codec variant a space's manifest records
+    (`latentwire train ship`); None for a space that records none."""
+    variant = (space.manifest.get("variant") or "") if space is not None else ""
+    if variant.startswith("weakly supervised"):
+        return "weakly_supervised"
+    if variant.startswith("label-free"):
+        return "label_free"
+    return None
+
+
 def _measure(args: argparse.Namespace, json_path: str | None) -> dict[str, Any]:
-    from latentwire.tinyworld.tasks import STREAMS, make_task
+    from latentwire.tinyworld.space import load_space
 
     started = time.time()
+    report, summary, blocks = _measure_space(args)
+    variants = {}
+    if (key := _variant_key(args.checked_space)) is not None:
+        variants[key] = dict(summary)  # the main summary's keys, without the variant blocks added below
+    if args.compare_space:
+        args.checked_space = load_space(args.compare_space, families=report["families"],
+                                        lengths=report["lengths"])
+        key = _variant_key(args.checked_space)
+        if key is None or key in variants:
+            raise BenchError(f"--compare-space {args.compare_space} records the variant "
+                             f"{args.checked_space.manifest.get('variant')!r}; compare a space of the other variant "
+                             f"(label-free or weakly supervised) than the one measured")
+        progress(f"the same episodes through {args.compare_space} ({key.replace('_', '-')})")
+        other, variants[key], other_blocks = _measure_space(args)
+        if other["families"] != report["families"]:
+            raise BenchError(f"--compare-space has the families {', '.join(other['families'])}, the space measured "
+                             f"{', '.join(report['families'])}; pass --families to measure the same ones")
+        report["compare_pairs"] = other["pairs"]
+        summary["label_free_minus_weakly_supervised"] = _variant_gap(
+            blocks if key == "weakly_supervised" else other_blocks,
+            other_blocks if key == "weakly_supervised" else blocks)
+    summary.update(variants)
+    report = {**report_header("mas", started), **report}
+    if args.stream == "test":
+        report["summary"] = summary
+    else:  # never under the final name: the development stream is where recipes were tuned
+        report["dev_summary"] = summary
+        report["summary"] = {"ok": True, "stream": "dev", "final": False,
+                             "note": "development-stream figures are in dev_summary; "
+                                     "final figures need --stream test"}
+    png = Path(args.png) if args.png else (Path(json_path).with_suffix(".png") if json_path else None)
+    if png is not None:
+        _plot(report, summary, png)
+        report["png"] = str(png)
+    return report
+
+
+def _variant_gap(label_free: dict[int, Any], weakly: dict[int, Any]) -> dict[str, Any]:
+    """Label-free minus weakly supervised latent accuracy over every pair and length, paired on the
+    same episodes (both variants read the same stream), with its bootstrap interval."""
+    pairs = sorted(next(iter(label_free.values()))["rows"])
+    out = {}
+    for metric, suffix in ((0, "exact"), (1, "char")):
+        a = np.concatenate([_stack(b["rows"], pairs, "latent", metric) for b in label_free.values()], axis=1)
+        b = np.concatenate([_stack(w["rows"], pairs, "latent", metric) for w in weakly.values()], axis=1)
+        out[suffix] = figure(*bootstrap(lambda i, a=a, b=b: _mean_over(a, i) - _mean_over(b, i), a.shape[1]))
+    return out
+
+
+def _measure_space(args: argparse.Namespace) -> tuple[dict[str, Any], dict[str, Any], dict[int, Any]]:
+    """``(report fields, summary, per-length blocks)`` of the space in ``args.checked_space``
+    (or ``args.codecs``) on ``args.stream``."""
+    from latentwire.tinyworld.tasks import STREAMS, make_task
+
     parties, scheme, trained = _parties(args)
     lengths = args.lengths or trained or [8]
     if args.quick and not args.lengths:
@@ -366,23 +440,11 @@ def _measure(args: argparse.Namespace, json_path: str | None) -> dict[str, Any]:
               **{f"{m}_{k}": round(float(block["rows"][(s, r)][m][i].mean()), 4)
                  for m in MODES for i, k in ((0, "exact"), (1, "char"))}}
              for length, block in blocks.items() for s, r in sorted(block["rows"])]
-    report = {**report_header("mas", started), "quick": args.quick, "stream": args.stream,
-              "stream_seed": seed,
+    report = {"quick": args.quick, "stream": args.stream, "stream_seed": seed,
               "scheme": scheme, "families": families, "tasks": args.tasks, "n": args.n, "lengths": lengths,
               "trained_lengths": trained, "pairs": pairs}
     summary.update(stream=args.stream, scheme=scheme)
-    if args.stream == "test":
-        report["summary"] = summary
-    else:  # never under the final name: the development stream is where recipes were tuned
-        report["dev_summary"] = summary
-        report["summary"] = {"ok": True, "stream": "dev", "final": False,
-                             "note": "development-stream figures are in dev_summary; "
-                                     "final figures need --stream test"}
-    png = Path(args.png) if args.png else (Path(json_path).with_suffix(".png") if json_path else None)
-    if png is not None:
-        _plot(report, summary, png)
-        report["png"] = str(png)
-    return report
+    return report, summary, blocks
 
 
 def _plot(report: dict[str, Any], summary: dict[str, Any], png: Path) -> None:

@@ -38,6 +38,9 @@ def test_bench_mas_quick_scores_and_times_the_same_exchanges(tmp_path):
         assert row["matched"] and summary["matched_speedup"] == row["speedup"]
     assert sum(r["cotrained"] for r in report["pairs"]) >= len(report["lengths"])
     assert (tmp_path / "mas.png").stat().st_size > 1000
+    variant = summary["weakly_supervised"]  # the shipped space's variant, under its name, same keys
+    assert set(variant) == set(summary) - {"weakly_supervised"}
+    assert variant["latent_exact"] == summary["latent_exact"]
 
 
 def test_the_development_stream_never_reports_under_the_final_name(tmp_path):
@@ -85,3 +88,41 @@ def test_pairs_trained_together_in_each_scheme():
     # Shared-space decoders anchored to g: only g's encoder was trained with them.
     hub = {"g": party("g", "g"), "l": party(None, "g"), "s": party(None, "g")}
     assert together(hub) == {("g", "g"), ("g", "l"), ("g", "s")}
+    # ... and encoders tuned through g's decoder (`train ship`'s tune stage): also l -> g and s -> g,
+    # while l and s still never met (l -> s, s -> l, l -> l, s -> s).
+    tuned = {"g": party("g", "g"), "l": party("g", "g"), "s": party("g", "g")}
+    assert together(tuned) == {("g", "g"), ("g", "l"), ("g", "s"), ("l", "g"), ("s", "g")}
+
+
+def test_parties_read_who_an_encoder_was_tuned_with(tmp_path):
+    """A space family folder whose fit record says its encoder was tuned through gemma3's decoder
+    counts as trained with gemma3 as receiver, and with no one else."""
+    import argparse
+    import shutil
+
+    from latentwire.benchmarks.mas import _parties
+    from latentwire.tinyworld.space import SHIPPED_SPACE, load_space
+
+    for family in ("gemma3", "llava"):
+        shutil.copytree(SHIPPED_SPACE / family, tmp_path / family)
+    record = json.loads((tmp_path / "llava" / "shared_fit.json").read_text())
+    record["encoder_tuned_to"] = "gemma3"
+    (tmp_path / "llava" / "shared_fit.json").write_text(json.dumps(record))
+    args = argparse.Namespace(codecs=None, checked_space=load_space(tmp_path), families=None, quick=False)
+    parties, _, _ = _parties(args)
+    assert parties["llava"].encoder_partner == "gemma3" and parties["llava"].decoder_partner == "gemma3"
+
+
+def test_compare_space_must_be_the_other_variant(tmp_path, capsys):
+    """Comparing the shipped (weakly supervised) space with itself is refused in one line; so is
+    --compare-space with --codecs (exit 2, before any model runs)."""
+    from latentwire.benchmarks import run_benchmark
+    from latentwire.tinyworld.space import SHIPPED_SPACE
+
+    out = tmp_path / "mas.json"
+    argv = ["--n", "2", "--timed", "1", "--families", "gemma3", "llava", "--compare-space", str(SHIPPED_SPACE)]
+    assert run_benchmark("mas", str(out), True, argv) != 0
+    assert "other variant" in capsys.readouterr().err
+    assert run_benchmark("mas", str(out), True, ["--codecs", str(tmp_path), "--compare-space",
+                                                 str(SHIPPED_SPACE)]) == 2
+    assert "does not apply to --codecs" in capsys.readouterr().err
