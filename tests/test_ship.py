@@ -100,6 +100,11 @@ def test_the_recipe_reproduces_itself_in_a_short_run(short_build, tmp_path):
             assert (short_build / "space" / family / name).is_file()
         assert json.loads((short_build / "space" / family / "shared_fit.json").read_text())["model"] == family
         assert (short_build / "checkpoints" / family / "tinyworld.json").is_file()
+    tuned = json.loads((short_build / "space" / "llava" / "shared_fit.json").read_text())
+    assert tuned["encoder_tuned_to"] == "gemma3"
+    assert tuned["tune"]["decoder"]["scheme"] == "anchored to gemma3 (decoder only)"
+    assert tuned["tune"]["encoder"]["scheme"] == "anchored to gemma3 (encoder only)"
+    assert "encoder_tuned_to" not in json.loads((short_build / "space" / "gemma3" / "shared_fit.json").read_text())
     again = build(tmp_path / "b", recipe=_recipe(), scale=SHORT, progress=False, log=lambda *_: None)
     assert weights(again) == weights(short_build) and len(weights(again)) == 4
     if SHIPPED_SPACE.is_dir():  # the shipped files have the layout a build makes
@@ -120,6 +125,37 @@ def test_a_stopped_build_continues_and_a_changed_recipe_is_refused(short_build):
     bad["anchors"]["codec_seed"] = 2_000_003
     with pytest.raises(ConfigError, match="below"):
         build(out.parent / "c", recipe=bad, scale=SHORT, progress=False)
+
+
+@pytest.mark.timeout(300)
+def test_the_tune_stage_runs_on_a_finished_space(tmp_path, monkeypatch):
+    """`train ship --from-space`: a space built without the tune stage gets it, and only it; the
+    reference's files come out byte-identical, a tuned space or another recipe is refused."""
+    import latentwire.tinyworld.space as space_module
+    from latentwire.errors import ConfigError
+    from latentwire.training.ship import build, build_from_space
+
+    untuned = _recipe()
+    untuned["tune"] = None
+    first = build(tmp_path / "a", recipe=untuned, scale=SHORT, progress=False, log=lambda *_: None)
+    # The short build's checkpoints are not the installed ones, which load_space would refuse.
+    monkeypatch.setattr(space_module, "_check_checkpoints", lambda *_: None)
+    ship = build_from_space(tmp_path / "b", first / "space", recipe=_recipe(), scale=SHORT, progress=False,
+                            log=lambda *_: None)
+    for name in ("gemma3/model.safetensors", "gemma3/config.json", "llava/config.json"):
+        assert (ship / "space" / name).read_bytes() == (first / "space" / name).read_bytes(), name
+    assert (ship / "space" / "llava" / "model.safetensors").read_bytes() != (
+        first / "space" / "llava" / "model.safetensors").read_bytes()
+    manifest = json.loads((ship / "space.json").read_text())
+    assert manifest["recipe"] == _recipe() and "tuned" in manifest["variant"]
+    with pytest.raises(ConfigError, match="already tuned"):
+        build_from_space(tmp_path / "c", ship / "space", recipe=_recipe(), scale=SHORT, progress=False)
+    other = _recipe()
+    other["maps"]["hidden"] = 7
+    with pytest.raises(ConfigError, match="not built with this recipe"):
+        build_from_space(tmp_path / "d", first / "space", recipe=other, scale=SHORT, progress=False)
+    with pytest.raises(ConfigError, match="scale"):
+        build_from_space(tmp_path / "e", first / "space", recipe=_recipe(), progress=False)
 
 
 def test_a_space_built_for_other_checkpoints_is_refused(short_build):

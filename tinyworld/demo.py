@@ -1,6 +1,6 @@
 """``latentwire demo``: VLM agents of two families solve a tinyworld task, in latent and text mode.
 
-A sender (Gemma 3 by default) sees a secret; a receiver of another family (Qwen2.5-VL) must
+A sender (LLaVA by default) sees a secret; a receiver of another family (SmolVLM) must
 answer with it. Both are tinyworld models pre-trained to write and read these messages as text
 (shipped checkpoints). The same pipeline runs twice over the bus, changing only
 ``PipelineConfig.mode``:
@@ -50,7 +50,7 @@ def _episodes(task_name: str, n: int, length: int) -> tuple[list[Episode], list[
 
 #: The default pair: never trained together, the best such pair on the development stream
 #: (docs/benchmarks.md has every pair).
-DEFAULT_FAMILIES = ("llava", "gemma3")
+DEFAULT_FAMILIES = ("llava", "smolvlm")
 
 
 def _loader(families: dict[str, str], space: Any) -> Any:
@@ -146,9 +146,9 @@ async def run_vlm_demo(url: str | None = None, *, task: str = "secret", episodes
 
 def _kinship(space: Any, families: tuple[str, str]) -> str:
     sender, receiver = families
-    record = space.record(receiver)
-    reads = record.get("decoder_anchored_to") or receiver
-    together = sender == reads
+    reads = space.record(receiver).get("decoder_anchored_to") or receiver  # whose encoder its decoder learnt
+    speaks = space.record(sender).get("encoder_tuned_to")  # whose decoder the encoder was tuned through
+    together = sender == reads or speaks == receiver
     return "(co-trained pair)" if together else "(never trained together: they meet only in the shared space)"
 
 

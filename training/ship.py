@@ -16,9 +16,19 @@ from its last checkpoint, so the same command continues a build that was stopped
    encoder (``--anchor-to --decoder-only``);
 6. ``space/<family>``: shared-space maps of every encoder into the reference space (ridge + a
    residual MLP), the decoders of stage 5 reading the shared space directly;
-7. ``ship/``: what the package ships: ``checkpoints/<family>`` (the long models) and
+7. ``tuned/decoders/<family>`` and ``tuned/encoders/<family>`` (where the recipe's ``tune`` names
+   them): every non-reference family's decoder trained further to read the reference's encoder
+   (``train codec --init space/<family> --anchor-to space/<reference> --decoder-only``), then its
+   encoder and its map into the shared space tuned end to end through the reference's frozen decoder
+   and model (``--encoder-only``), label-free: the teacher is the reference reading the message as
+   text. One job per family and half, O(N);
+8. ``ship/``: what the package ships: ``checkpoints/<family>`` (the long models) and
    ``space/<family>`` (codec + maps, weights in ``recipe["ship_dtype"]``), with ``space.json`` (the
    recipe, the trained lengths, the file sizes and the digest of every file).
+
+``--from-space DIR`` starts from a finished space instead (stages 1-6: the shipped one, or a build's
+``ship/space``) and runs only the tune and the packaging: how a tune stage is added to a shipped
+space without re-training what it starts from (the other families' files stay byte-identical).
 
 ``--install`` copies ``ship/`` into the package (``tinyworld/checkpoints`` and ``tinyworld/space``),
 which is how the shipped files are made. ``--scale 0.01`` runs the same stages with a hundredth
@@ -47,7 +57,7 @@ from latentwire.tinyworld.tasks import STREAMS
 
 from ._jobs import file_sha256
 
-__all__ = ["RECIPE", "build", "check_recipe", "install", "main"]
+__all__ = ["RECIPE", "build", "build_from_space", "check_recipe", "install", "main"]
 
 #: The recorded recipe of the shipped artefacts. Changing it changes what `build` makes.
 RECIPE: dict[str, Any] = {
@@ -67,6 +77,13 @@ RECIPE: dict[str, Any] = {
               "continuation": 20, "eval_n": 64},
     "decoder": {"steps": 1000, "seed": 0},
     "maps": {"ridge": 1e-4, "hidden": 1024, "residual_steps": 15000},
+    # Stage 7 (None: the space ships as fitted): each non-reference family's decoder trained further
+    # against the reference encoder, and (``encoder``, where set) its encoder and map tuned end to end
+    # through the reference decoder and model, label-free. Each on its own tinyworld anchors
+    # (``n_anchors`` of ``seed``, held-out ones of ``seed`` + 1).
+    "tune": {"decoder": {"steps": 3000, "lr": 1e-3, "warmup_steps": 100, "seed": 300, "n_anchors": 20000},
+             "encoder": {"steps": 4000, "lr": 3e-4, "warmup_steps": 200, "seed": 300, "n_anchors": 20000,
+                         "picture_weight": 0.0, "latent_weight": 5.0}},
     "ship_dtype": "float16",
 }
 
@@ -75,7 +92,9 @@ def _seeds(recipe: dict[str, Any]) -> list[int]:
     a = recipe["anchors"]
     return [recipe["base"]["seed"], a["codec_seed"], a["codec_seed"] + 1, a["maps_seed"],
             recipe["codec"]["seed"],
-            recipe["decoder"]["seed"]] + ([recipe["long"]["seed"]] if recipe["long"] else [])
+            recipe["decoder"]["seed"]] + ([recipe["long"]["seed"]] if recipe["long"] else []) + (
+           [t[h]["seed"] + i for t in [recipe.get("tune") or {}] for h in ("decoder", "encoder") if t.get(h)
+            for i in (0, 1)])
 
 
 def check_recipe(recipe: dict[str, Any]) -> None:
@@ -173,8 +192,56 @@ def _codec(recipe: dict[str, Any], out: Path, model: Path, anchors: Path, scale:
                           width=c["width"], continuation=c["continuation"],
                           eval_n=min(c["eval_n"], _scaled(c["eval_n"], scale, 4)),
                           anchor_to=None if anchor_to is None else str(anchor_to),
-                          decoder_only=anchor_to is not None, eval_every=0, resume=True, progress=progress))
+                          decoder_only=anchor_to is not None, eval_every=0, resume=True, progress=progress,
+                          # absent: align's default, the picture term on (weakly supervised); 0: label-free
+                          picture_weight=c.get("picture_weight")))
     return out
+
+
+def _tune(recipe: dict[str, Any], out: Path, init: Path, space: Path, family: str, half: str, scale: float,
+          progress: bool) -> Path:
+    """``out``: the codec in ``init`` (``family``'s, with its maps) with one ``half`` tuned against the
+    reference's frozen codec in ``space`` (stage 7): ``"decoder"`` reads the reference's encoder,
+    ``"encoder"`` (and its map into the shared space) speaks through the reference's decoder and model."""
+    from .align import AlignConfig, align
+
+    t, c = recipe["tune"][half], recipe["codec"]
+    if not _done(out, "align.json"):
+        steps = _scaled(t["steps"], scale)
+        align(AlignConfig(model=read_fit_model(space / family), init=str(init),
+                          anchor_to=str(space / recipe["reference"]),
+                          encoder_only=half == "encoder", decoder_only=half == "decoder",
+                          n_anchors=_scaled(t["n_anchors"], scale, 8), seed=t["seed"], steps=steps, lr=t["lr"],
+                          warmup_steps=min(t["warmup_steps"], steps // 2), picture_weight=t.get("picture_weight"),
+                          latent_weight=t.get("latent_weight", 0.0), continuation=c["continuation"],
+                          eval_n=min(c["eval_n"], _scaled(c["eval_n"], scale, 4)), out_dir=str(out),
+                          eval_every=0, resume=True, progress=progress))
+    return out
+
+
+def read_fit_model(folder: Path) -> str:
+    """The model a space family folder runs with (its fit record's ``model``)."""
+    from latentwire.tinyworld.space import read_fit_record
+
+    record = read_fit_record(folder) or {}
+    return str(record.get("model", folder.name))
+
+
+def _tune_stage(recipe: dict[str, Any], out: Path, space: Path, scale: float, progress: bool,
+                log: Any, began: float, only: list[str] | None = None) -> dict[str, Path]:
+    """Stage 7 for every non-reference family (``only``: these): its decoder, then its encoder, each
+    where the recipe tunes it, the second starting from the first; ``{family: last tuned folder}``."""
+    tuned: dict[str, Path] = {}
+    for family in recipe["families"]:
+        if family == recipe["reference"] or (only is not None and family not in only):
+            continue
+        init = space / family
+        for half in ("decoder", "encoder"):
+            if (recipe.get("tune") or {}).get(half):
+                log(f"[{time.perf_counter() - began:7.0f}s] tune {family}'s {half} against {recipe['reference']}")
+                init = tuned[family] = _tune(recipe, out / "tuned" / f"{half}s" / family, init, space, family,
+                                             half, scale, progress)
+    return tuned
 
 
 def build(out: str | os.PathLike[str], *, recipe: dict[str, Any] | None = None, scale: float = 1.0,
@@ -237,14 +304,64 @@ def build(out: str | os.PathLike[str], *, recipe: dict[str, Any] | None = None, 
                     out=str(out / "space"), ridge=m["ridge"], hidden=m["hidden"],
                     residual_steps=_scaled(m["residual_steps"], scale),
                     decoders={f: str(p) for f, p in decoders.items()})
-    ship = _package(recipe, out, models, scale)
+    tuned = _tune_stage(recipe, out, out / "space", scale, progress, log, began)
+    ship = _package(recipe, out, models, scale, out / "space", tuned)
     log(f"[{time.perf_counter() - began:7.0f}s] shipped files in {ship}")
     return ship
 
 
-def _package(recipe: dict[str, Any], out: Path, models: dict[str, Path], scale: float) -> Path:
-    """``out/ship``: the long models as checkpoints, the space's codecs in the ship dtype with their
-    fit records naming the family (the shipped checkpoint) as their model; ``space.json`` last."""
+def build_from_space(out: str | os.PathLike[str], space: str | os.PathLike[str], *,
+                     recipe: dict[str, Any] | None = None, scale: float = 1.0, progress: bool = True,
+                     log: Any = print, only: list[str] | None = None) -> Path | None:
+    """Run the stages after the maps (the tune, the packaging) on a finished ``space`` (a `load_space`
+    folder with its manifest: the shipped one, or a build's ``ship/space``) whose recorded recipe
+    is ``recipe`` (default `RECIPE`) up to the maps, at ``scale``; return ``out/ship``. Its
+    checkpoints are the ones beside it (``<space>/../checkpoints/<family>``). ``only``: tune just these
+    families and return None (one process per core, then one without ``only`` packages)."""
+    from latentwire.tinyworld.space import load_space
+
+    recipe = copy.deepcopy(RECIPE if recipe is None else recipe)
+    check_recipe(recipe)
+    checked = load_space(space, families=recipe["families"])
+    made_with = checked.manifest.get("recipe")
+    earlier = {k: v for k, v in recipe.items() if k != "tune"}
+    if made_with is None or {k: v for k, v in made_with.items() if k != "tune"} != earlier:
+        raise ConfigError(f"{checked.folder} was not built with this recipe's stages before the tune (its "
+                          f"{MANIFEST} records {'no recipe' if made_with is None else 'another'}); build it "
+                          "with `latentwire train ship --out DIR`")
+    if made_with.get("tune"):
+        raise ConfigError(f"{checked.folder} is already tuned; start from the space it was tuned from")
+    if checked.manifest.get("scale") != scale:
+        raise ConfigError(f"{checked.folder} was built at scale {checked.manifest.get('scale')}, not {scale}; "
+                          "start from a space built at the scale of this run")
+    unknown = sorted(set(only or ()) - set(recipe["families"]))
+    if unknown:
+        raise ConfigError(f"--only {' '.join(unknown)}: not in the recipe's families ({', '.join(recipe['families'])})")
+    models = {f: checked.folder.parent / "checkpoints" / f for f in recipe["families"]}
+    missing = [str(m) for m in models.values() if not (m / "model.safetensors").is_file()]
+    if missing:
+        raise ConfigError(f"no checkpoint beside the space: {', '.join(missing)}")
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    recorded = out / "recipe.json"
+    wanted = {"recipe": recipe, "scale": scale, "from_space": str(checked.folder)}
+    if recorded.is_file() and json.loads(recorded.read_text()) != wanted:
+        raise ConfigError(f"{out} was built with another recipe or space ({recorded}); use a new --out")
+    recorded.write_text(json.dumps(wanted, indent=2) + "\n")
+    began = time.perf_counter()
+    tuned = _tune_stage(recipe, out, checked.folder, scale, progress, log, began, only)
+    if only is not None:
+        return None
+    ship = _package(recipe, out, models, scale, checked.folder, tuned)
+    log(f"[{time.perf_counter() - began:7.0f}s] shipped files in {ship}")
+    return ship
+
+
+def _package(recipe: dict[str, Any], out: Path, models: dict[str, Path], scale: float, space: Path,
+             tuned: dict[str, Path]) -> Path:
+    """``out/ship``: the long models as checkpoints, the codecs of ``space`` (a family's ``tuned`` one
+    where there is one) in the ship dtype with their fit records naming the family (the shipped
+    checkpoint) as their model; ``space.json`` last."""
     import torch
     from safetensors.torch import load_file, save_file
 
@@ -261,22 +378,35 @@ def _package(recipe: dict[str, Any], out: Path, models: dict[str, Path], scale: 
             if (folder / name).is_file():
                 shutil.copy2(folder / name, target / name)
     for family in recipe["families"]:
-        source, target = out / "space" / family, ship / "space" / family
+        source, target = space / family, ship / "space" / family
         target.mkdir(parents=True)
-        weights = load_file(str(source / "model.safetensors"))
+        weights = load_file(str((tuned.get(family) or source) / "model.safetensors"))
         save_file({k: v.to(dtype) if v.is_floating_point() else v for k, v in weights.items()},
                   str(target / "model.safetensors"))
         shutil.copy2(source / "config.json", target / "config.json")
         fit = json.loads((source / FIT_FILE).read_text())
         fit["model"] = family  # the shipped checkpoint of the family, wherever the package lives
         fit.pop("decoder", None)  # a build folder that does not ship
+        for half in ("decoder", "encoder"):
+            record = out / "tuned" / f"{half}s" / family / "align.json"
+            if family not in tuned or not (recipe.get("tune") or {}).get(half) or not record.is_file():
+                continue
+            run = json.loads(record.read_text())
+            fit.setdefault("tune", {})[half] = {"steps": run["step"], "eval": run["eval"], "scheme": run["scheme"],
+                                                "train_seconds": run["train_seconds"]}
+            if half == "encoder":  # whose decoder it now speaks to (bench mas: who was trained with whom)
+                fit["encoder_tuned_to"] = recipe["reference"]
         (target / FIT_FILE).write_text(json.dumps(fit, indent=2, sort_keys=True) + "\n")
     files = sorted(p for p in ship.rglob("*") if p.is_file())
     manifest = {
         "format": "latentwire-tinyworld-space", "format_version": 1, "recipe": recipe, "scale": scale,
         "reference": recipe["reference"], "families": recipe["families"],
         "lengths": recipe["anchors"]["lengths"], "task": recipe["anchors"]["task"],
-        "variant": "weakly supervised (picture term on)",
+        "variant": ("label-free (no picture term)" if recipe["codec"].get("picture_weight") == 0
+                    else "weakly supervised (picture term on)")
+                   + ("; decoders trained further" if tuned and (recipe.get("tune") or {}).get("decoder") else "")
+                   + ("; encoders tuned label-free through the reference"
+                      if tuned and (recipe.get("tune") or {}).get("encoder") else ""),
         "files": {str(p.relative_to(ship)): {"bytes": p.stat().st_size, "sha256": file_sha256(p)}
                   for p in files},
     }
@@ -312,10 +442,18 @@ def main(argv: list[str] | None = None) -> int:
                         help="multiply every step and anchor count (0.01: a quick check of the recipe)")
     parser.add_argument("--only", nargs="+", metavar="FAMILY",
                         help="run only these families' own stages (models, own codec); one process per core")
+    parser.add_argument("--from-space", metavar="DIR",
+                        help="start from this finished space (stages 1-6 of the recipe: e.g. the shipped one, "
+                             "tinyworld/space) and run only the tune and the packaging")
     parser.add_argument("--install", action="store_true", help="copy the result into the package")
     parser.add_argument("--progress", action=argparse.BooleanOptionalAction, default=True)
     args = parser.parse_args(argv)
-    ship = build(args.out, scale=args.scale, only=args.only, progress=args.progress)
+    if args.from_space is not None:
+        if args.scale != 1.0:
+            parser.error("--from-space runs the stages after the maps at full scale; drop --scale")
+        ship = build_from_space(args.out, args.from_space, progress=args.progress, only=args.only)
+    else:
+        ship = build(args.out, scale=args.scale, only=args.only, progress=args.progress)
     if ship is not None and args.install:
         print(f"installed in {install(ship)}")
     return 0
