@@ -206,7 +206,8 @@ def test_encoder_only_tune_trains_a_mapped_encoder_through_the_reference(tmp_pat
     init, reference = space.folder / "llava", space.folder / "gemma3"
     before = _tensors(init)
     folder = align(AlignConfig(model="llava", init=str(init), anchor_to=str(reference), encoder_only=True,
-                               picture_weight=0.0, steps=2, batch_size=4, eval_every=0, eval_n=4, n_anchors=16,
+                               picture_weight=0.0, steps=2, batch_size=4, eval_every=0, eval_n=4,
+                               n_anchors=16,
                                log_every=1, progress=False, out_dir=str(tmp_path / "tuned")))
     meta = json.loads((folder / "align.json").read_text())
     assert meta["scheme"] == "anchored to gemma3 (encoder only)" and meta["step"] == 2
@@ -216,13 +217,15 @@ def test_encoder_only_tune_trains_a_mapped_encoder_through_the_reference(tmp_pat
     moved = {k for k in before if not torch.equal(before[k].float(), after[k].float())}
     assert moved and all(k.startswith(("encoder.", "shared.to_shared.")) for k in moved), moved
     assert any(k.startswith("shared.to_shared.residual.") for k in moved)  # the MLP of the map trains too
-    lines = [json.loads(line) for line in (folder / "metrics.jsonl").read_text().splitlines() if "loss" in line]
+    lines = [json.loads(line) for line in (folder / "metrics.jsonl").read_text().splitlines()
+             if "loss" in line]
     assert lines[0]["picture"] == 0.0  # label-free: KL and hidden states to gemma3 reading the text
 
     with pytest.raises(ConfigError, match="encoder_only .* needs anchor_to .* and init"):
         AlignConfig(model="llava", encoder_only=True, anchor_to=str(reference))
     with pytest.raises(ConfigError, match="at most one"):
-        AlignConfig(model="llava", encoder_only=True, decoder_only=True, anchor_to=str(reference), init=str(init))
+        AlignConfig(model="llava", encoder_only=True, decoder_only=True, anchor_to=str(reference),
+                    init=str(init))
     with pytest.raises(ConfigError, match="not a codec folder"):
         AlignConfig(model="llava", init=str(tmp_path))
     with pytest.raises(ConfigError, match="codec of llava"):

@@ -128,11 +128,15 @@ class AlignConfig(TrainConfig):
     decoder_only: bool = field(default=False, metadata={
         "help": "with anchor_to: train only the decoder (for `train space-maps --decoder`)"})
     encoder_only: bool = field(default=False, metadata={
-        "help": "with anchor_to and init: train only the encoder and its map into the shared space, end to end "
-                "through the frozen reference decoder and model (the tune of a family already mapped in)"})
+        "help": "with anchor_to and init: train only the encoder and its map into the shared space, end "
+                "to end through the frozen reference decoder and model (tunes a family already mapped)"})
+    latent_weight: float = field(default=0.0, metadata={
+        "help": "with encoder_only: weight of the distance of this encoder's shared-space latent to the "
+                "reference encoder's on the same sender text, relative to the latter's variance (what the "
+                "map was fitted to; keeps tuned latents where the reference encoder's decoders read them)"})
     init: str | None = field(default=None, metadata={
-        "help": "a codec folder to start from (its architecture, weights and shared-space maps), e.g. a family "
-                "folder of a shared space; none: a new codec"})
+        "help": "a codec folder to start from (its architecture, weights and shared-space maps), e.g. a "
+                "family folder of a shared space; none: a new codec"})
     eval_n: int = field(default=64, metadata={"help": "held-out anchors of each evaluation"})
 
     def __post_init__(self) -> None:
@@ -148,7 +152,8 @@ class AlignConfig(TrainConfig):
                      "continuation", "n_anchors"):
             if int(getattr(self, name)) < 1:
                 raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
-        for name in ("kl_weight", "hidden_weight", "scale_weight", "picture_weight", "latent_noise"):
+        for name in ("kl_weight", "hidden_weight", "scale_weight", "picture_weight", "latent_noise",
+                     "latent_weight"):
             if getattr(self, name) is not None and getattr(self, name) < 0:
                 raise ConfigError(f"{name} must be >= 0, got {getattr(self, name)}")
         if self.picture_target not in PICTURE_TARGETS:
@@ -159,8 +164,12 @@ class AlignConfig(TrainConfig):
         if self.decoder_only and self.anchor_to is None:
             raise ConfigError("decoder_only trains a decoder to read a frozen codec's encoder; it needs anchor_to")
         if self.encoder_only and (self.anchor_to is None or self.init is None):
-            raise ConfigError("encoder_only tunes a mapped family's encoder through a frozen codec's decoder; "
-                              "it needs anchor_to (that codec) and init (the family's codec with its maps)")
+            raise ConfigError("encoder_only tunes a mapped family's encoder through a frozen codec's "
+                              "decoder; it needs anchor_to (that codec) and init (the family's codec with "
+                              "its maps)")
+        if self.latent_weight and not self.encoder_only:
+            raise ConfigError("latent_weight keeps an encoder-only tune near the reference encoder; "
+                              "set encoder_only")
         if self.encoder_only and self.decoder_only:
             raise ConfigError("encoder_only and decoder_only each train one half; set at most one")
         if self.init is not None:
@@ -344,8 +353,8 @@ def _reference_party(folder: str, device: Any, family: str, config: AlignConfig)
 def _anchored_pair(new: Any, reference: Any, decoder_only: bool = False, encoder_only: bool = False) -> Any:
     """One module (so DDP syncs its gradients) running both directions through the frozen
     reference codec: new encoder -> reference decoder (None when ``decoder_only``), reference
-    encoder -> new decoder (None when ``encoder_only``). With ``encoder_only`` the new encoder's
-    tokens go through its map into the shared space (the reference's space) first."""
+    encoder -> new decoder (None when ``encoder_only``), and the new encoder's tokens. With
+    ``encoder_only`` those tokens go through its map into the shared space (the reference's space) first."""
     from torch import nn
 
     class AnchoredPair(nn.Module):
@@ -353,12 +362,14 @@ def _anchored_pair(new: Any, reference: Any, decoder_only: bool = False, encoder
             super().__init__()
             self.new, self.reference = new, reference
 
-        def forward(self, new_steps: Any, new_mask: Any, ref_steps: Any, ref_mask: Any) -> tuple[Any, Any]:
-            to_reference = None if decoder_only else self.reference.decoder(
-                self.new.encode_tokens(new_steps, new_mask, to_shared=encoder_only))
+        def forward(self, new_steps: Any, new_mask: Any, ref_steps: Any,
+                    ref_mask: Any) -> tuple[Any, Any, Any]:
+            tokens = None if decoder_only else self.new.encode_tokens(new_steps, new_mask,
+                                                                      to_shared=encoder_only)
+            to_reference = None if decoder_only else self.reference.decoder(tokens)
             to_new = None if encoder_only else self.new.decoder(
                 self.reference.encode_tokens(ref_steps, ref_mask, to_shared=False))
-            return to_reference, to_new
+            return to_reference, to_new, tokens
 
     return AnchoredPair()
 
@@ -420,18 +431,25 @@ class _AlignJob(TrainJob):
         if config.encoder_only:  # this family speaks, the frozen reference listens
             ref_batch = _make_batch(chosen, [self.ref_replies[i] for i in picks], ref, self.device,
                                     self.picture_target)
-            to_ref, _ = model(*party.think(ref_batch.sender), None, None)
-            return _receiver_loss(ref, to_ref, ref_batch, config, self.ref_scale)
+            to_ref, _, tokens = model(*party.think(ref_batch.sender), None, None)
+            loss, parts = _receiver_loss(ref, to_ref, ref_batch, config, self.ref_scale)
+            if config.latent_weight:
+                with torch.no_grad():
+                    target = ref.codec.encode_tokens(*ref.think(ref_batch.sender), to_shared=False)
+                latent = ((tokens - target) ** 2).mean() / target.var(0).mean().clamp_min(1e-6)
+                loss = loss + config.latent_weight * latent
+                parts["latent"] = float(latent.detach())
+            return loss, parts
         batch = _make_batch(chosen, [self.replies[i] for i in picks], party, self.device, self.picture_target)
         if ref is None:
             noise = (torch.Generator(self.device).manual_seed(rng.randrange(2 ** 63))
                      if config.latent_noise else None)  # a generator only where noise is drawn
             return _loss(party, model, batch, config, self.image_scale, noise)
         if config.decoder_only:  # the reference encoder reads the same sender texts
-            _, to_new = model(None, None, *ref.think(batch.sender))
+            _, to_new, _ = model(None, None, *ref.think(batch.sender))
             return _receiver_loss(party, to_new, batch, config, self.image_scale)
         ref_batch = _make_batch(chosen, [self.ref_replies[i] for i in picks], ref, self.device, self.picture_target)
-        to_ref, to_new = model(*party.think(batch.sender), *ref.think(ref_batch.sender))
+        to_ref, to_new, _ = model(*party.think(batch.sender), *ref.think(ref_batch.sender))
         enc_loss, enc_parts = _receiver_loss(ref, to_ref, ref_batch, config, self.ref_scale)
         loss, parts = _receiver_loss(party, to_new, batch, config, self.image_scale)
         parts.update({f"enc_{k}": v for k, v in enc_parts.items()})
@@ -474,7 +492,8 @@ class _AlignJob(TrainJob):
                           + (" (decoder only)" if config.decoder_only else "")
                           + (" (encoder only)" if config.encoder_only else ""),
                 **({} if ref is None else {"anchor_sha256": file_sha256(Path(config.anchor_to) / "model.safetensors")}),
-                **({} if config.init is None else {"init_sha256": file_sha256(Path(config.init) / "model.safetensors")}),
+                **({} if config.init is None else
+                   {"init_sha256": file_sha256(Path(config.init) / "model.safetensors")}),
                 "eval_n": len(self.eval_anchors), "train_anchors": len(self.train_anchors),
                 "image_scale": self.image_scale, "gate": float(torch.tanh(codec.decoder.gate.detach())),
                 "train_seconds": result.train_seconds, "processes": result.processes}
@@ -520,10 +539,10 @@ def align(config: AlignConfig) -> Path:
     if config.init is not None:
         codec = _init_codec(config, adapter.family, adapter.hidden_size(model))
     else:
-        codec = UniversalVisualCodec(CodecConfig(family=adapter.family, hidden_size=adapter.hidden_size(model),
-                                                 num_tokens=config.num_tokens, width=config.width,
-                                                 num_layers=config.codec_layers, image_slots=config.image_slots,
-                                                 latent_steps=config.latent_steps))
+        codec = UniversalVisualCodec(CodecConfig(
+            family=adapter.family, hidden_size=adapter.hidden_size(model), num_tokens=config.num_tokens,
+            width=config.width, num_layers=config.codec_layers, image_slots=config.image_slots,
+            latent_steps=config.latent_steps))
         with torch.no_grad():
             codec.decoder.gate.fill_(config.gate_init)
     # The shared-space maps stay as they are here (fitted across families by `train space-maps`): out of the
@@ -541,7 +560,8 @@ def align(config: AlignConfig) -> Path:
                                                                  adapter.family, config)
     if ref is not None and picture_target == "rendered":  # the reference reads its pictures too
         check_picture_path(ref.adapter, ref.model, ref.n_slots)
-    trained = codec if ref is None else _anchored_pair(codec, ref.codec, config.decoder_only, config.encoder_only)
+    trained = codec if ref is None else _anchored_pair(codec, ref.codec, config.decoder_only,
+                                                       config.encoder_only)
     job = _AlignJob(config, party, ref, trained, train_anchors, eval_anchors,
                     adapter.embedding_scale(model).image, picture_target, accelerator.device,
                     accelerator.process_index)
@@ -559,8 +579,8 @@ def _init_codec(config: AlignConfig, family: str, hidden_size: int) -> Any:
     codec = UniversalVisualCodec.from_pretrained(config.init)
     c = codec.config
     if c.family != family or c.hidden_size != hidden_size:
-        raise ConfigError(f"init {config.init} is a codec of {c.family} (hidden size {c.hidden_size}); the model "
-                          f"is {family} (hidden size {hidden_size}): start from a codec of this model")
+        raise ConfigError(f"init {config.init} is a codec of {c.family} (hidden size {c.hidden_size}); the "
+                          f"model is {family} (hidden size {hidden_size}): start from a codec of this model")
     config.num_tokens, config.width, config.codec_layers = c.num_tokens, c.width, c.num_layers
     config.image_slots, config.latent_steps = c.image_slots, c.latent_steps
     return codec.float()
