@@ -84,9 +84,9 @@ def _parse(argv: list[str], quick: bool) -> argparse.Namespace:
     parser.add_argument("--batch-size", type=int, default=64,
                         help="episodes per forward pass of the accuracy runs")
     parser.add_argument("--compare-space", metavar="DIR",
-                        help="a space of the other codec variant (label-free or weakly supervised, as its "
-                             "space.json records): the same episodes through it, each variant's summary under "
-                             "its name and their difference")
+                        help="a space of the other codec variant (label-free or weakly supervised, as "
+                             "its space.json records): the same episodes through it, each variant's summary "
+                             "under its name and their difference")
     parser.add_argument("--png", help="plot file (default: next to --json)")
     args = parser.parse_args(argv)
     args.quick = quick
@@ -104,7 +104,12 @@ def _parse(argv: list[str], quick: bool) -> argparse.Namespace:
     if args.compare_space is not None:
         if args.codecs:
             parser.error("--compare-space compares two spaces; it does not apply to --codecs")
-        load_space(args.compare_space, families=args.families or (), lengths=args.lengths or ())
+        other = load_space(args.compare_space, families=args.families or (), lengths=args.lengths or ())
+        if not args.families and sorted(other.families) != sorted(args.checked_space.families):
+            parser.error(f"--compare-space {args.compare_space} has the families "
+                         f"{', '.join(other.families)}, the space measured "
+                         f"{', '.join(args.checked_space.families)}; pass --families to compare the ones "
+                         "both have")
     return args
 
 
@@ -139,7 +144,8 @@ def _parties(args: argparse.Namespace) -> tuple[dict[str, Any], str, list[int] |
         anchored = kind.split()[2] if kind.startswith("anchored to ") else None
         untrained_encoder = run.get("decoder_anchored_to") or run.get("decoder_only")
         # An encoder tuned through the reference's decoder (`train ship`'s tune stage) speaks to it.
-        party.encoder_partner = run.get("encoder_tuned_to") or (None if untrained_encoder else (anchored or family))
+        party.encoder_partner = run.get("encoder_tuned_to") or (
+            None if untrained_encoder else (anchored or family))
         party.decoder_partner = run.get("decoder_anchored_to") or anchored or family
         parties[family] = party
     if args.families:
@@ -367,13 +373,11 @@ def _measure(args: argparse.Namespace, json_path: str | None) -> dict[str, Any]:
         key = _variant_key(args.checked_space)
         if key is None or key in variants:
             raise BenchError(f"--compare-space {args.compare_space} records the variant "
-                             f"{args.checked_space.manifest.get('variant')!r}; compare a space of the other variant "
-                             f"(label-free or weakly supervised) than the one measured")
+                             f"{args.checked_space.manifest.get('variant')!r}; compare a space of the other "
+                             "variant (label-free or weakly supervised) than the one measured")
         progress(f"the same episodes through {args.compare_space} ({key.replace('_', '-')})")
+        args.timed_pair = summary["timed_pair"]  # the same exchanges timed in both
         other, variants[key], other_blocks = _measure_space(args)
-        if other["families"] != report["families"]:
-            raise BenchError(f"--compare-space has the families {', '.join(other['families'])}, the space measured "
-                             f"{', '.join(report['families'])}; pass --families to measure the same ones")
         report["compare_pairs"] = other["pairs"]
         summary["label_free_minus_weakly_supervised"] = _variant_gap(
             blocks if key == "weakly_supervised" else other_blocks,

@@ -31,11 +31,13 @@ def main() -> None:
     def party(folder: str) -> ModelBundle:
         codec, run = codec_run(folder)
         model, tokenizer = load_model(run.get("model", codec.config.family))
-        return ModelBundle(model.eval(), tokenizer, codec.eval(), latent_steps=int(run.get("latent_steps", 1)))
+        steps = int(run.get("latent_steps", 1))
+        return ModelBundle(model.eval(), tokenizer, codec.eval(), latent_steps=steps)
 
     anchors = tinyworld_anchors("secret", args.n, length=args.length, seed=args.seed)
     result = evaluate_pair(party(args.sender), party(args.receiver), anchors, shuffled=False)
-    print(json.dumps({"sender": args.sender, "receiver": args.receiver, "n": args.n, "seed": args.seed, **result}))
+    print(json.dumps({"sender": args.sender, "receiver": args.receiver, "n": args.n, "seed": args.seed,
+                      **result}))
 
 
 if __name__ == "__main__":

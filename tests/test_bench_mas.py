@@ -120,7 +120,8 @@ def test_compare_space_must_be_the_other_variant(tmp_path, capsys):
     from latentwire.tinyworld.space import SHIPPED_SPACE
 
     out = tmp_path / "mas.json"
-    argv = ["--n", "2", "--timed", "1", "--families", "gemma3", "llava", "--compare-space", str(SHIPPED_SPACE)]
+    argv = ["--n", "2", "--timed", "1", "--families", "gemma3", "llava",
+            "--compare-space", str(SHIPPED_SPACE)]
     assert run_benchmark("mas", str(out), True, argv) != 0
     assert "other variant" in capsys.readouterr().err
     assert run_benchmark("mas", str(out), True, ["--codecs", str(tmp_path), "--compare-space",

@@ -104,7 +104,8 @@ def test_the_recipe_reproduces_itself_in_a_short_run(short_build, tmp_path):
     assert tuned["encoder_tuned_to"] == "gemma3"
     assert tuned["tune"]["decoder"]["scheme"] == "anchored to gemma3 (decoder only)"
     assert tuned["tune"]["encoder"]["scheme"] == "anchored to gemma3 (encoder only)"
-    assert "encoder_tuned_to" not in json.loads((short_build / "space" / "gemma3" / "shared_fit.json").read_text())
+    reference = json.loads((short_build / "space" / "gemma3" / "shared_fit.json").read_text())
+    assert "encoder_tuned_to" not in reference
     again = build(tmp_path / "b", recipe=_recipe(), scale=SHORT, progress=False, log=lambda *_: None)
     assert weights(again) == weights(short_build) and len(weights(again)) == 4
     if SHIPPED_SPACE.is_dir():  # the shipped files have the layout a build makes

@@ -211,8 +211,9 @@ def _tune(recipe: dict[str, Any], out: Path, init: Path, space: Path, family: st
         align(AlignConfig(model=read_fit_model(space / family), init=str(init),
                           anchor_to=str(space / recipe["reference"]),
                           encoder_only=half == "encoder", decoder_only=half == "decoder",
-                          n_anchors=_scaled(t["n_anchors"], scale, 8), seed=t["seed"], steps=steps, lr=t["lr"],
-                          warmup_steps=min(t["warmup_steps"], steps // 2), picture_weight=t.get("picture_weight"),
+                          n_anchors=_scaled(t["n_anchors"], scale, 8), seed=t["seed"], steps=steps,
+                          lr=t["lr"], warmup_steps=min(t["warmup_steps"], steps // 2),
+                          picture_weight=t.get("picture_weight"),
                           latent_weight=t.get("latent_weight", 0.0), continuation=c["continuation"],
                           eval_n=min(c["eval_n"], _scaled(c["eval_n"], scale, 4)), out_dir=str(out),
                           eval_every=0, resume=True, progress=progress))
@@ -238,7 +239,8 @@ def _tune_stage(recipe: dict[str, Any], out: Path, space: Path, scale: float, pr
         init = space / family
         for half in ("decoder", "encoder"):
             if (recipe.get("tune") or {}).get(half):
-                log(f"[{time.perf_counter() - began:7.0f}s] tune {family}'s {half} against {recipe['reference']}")
+                log(f"[{time.perf_counter() - began:7.0f}s] tune {family}'s {half} "
+                    f"against {recipe['reference']}")
                 init = tuned[family] = _tune(recipe, out / "tuned" / f"{half}s" / family, init, space, family,
                                              half, scale, progress)
     return tuned
@@ -332,11 +334,12 @@ def build_from_space(out: str | os.PathLike[str], space: str | os.PathLike[str],
     if made_with.get("tune"):
         raise ConfigError(f"{checked.folder} is already tuned; start from the space it was tuned from")
     if checked.manifest.get("scale") != scale:
-        raise ConfigError(f"{checked.folder} was built at scale {checked.manifest.get('scale')}, not {scale}; "
-                          "start from a space built at the scale of this run")
+        raise ConfigError(f"{checked.folder} was built at scale {checked.manifest.get('scale')}, not "
+                          f"{scale}; start from a space built at the scale of this run")
     unknown = sorted(set(only or ()) - set(recipe["families"]))
     if unknown:
-        raise ConfigError(f"--only {' '.join(unknown)}: not in the recipe's families ({', '.join(recipe['families'])})")
+        raise ConfigError(f"--only {' '.join(unknown)}: not in the recipe's families "
+                          f"({', '.join(recipe['families'])})")
     models = {f: checked.folder.parent / "checkpoints" / f for f in recipe["families"]}
     missing = [str(m) for m in models.values() if not (m / "model.safetensors").is_file()]
     if missing:
@@ -392,9 +395,10 @@ def _package(recipe: dict[str, Any], out: Path, models: dict[str, Path], scale: 
             if family not in tuned or not (recipe.get("tune") or {}).get(half) or not record.is_file():
                 continue
             run = json.loads(record.read_text())
-            fit.setdefault("tune", {})[half] = {"steps": run["step"], "eval": run["eval"], "scheme": run["scheme"],
+            fit.setdefault("tune", {})[half] = {"steps": run["step"], "eval": run["eval"],
+                                                "scheme": run["scheme"],
                                                 "train_seconds": run["train_seconds"]}
-            if half == "encoder":  # whose decoder it now speaks to (bench mas: who was trained with whom)
+            if half == "encoder":  # whose decoder it speaks to now (bench mas: who was trained with whom)
                 fit["encoder_tuned_to"] = recipe["reference"]
         (target / FIT_FILE).write_text(json.dumps(fit, indent=2, sort_keys=True) + "\n")
     files = sorted(p for p in ship.rglob("*") if p.is_file())
@@ -402,11 +406,7 @@ def _package(recipe: dict[str, Any], out: Path, models: dict[str, Path], scale: 
         "format": "latentwire-tinyworld-space", "format_version": 1, "recipe": recipe, "scale": scale,
         "reference": recipe["reference"], "families": recipe["families"],
         "lengths": recipe["anchors"]["lengths"], "task": recipe["anchors"]["task"],
-        "variant": ("label-free (no picture term)" if recipe["codec"].get("picture_weight") == 0
-                    else "weakly supervised (picture term on)")
-                   + ("; decoders trained further" if tuned and (recipe.get("tune") or {}).get("decoder") else "")
-                   + ("; encoders tuned label-free through the reference"
-                      if tuned and (recipe.get("tune") or {}).get("encoder") else ""),
+        "variant": _variant(recipe, bool(tuned)),
         "files": {str(p.relative_to(ship)): {"bytes": p.stat().st_size, "sha256": file_sha256(p)}
                   for p in files},
     }
@@ -415,6 +415,15 @@ def _package(recipe: dict[str, Any], out: Path, models: dict[str, Path], scale: 
     (ship / "space" / MANIFEST).write_text(text)  # `--space ship/space` is checked like the shipped one
     (ship / MANIFEST).write_text(text)
     return ship
+
+
+def _variant(recipe: dict[str, Any], tuned: bool) -> str:
+    """The codec variant ``space.json`` records (`bench mas` files each variant's figures under it)."""
+    tune = recipe.get("tune") or {}
+    return (("label-free (no picture term)" if recipe["codec"].get("picture_weight") == 0
+             else "weakly supervised (picture term on)")
+            + ("; decoders trained further" if tuned and tune.get("decoder") else "")
+            + ("; encoders tuned label-free through the reference" if tuned and tune.get("encoder") else ""))
 
 
 def install(ship: str | os.PathLike[str]) -> Path:
@@ -443,8 +452,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--only", nargs="+", metavar="FAMILY",
                         help="run only these families' own stages (models, own codec); one process per core")
     parser.add_argument("--from-space", metavar="DIR",
-                        help="start from this finished space (stages 1-6 of the recipe: e.g. the shipped one, "
-                             "tinyworld/space) and run only the tune and the packaging")
+                        help="start from this finished space (stages 1-6 of the recipe: e.g. the shipped "
+                             "one, tinyworld/space) and run only the tune and the packaging")
     parser.add_argument("--install", action="store_true", help="copy the result into the package")
     parser.add_argument("--progress", action=argparse.BooleanOptionalAction, default=True)
     args = parser.parse_args(argv)
