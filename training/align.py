@@ -29,6 +29,12 @@ supervised** (``picture_weight`` > 0), whose picture is chosen by ``picture_targ
   features, because the gated embeddings are added onto the blank image (``"add"`` merge). A
   model whose tower cannot give them is refused before training (`MissingVisionTower`).
 
+``init`` starts from a codec folder instead of a new codec (its shape and shared-space maps come
+with it). With ``anchor_to`` it continues one half against the frozen reference codec: ``decoder_only``
+(reads the reference's encoder) or ``encoder_only`` (the encoder and its map into the shared space
+speak through the reference's decoder to the reference model, which is then teacher and student;
+``latent_weight`` holds the latent near the reference encoder's): the tune stage of `train ship`.
+
 A message that does not fit its picture (a screen: more tokens than slots; rendered: smaller
 than the smallest font) has no picture term.
 
@@ -582,7 +588,8 @@ def _init_codec(config: AlignConfig, family: str, hidden_size: int) -> Any:
         raise ConfigError(f"init {config.init} is a codec of {c.family} (hidden size {c.hidden_size}); the "
                           f"model is {family} (hidden size {hidden_size}): start from a codec of this model")
     config.num_tokens, config.width, config.codec_layers = c.num_tokens, c.width, c.num_layers
-    config.image_slots, config.latent_steps = c.image_slots, c.latent_steps
+    config.image_slots = c.image_slots
+    config.latent_steps = c.latent_steps or config.latent_steps  # 0: a codec that did not record it
     return codec.float()
 
 
