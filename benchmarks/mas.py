@@ -25,8 +25,10 @@ ship``), or ``--space DIR`` (a ``train ship`` or ``train space-maps`` output; ``
 deprecated old name), or ``--codecs DIR...`` (the anchored scheme). ``--stream test`` (the
 default) is the stream no training job, map fit or design choice used: its figures are written
 under ``summary``. ``--stream dev`` is for comparing recipes: its figures go under
-``dev_summary``, never under the final name. ``--quick`` runs the same path on three families,
-two lengths and a few episodes.
+``dev_summary``, never under the final name. ``--compare-space DIR`` runs the same episodes
+through a space of the other codec variant (label-free or weakly supervised, as each space's
+``space.json`` records) and writes each variant's summary under its name, beside their paired
+difference. ``--quick`` runs the same path on three families, two lengths and a few episodes.
 """
 
 from __future__ import annotations
