@@ -122,6 +122,7 @@ def _parties(args: argparse.Namespace) -> tuple[dict[str, Any], str, list[int] |
     """``(party per family, scheme, trained lengths or None)``: each party a `ModelBundle` with the
     families its encoder and decoder were trained against (``encoder_partner``/``decoder_partner``)."""
     from latentwire.agents.bundle import ModelBundle
+    from latentwire.tinyworld.space import training_partners
     from latentwire.training.pairs import codec_run, load_model
 
     lengths: list[int] | None = None
@@ -142,13 +143,7 @@ def _parties(args: argparse.Namespace) -> tuple[dict[str, Any], str, list[int] |
         # Whose decoder this encoder, and whose encoder this decoder, were trained against: a codec
         # trained alone, its own; anchored, the anchor's; a shared-space decoder, the reference's encoder.
         family = codec.config.family
-        kind = run.get("scheme", "")  # "anchored to X", "anchored to X (decoder only)"
-        anchored = kind.split()[2] if kind.startswith("anchored to ") else None
-        untrained_encoder = run.get("decoder_anchored_to") or run.get("decoder_only")
-        # An encoder tuned through the reference's decoder (`train ship`'s tune stage) speaks to it.
-        party.encoder_partner = run.get("encoder_tuned_to") or (
-            None if untrained_encoder else (anchored or family))
-        party.decoder_partner = run.get("decoder_anchored_to") or anchored or family
+        party.encoder_partner, party.decoder_partner = training_partners(run, family)
         parties[family] = party
     if args.families:
         missing = sorted(set(args.families) - set(parties))
@@ -317,6 +312,13 @@ def _speedup(timed: dict[str, np.ndarray]) -> dict[str, Any]:
             "timed_latent_exact": round(float(timed["latent_exact"].mean()), 4)}
 
 
+def _every_length(blocks: dict[int, dict[str, Any]]) -> dict[tuple[str, str], Any]:
+    """Per pair and mode, every length's episodes side by side (one row of scores per pair)."""
+    return {pair: {mode: tuple(np.concatenate([b["rows"][pair][mode][m] for b in blocks.values()])
+                               for m in (0, 1)) for mode in MODES}
+            for pair in next(iter(blocks.values()))["rows"]}
+
+
 def _summary(blocks: dict[int, dict[str, Any]], cotrained: set[tuple[str, str]], families: list[str],
              timed_pair: tuple[str, str]) -> dict[str, Any]:
     per_length = []
@@ -326,11 +328,7 @@ def _summary(blocks: dict[int, dict[str, Any]], cotrained: set[tuple[str, str]],
         row["matched"] = bool(text and latent is not None and latent >= MATCH * text)
         per_length.append(row)
     matched = [r for r in per_length if r["matched"]]
-    everything: dict[tuple[str, str], Any] = {}
-    for pair in next(iter(blocks.values()))["rows"]:  # every length's episodes side by side
-        everything[pair] = {mode: tuple(np.concatenate([b["rows"][pair][mode][m] for b in blocks.values()])
-                                        for m in (0, 1)) for mode in MODES}
-    overall = _figures(everything, cotrained)
+    overall = _figures(_every_length(blocks), cotrained)
     keys = ("latent_over_text_exact", "latent_over_text_char", "unseen_over_cotrained_exact",
             "unseen_over_cotrained_char", "latent_exact", "latent_char", "text_oracle_exact",
             "text_sent_exact",
@@ -403,11 +401,11 @@ def _measure(args: argparse.Namespace, json_path: str | None) -> dict[str, Any]:
 def _variant_gap(label_free: dict[int, Any], weakly: dict[int, Any]) -> dict[str, Any]:
     """Label-free minus weakly supervised latent accuracy over every pair and length, paired on the
     same episodes (both variants read the same stream), with its bootstrap interval."""
-    pairs = sorted(next(iter(label_free.values()))["rows"])
+    free, weak = _every_length(label_free), _every_length(weakly)
+    pairs = sorted(free)
     out = {}
     for metric, suffix in ((0, "exact"), (1, "char")):
-        a = np.concatenate([_stack(b["rows"], pairs, "latent", metric) for b in label_free.values()], axis=1)
-        b = np.concatenate([_stack(w["rows"], pairs, "latent", metric) for w in weakly.values()], axis=1)
+        a, b = _stack(free, pairs, "latent", metric), _stack(weak, pairs, "latent", metric)
         out[suffix] = figure(*bootstrap(lambda i, a=a, b=b: _mean_over(a, i) - _mean_over(b, i), a.shape[1]))
     return out
 

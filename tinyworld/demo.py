@@ -24,6 +24,7 @@ from latentwire.agents.pipeline import Episode, PipelineConfig, default_codec, r
 from latentwire.agents.vlm_agent import Role
 from latentwire.errors import ConfigError
 
+from .space import training_partners
 from .tasks import TASKS, make_task, score
 
 # The pre-training format (tinyworld/tasks.py): observation lines, then one
@@ -146,9 +147,9 @@ async def run_vlm_demo(url: str | None = None, *, task: str = "secret", episodes
 
 def _kinship(space: Any, families: tuple[str, str]) -> str:
     sender, receiver = families
-    reads = space.record(receiver).get("decoder_anchored_to") or receiver  # whose encoder its decoder learnt
-    speaks = space.record(sender).get("encoder_tuned_to")  # whose decoder the encoder was tuned through
-    together = sender == reads or speaks == receiver
+    speaks, _ = training_partners(space.record(sender), sender)
+    _, reads = training_partners(space.record(receiver), receiver)
+    together = speaks == receiver or reads == sender  # as `bench mas` counts co-trained pairs
     return "(co-trained pair)" if together else "(never trained together: they meet only in the shared space)"
 
 

@@ -32,7 +32,7 @@ from latentwire.errors import ConfigError
 from .checkpoints import SHIPPED_DIR
 
 __all__ = ["FIT_FILE", "LEGACY_FIT_FILE", "MANIFEST", "SHIPPED_SPACE", "Space", "SpaceError", "file_sha256",
-           "load_space", "read_fit_record"]
+           "load_space", "read_fit_record", "training_partners"]
 
 #: Where the shipped space lives inside the package.
 SHIPPED_SPACE = Path(__file__).resolve().parent / "space"
@@ -105,6 +105,19 @@ def read_fit_record(folder: str | os.PathLike[str]) -> dict[str, Any] | None:
         return None
     record = json.loads((folder / LEGACY_FIT_FILE).read_text())
     return {LEGACY_FIT_KEYS.get(key, key): value for key, value in record.items()}
+
+
+def training_partners(record: dict[str, Any], family: str) -> tuple[str | None, str]:
+    """``(encoder partner, decoder partner)`` of ``family``'s codec from its record (a fit record, or a
+    ``train codec`` run config with its ``scheme``): whose decoder its encoder was trained against
+    (None: nobody's) and whose encoder its decoder was trained to read. A codec trained alone, its own;
+    an anchored one, the anchor's; a shared-space decoder, the reference's encoder; an encoder tuned
+    through the reference's decoder (`train ship`'s tune), the reference."""
+    kind = record.get("scheme", "")  # "anchored to X", "anchored to X (decoder only)"
+    anchored = kind.split()[2] if kind.startswith("anchored to ") else None
+    untrained_encoder = record.get("decoder_anchored_to") or record.get("decoder_only")
+    encoder = record.get("encoder_tuned_to") or (None if untrained_encoder else (anchored or family))
+    return encoder, record.get("decoder_anchored_to") or anchored or family
 
 
 def file_sha256(path: str | os.PathLike[str]) -> str:

@@ -198,6 +198,21 @@ def _codec(recipe: dict[str, Any], out: Path, model: Path, anchors: Path, scale:
     return out
 
 
+def _record(out: Path, wanted: dict[str, Any]) -> None:
+    """Write what ``out`` is built with (``recipe.json``), refusing a folder built with something else."""
+    recorded = out / "recipe.json"
+    if recorded.is_file() and json.loads(recorded.read_text()) != wanted:
+        raise ConfigError(f"{out} was built with another recipe or scale (or from another space: "
+                          f"{recorded}); use a new --out")
+    recorded.write_text(json.dumps(wanted, indent=2) + "\n")
+
+
+def _check_only(only: list[str] | None, families: list[str]) -> None:
+    unknown = sorted(set(only or ()) - set(families))
+    if unknown:
+        raise ConfigError(f"--only {' '.join(unknown)}: not in the recipe's families ({', '.join(families)})")
+
+
 def _tune(recipe: dict[str, Any], out: Path, init: Path, space: Path, family: str, half: str, scale: float,
           progress: bool) -> Path:
     """``out``: the codec in ``init`` (``family``'s, with its maps) with one ``half`` tuned against the
@@ -208,7 +223,7 @@ def _tune(recipe: dict[str, Any], out: Path, init: Path, space: Path, family: st
     t, c = recipe["tune"][half], recipe["codec"]
     if not _done(out, "align.json"):
         steps = _scaled(t["steps"], scale)
-        align(AlignConfig(model=read_fit_model(space / family), init=str(init),
+        align(AlignConfig(model=_fit_model(space / family), init=str(init),
                           anchor_to=str(space / recipe["reference"]),
                           encoder_only=half == "encoder", decoder_only=half == "decoder",
                           n_anchors=_scaled(t["n_anchors"], scale, 8), seed=t["seed"], steps=steps,
@@ -220,7 +235,7 @@ def _tune(recipe: dict[str, Any], out: Path, init: Path, space: Path, family: st
     return out
 
 
-def read_fit_model(folder: Path) -> str:
+def _fit_model(folder: Path) -> str:
     """The model a space family folder runs with (its fit record's ``model``)."""
     from latentwire.tinyworld.space import read_fit_record
 
@@ -229,20 +244,20 @@ def read_fit_model(folder: Path) -> str:
 
 
 def _tune_stage(recipe: dict[str, Any], out: Path, space: Path, scale: float, progress: bool,
-                log: Any, began: float, only: list[str] | None = None) -> dict[str, Path]:
+                log: Any, began: float, only: list[str] | None = None) -> dict[str, dict[str, Path]]:
     """Stage 7 for every non-reference family (``only``: these): its decoder, then its encoder, each
-    where the recipe tunes it, the second starting from the first; ``{family: last tuned folder}``."""
-    tuned: dict[str, Path] = {}
+    where the recipe tunes it, the second starting from the first; ``{family: {half: folder}}`` in
+    that order (the last folder holds the whole tuned codec)."""
+    halves = [h for h in ("decoder", "encoder") if (recipe.get("tune") or {}).get(h)]
+    tuned: dict[str, dict[str, Path]] = {}
     for family in recipe["families"]:
-        if family == recipe["reference"] or (only is not None and family not in only):
+        if family == recipe["reference"] or (only is not None and family not in only) or not halves:
             continue
-        init = space / family
-        for half in ("decoder", "encoder"):
-            if (recipe.get("tune") or {}).get(half):
-                log(f"[{time.perf_counter() - began:7.0f}s] tune {family}'s {half} "
-                    f"against {recipe['reference']}")
-                init = tuned[family] = _tune(recipe, out / "tuned" / f"{half}s" / family, init, space, family,
-                                             half, scale, progress)
+        init, tuned[family] = space / family, {}
+        for half in halves:
+            log(f"[{time.perf_counter() - began:7.0f}s] tune {family}'s {half} against {recipe['reference']}")
+            init = tuned[family][half] = _tune(recipe, out / "tuned" / f"{half}s" / family, init, space,
+                                               family, half, scale, progress)
     return tuned
 
 
@@ -260,16 +275,10 @@ def build(out: str | os.PathLike[str], *, recipe: dict[str, Any] | None = None, 
         raise ConfigError(f"scale must be in (0, 1], got {scale}")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    recorded = out / "recipe.json"
-    wanted = {"recipe": recipe, "scale": scale}
-    if recorded.is_file() and json.loads(recorded.read_text()) != wanted:
-        raise ConfigError(f"{out} was built with another recipe or scale ({recorded}); use a new --out")
-    recorded.write_text(json.dumps(wanted, indent=2) + "\n")
+    _record(out, {"recipe": recipe, "scale": scale})
     began = time.perf_counter()
     families, reference = recipe["families"], recipe["reference"]
-    unknown = sorted(set(only or ()) - set(families))
-    if unknown:
-        raise ConfigError(f"--only {' '.join(unknown)}: not in the recipe's families ({', '.join(families)})")
+    _check_only(only, families)
     mine = [f for f in families if only is None or f in only]
     models = {}
     for family in mine:
@@ -336,21 +345,14 @@ def build_from_space(out: str | os.PathLike[str], space: str | os.PathLike[str],
     if checked.manifest.get("scale") != scale:
         raise ConfigError(f"{checked.folder} was built at scale {checked.manifest.get('scale')}, not "
                           f"{scale}; start from a space built at the scale of this run")
-    unknown = sorted(set(only or ()) - set(recipe["families"]))
-    if unknown:
-        raise ConfigError(f"--only {' '.join(unknown)}: not in the recipe's families "
-                          f"({', '.join(recipe['families'])})")
+    _check_only(only, recipe["families"])
     models = {f: checked.folder.parent / "checkpoints" / f for f in recipe["families"]}
     missing = [str(m) for m in models.values() if not (m / "model.safetensors").is_file()]
     if missing:
         raise ConfigError(f"no checkpoint beside the space: {', '.join(missing)}")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    recorded = out / "recipe.json"
-    wanted = {"recipe": recipe, "scale": scale, "from_space": str(checked.folder)}
-    if recorded.is_file() and json.loads(recorded.read_text()) != wanted:
-        raise ConfigError(f"{out} was built with another recipe or space ({recorded}); use a new --out")
-    recorded.write_text(json.dumps(wanted, indent=2) + "\n")
+    _record(out, {"recipe": recipe, "scale": scale, "from_space": str(checked.folder)})
     began = time.perf_counter()
     tuned = _tune_stage(recipe, out, checked.folder, scale, progress, log, began, only)
     if only is not None:
@@ -361,10 +363,10 @@ def build_from_space(out: str | os.PathLike[str], space: str | os.PathLike[str],
 
 
 def _package(recipe: dict[str, Any], out: Path, models: dict[str, Path], scale: float, space: Path,
-             tuned: dict[str, Path]) -> Path:
-    """``out/ship``: the long models as checkpoints, the codecs of ``space`` (a family's ``tuned`` one
-    where there is one) in the ship dtype with their fit records naming the family (the shipped
-    checkpoint) as their model; ``space.json`` last."""
+             tuned: dict[str, dict[str, Path]]) -> Path:
+    """``out/ship``: the long models as checkpoints, the codecs of ``space`` (a family's last
+    ``tuned`` one where there is one) in the ship dtype with their fit records naming the family (the
+    shipped checkpoint) as their model and each tune; ``space.json`` last."""
     import torch
     from safetensors.torch import load_file, save_file
 
@@ -383,18 +385,16 @@ def _package(recipe: dict[str, Any], out: Path, models: dict[str, Path], scale: 
     for family in recipe["families"]:
         source, target = space / family, ship / "space" / family
         target.mkdir(parents=True)
-        weights = load_file(str((tuned.get(family) or source) / "model.safetensors"))
+        halves = tuned.get(family, {})
+        weights = load_file(str((list(halves.values()) or [source])[-1] / "model.safetensors"))
         save_file({k: v.to(dtype) if v.is_floating_point() else v for k, v in weights.items()},
                   str(target / "model.safetensors"))
         shutil.copy2(source / "config.json", target / "config.json")
         fit = json.loads((source / FIT_FILE).read_text())
         fit["model"] = family  # the shipped checkpoint of the family, wherever the package lives
         fit.pop("decoder", None)  # a build folder that does not ship
-        for half in ("decoder", "encoder"):
-            record = out / "tuned" / f"{half}s" / family / "align.json"
-            if family not in tuned or not (recipe.get("tune") or {}).get(half) or not record.is_file():
-                continue
-            run = json.loads(record.read_text())
+        for half, folder in halves.items():
+            run = json.loads((folder / "align.json").read_text())
             fit.setdefault("tune", {})[half] = {"steps": run["step"], "eval": run["eval"],
                                                 "scheme": run["scheme"],
                                                 "train_seconds": run["train_seconds"]}
@@ -406,7 +406,7 @@ def _package(recipe: dict[str, Any], out: Path, models: dict[str, Path], scale: 
         "format": "latentwire-tinyworld-space", "format_version": 1, "recipe": recipe, "scale": scale,
         "reference": recipe["reference"], "families": recipe["families"],
         "lengths": recipe["anchors"]["lengths"], "task": recipe["anchors"]["task"],
-        "variant": _variant(recipe, bool(tuned)),
+        "variant": _variant(recipe, tuned),
         "files": {str(p.relative_to(ship)): {"bytes": p.stat().st_size, "sha256": file_sha256(p)}
                   for p in files},
     }
@@ -417,13 +417,13 @@ def _package(recipe: dict[str, Any], out: Path, models: dict[str, Path], scale: 
     return ship
 
 
-def _variant(recipe: dict[str, Any], tuned: bool) -> str:
+def _variant(recipe: dict[str, Any], tuned: dict[str, dict[str, Path]]) -> str:
     """The codec variant ``space.json`` records (`bench mas` files each variant's figures under it)."""
-    tune = recipe.get("tune") or {}
+    halves = {half for done in tuned.values() for half in done}
     return (("label-free (no picture term)" if recipe["codec"].get("picture_weight") == 0
              else "weakly supervised (picture term on)")
-            + ("; decoders trained further" if tuned and tune.get("decoder") else "")
-            + ("; encoders tuned label-free through the reference" if tuned and tune.get("encoder") else ""))
+            + ("; decoders trained further" if "decoder" in halves else "")
+            + ("; encoders tuned label-free through the reference" if "encoder" in halves else ""))
 
 
 def install(ship: str | os.PathLike[str]) -> Path:
