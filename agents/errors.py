@@ -18,7 +18,8 @@ its message was built from as attributes.
         ├── CodecConfigError
         ├── CodecCheckpointError
         ├── SpaceMismatch               a latent from another codec space
-        └── ShapeMismatch               a tensor whose width or rank does not fit
+        ├── ShapeMismatch               a tensor whose width or rank does not fit
+        └── MessageTooLong              reasoning longer than the codec was trained on
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ __all__ = [
     "CodecConfigError",
     "CodecError",
     "ImageSlotMismatch",
+    "MessageTooLong",
     "MissingVisionTower",
     "ShapeMismatch",
     "SpaceMismatch",
@@ -82,6 +84,20 @@ class ShapeMismatch(CodecError, ValueError):
         self.what = what
         self.got = tuple(got)
         self.expected = expected
+
+
+class MessageTooLong(CodecError, ValueError):
+    """Raised when a sender's reasoning (its prompt's tokens and latent steps) is longer than its
+    codec was trained on: refused, never truncated; names both lengths."""
+
+    def __init__(self, family: str, got: int, maximum: int) -> None:
+        super().__init__(f"the message to encode is {got} vectors long (the {family} sender's prompt tokens and "
+                         f"latent steps), more than the {maximum} this {family} codec was trained on; send a "
+                         f"shorter message, or train the codec on anchors as long as it (latentwire train codec "
+                         f"--anchors FILE)")
+        self.family = family
+        self.got = got
+        self.maximum = maximum
 
 
 class CheckpointError(LatentwireError, ValueError):

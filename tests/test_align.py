@@ -11,7 +11,9 @@ import pytest
 torch = pytest.importorskip("torch")
 pytest.importorskip("accelerate")
 
+from latentwire.agents.bundle import ModelBundle  # noqa: E402
 from latentwire.agents.codec import UniversalVisualCodec  # noqa: E402
+from latentwire.training.anchors import tinyworld_anchors  # noqa: E402
 from latentwire.training.align import AlignConfig, align  # noqa: E402
 from latentwire.tinyworld.checkpoints import load_pretrained  # noqa: E402
 
@@ -48,6 +50,10 @@ def test_short_alignment_run_trains_the_codec_only(tmp_path):
         a, b = codec(steps), again(steps)
     assert torch.equal(a.embeddings, b.embeddings) and torch.equal(a.gate, b.gate)
     assert float(a.gate) != 0.0
+    # it records the longest reasoning its anchors gave (prompt tokens + latent steps) and refuses more
+    sender = tinyworld_anchors("secret", 1, length=8, seed=0)[0].sender
+    prompt = ModelBundle(model, load_pretrained("gemma3")[1], codec).prompts([sender])[0]
+    assert codec.config.max_steps == len(prompt.input_ids) + config.latent_steps
 
     # the model itself is frozen: a fresh load matches what we loaded before training ...
     fresh, _ = load_pretrained("gemma3")

@@ -13,7 +13,7 @@ safetensors_torch = pytest.importorskip("safetensors.torch")
 from latentwire import Latent  # noqa: E402
 from latentwire.agents.codec import CodecConfig, DecoderOutput, UniversalVisualCodec  # noqa: E402
 from latentwire.agents.errors import (  # noqa: E402
-    CheckpointError, CodecConfigError, CodecError, ShapeMismatch, SpaceMismatch)
+    CheckpointError, CodecConfigError, CodecError, MessageTooLong, ShapeMismatch, SpaceMismatch)
 from latentwire.errors import ConfigError, LatentwireError  # noqa: E402
 from latentwire.training.shared_space import fit_maps  # noqa: E402
 
@@ -65,6 +65,39 @@ def test_untrained_gate_is_exactly_zero() -> None:
     assert out.gate.item() == 0.0
     assert out.embeddings.abs().sum() > 0  # the embeddings are there, the gate shuts them out
     assert torch.equal(out.gated, torch.zeros(4, k, H))
+
+
+def test_a_message_gate_is_one_value_per_message_biased_closed_and_saved(tmp_path) -> None:
+    codec = make_codec(gate="message")
+    out = codec.decode(codec.encode(torch.randn(4, 5, H)))
+    assert out.gate.shape == (4, 1, 1) and out.gated.shape == (4, k, H)
+    assert out.gate.max().item() < 0.01  # untrained: nearly a blank image
+    codec.decoder.set_gate(2.0)
+    with torch.no_grad():
+        codec.decoder.gate_mlp[0].weight.normal_()
+    tokens = torch.randn(2, K, D)
+    gates = codec.decode(tokens, space="gemma3").gate.detach().flatten()
+    assert gates[0] != gates[1] and 0.5 < float(gates.mean()) < 1.0  # each message sets its own mix
+    again = UniversalVisualCodec.from_pretrained(codec.save_pretrained(tmp_path / "c")).eval()
+    assert again.config.gate == "message"
+    assert torch.equal(again.decode(tokens, space="gemma3").gate, codec.decode(tokens, space="gemma3").gate)
+    with pytest.raises(CodecConfigError, match=r"CodecConfig.gate='sigmoid'.*scalar, message"):
+        make_codec(gate="sigmoid")
+
+
+def test_reasoning_longer_than_the_codec_was_trained_on_is_refused_naming_both_lengths() -> None:
+    codec = make_codec(max_steps=5)
+    assert codec.encode(torch.randn(5, H)).shape == (K, D)
+    with pytest.raises(MessageTooLong, match=r"6 vectors long .* more than the 5 this gemma3 codec was trained on"):
+        codec.encode(torch.randn(6, H))
+    # padding does not count: a batch padded to 7 whose rows hold at most 5 real steps is read
+    mask = torch.tensor([[False, False, True, True, True, True, True], [True] * 4 + [False] * 3])
+    assert codec.encode(torch.randn(2, 7, H), mask).shape == (2, K, D)
+    with pytest.raises(MessageTooLong):
+        codec.encode(torch.randn(2, 7, H), torch.ones(2, 7, dtype=torch.bool))
+    assert make_codec().encode(torch.randn(500, H)).shape == (K, D)  # 0: not recorded, no limit
+    with pytest.raises(CodecConfigError, match="max_steps"):
+        make_codec(max_steps=-1)
 
 
 def test_training_noise_perturbs_the_latent_reproducibly_and_scales_with_its_spread() -> None:

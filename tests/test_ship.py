@@ -52,6 +52,7 @@ def test_every_shipped_artefact_loads_and_talks():
     for family in FAMILIES:
         model, tokenizer = load_pretrained(family)
         codec, steps = space.codec(family)
+        assert codec.config.max_steps > 0, family  # longer reasoning than its anchors' is refused
         bundles[family] = ModelBundle(model, tokenizer, codec, latent_steps=steps)
     tokens = bundles["llava"].speak(["saw: abcdefgh\nmessage?"])
     assert tokens.shape == (1, 8, 64) and bool(tokens.isfinite().all())
@@ -84,7 +85,7 @@ def test_shipped_space_was_made_by_the_recorded_recipe():
     assert manifest["variant"].startswith("weakly supervised")
 
 
-@pytest.mark.timeout(300)
+@pytest.mark.timeout(600)  # two short builds: minutes on a busy 2-core machine
 def test_the_recipe_reproduces_itself_in_a_short_run(short_build, tmp_path):
     """Every stage runs; a second build from scratch gives the same weights (records differ only in
     paths and times); the layout is the shipped one."""
@@ -111,6 +112,10 @@ def test_the_recipe_reproduces_itself_in_a_short_run(short_build, tmp_path):
     if SHIPPED_SPACE.is_dir():  # the shipped files have the layout a build makes
         shipped = {p.name for p in (SHIPPED_SPACE / "llava").iterdir()}
         assert shipped == {p.name for p in (short_build / "space" / "llava").iterdir()}
+        for family in ("gemma3", "llava"):  # the recipe's anchors give the length the shipped codecs refuse past
+            made, installed = (json.loads((root / family / "config.json").read_text())["max_steps"]
+                               for root in (short_build / "space", SHIPPED_SPACE))
+            assert made == installed > 0, family
 
 
 def test_a_stopped_build_continues_and_a_changed_recipe_is_refused(short_build):

@@ -124,7 +124,11 @@ class AlignConfig(TrainConfig):
                 "rendered (any VLM: the message drawn as an image, through the family's own vision tower and "
                 "projector)", "choices": list(PICTURE_TARGETS)})
     gate_init: float = field(default=1.0, metadata={
-        "help": "the gate's raw value at the start (tanh(0) = 0 would give the embeddings no gradient)"})
+        "help": "the gate's raw value at the start: the scalar gate is its tanh (tanh(0) = 0 would give the "
+                "embeddings no gradient), the message gate the sigmoid of it as its last layer's bias"})
+    gate: str = field(default="scalar", metadata={
+        "help": "the decoder's gate: scalar (one learned value) or message (an MLP of the received tokens "
+                "and a sigmoid, the paper's)", "choices": ["scalar", "message"]})
     latent_noise: float = field(default=0.0, metadata={
         "help": "Gaussian noise on the latent between encoder and decoder while training, in units of each "
                 "entry's spread over the batch (how it fared: docs/benchmarks.md, bench mas)"})
@@ -314,14 +318,15 @@ def _receiver_loss(party: Any, decoded: Any, batch: _Batch, config: AlignConfig,
         with torch.no_grad():
             shown = [batch.pictures[i] for i in rows]
             target = _picture_target(party, shown, config.picture_target)  # (b, k, H)
-        shown = decoded.gate * decoded.embeddings[rows].float()
+        gate = decoded.gate[rows] if decoded.gate.ndim else decoded.gate  # message gates: one per row
+        shown = gate * decoded.embeddings[rows].float()
         picture = ((shown - target) ** 2).mean() / (target ** 2).mean().clamp_min(1e-6)
         loss = loss + config.picture_weight * picture
     with torch.no_grad():
         match = ((t_logits.argmax(-1) == s_logits.argmax(-1)).float() * valid).sum() / n
     parts = {"kl": kl.item(), "hidden": float(hidden.detach()), "scale": scale.item(),
              "picture": float(picture.detach()), "embed_norm": norm.item(),
-             "gate": float(decoded.gate.detach()), "token_match": match.item()}
+             "gate": float(decoded.gate.detach().mean()), "token_match": match.item()}
     return loss, parts
 
 
@@ -479,9 +484,15 @@ class _AlignJob(TrainJob):
         return {"codec": self.codec.config.to_dict()}
 
     def load_state(self, state: dict[str, Any]) -> None:
+        from latentwire.agents.codec import CodecConfig
         from latentwire.agents.errors import CodecCheckpointError
 
+        # max_steps is how long the anchors run, not the architecture; fields added since the
+        # checkpoint was written compare at their defaults.
         saved, mine = state.get("codec", {}), self.codec.config.to_dict()
+        if saved:
+            saved = CodecConfig.from_dict(saved).to_dict()
+        saved, mine = {**saved, "max_steps": 0}, {**mine, "max_steps": 0}
         if saved != mine:
             diff = {k: (v, mine.get(k)) for k, v in saved.items() if mine.get(k) != v}
             raise CodecCheckpointError(self.config.out_dir, f"holds a codec of another architecture than this run "
@@ -501,7 +512,7 @@ class _AlignJob(TrainJob):
                 **({} if config.init is None else
                    {"init_sha256": file_sha256(Path(config.init) / "model.safetensors")}),
                 "eval_n": len(self.eval_anchors), "train_anchors": len(self.train_anchors),
-                "image_scale": self.image_scale, "gate": float(torch.tanh(codec.decoder.gate.detach())),
+                "image_scale": self.image_scale, "gate": codec.decoder.resting_gate(),
                 "train_seconds": result.train_seconds, "processes": result.processes}
         (out / "align.json").write_text(json.dumps(meta, indent=2) + "\n")
 
@@ -548,9 +559,8 @@ def align(config: AlignConfig) -> Path:
         codec = UniversalVisualCodec(CodecConfig(
             family=adapter.family, hidden_size=adapter.hidden_size(model), num_tokens=config.num_tokens,
             width=config.width, num_layers=config.codec_layers, image_slots=config.image_slots,
-            latent_steps=config.latent_steps))
-        with torch.no_grad():
-            codec.decoder.gate.fill_(config.gate_init)
+            latent_steps=config.latent_steps, gate=config.gate))
+        codec.decoder.set_gate(config.gate_init)
     # The shared-space maps stay as they are here (fitted across families by `train space-maps`): out of the
     # optimiser and out of DDP's gradient bookkeeping (they take no part in the loss), except the map
     # into the shared space of an encoder-only tune, which is what it trains with the encoder.
@@ -562,6 +572,8 @@ def align(config: AlignConfig) -> Path:
         codec.shared.to_shared.requires_grad_(True)
     codec.train().to(accelerator.device)
     party = ModelBundle(model, tokenizer, codec, latent_steps=config.latent_steps)
+    if not config.decoder_only:  # the encoder trains on these anchors: it refuses longer reasoning
+        codec.config.max_steps = max(codec.config.max_steps, _longest_reasoning(party, train_anchors))
     ref = None if config.anchor_to is None else _reference_party(config.anchor_to, accelerator.device,
                                                                  adapter.family, config)
     if ref is not None and picture_target == "rendered":  # the reference reads its pictures too
@@ -574,6 +586,13 @@ def align(config: AlignConfig) -> Path:
     out = Path(config.out_dir.format(family=adapter.family))
     loop.run(job, out)
     return out
+
+
+def _longest_reasoning(party: Any, anchors: list[Anchor]) -> int:
+    """The most vectors ``party``'s encoder reads for any of ``anchors``: the sender prompt's tokens
+    (`latent_io.reason` reads them all) and the latent steps."""
+    texts = sorted({a.sender for a in anchors})
+    return max(len(p.input_ids) for p in party.prompts(texts)) + party.latent_steps
 
 
 def _init_codec(config: AlignConfig, family: str, hidden_size: int) -> Any:

@@ -386,10 +386,11 @@ def _package(recipe: dict[str, Any], out: Path, models: dict[str, Path], scale: 
         source, target = space / family, ship / "space" / family
         target.mkdir(parents=True)
         halves = tuned.get(family, {})
-        weights = load_file(str((list(halves.values()) or [source])[-1] / "model.safetensors"))
+        last = (list(halves.values()) or [source])[-1]  # weights and config of the family's last job
+        weights = load_file(str(last / "model.safetensors"))
         save_file({k: v.to(dtype) if v.is_floating_point() else v for k, v in weights.items()},
                   str(target / "model.safetensors"))
-        shutil.copy2(source / "config.json", target / "config.json")
+        shutil.copy2(last / "config.json", target / "config.json")
         fit = json.loads((source / FIT_FILE).read_text())
         fit["model"] = family  # the shipped checkpoint of the family, wherever the package lives
         fit.pop("decoder", None)  # a build folder that does not ship

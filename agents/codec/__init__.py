@@ -7,8 +7,10 @@ One codec per model family; read the modules in this order:
 - `layers`: `FamilyEncoder`, a Perceiver-style resampler (K-S learned queries plus S statistics
   tokens, the mean/std of the steps, cross-attend over the sender's m latent steps:
   (B, m, H) -> (B, K, D)); `FamilyDecoder`, k learned image queries over the universal tokens
-  of every received latent, concatenated ((B, sum K_i, D) -> (B, k, H)), plus a scalar gate
-  tanh(g), g = 0 at init, so an untrained codec adds nothing to the blank image.
+  of every received latent, concatenated ((B, sum K_i, D) -> (B, k, H)), plus a gate: by
+  default a scalar tanh(g), g = 0 at init, so an untrained codec adds nothing to the blank image
+  (``CodecConfig.gate="message"``: the paper's gate, a sigmoid of an MLP of the received tokens,
+  biased closed).
 - `shared_space`: `SharedSpaceMaps`, affine maps between the family's codec space and the shared
   space (identity at init, fitted by ridge regression on anchor tokens).
 - `model`: `UniversalVisualCodec`, the three bundled: `encode` -> `latentwire.Latent`,

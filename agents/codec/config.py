@@ -10,6 +10,8 @@ from ..errors import CodecConfigError
 # The shared space every aligned family maps into. Its wire value stays "hub" (the name it had
 # before the daemon took that word): latents other agents send say space="hub".
 SHARED_SPACE = "hub"
+#: What a decoder's gate may be computed from (`CodecConfig.gate`).
+GATES = ("scalar", "message")
 
 
 @dataclass
@@ -28,6 +30,13 @@ class CodecConfig:
     space: str = ""          # the family's codec space; "" means the family name
     shared_hidden: int = 0      # width of the shared-space maps' residual MLP; 0 = affine maps only
     latent_steps: int = 0    # m latent steps per message the encoder was trained on; 0 = not recorded
+    # The most vectors (a sender prompt's tokens and its latent steps) the encoder was trained on:
+    # longer reasoning is refused, not read with positions it never saw. 0 = not recorded.
+    max_steps: int = 0
+    # How much of the decoded embeddings is added to the blank image: "scalar", one learned value
+    # (tanh, 0 at init); "message", computed from the received tokens (an MLP and a sigmoid, biased
+    # closed at init: the paper's gate). docs/benchmarks.md measures the two.
+    gate: str = "scalar"
 
     def __post_init__(self) -> None:
         if not isinstance(self.family, str) or not self.family:
@@ -43,8 +52,12 @@ class CodecConfig:
                 raise CodecConfigError(name, value, "a positive integer")
         if isinstance(self.latent_steps, bool) or not isinstance(self.latent_steps, int) or self.latent_steps < 0:
             raise CodecConfigError("latent_steps", self.latent_steps, "a non-negative integer (0 = not recorded)")
+        if isinstance(self.max_steps, bool) or not isinstance(self.max_steps, int) or self.max_steps < 0:
+            raise CodecConfigError("max_steps", self.max_steps, "a non-negative integer (0 = not recorded)")
         if isinstance(self.shared_hidden, bool) or not isinstance(self.shared_hidden, int) or self.shared_hidden < 0:
             raise CodecConfigError("shared_hidden", self.shared_hidden, "a non-negative integer (0 = affine shared-space maps)")
+        if self.gate not in GATES:
+            raise CodecConfigError("gate", self.gate, f"one of {', '.join(GATES)}")
         if self.width % self.num_heads:
             raise CodecConfigError("num_heads", self.num_heads,
                                    f"must divide width={self.width} (each head gets width/num_heads)")

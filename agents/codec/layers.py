@@ -16,6 +16,9 @@ from torch import Tensor, nn
 
 from .config import CodecConfig
 
+#: Where an untrained message gate starts: sigmoid(-6) ~ 0.0025, a near-blank image (biased closed).
+CLOSED_LOGIT = -6.0
+
 
 class Attention(nn.Module):
     """Multi-head attention of queries x over a context (self-attention when context is x)."""
@@ -127,7 +130,9 @@ class DecoderOutput:
     """What a family decoder makes of the latents it received."""
 
     embeddings: Tensor  # (B, k, H): visual embeddings before the gate
-    gate: Tensor        # (): tanh of a learned scalar; exactly 0 for an untrained codec
+    # (): tanh of a learned scalar, exactly 0 for an untrained codec (gate "scalar"); (B, 1, 1): one
+    # value per message, near 0 for an untrained codec (gate "message")
+    gate: Tensor
 
     @property
     def gated(self) -> Tensor:
@@ -145,13 +150,45 @@ class FamilyDecoder(nn.Module):
         self.blocks = nn.ModuleList(ResamplerBlock(config) for _ in range(config.num_layers))
         self.ln_f = nn.LayerNorm(D)
         self.out = nn.Linear(D, config.hidden_size)
-        # tanh(0) = 0 exactly: an untrained codec reads as a blank image, and training opens the
-        # gate only as far as the injected embeddings help (Flamingo's gated cross-attention).
-        self.gate = nn.Parameter(torch.zeros(()))
+        self.kind = config.gate
+        if self.kind == "scalar":
+            # tanh(0) = 0 exactly: an untrained codec reads as a blank image, and training opens the
+            # gate only as far as the injected embeddings help (Flamingo's gated cross-attention).
+            self.gate = nn.Parameter(torch.zeros(()))
+        else:  # "message": the gate is read off the received tokens, so each message sets its own mix
+            self.gate_in = nn.LayerNorm(D)
+            self.gate_mlp = nn.Sequential(nn.Linear(D, D), nn.GELU(), nn.Linear(D, 1))
+        self.reset_gate()
+
+    def reset_gate(self) -> None:
+        """Close the gate as an untrained codec's: exactly (scalar) or nearly (message, `CLOSED_LOGIT`)."""
+        self.set_gate(0.0 if self.kind == "scalar" else CLOSED_LOGIT)
+
+    @torch.no_grad()
+    def set_gate(self, raw: float) -> None:
+        """Set where the gate starts: the scalar's raw value (the gate is its tanh), or the logit of
+        the message gate's last layer (the gate is its sigmoid, before the message moves it)."""
+        if self.kind == "scalar":
+            self.gate.fill_(raw)
+        else:
+            self.gate_mlp[-1].bias.fill_(raw)
+
+    @torch.no_grad()
+    def resting_gate(self) -> float:
+        """The gate for a message that moves it nowhere: tanh of the scalar, or the message gate's
+        sigmoid of its last bias."""
+        return float(torch.tanh(self.gate) if self.kind == "scalar" else torch.sigmoid(self.gate_mlp[-1].bias))
 
     def forward(self, tokens: Tensor, mask: Tensor | None = None) -> DecoderOutput:
         B = tokens.size(0)
         x = self.queries.expand(B, -1, -1)  # (B, k, D)
         for block in self.blocks:
             x = block(x, tokens, mask)
-        return DecoderOutput(embeddings=self.out(self.ln_f(x)), gate=torch.tanh(self.gate))
+        embeddings = self.out(self.ln_f(x))  # (B, k, H)
+        if self.kind == "scalar":
+            return DecoderOutput(embeddings=embeddings, gate=torch.tanh(self.gate))
+        valid = (torch.ones(tokens.shape[:2], dtype=torch.bool, device=tokens.device) if mask is None
+                 else mask)[:, :, None]  # (B, N, 1)
+        pooled = torch.where(valid, tokens, 0.0).sum(1) / valid.sum(1).clamp_min(1)  # (B, D)
+        gate = torch.sigmoid(self.gate_mlp(self.gate_in(pooled)))[:, :, None]  # (B, 1, 1)
+        return DecoderOutput(embeddings=embeddings, gate=gate)

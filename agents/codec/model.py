@@ -11,7 +11,7 @@ from torch import Tensor, nn
 
 from latentwire import Latent
 
-from ..errors import CodecError, ShapeMismatch, SpaceMismatch
+from ..errors import CodecError, MessageTooLong, ShapeMismatch, SpaceMismatch
 from . import checkpoint
 from .config import SHARED_SPACE, CodecConfig
 from .layers import DecoderOutput, FamilyDecoder, FamilyEncoder
@@ -35,6 +35,7 @@ class UniversalVisualCodec(nn.Module):
         self.shared = SharedSpaceMaps(config)
         self.apply(self._init_weights)
         self.shared.reset_identity()  # the init above would overwrite the identity
+        self.decoder.reset_gate()  # and the message gate's closed bias
 
     @staticmethod
     def _init_weights(module: nn.Module) -> None:
@@ -79,6 +80,9 @@ class UniversalVisualCodec(nn.Module):
                 raise CodecError(f"rows {mask.any(1).logical_not().nonzero().flatten().tolist()} of the "
                                  "padding mask have no real step; every latent needs at least one")
             mask = mask.to(self._param.device)
+        longest = steps.size(1) if mask is None else int(mask.sum(1).max())
+        if self.config.max_steps and longest > self.config.max_steps:
+            raise MessageTooLong(self.config.family, longest, self.config.max_steps)
         tokens = self.encoder(steps.to(self._param), mask)  # (B, K, D)
         return self.shared.to_shared(tokens) if to_shared else tokens
 
